@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what virt-l3's demo and tests need on Debian 12, only when missing.
+# Usage: scripts/deps.sh [demo|test|bench|package]
+set -euo pipefail
+what=${1:-test}
+need=(iproute2 jq)
+case "$what" in
+  demo) ;;
+  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables) ;;
+  bench) need+=(hyperfine valgrind python3-pyroute2) ;;
+  package) need+=(rpm) ;;
+esac
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # policy-rc.d keeps the packages' daemons from starting on the host: the tests start their own.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

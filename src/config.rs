@@ -1,0 +1,206 @@
+//! virt-l3's configuration: a TOML file, every key optional, unknown keys refused.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Where the configuration is read from when neither `--config` nor
+/// `VIRT_L3_CONFIG` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/virt-l3/config.toml";
+
+/// The route protocol number that marks virt-l3's routes and neighbours.
+/// 52 is free in iproute2's `rt_protos`, the kernel's `RTPROT_*` and FRR's
+/// zebra range (186..=198).
+pub const DEFAULT_ROUTE_PROTOCOL: u8 = 52;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Bridges whose interfaces virt-l3 routes. Every other interface is left alone.
+    pub bridges: Vec<String>,
+    /// Where per-domain records and address ownership live (tmpfs: gone at reboot,
+    /// like the routes themselves).
+    pub state_dir: PathBuf,
+    /// libvirt's live status directory, read (never written) by reconcile and watch.
+    pub libvirt_status_dir: PathBuf,
+    /// Route protocol number written on every route and neighbour virt-l3 installs.
+    pub route_protocol: u8,
+    /// Metric of the routes of a running VM.
+    pub route_metric: u32,
+    /// Metric of the routes installed for an incoming live migration before the
+    /// VM runs here; upstream prefers the source's (lower) metric until promotion.
+    pub standby_metric: u32,
+    /// The guests' on-link gateways (configured on every routed bridge).
+    pub gateways: Vec<IpAddr>,
+    /// When not empty, every VM address and routed prefix must lie inside one of these.
+    pub allow: Vec<IpNet>,
+    /// No VM address or routed prefix may touch these.
+    pub deny: Vec<IpNet>,
+    /// Refuse, at `prepare`, a routed NIC that does not carry virt-l3's nwfilter.
+    pub require_nwfilter: bool,
+    /// Name of the filter virt-l3 attaches to routed NICs.
+    pub nwfilter_name: String,
+    /// Set bridge port isolation on routed taps.
+    pub port_isolation: bool,
+    /// Log level (tracing filter syntax), overridden by `VIRT_L3_LOG`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bridges: vec!["cloudbr0".to_string()],
+            state_dir: PathBuf::from("/run/virt-l3"),
+            libvirt_status_dir: PathBuf::from("/run/libvirt/qemu"),
+            route_protocol: DEFAULT_ROUTE_PROTOCOL,
+            route_metric: 100,
+            standby_metric: 4000,
+            gateways: vec![
+                IpAddr::from([169, 254, 0, 1]),
+                IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, 1]),
+            ],
+            allow: Vec::new(),
+            deny: Vec::new(),
+            require_nwfilter: true,
+            nwfilter_name: "virt-l3-nic".to_string(),
+            port_isolation: true,
+            log_level: "warn".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a configuration text; `path` only names the source in errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Loads the configuration: `explicit` (from `--config`), else `VIRT_L3_CONFIG`,
+    /// else the default path. A missing default file means defaults; a missing file
+    /// that was asked for explicitly is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, asked) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match std::env::var_os("VIRT_L3_CONFIG") {
+                Some(p) if !p.is_empty() => (PathBuf::from(p), true),
+                _ => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+            },
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::from_toml(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !asked => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.bridges.is_empty() {
+            return Err(invalid(
+                "`bridges` must name at least one routed bridge".into(),
+            ));
+        }
+        for b in &self.bridges {
+            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', '\0']) {
+                return Err(invalid(format!(
+                    "`bridges` holds an invalid interface name {b:?}"
+                )));
+            }
+        }
+        if matches!(self.route_protocol, 0..=4) {
+            return Err(invalid(format!(
+                "`route_protocol` {} is reserved by the kernel; pick a number no other daemon uses",
+                self.route_protocol
+            )));
+        }
+        if self.standby_metric <= self.route_metric {
+            return Err(invalid(format!(
+                "`standby_metric` ({}) must be higher than `route_metric` ({})",
+                self.standby_metric, self.route_metric
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn is_routed_bridge(&self, bridge: &str) -> bool {
+        self.bridges.iter().any(|b| b == bridge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml("bridges = [\"br-pub\"]\nroute_metric = 7\n", Path::new("x"))
+            .unwrap();
+        assert_eq!(c.bridges, vec!["br-pub"]);
+        assert_eq!(c.route_metric, 7);
+        assert_eq!(c.state_dir, PathBuf::from("/run/virt-l3"));
+        assert_eq!(c.route_protocol, DEFAULT_ROUTE_PROTOCOL);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("bridgez = [\"x\"]\n", Path::new("/etc/x.toml")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("bridgez"), "{msg}");
+        assert!(msg.contains("/etc/x.toml"), "{msg}");
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(
+            Config::from_toml("", Path::new("x")).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn lists_parse() {
+        let c = Config::from_toml(
+            "allow = [\"192.0.2.0/24\", \"2001:db8::/32\"]\ndeny = [\"192.0.2.128/25\"]\ngateways = [\"169.254.0.1\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(c.allow.len(), 2);
+        assert_eq!(c.deny[0].to_string(), "192.0.2.128/25");
+        assert_eq!(c.gateways.len(), 1);
+    }
+
+    #[test]
+    fn standby_metric_must_be_worse() {
+        let e = Config::from_toml("route_metric = 10\nstandby_metric = 5\n", Path::new("x"))
+            .unwrap_err();
+        assert!(e.to_string().contains("standby_metric"));
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = Config::load(Some(Path::new("/nonexistent/virt-l3.toml"))).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/virt-l3.toml"));
+    }
+}

@@ -1,0 +1,434 @@
+//! Reading libvirt's domain XML: the parts virt-l3 needs, nothing more.
+//!
+//! Values are kept as the text the XML holds; `plan` validates them, so that
+//! every error can name the domain, the NIC and the offending value.
+//! Metadata elements are matched by namespace URI, never by prefix.
+
+use quick_xml::events::attributes::Attributes;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+
+/// The namespace of CloudStack's per-NIC network metadata.
+pub const CLOUDSTACK_NETWORK_NS: &str = "https://download.cloudstack.org/libvirt/network";
+
+/// Domain XML larger than this is refused (libvirt's own limit for a domain
+/// definition is 10 MiB; a sane domain is a few kilobytes).
+pub const MAX_XML_BYTES: usize = 4 * 1024 * 1024;
+/// Element nesting deeper than this is refused.
+pub const MAX_DEPTH: usize = 64;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum XmlError {
+    #[error("the domain XML is {0} bytes, more than the {MAX_XML_BYTES} bytes virt-l3 accepts")]
+    TooLarge(usize),
+    #[error("the domain XML carries a DOCTYPE declaration, which virt-l3 refuses (entity definitions could expand without bound)")]
+    Doctype,
+    #[error("the domain XML uses the undefined entity &{0};")]
+    UndefinedEntity(String),
+    #[error("the domain XML nests elements deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("the domain XML is malformed near byte {position}: {message}")]
+    Malformed { position: u64, message: String },
+    #[error("the domain XML has no <domain> root element")]
+    NotADomain,
+    #[error("the domain XML has no <name>")]
+    NoName,
+}
+
+/// A `<filterref>`: the filter's name and its parameters, in document order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FilterRef {
+    pub filter: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+impl FilterRef {
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.parameters
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One `<interface>` under `<devices>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InterfaceXml {
+    /// Position among the domain's interfaces (0-based), for error messages.
+    pub index: usize,
+    /// `<interface type=...>`.
+    pub kind: String,
+    pub mac: Option<String>,
+    /// `<source bridge=...>`.
+    pub bridge: Option<String>,
+    /// `<target dev=...>`: the tap, known once libvirt created it.
+    pub target_dev: Option<String>,
+    pub filterref: Option<FilterRef>,
+}
+
+/// An `<address>` annotation, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AddressXml {
+    pub address: Option<String>,
+    pub prefix: Option<String>,
+    pub family: Option<String>,
+}
+
+/// A `<route prefix via>` annotation, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteXml {
+    pub prefix: Option<String>,
+    pub via: Option<String>,
+}
+
+/// `<cloudstack:nic mac=...>` with its addresses and routes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NicMetadata {
+    pub mac: Option<String>,
+    pub addresses: Vec<AddressXml>,
+    pub routes: Vec<RouteXml>,
+}
+
+/// A flat `<network:address ... bridge= mac=>` annotation (the upstream proposal's shape).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FlatAddress {
+    pub address: AddressXml,
+    pub bridge: Option<String>,
+    pub mac: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DomainXml {
+    pub name: String,
+    pub uuid: Option<String>,
+    pub interfaces: Vec<InterfaceXml>,
+    pub nic_metadata: Vec<NicMetadata>,
+    pub flat_addresses: Vec<FlatAddress>,
+}
+
+/// Where the parser is, as far as virt-l3 cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Domain,
+    Name,
+    Uuid,
+    Metadata,
+    CsNetwork,
+    CsNic,
+    Devices,
+    Interface,
+    FilterRef,
+    Other,
+}
+
+fn attrs(attributes: Attributes<'_>) -> Result<Vec<(String, String)>, XmlError> {
+    let mut out = Vec::new();
+    for a in attributes {
+        let a = a.map_err(|e| XmlError::Malformed {
+            position: 0,
+            message: e.to_string(),
+        })?;
+        let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+        let value = a.unescape_value().map_err(|e| match e {
+            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
+                _,
+                name,
+            )) => XmlError::UndefinedEntity(name),
+            other => XmlError::Malformed {
+                position: 0,
+                message: other.to_string(),
+            },
+        })?;
+        out.push((key, value.into_owned()));
+    }
+    Ok(out)
+}
+
+fn get(attrs: &[(String, String)], name: &str) -> Option<String> {
+    attrs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
+impl DomainXml {
+    /// Parses domain XML, refusing DOCTYPEs, undefined entities, oversize input
+    /// and absurd nesting.
+    pub fn parse(xml: &[u8]) -> Result<DomainXml, XmlError> {
+        if xml.len() > MAX_XML_BYTES {
+            return Err(XmlError::TooLarge(xml.len()));
+        }
+        let mut reader = NsReader::from_reader(xml);
+        reader.config_mut().check_end_names = true;
+        let mut buf = Vec::new();
+        let mut stack: Vec<Ctx> = Vec::new();
+        let mut dom = DomainXml::default();
+        let mut saw_root = false;
+        let mut text = String::new();
+
+        loop {
+            let position = reader.buffer_position();
+            let (ns, event) =
+                reader
+                    .read_resolved_event_into(&mut buf)
+                    .map_err(|e| XmlError::Malformed {
+                        position,
+                        message: e.to_string(),
+                    })?;
+            let is_cs = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes());
+            match event {
+                Event::DocType(_) => return Err(XmlError::Doctype),
+                Event::Start(ref e) | Event::Empty(ref e) => {
+                    let empty = matches!(event, Event::Empty(_));
+                    let local = e.local_name();
+                    let local = local.as_ref();
+                    let parent = stack.last().copied();
+                    let ctx = match (parent, local) {
+                        (None, b"domain") => {
+                            saw_root = true;
+                            Ctx::Domain
+                        }
+                        (None, _) => return Err(XmlError::NotADomain),
+                        (Some(Ctx::Domain), b"name") => Ctx::Name,
+                        (Some(Ctx::Domain), b"uuid") => Ctx::Uuid,
+                        (Some(Ctx::Domain), b"metadata") => Ctx::Metadata,
+                        (Some(Ctx::Domain), b"devices") => Ctx::Devices,
+                        (Some(Ctx::Metadata), b"network") if is_cs => Ctx::CsNetwork,
+                        (Some(Ctx::CsNetwork), b"nic") if is_cs => {
+                            let a = attrs(e.attributes())?;
+                            dom.nic_metadata.push(NicMetadata {
+                                mac: get(&a, "mac"),
+                                ..Default::default()
+                            });
+                            Ctx::CsNic
+                        }
+                        (Some(Ctx::CsNetwork), b"address") if is_cs => {
+                            let a = attrs(e.attributes())?;
+                            dom.flat_addresses.push(FlatAddress {
+                                address: address_xml(&a),
+                                bridge: get(&a, "bridge"),
+                                mac: get(&a, "mac"),
+                            });
+                            Ctx::Other
+                        }
+                        (Some(Ctx::CsNic), b"address") if is_cs => {
+                            let a = attrs(e.attributes())?;
+                            if let Some(nic) = dom.nic_metadata.last_mut() {
+                                nic.addresses.push(address_xml(&a));
+                            }
+                            Ctx::Other
+                        }
+                        (Some(Ctx::CsNic), b"route") if is_cs => {
+                            let a = attrs(e.attributes())?;
+                            if let Some(nic) = dom.nic_metadata.last_mut() {
+                                nic.routes.push(RouteXml {
+                                    prefix: get(&a, "prefix"),
+                                    via: get(&a, "via"),
+                                });
+                            }
+                            Ctx::Other
+                        }
+                        (Some(Ctx::Devices), b"interface") => {
+                            let a = attrs(e.attributes())?;
+                            dom.interfaces.push(InterfaceXml {
+                                index: dom.interfaces.len(),
+                                kind: get(&a, "type").unwrap_or_default(),
+                                ..Default::default()
+                            });
+                            Ctx::Interface
+                        }
+                        (Some(Ctx::Interface), child) => {
+                            let a = attrs(e.attributes())?;
+                            let nic = dom.interfaces.last_mut().ok_or(XmlError::NotADomain)?;
+                            match child {
+                                b"mac" => nic.mac = get(&a, "address"),
+                                b"source" => {
+                                    if let Some(b) = get(&a, "bridge") {
+                                        nic.bridge = Some(b);
+                                    }
+                                }
+                                b"target" => nic.target_dev = get(&a, "dev"),
+                                b"filterref" => {
+                                    nic.filterref = Some(FilterRef {
+                                        filter: get(&a, "filter").unwrap_or_default(),
+                                        parameters: Vec::new(),
+                                    });
+                                }
+                                _ => {}
+                            }
+                            if child == b"filterref" {
+                                Ctx::FilterRef
+                            } else {
+                                Ctx::Other
+                            }
+                        }
+                        (Some(Ctx::FilterRef), b"parameter") => {
+                            let a = attrs(e.attributes())?;
+                            if let Some(f) =
+                                dom.interfaces.last_mut().and_then(|n| n.filterref.as_mut())
+                            {
+                                if let (Some(n), Some(v)) = (get(&a, "name"), get(&a, "value")) {
+                                    f.parameters.push((n, v));
+                                }
+                            }
+                            Ctx::Other
+                        }
+                        _ => Ctx::Other,
+                    };
+                    if !empty {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(XmlError::TooDeep);
+                        }
+                        stack.push(ctx);
+                        text.clear();
+                    }
+                }
+                Event::Text(ref t) => {
+                    if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
+                        let s = t.decode().map_err(|e| XmlError::Malformed {
+                            position,
+                            message: e.to_string(),
+                        })?;
+                        text.push_str(&s);
+                    }
+                }
+                Event::GeneralRef(ref r) => {
+                    let resolved = match r.resolve_char_ref() {
+                        Ok(Some(c)) => Some(c),
+                        _ => {
+                            let name = String::from_utf8_lossy(r.as_ref()).into_owned();
+                            match quick_xml::escape::resolve_predefined_entity(&name) {
+                                Some(s) => s.chars().next(),
+                                None => return Err(XmlError::UndefinedEntity(name)),
+                            }
+                        }
+                    };
+                    if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
+                        if let Some(c) = resolved {
+                            text.push(c);
+                        }
+                    }
+                }
+                Event::CData(ref c) => {
+                    if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
+                        text.push_str(&String::from_utf8_lossy(c.as_ref()));
+                    }
+                }
+                Event::End(_) => {
+                    match stack.pop() {
+                        Some(Ctx::Name) => dom.name = text.trim().to_string(),
+                        Some(Ctx::Uuid) => dom.uuid = Some(text.trim().to_ascii_lowercase()),
+                        _ => {}
+                    }
+                    text.clear();
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+            buf.clear();
+        }
+        if !saw_root {
+            return Err(XmlError::NotADomain);
+        }
+        if dom.name.is_empty() {
+            return Err(XmlError::NoName);
+        }
+        Ok(dom)
+    }
+}
+
+fn address_xml(a: &[(String, String)]) -> AddressXml {
+    AddressXml {
+        address: get(a, "address"),
+        prefix: get(a, "prefix"),
+        family: get(a, "family"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/testdata/domains/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_interfaces_and_per_nic_metadata() {
+        let d = DomainXml::parse(&fixture("dual-stack.xml")).unwrap();
+        assert_eq!(d.name, "i-2-10-VM");
+        assert_eq!(
+            d.uuid.as_deref(),
+            Some("6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b")
+        );
+        assert_eq!(d.interfaces.len(), 1);
+        let nic = &d.interfaces[0];
+        assert_eq!(nic.mac.as_deref(), Some("52:02:45:76:d2:35"));
+        assert_eq!(nic.bridge.as_deref(), Some("cloudbr0"));
+        assert_eq!(nic.target_dev.as_deref(), Some("vnet3"));
+        assert_eq!(d.nic_metadata.len(), 1);
+        assert_eq!(d.nic_metadata[0].addresses.len(), 2);
+        assert_eq!(d.nic_metadata[0].routes.len(), 1);
+    }
+
+    #[test]
+    fn matches_namespace_by_uri_not_prefix() {
+        let xml = br#"<domain><name>x</name><metadata>
+            <zz:network xmlns:zz="https://download.cloudstack.org/libvirt/network"><zz:nic mac="52:54:00:00:00:01"><zz:address address="192.0.2.1" family="ipv4"/></zz:nic></zz:network>
+            <cloudstack:network xmlns:cloudstack="http://example.org/other"><cloudstack:nic mac="52:54:00:00:00:02"/></cloudstack:network>
+            </metadata></domain>"#;
+        let d = DomainXml::parse(xml).unwrap();
+        assert_eq!(d.nic_metadata.len(), 1);
+        assert_eq!(d.nic_metadata[0].mac.as_deref(), Some("52:54:00:00:00:01"));
+    }
+
+    #[test]
+    fn filterref_parameters_repeat() {
+        let d = DomainXml::parse(&fixture("filterref-params.xml")).unwrap();
+        let f = d.interfaces[0].filterref.as_ref().unwrap();
+        assert_eq!(
+            f.values("IP").collect::<Vec<_>>(),
+            vec!["192.0.2.10", "192.0.2.11"]
+        );
+        assert_eq!(f.values("IPV6").count(), 1);
+    }
+
+    #[test]
+    fn refuses_doctype_and_entities() {
+        assert_eq!(
+            DomainXml::parse(&fixture("hostile-billion-laughs.xml")),
+            Err(XmlError::Doctype)
+        );
+        let e = DomainXml::parse(b"<domain><name>a&xxe;</name></domain>").unwrap_err();
+        assert_eq!(e, XmlError::UndefinedEntity("xxe".into()));
+    }
+
+    #[test]
+    fn predefined_entities_resolve() {
+        let d = DomainXml::parse(b"<domain><name>a&amp;b&#65;</name></domain>").unwrap();
+        assert_eq!(d.name, "a&bA");
+    }
+
+    #[test]
+    fn refuses_oversize_deep_and_malformed() {
+        let big = vec![b' '; MAX_XML_BYTES + 1];
+        assert!(matches!(DomainXml::parse(&big), Err(XmlError::TooLarge(_))));
+        let deep = format!(
+            "<domain><name>x</name>{}{}</domain>",
+            "<a>".repeat(100),
+            "</a>".repeat(100)
+        );
+        assert_eq!(DomainXml::parse(deep.as_bytes()), Err(XmlError::TooDeep));
+        assert!(matches!(
+            DomainXml::parse(b"<domain><name>x</nam></domain>"),
+            Err(XmlError::Malformed { .. })
+        ));
+        assert_eq!(DomainXml::parse(b"<network/>"), Err(XmlError::NotADomain));
+        assert_eq!(DomainXml::parse(b""), Err(XmlError::NotADomain));
+    }
+}

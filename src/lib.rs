@@ -1,0 +1,16 @@
+//! virt-l3: routes libvirt VMs' addresses to the hypervisor they run on.
+//!
+//! Reading order: [`hook`] (what happens at each libvirt lifecycle step) →
+//! [`domain_xml`] (what is read) → [`plan`] (validation and desired state, pure) →
+//! [`routing`] (install/remove a domain) → [`netlink`] (the kernel) and
+//! [`state`] (records and address ownership).
+
+pub mod address;
+pub mod config;
+pub mod domain_xml;
+pub mod hook;
+pub mod netlink;
+pub mod plan;
+pub mod routing;
+pub mod state;
+pub mod status;

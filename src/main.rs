@@ -1,0 +1,273 @@
+//! The `virt-l3` command: argument parsing and printing; the work is in the library.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use virt_l3::config::Config;
+use virt_l3::domain_xml::{DomainXml, MAX_XML_BYTES};
+use virt_l3::hook::{self, Invocation, Operation};
+use virt_l3::netlink::Kernel;
+use virt_l3::plan::{plan, Checks, HostFacts};
+use virt_l3::state::StateDir;
+
+#[derive(Parser)]
+#[command(
+    name = "virt-l3",
+    version,
+    about = "Routes libvirt VMs' /32 and /128 addresses to this hypervisor"
+)]
+struct Cli {
+    /// Configuration file [default: $VIRT_L3_CONFIG, else /etc/virt-l3/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run as libvirt's qemu hook: DOMAIN OPERATION SUB-OPERATION EXTRA, domain XML on stdin.
+    Hook {
+        domain: String,
+        operation: String,
+        #[arg(default_value = "-")]
+        sub_operation: String,
+        #[arg(default_value = "-")]
+        extra: String,
+    },
+    /// Show the routes and neighbours a domain (XML on stdin) would get.
+    Plan {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every routed domain on this host and whether its entries are in the kernel.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn read_stdin() -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(MAX_XML_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("virt-l3 cannot read the domain XML from stdin: {e}"))?;
+    Ok(buf)
+}
+
+fn init_logging(config: Option<&Config>) {
+    let level = std::env::var("VIRT_L3_LOG")
+        .ok()
+        .or_else(|| config.map(|c| c.log_level.clone()))
+        .unwrap_or_else(|| "warn".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| "warn".into()),
+        )
+        .with_target(false)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}
+
+/// Hook mode: stdout stays empty whatever happens; one line on stderr on failure.
+fn run_hook(
+    config_path: Option<&Path>,
+    domain: String,
+    op: String,
+    subop: String,
+    extra: String,
+) -> ExitCode {
+    let operation = Operation::parse(&op);
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(None);
+            // Without a configuration, nothing can be validated: refuse starts, let stops pass.
+            eprintln!("virt-l3: {e}");
+            return if operation.failure_aborts() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(Some(&config));
+    let xml = match read_stdin() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return if operation.failure_aborts() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let inv = Invocation {
+        domain,
+        op: operation,
+        op_text: op,
+        subop,
+        extra,
+    };
+    match hook::run(&config, &inv, &xml) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// libvirt runs `/etc/libvirt/hooks/qemu` or `/etc/libvirt/hooks/qemu.d/<name>`
+/// with the four hook arguments.
+fn invoked_as_hook(argv0: &str) -> bool {
+    let parent = Path::new(argv0)
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    matches!(parent, Some("hooks") | Some("qemu.d"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a tokio runtime: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.first().is_some_and(|a| invoked_as_hook(a)) {
+        let mut it = args.into_iter().skip(1);
+        let mut next = || it.next().unwrap_or_else(|| "-".to_string());
+        let (d, o, s, e) = (next(), next(), next(), next());
+        return run_hook(None, d, o, s, e);
+    }
+    let cli = Cli::parse();
+    if let Command::Hook {
+        domain,
+        operation,
+        sub_operation,
+        extra,
+    } = cli.command
+    {
+        return run_hook(
+            cli.config.as_deref(),
+            domain,
+            operation,
+            sub_operation,
+            extra,
+        );
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("virt-l3: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(Some(&config));
+    match run_command(&config, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("virt-l3: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Hook { .. } => unreachable!("handled before"),
+        Command::Plan { json } => {
+            let xml = read_stdin()?;
+            let dom = DomainXml::parse(&xml).map_err(|e| e.to_string())?;
+            let state = StateDir::new(&config.state_dir);
+            let host = runtime()?
+                .block_on(async {
+                    let k = Kernel::connect()?;
+                    k.host_addresses().await
+                })
+                .map(|addresses| HostFacts { addresses })
+                .unwrap_or_default();
+            let checks = Checks {
+                require_filter: config.require_nwfilter,
+            };
+            let p = plan(&dom, config, &host, &state, checks).map_err(|e| e.to_string())?;
+            let routes = p.routes(config.route_metric);
+            let neighbours = p.neighbours();
+            if json {
+                let out = serde_json::json!({
+                    "domain": p.name, "uuid": p.uuid, "nics": p.nics,
+                    "route_protocol": config.route_protocol,
+                    "routes": routes, "neighbours": neighbours,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+                );
+            } else {
+                println!("domain {} ({})", p.name, p.uuid);
+                for n in &p.nics {
+                    println!(
+                        "  nic {} on {} tap {}",
+                        n.mac,
+                        n.bridge,
+                        n.tap.as_deref().unwrap_or("-")
+                    );
+                }
+                for r in &routes {
+                    println!("  ip route replace {r} proto {}", config.route_protocol);
+                }
+                for n in &neighbours {
+                    println!("  ip neigh replace {n}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let state = StateDir::new(&config.state_dir);
+            let report = runtime()?.block_on(async {
+                let mut k = Kernel::connect().map_err(|e| e.to_string())?;
+                virt_l3::status::status(&mut k, &state, &config.bridges)
+                    .await
+                    .map_err(|e| e.to_string())
+            })?;
+            let healthy = report.iter().all(|d| d.healthy());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                if report.is_empty() {
+                    println!("no routed domains");
+                }
+                for d in &report {
+                    let mark = if d.healthy() { "ok" } else { "MISSING ENTRIES" };
+                    let standby = if d.standby {
+                        " (standby: incoming migration)"
+                    } else {
+                        ""
+                    };
+                    println!("{} {} {mark}{standby}", d.name, d.uuid);
+                    for e in &d.entries {
+                        println!("  [{}] {}", if e.present { "x" } else { " " }, e.entry);
+                    }
+                }
+            }
+            Ok(if healthy {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+    }
+}

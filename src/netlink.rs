@@ -1,0 +1,582 @@
+//! The kernel side: routes, neighbours, links and addresses over rtnetlink.
+//!
+//! Requests are sent together and their acknowledgements awaited together, so a
+//! domain's dozen entries cost one round trip's worth of waiting, and a bulk
+//! reconcile keeps many requests in flight.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use futures::stream::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoBridgePort, LinkAttribute};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkBridgePort, RouteMessageBuilder};
+
+use crate::address::Mac;
+use crate::plan::{Neighbour, Route};
+
+/// A failed netlink request, described for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot open a netlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("bridge {0} does not exist on this host")]
+    NoBridge(String),
+    #[error("interface {0} does not exist on this host")]
+    NoInterface(String),
+    #[error("the kernel refused to {what}: {message}")]
+    Refused {
+        what: String,
+        errno: i32,
+        message: String,
+    },
+}
+
+impl KernelError {
+    fn from_rtnetlink(what: String, e: rtnetlink::Error) -> KernelError {
+        let errno = errno_of(&e).unwrap_or(0);
+        let message = if errno != 0 {
+            std::io::Error::from_raw_os_error(errno).to_string()
+        } else {
+            e.to_string()
+        };
+        KernelError::Refused {
+            what,
+            errno,
+            message,
+        }
+    }
+}
+
+fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
+        _ => None,
+    }
+}
+
+/// Whether a removal error only says the entry was already gone.
+fn already_gone(e: &rtnetlink::Error) -> bool {
+    matches!(
+        errno_of(e),
+        Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
+    )
+}
+
+/// One entry virt-l3 manages in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    Route(Route),
+    Neighbour(Neighbour),
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Route(r) => write!(f, "route {r}"),
+            Entry::Neighbour(n) => write!(f, "neighbour {n}"),
+        }
+    }
+}
+
+/// A route as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub destination: IpNet,
+    pub ifindex: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    pub metric: u32,
+    pub protocol: u8,
+    pub table: u32,
+}
+
+/// A neighbour entry as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelNeighbour {
+    pub address: IpAddr,
+    pub ifindex: u32,
+    pub mac: Option<Mac>,
+    pub permanent: bool,
+    pub protocol: u8,
+}
+
+/// An open rtnetlink connection. Create it inside a tokio runtime.
+pub struct Kernel {
+    handle: Handle,
+    links: HashMap<String, u32>,
+}
+
+impl Kernel {
+    pub fn connect() -> Result<Kernel, KernelError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
+        tokio::spawn(conn);
+        Ok(Kernel {
+            handle,
+            links: HashMap::new(),
+        })
+    }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The index of an interface, or `None` if it does not exist.
+    pub async fn link_index(&mut self, name: &str) -> Result<Option<u32>, KernelError> {
+        if let Some(i) = self.links.get(name) {
+            return Ok(Some(*i));
+        }
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(link)) => {
+                self.links.insert(name.to_string(), link.header.index);
+                Ok(Some(link.header.index))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("look up interface {name}"),
+                e,
+            )),
+        }
+    }
+
+    /// Forgets cached interface indexes (after a link event).
+    pub fn forget_links(&mut self) {
+        self.links.clear();
+    }
+
+    async fn bridge_index(&mut self, bridge: &str) -> Result<u32, KernelError> {
+        self.link_index(bridge)
+            .await?
+            .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
+    }
+
+    /// Every address configured on the host's interfaces.
+    pub async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError> {
+        let mut out = Vec::new();
+        let mut s = self.handle.address().get().execute();
+        while let Some(msg) = s
+            .try_next()
+            .await
+            .map_err(|e| KernelError::from_rtnetlink("list the host's addresses".into(), e))?
+        {
+            for a in msg.attributes {
+                if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves the bridges' indexes for a set of entries.
+    pub async fn resolve_bridges<'a>(
+        &mut self,
+        bridges: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), KernelError> {
+        for b in bridges {
+            self.bridge_index(b).await?;
+        }
+        Ok(())
+    }
+
+    fn cached_index(&self, bridge: &str) -> Result<u32, KernelError> {
+        self.links
+            .get(bridge)
+            .copied()
+            .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
+    }
+
+    /// Installs (replacing) every entry, all requests in flight at once.
+    /// Returns, in order, the result of each.
+    pub async fn install(
+        &mut self,
+        entries: &[Entry],
+        protocol: u8,
+    ) -> Vec<Result<(), KernelError>> {
+        for e in entries {
+            if let Err(err) = self.bridge_index(bridge_of(e)).await {
+                let text = err.to_string();
+                return entries
+                    .iter()
+                    .map(|_| {
+                        Err(KernelError::Refused {
+                            what: "resolve the bridge".into(),
+                            errno: 0,
+                            message: text.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        }
+        let futs = entries.iter().map(|e| {
+            let handle = self.handle.clone();
+            let index = self.cached_index(bridge_of(e));
+            async move {
+                let index = index?;
+                match e {
+                    Entry::Route(r) => handle
+                        .route()
+                        .add(route_message(r, index, protocol))
+                        .replace()
+                        .execute()
+                        .await
+                        .map_err(|err| KernelError::from_rtnetlink(format!("add route {r}"), err)),
+                    Entry::Neighbour(n) => {
+                        let mut req = handle
+                            .neighbours()
+                            .add(index, n.address)
+                            .replace()
+                            .link_layer_address(&n.mac.0);
+                        req.message_mut()
+                            .attributes
+                            .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
+                        req.execute().await.map_err(|err| {
+                            KernelError::from_rtnetlink(format!("add neighbour {n}"), err)
+                        })
+                    }
+                }
+            }
+        });
+        futures::future::join_all(futs).await
+    }
+
+    /// Removes every entry; an entry already gone counts as removed.
+    pub async fn remove(
+        &mut self,
+        entries: &[Entry],
+        protocol: u8,
+    ) -> Vec<Result<(), KernelError>> {
+        let mut indexes = Vec::with_capacity(entries.len());
+        for e in entries {
+            // A bridge that no longer exists took its routes and neighbours with it.
+            indexes.push(self.link_index(bridge_of(e)).await);
+        }
+        let futs = entries.iter().zip(indexes).map(|(e, index)| {
+            let handle = self.handle.clone();
+            async move {
+                let index = match index {
+                    Ok(Some(i)) => i,
+                    Ok(None) => return Ok(()),
+                    Err(err) => return Err(err),
+                };
+                let result = match e {
+                    Entry::Route(r) => {
+                        let mut m = route_message(r, index, protocol);
+                        m.header.scope = RouteScope::NoWhere;
+                        handle.route().del(m).execute().await
+                    }
+                    Entry::Neighbour(n) => {
+                        handle
+                            .neighbours()
+                            .del(neighbour_message(n, index))
+                            .execute()
+                            .await
+                    }
+                };
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(err) if already_gone(&err) => Ok(()),
+                    Err(err) => Err(KernelError::from_rtnetlink(format!("remove {e}"), err)),
+                }
+            }
+        });
+        futures::future::join_all(futs).await
+    }
+
+    /// Removes one kernel route exactly as the kernel holds it.
+    pub async fn remove_kernel_route(&self, r: &KernelRoute) -> Result<(), KernelError> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.destination.addr(), r.destination.prefix_len())
+            .map_err(|e| KernelError::Refused {
+                what: "build a route".into(),
+                errno: 0,
+                message: e.to_string(),
+            })?
+            .protocol(RouteProtocol::from(r.protocol))
+            .priority(r.metric)
+            .table_id(r.table);
+        if let Some(i) = r.ifindex {
+            b = b.output_interface(i);
+        }
+        let mut m = b.build();
+        m.header.scope = RouteScope::NoWhere;
+        match self.handle.route().del(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if already_gone(&e) => Ok(()),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("remove route {}", r.destination),
+                e,
+            )),
+        }
+    }
+
+    /// Removes one neighbour entry.
+    pub async fn remove_kernel_neighbour(&self, n: &KernelNeighbour) -> Result<(), KernelError> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = family(n.address);
+        m.header.ifindex = n.ifindex;
+        m.attributes
+            .push(NeighbourAttribute::Destination(neighbour_address(
+                n.address,
+            )));
+        match self.handle.neighbours().del(m).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if already_gone(&e) => Ok(()),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("remove neighbour {}", n.address),
+                e,
+            )),
+        }
+    }
+
+    /// Every route in the main table (both families).
+    pub async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError> {
+        let mut out = Vec::new();
+        for builder in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let mut s = self.handle.route().get(builder).execute();
+            while let Some(m) = s
+                .try_next()
+                .await
+                .map_err(|e| KernelError::from_rtnetlink("list routes".into(), e))?
+            {
+                if let Some(r) = kernel_route(&m) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every neighbour entry (both families) on the given interface.
+    pub async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError> {
+        let mut out = Vec::new();
+        let mut s = self.handle.neighbours().get().execute();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| KernelError::from_rtnetlink("list neighbours".into(), e))?
+        {
+            if m.header.ifindex != ifindex {
+                continue;
+            }
+            if let Some(n) = kernel_neighbour(&m) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
+    pub async fn set_port_isolation(
+        &mut self,
+        port: &str,
+        isolated: bool,
+    ) -> Result<(), KernelError> {
+        let index = self
+            .link_index(port)
+            .await?
+            .ok_or_else(|| KernelError::NoInterface(port.to_string()))?;
+        let msg = LinkBridgePort::new(index)
+            .append_info_data(InfoBridgePort::Isolated(isolated))
+            .build();
+        self.handle
+            .link()
+            .set_port(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                KernelError::from_rtnetlink(format!("set bridge port isolation on {port}"), e)
+            })
+    }
+
+    /// Whether a bridge port is isolated.
+    pub async fn port_isolated(&mut self, port: &str) -> Result<Option<bool>, KernelError> {
+        let Some(index) = self.link_index(port).await? else {
+            return Ok(None);
+        };
+        let mut s = self.handle.link().get().match_index(index).execute();
+        let Some(link) = s
+            .try_next()
+            .await
+            .map_err(|e| KernelError::from_rtnetlink(format!("look up {port}"), e))?
+        else {
+            return Ok(None);
+        };
+        for a in link.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for i in infos {
+                    if let netlink_packet_route::link::LinkInfo::PortData(
+                        netlink_packet_route::link::InfoPortData::BridgePort(ports),
+                    ) = i
+                    {
+                        for p in ports {
+                            if let InfoBridgePort::Isolated(v) = p {
+                                return Ok(Some(v));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Some(false))
+    }
+}
+
+fn bridge_of(e: &Entry) -> &str {
+    match e {
+        Entry::Route(r) => &r.bridge,
+        Entry::Neighbour(n) => &n.bridge,
+    }
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }
+}
+
+/// The netlink message for one of virt-l3's routes.
+pub fn route_message(r: &Route, ifindex: u32, protocol: u8) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(r.destination.addr());
+    m.header.destination_prefix_length = r.destination.prefix_len();
+    m.header.table = netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::from(protocol);
+    m.header.kind = RouteType::Unicast;
+    m.header.scope = if r.via.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    m.attributes
+        .push(RouteAttribute::Destination(match r.destination.addr() {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+    if let Some(via) = r.via {
+        m.header.flags |= RouteFlags::Onlink;
+        m.attributes.push(RouteAttribute::Gateway(match via {
+            IpAddr::V4(a) => RouteAddress::Inet(a),
+            IpAddr::V6(a) => RouteAddress::Inet6(a),
+        }));
+    }
+    m.attributes.push(RouteAttribute::Oif(ifindex));
+    m.attributes.push(RouteAttribute::Priority(r.metric));
+    m
+}
+
+fn neighbour_message(n: &Neighbour, ifindex: u32) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family(n.address);
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes
+        .push(NeighbourAttribute::Destination(neighbour_address(
+            n.address,
+        )));
+    m
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
+    }
+}
+
+fn kernel_route(m: &RouteMessage) -> Option<KernelRoute> {
+    if m.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut dest = None;
+    let mut ifindex = None;
+    let mut gateway = None;
+    let mut metric = 0;
+    let mut table = u32::from(m.header.table);
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dest = route_addr(d),
+            RouteAttribute::Oif(i) => ifindex = Some(*i),
+            RouteAttribute::Gateway(g) => gateway = route_addr(g),
+            RouteAttribute::Priority(p) => metric = *p,
+            RouteAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    let len = m.header.destination_prefix_length;
+    let dest = match dest {
+        Some(d) => d,
+        None if m.header.address_family == AddressFamily::Inet => IpAddr::from([0u8; 4]),
+        None => IpAddr::from([0u16; 8]),
+    };
+    if table != u32::from(netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    Some(KernelRoute {
+        destination: IpNet::new(dest, len).ok()?,
+        ifindex,
+        gateway,
+        metric,
+        protocol: u8::from(m.header.protocol),
+        table,
+    })
+}
+
+fn kernel_neighbour(m: &NeighbourMessage) -> Option<KernelNeighbour> {
+    let mut address = None;
+    let mut mac = None;
+    let mut protocol = 0;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => {
+                address = Some(IpAddr::V4(*v))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
+                address = Some(IpAddr::V6(*v))
+            }
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut b = [0u8; 6];
+                b.copy_from_slice(l);
+                mac = Some(Mac(b));
+            }
+            NeighbourAttribute::Protocol(p) => protocol = u8::from(*p),
+            _ => {}
+        }
+    }
+    Some(KernelNeighbour {
+        address: address?,
+        ifindex: m.header.ifindex,
+        mac,
+        permanent: m.header.state == NeighbourState::Permanent,
+        protocol,
+    })
+}

@@ -1,0 +1,142 @@
+//! Routing a VM: put a domain's routes and neighbours in the kernel and record
+//! them, or take them out using the record. The hook and reconcile both build
+//! on these two functions.
+
+use tracing::{info, warn};
+
+use crate::netlink::{Entry, Kernel, KernelError};
+use crate::plan::DomainPlan;
+use crate::state::{Record, StateDir, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{} of {total} kernel changes for domain {domain} failed, all rolled back: {}", failures.len(), join(failures))]
+    Apply {
+        domain: String,
+        total: usize,
+        failures: Vec<String>,
+    },
+    #[error("{} of {total} kernel changes for domain {domain} failed: {}", failures.len(), join(failures))]
+    Partial {
+        domain: String,
+        total: usize,
+        failures: Vec<String>,
+    },
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+fn join(v: &[String]) -> String {
+    v.join("; ")
+}
+
+/// Every kernel entry a record stands for.
+pub fn entries(plan: &DomainPlan, metric: u32) -> Vec<Entry> {
+    let mut out: Vec<Entry> = plan.routes(metric).into_iter().map(Entry::Route).collect();
+    out.extend(plan.neighbours().into_iter().map(Entry::Neighbour));
+    out
+}
+
+/// What to do when some kernel change fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Undo everything this call did and forget the record (at `start`: the VM will not run).
+    RollBack,
+    /// Keep what worked and the record (at `reconnect`: the VM runs; reconcile retries).
+    Keep,
+}
+
+/// Records and installs a domain's routes, neighbours and tap isolation.
+/// Call under the state lock.
+pub async fn route_domain(
+    kernel: &mut Kernel,
+    state: &StateDir,
+    record: &Record,
+    isolate_taps: bool,
+    on_failure: OnFailure,
+) -> Result<(), RoutingError> {
+    let previous = state.record(&record.plan.uuid)?;
+    // Record first: if we die half-way, stopped/release or reconcile find what to remove.
+    state.save(record)?;
+    let wanted = entries(&record.plan, record.metric);
+    let results = kernel.install(&wanted, record.protocol).await;
+    let mut failures: Vec<String> = results
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if failures.is_empty() && isolate_taps {
+        for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+            if let Err(e) = kernel.set_port_isolation(tap, true).await {
+                failures.push(e.to_string());
+            }
+        }
+    }
+    // Entries of a previous record that the new one no longer has (metric or address changed).
+    if failures.is_empty() {
+        if let Some(prev) = previous.filter(|p| p != record) {
+            let stale: Vec<Entry> = entries(&prev.plan, prev.metric)
+                .into_iter()
+                .filter(|e| !wanted.contains(e))
+                .collect();
+            for r in kernel.remove(&stale, prev.protocol).await {
+                if let Err(e) = r {
+                    warn!(domain = %record.plan.name, "could not remove a stale entry: {e}");
+                }
+            }
+        }
+    }
+    if failures.is_empty() {
+        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
+        return Ok(());
+    }
+    match on_failure {
+        OnFailure::RollBack => {
+            for r in kernel.remove(&wanted, record.protocol).await {
+                if let Err(e) = r {
+                    warn!(domain = %record.plan.name, "rollback could not remove an entry: {e}");
+                }
+            }
+            state.forget(record)?;
+            Err(RoutingError::Apply {
+                domain: record.plan.name.clone(),
+                total: wanted.len(),
+                failures,
+            })
+        }
+        OnFailure::Keep => Err(RoutingError::Partial {
+            domain: record.plan.name.clone(),
+            total: wanted.len(),
+            failures,
+        }),
+    }
+}
+
+/// Removes everything a record says was installed, then forgets the record.
+/// Every removal is attempted; if one fails the record stays, so that
+/// reconcile can finish the job. Call under the state lock.
+pub async fn unroute_domain(
+    kernel: &mut Kernel,
+    state: &StateDir,
+    record: &Record,
+) -> Result<(), RoutingError> {
+    let installed = entries(&record.plan, record.metric);
+    let failures: Vec<String> = kernel
+        .remove(&installed, record.protocol)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
+    if failures.is_empty() {
+        state.forget(record)?;
+        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = installed.len(), "unrouted");
+        Ok(())
+    } else {
+        Err(RoutingError::Partial {
+            domain: record.plan.name.clone(),
+            total: installed.len(),
+            failures,
+        })
+    }
+}

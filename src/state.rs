@@ -1,0 +1,329 @@
+//! The state directory: what virt-l3 applied for each domain, and who owns
+//! which address. Records are written atomically (temp file + rename) under one
+//! lock, because libvirt runs hooks for different domains concurrently.
+//!
+//! Layout of `state_dir`:
+//! - `lock`: flock(2)ed for the length of every change;
+//! - `domains/<uuid>.json`: one [`Record`] per domain with routes on this host;
+//! - `owners/<address>`: `<uuid> <name>` of the domain owning that address;
+//! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
+//! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook.
+//!
+//! Looking up an address is one file read, whatever the number of domains.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state record {path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What virt-l3 applied for one domain on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub plan: DomainPlan,
+    /// The metric the routes were installed with.
+    pub metric: u32,
+    /// The route protocol number they carry.
+    pub protocol: u8,
+    /// Installed for an incoming live migration and not yet promoted.
+    #[serde(default)]
+    pub standby: bool,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// Held while the state (and the kernel entries it describes) is being changed.
+pub struct StateLock {
+    _lock: Flock<File>,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, sub: &str) -> PathBuf {
+        self.root.join(sub)
+    }
+
+    fn ensure_dirs(&self) -> Result<(), StateError> {
+        for sub in ["domains", "owners", "prefixes", "incoming"] {
+            let d = self.dir(sub);
+            fs::create_dir_all(&d).map_err(io("create", &d))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the state lock (blocking), creating the directory if needed.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        self.ensure_dirs()?;
+        let path = self.root.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
+            what: "lock",
+            path: path.clone(),
+            source: std::io::Error::from(e),
+        })?;
+        Ok(StateLock { _lock: lock })
+    }
+
+    fn record_path(&self, uuid: &str) -> PathBuf {
+        self.dir("domains").join(format!("{uuid}.json"))
+    }
+
+    /// The record of a domain, if it has one.
+    pub fn record(&self, uuid: &str) -> Result<Option<Record>, StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(None);
+        }
+        let path = self.record_path(uuid);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        message: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+
+    /// Every record (for status, reconcile and name lookups; not on the hook's hot path).
+    pub fn records(&self) -> Result<Vec<Record>, StateError> {
+        let dir = self.dir("domains");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io("list", &dir))?;
+            let name = entry.file_name();
+            let Some(uuid) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if let Some(r) = self.record(uuid)? {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| {
+            a.plan
+                .name
+                .cmp(&b.plan.name)
+                .then(a.plan.uuid.cmp(&b.plan.uuid))
+        });
+        Ok(out)
+    }
+
+    /// Finds a record by domain name (when the XML carried no usable UUID).
+    pub fn record_by_name(&self, name: &str) -> Result<Option<Record>, StateError> {
+        Ok(self.records()?.into_iter().find(|r| r.plan.name == name))
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(io("create a temporary file in", dir))?;
+        tmp.write_all(bytes).map_err(io("write", path))?;
+        tmp.persist(path)
+            .map_err(|e| io("replace", path)(e.error))?;
+        Ok(())
+    }
+
+    fn owner_text(plan: &DomainPlan) -> String {
+        format!("{} {}\n", plan.uuid, plan.name)
+    }
+
+    /// Writes a domain's record and claims its addresses and prefixes, releasing
+    /// those a previous record held that this one no longer has. Call under the lock.
+    pub fn save(&self, record: &Record) -> Result<(), StateError> {
+        self.ensure_dirs()?;
+        let previous = self.record(&record.plan.uuid)?;
+        let owner = Self::owner_text(&record.plan);
+        // Claims first, record last: a crash in between leaves claims that the
+        // next save or release of this domain cleans, never a record without claims.
+        for a in record.plan.addresses() {
+            self.write_atomic(&self.address_path(a), owner.as_bytes())?;
+        }
+        for p in record.plan.prefixes() {
+            self.write_atomic(&self.prefix_path(&p), owner.as_bytes())?;
+        }
+        let json = serde_json::to_vec_pretty(record).map_err(|e| StateError::Corrupt {
+            path: self.record_path(&record.plan.uuid),
+            message: e.to_string(),
+        })?;
+        self.write_atomic(&self.record_path(&record.plan.uuid), &json)?;
+        if let Some(prev) = previous {
+            for a in prev
+                .plan
+                .addresses()
+                .filter(|a| !record.plan.addresses().any(|b| b == *a))
+            {
+                self.release_path(&self.address_path(a), &prev.plan.uuid)?;
+            }
+            for p in prev
+                .plan
+                .prefixes()
+                .filter(|p| !record.plan.prefixes().any(|q| q == *p))
+            {
+                self.release_path(&self.prefix_path(&p), &prev.plan.uuid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a domain's record and its claims. Call under the lock.
+    pub fn forget(&self, record: &Record) -> Result<(), StateError> {
+        for a in record.plan.addresses() {
+            self.release_path(&self.address_path(a), &record.plan.uuid)?;
+        }
+        for p in record.plan.prefixes() {
+            self.release_path(&self.prefix_path(&p), &record.plan.uuid)?;
+        }
+        let path = self.record_path(&record.plan.uuid);
+        remove_if_exists(&path)?;
+        self.clear_incoming(&record.plan.uuid)
+    }
+
+    /// Removes a claim file if (and only if) it names `uuid`.
+    fn release_path(&self, path: &Path, uuid: &str) -> Result<(), StateError> {
+        match fs::read_to_string(path) {
+            Ok(text) if text.split_whitespace().next() == Some(uuid) => remove_if_exists(path),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("read", path)(e)),
+        }
+    }
+
+    fn address_path(&self, a: IpAddr) -> PathBuf {
+        self.dir("owners").join(a.to_string())
+    }
+
+    fn prefix_path(&self, p: &IpNet) -> PathBuf {
+        self.dir("prefixes").join(p.to_string().replace('/', "_"))
+    }
+
+    fn read_owner(path: &Path) -> Option<Owner> {
+        let text = fs::read_to_string(path).ok()?;
+        let (uuid, name) = text.trim_end().split_once(' ')?;
+        Some(Owner {
+            uuid: uuid.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Marks a domain as arriving by live migration.
+    pub fn mark_incoming(&self, uuid: &str) -> Result<(), StateError> {
+        self.ensure_dirs()?;
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        self.write_atomic(&self.dir("incoming").join(uuid), b"")
+    }
+
+    pub fn is_incoming(&self, uuid: &str) -> bool {
+        is_valid_uuid(uuid) && self.dir("incoming").join(uuid).exists()
+    }
+
+    pub fn clear_incoming(&self, uuid: &str) -> Result<(), StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        remove_if_exists(&self.dir("incoming").join(uuid))
+    }
+
+    /// UUIDs marked incoming (for reconcile).
+    pub fn incoming(&self) -> Vec<String> {
+        fs::read_dir(self.dir("incoming"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|u| is_valid_uuid(u))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), StateError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", path)(e)),
+    }
+}
+
+impl Ownership for StateDir {
+    fn owner_of_address(&self, address: IpAddr) -> Option<Owner> {
+        Self::read_owner(&self.address_path(address))
+    }
+
+    fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
+        let Ok(dir) = fs::read_dir(self.dir("prefixes")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let net: IpNet = e.file_name().to_str()?.replace('_', "/").parse().ok()?;
+            Some((net, Self::read_owner(&e.path())?))
+        })
+        .collect()
+    }
+
+    fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
+        let dir = fs::read_dir(self.dir("owners")).ok()?;
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let a: IpAddr = e.file_name().to_str()?.parse().ok()?;
+            if prefix.contains(&a) {
+                Some((a, Self::read_owner(&e.path())?))
+            } else {
+                None
+            }
+        })
+        .next()
+    }
+}

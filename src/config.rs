@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::address::Mac;
+
 /// Where the configuration is read from when neither `--config` nor
 /// `VIRT_L3_CONFIG` says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/virt-l3/config.toml";
@@ -52,8 +54,14 @@ pub struct Config {
     pub deny: Vec<IpNet>,
     /// Refuse, at `prepare`, a routed NIC that does not carry virt-l3's nwfilter.
     pub require_nwfilter: bool,
-    /// Name of the filter virt-l3 attaches to routed NICs.
+    /// Prefix of the per-NIC filters virt-l3 renders: `<nwfilter_name>-<mac as 12 hex digits>`.
     pub nwfilter_name: String,
+    /// MAC address of the routed bridges (the guests' gateway at layer 2), identical on
+    /// every hypervisor so that live migration keeps guests' neighbour caches valid.
+    /// When set, the rendered filters only let a guest send unicast frames to this MAC
+    /// and only let it receive frames from it: no layer-2 path between guests even
+    /// without port isolation. When unset, that property rests on port isolation alone.
+    pub gateway_mac: Option<Mac>,
     /// Set bridge port isolation on routed taps.
     pub port_isolation: bool,
     /// Log level (tracing filter syntax), overridden by `VIRT_L3_LOG`.
@@ -77,6 +85,7 @@ impl Default for Config {
             deny: Vec::new(),
             require_nwfilter: true,
             nwfilter_name: "virt-l3-nic".to_string(),
+            gateway_mac: None,
             port_isolation: true,
             log_level: "warn".to_string(),
         }
@@ -140,6 +149,23 @@ impl Config {
                 "`standby_metric` ({}) must be higher than `route_metric` ({})",
                 self.standby_metric, self.route_metric
             )));
+        }
+        let n = &self.nwfilter_name;
+        if n.is_empty()
+            || n.len() > 64
+            || !n.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(format!(
+                "`nwfilter_name` {n:?} must start with a letter and hold only letters, digits, '-' and '_' (at most 64)"
+            )));
+        }
+        if let Some(m) = self.gateway_mac {
+            if m.is_multicast() || m.is_zero() {
+                return Err(invalid(format!(
+                    "`gateway_mac` {m} must be a unicast, non-zero MAC address"
+                )));
+            }
         }
         Ok(())
     }

@@ -1,0 +1,421 @@
+//! The hook against the real kernel, in a throwaway network namespace per test.
+//! Needs root (as in CI).
+
+mod common;
+
+use common::{fixture, stderr, Lab};
+
+const DUAL: &str = "dual-stack.xml";
+
+fn s(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn dual_routes() -> Vec<String> {
+    s(&[
+        "2.57.57.30 dev cloudbr0 scope link metric 100",
+        "2001:678:3a4:100::80 dev cloudbr0 metric 100",
+        "2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0 metric 100 onlink",
+    ])
+}
+
+fn dual_neighbours() -> Vec<String> {
+    s(&[
+        "2.57.57.30 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
+        "2001:678:3a4:100::80 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
+    ])
+}
+
+#[test]
+fn start_installs_exactly_the_plan_rerun_changes_nothing_stopped_removes_all() {
+    let lab = Lab::new(&["vnet3"]);
+    let xml = fixture(DUAL);
+    for op in ["prepare", "start", "started"] {
+        let o = lab.hook("i-2-10-VM", op, "begin", &xml);
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "hook mode printed on stdout at {op}");
+    }
+    assert_eq!(lab.routes(), dual_routes());
+    assert_eq!(lab.neighbours(), dual_neighbours());
+    assert!(lab.isolated("vnet3"));
+    let before_all = lab.all_routes();
+
+    // A second start changes nothing.
+    let o = lab.hook("i-2-10-VM", "start", "begin", &xml);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lab.all_routes(), before_all);
+    assert_eq!(lab.neighbours(), dual_neighbours());
+
+    for op in ["stopped", "release"] {
+        let o = lab.hook("i-2-10-VM", op, "end", &xml);
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+    assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+    assert!(lab.neighbours().is_empty(), "{:?}", lab.neighbours());
+    assert!(lab.state_files().is_empty(), "{:?}", lab.state_files());
+}
+
+#[test]
+fn ipv4_only_and_ipv6_only() {
+    let lab = Lab::new(&["vnet41", "vnet61"]);
+    assert!(lab
+        .hook("v4only", "start", "begin", &fixture("ipv4-only.xml"))
+        .status
+        .success());
+    assert!(lab
+        .hook("v6only", "start", "begin", &fixture("ipv6-only.xml"))
+        .status
+        .success());
+    assert_eq!(
+        lab.routes(),
+        s(&[
+            "192.0.2.41 dev cloudbr0 scope link metric 100",
+            "192.0.2.42 dev cloudbr0 scope link metric 100",
+            "2001:db8:6::1 dev cloudbr0 metric 100",
+        ])
+    );
+    assert_eq!(
+        lab.neighbours(),
+        s(&[
+            "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
+            "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
+            "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+        ])
+    );
+    assert!(lab
+        .hook("v4only", "stopped", "end", &fixture("ipv4-only.xml"))
+        .status
+        .success());
+    assert_eq!(lab.routes(), s(&["2001:db8:6::1 dev cloudbr0 metric 100"]));
+    assert!(lab
+        .hook("v6only", "stopped", "end", &fixture("ipv6-only.xml"))
+        .status
+        .success());
+    assert!(lab.routes().is_empty());
+    assert!(lab.neighbours().is_empty());
+}
+
+#[test]
+fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
+    let lab = Lab::new(&["vnet101", "vnet102"]);
+    lab.add_bridge("br-vlan100");
+    lab.add_tap("vnet103", "br-vlan100");
+    let xml = fixture("multi-nic.xml");
+    let o = lab.hook("multi", "start", "begin", &xml);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        lab.routes(),
+        s(&[
+            "198.51.100.1 dev cloudbr0 scope link metric 100",
+            "198.51.100.2 dev cloudbr0 scope link metric 100",
+            "203.0.113.0/28 via 198.51.100.2 dev cloudbr0 metric 100 onlink",
+            "2001:db8:a::1 dev cloudbr0 metric 100",
+            "2001:db8:a::2 dev cloudbr0 metric 100",
+        ])
+    );
+    assert_eq!(lab.neighbours().len(), 4);
+    assert!(lab.neighbours().iter().all(|n| !n.contains("10.1.0.5")));
+    assert!(lab.isolated("vnet101") && lab.isolated("vnet102"));
+    assert!(
+        !lab.isolated("vnet103"),
+        "a NIC on a non-routed bridge must be left alone"
+    );
+    assert!(lab.hook("multi", "stopped", "end", &xml).status.success());
+    assert!(lab.routes().is_empty());
+    assert!(lab.neighbours().is_empty());
+}
+
+#[test]
+fn invalid_input_at_prepare_fails_clearly_and_changes_nothing() {
+    let lab = Lab::new(&[]);
+    let before = lab.all_routes();
+    let o = lab.hook(
+        "badaddr",
+        "prepare",
+        "begin",
+        &fixture("invalid-addresses.xml"),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    let err = stderr(&o);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr: {err}"
+    );
+    for needle in [
+        "badaddr",
+        "52:54:00:00:bd:01",
+        "127.0.0.1",
+        "2001:db8::zz",
+        "192.0.2.77",
+    ] {
+        assert!(err.contains(needle), "error should name {needle}: {err}");
+    }
+    assert_eq!(lab.all_routes(), before);
+    assert!(lab.neighbours().is_empty());
+    assert!(lab.state_files().is_empty());
+    // The same XML at start is refused too, and still changes nothing.
+    let o = lab.hook(
+        "badaddr",
+        "start",
+        "begin",
+        &fixture("invalid-addresses.xml"),
+    );
+    assert!(!o.status.success());
+    assert_eq!(lab.all_routes(), before);
+    assert!(lab.state_files().is_empty());
+}
+
+#[test]
+fn hostile_xml_is_refused_without_effects() {
+    let lab = Lab::new(&[]);
+    for f in ["hostile-billion-laughs.xml", "hostile-xxe.xml"] {
+        for op in ["prepare", "start", "migrate", "restore"] {
+            let o = lab.hook("evil", op, "begin", &fixture(f));
+            assert!(!o.status.success(), "{f} at {op} was accepted");
+            assert!(o.stdout.is_empty());
+            assert!(stderr(&o).contains("DOCTYPE"), "{}", stderr(&o));
+        }
+    }
+    let huge = vec![b'<'; 5 * 1024 * 1024];
+    let o = lab.hook("huge", "prepare", "begin", &huge);
+    assert!(!o.status.success());
+    assert!(lab.routes().is_empty());
+    assert!(lab.state_files().is_empty());
+}
+
+#[test]
+fn a_domain_cannot_claim_another_domains_address() {
+    let lab = Lab::new(&["vnet3", "vnet9"]);
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
+    let thief = String::from_utf8(fixture(DUAL))
+        .unwrap()
+        .replace("i-2-10-VM", "thief")
+        .replace(
+            "6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b",
+            "00000000-1111-4222-8333-444444444444",
+        )
+        .replace("52:02:45:76:d2:35", "52:54:00:99:99:99")
+        .replace("vnet3", "vnet9");
+    for op in ["prepare", "start"] {
+        let o = lab.hook("thief", op, "begin", thief.as_bytes());
+        assert!(!o.status.success(), "{op} accepted a stolen address");
+        let err = stderr(&o);
+        assert!(
+            err.contains("2.57.57.30") && err.contains("already owned by domain i-2-10-VM"),
+            "{err}"
+        );
+    }
+    // The owner's routes and neighbours are untouched.
+    assert_eq!(lab.routes(), dual_routes());
+    assert_eq!(lab.neighbours(), dual_neighbours());
+    // The thief's stop (libvirt runs it after a failed start) removes nothing of the owner's.
+    assert!(lab
+        .hook("thief", "stopped", "end", thief.as_bytes())
+        .status
+        .success());
+    assert_eq!(lab.routes(), dual_routes());
+    // Once the owner stopped, the address is free.
+    assert!(lab
+        .hook("i-2-10-VM", "stopped", "end", &fixture(DUAL))
+        .status
+        .success());
+    let o = lab.hook("thief", "prepare", "begin", thief.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn an_address_of_the_hypervisor_is_refused() {
+    let lab = Lab::new(&["vnet41"]);
+    lab.ip(&["addr", "add", "192.0.2.42/32", "dev", "lo"]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("192.0.2.42 is configured on the hypervisor itself"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_failed_start_is_rolled_back() {
+    // The tap named in <target dev> does not exist: isolation fails after routes went in.
+    let lab = Lab::new(&[]);
+    let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("vnet3"), "{}", stderr(&o));
+    assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+    assert!(lab.neighbours().is_empty());
+    assert!(lab.state_files().is_empty(), "{:?}", lab.state_files());
+    // libvirt then runs stopped and release, which must succeed with nothing to do.
+    assert!(lab
+        .hook("i-2-10-VM", "stopped", "end", &fixture(DUAL))
+        .status
+        .success());
+    assert!(lab
+        .hook("i-2-10-VM", "release", "end", &fixture(DUAL))
+        .status
+        .success());
+}
+
+#[test]
+fn stopped_removes_what_a_partial_apply_left() {
+    let lab = Lab::new(&["vnet3"]);
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
+    // Half the entries vanish (as after a crash mid-apply or a manual flush).
+    lab.ip(&[
+        "route",
+        "del",
+        "2.57.57.30/32",
+        "dev",
+        "cloudbr0",
+        "proto",
+        "52",
+    ]);
+    lab.ip(&["neigh", "del", "2001:678:3a4:100::80", "dev", "cloudbr0"]);
+    // Removal works from the record, even with unreadable XML.
+    let o = lab.hook("i-2-10-VM", "stopped", "end", b"not xml at all");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+    assert!(lab.neighbours().is_empty());
+    assert!(lab.state_files().is_empty());
+}
+
+#[test]
+fn reconnect_restores_deleted_entries_and_never_fails() {
+    let lab = Lab::new(&["vnet3"]);
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
+    lab.ip(&["route", "flush", "dev", "cloudbr0", "proto", "52"]);
+    lab.ip(&["-6", "route", "flush", "dev", "cloudbr0", "proto", "52"]);
+    let o = lab.hook("i-2-10-VM", "reconnect", "begin", &fixture(DUAL));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lab.routes(), dual_routes());
+    // Garbage at reconnect must not kill the running VM.
+    let o = lab.hook("i-2-10-VM", "reconnect", "begin", b"<domain");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lab.routes(), dual_routes());
+}
+
+#[test]
+fn migrate_and_restore_print_nothing_and_validate() {
+    let lab = Lab::new(&["vnet3"]);
+    for op in ["migrate", "restore"] {
+        let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{op} must not replace the XML");
+        let o = lab.hook("badaddr", op, "begin", &fixture("invalid-addresses.xml"));
+        assert!(!o.status.success(), "{op} accepted invalid XML");
+        assert!(o.stdout.is_empty());
+    }
+    assert!(lab.routes().is_empty(), "validation steps install nothing");
+}
+
+#[test]
+fn incoming_migration_installs_standby_routes() {
+    let lab = Lab::new(&["vnet3"]);
+    for op in ["migrate", "prepare", "start", "started"] {
+        let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+    }
+    let routes = lab.routes();
+    assert_eq!(routes.len(), 3);
+    assert!(
+        routes.iter().all(|r| r.contains("metric 4000")),
+        "{routes:?}"
+    );
+    assert!(lab
+        .hook("i-2-10-VM", "stopped", "end", &fixture(DUAL))
+        .status
+        .success());
+    assert!(lab.routes().is_empty());
+    assert!(lab.state_files().is_empty(), "{:?}", lab.state_files());
+}
+
+#[test]
+fn a_routed_nic_without_virt_l3_filter_is_refused_at_prepare() {
+    let lab = Lab::new(&["vnet3"]);
+    let xml = String::from_utf8(fixture(DUAL))
+        .unwrap()
+        .replace("<filterref filter='virt-l3-nic'/>", "");
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", xml.as_bytes());
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nwfilter"), "{}", stderr(&o));
+    lab.write_config("require_nwfilter = false");
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", xml.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn configured_protocol_and_metric_are_used() {
+    let lab = Lab::new(&["vnet41"]);
+    lab.write_config("route_protocol = 77\nroute_metric = 33");
+    assert!(lab
+        .hook("v4only", "start", "begin", &fixture("ipv4-only.xml"))
+        .status
+        .success());
+    let r = lab.ip(&["route", "show", "proto", "77"]);
+    assert!(
+        r.contains("192.0.2.41 dev cloudbr0 scope link metric 33"),
+        "{r}"
+    );
+    assert!(lab.routes().is_empty(), "nothing with the default protocol");
+    assert!(lab
+        .hook("v4only", "stopped", "end", &fixture("ipv4-only.xml"))
+        .status
+        .success());
+    assert!(lab.ip(&["route", "show", "proto", "77"]).is_empty());
+}
+
+#[test]
+fn bad_config_refuses_start_but_not_stop() {
+    let lab = Lab::new(&["vnet41"]);
+    lab.write_config("bridgez = [\"x\"]");
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bridgez"), "{}", stderr(&o));
+    let o = lab.hook("v4only", "stopped", "end", &fixture("ipv4-only.xml"));
+    assert!(o.status.success());
+}
+
+#[test]
+fn runs_as_hook_when_installed_in_qemu_d() {
+    let lab = Lab::new(&["vnet41"]);
+    let hookdir = lab.dir.path().join("hooks/qemu.d");
+    std::fs::create_dir_all(&hookdir).unwrap();
+    let entry = hookdir.join("virt-l3");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_virt-l3"), &entry).unwrap();
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns])
+        .arg(&entry)
+        .args(["v4only", "start", "begin", "-"])
+        .env("VIRT_L3_CONFIG", lab.config_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&fixture("ipv4-only.xml"))
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert_eq!(lab.routes().len(), 2);
+}

@@ -43,6 +43,9 @@ pub struct Config {
     pub route_protocol: u8,
     /// Metric of the routes of a running VM.
     pub route_metric: u32,
+    /// Metric of a VM's routes while it leaves by live migration (paused for the
+    /// final switch-over): still preferred over the destination's standby routes.
+    pub leaving_metric: u32,
     /// Metric of the routes installed for an incoming live migration before the
     /// VM runs here; upstream prefers the source's (lower) metric until promotion.
     pub standby_metric: u32,
@@ -64,6 +67,9 @@ pub struct Config {
     pub gateway_mac: Option<Mac>,
     /// Set bridge port isolation on routed taps.
     pub port_isolation: bool,
+    /// Reconcile leaves alone, for this long, a record whose domain has no
+    /// libvirt status file yet (a domain between its `start` hook and QEMU running).
+    pub reconcile_grace_seconds: u64,
     /// Log level (tracing filter syntax), overridden by `VIRT_L3_LOG`.
     pub log_level: String,
 }
@@ -76,7 +82,9 @@ impl Default for Config {
             libvirt_status_dir: PathBuf::from("/run/libvirt/qemu"),
             route_protocol: DEFAULT_ROUTE_PROTOCOL,
             route_metric: 100,
+            leaving_metric: 2000,
             standby_metric: 4000,
+            reconcile_grace_seconds: 30,
             gateways: vec![
                 IpAddr::from([169, 254, 0, 1]),
                 IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, 1]),
@@ -144,10 +152,10 @@ impl Config {
                 self.route_protocol
             )));
         }
-        if self.standby_metric <= self.route_metric {
+        if !(self.route_metric < self.leaving_metric && self.leaving_metric < self.standby_metric) {
             return Err(invalid(format!(
-                "`standby_metric` ({}) must be higher than `route_metric` ({})",
-                self.standby_metric, self.route_metric
+                "metrics must order route_metric ({}) < leaving_metric ({}) < standby_metric ({})",
+                self.route_metric, self.leaving_metric, self.standby_metric
             )));
         }
         let n = &self.nwfilter_name;

@@ -98,8 +98,17 @@ pub struct FlatAddress {
     pub mac: Option<String>,
 }
 
+/// The run state libvirt records in its live status file (`<domstatus state reason>`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunState {
+    pub state: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DomainXml {
+    /// Present when the XML is one of libvirt's status files (`/run/libvirt/qemu/NAME.xml`).
+    pub run_state: Option<RunState>,
     pub name: String,
     pub uuid: Option<String>,
     pub interfaces: Vec<InterfaceXml>,
@@ -110,6 +119,7 @@ pub struct DomainXml {
 /// Where the parser is, as far as virt-l3 cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ctx {
+    DomStatus,
     Domain,
     Name,
     Uuid,
@@ -185,9 +195,17 @@ impl DomainXml {
                     let local = local.as_ref();
                     let parent = stack.last().copied();
                     let ctx = match (parent, local) {
-                        (None, b"domain") => {
+                        (None, b"domain") | (Some(Ctx::DomStatus), b"domain") => {
                             saw_root = true;
                             Ctx::Domain
+                        }
+                        (None, b"domstatus") => {
+                            let a = attrs(e.attributes())?;
+                            dom.run_state = Some(RunState {
+                                state: get(&a, "state").unwrap_or_default(),
+                                reason: get(&a, "reason").unwrap_or_default(),
+                            });
+                            Ctx::DomStatus
                         }
                         (None, _) => return Err(XmlError::NotADomain),
                         (Some(Ctx::Domain), b"name") => Ctx::Name,
@@ -412,6 +430,19 @@ mod tests {
     fn predefined_entities_resolve() {
         let d = DomainXml::parse(b"<domain><name>a&amp;b&#65;</name></domain>").unwrap();
         assert_eq!(d.name, "a&bA");
+    }
+
+    #[test]
+    fn reads_libvirt_status_files() {
+        let xml = br#"<domstatus state='paused' reason='migration' pid='42'><taint flag='x'/>
+            <domain type='qemu' id='3'><name>vm</name><uuid>6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b</uuid>
+            <devices><interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='cloudbr0'/></interface></devices>
+            </domain></domstatus>"#;
+        let d = DomainXml::parse(xml).unwrap();
+        assert_eq!(d.name, "vm");
+        assert_eq!(d.interfaces.len(), 1);
+        let rs = d.run_state.unwrap();
+        assert_eq!((rs.state.as_str(), rs.reason.as_str()), ("paused", "migration"));
     }
 
     #[test]

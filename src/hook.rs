@@ -224,6 +224,7 @@ fn record_for(config: &Config, state: &StateDir, plan: DomainPlan) -> Record {
         },
         protocol: config.route_protocol,
         standby,
+        since: crate::state::now(),
         plan,
     }
 }

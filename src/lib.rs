@@ -11,6 +11,8 @@ pub mod domain_xml;
 pub mod hook;
 pub mod netlink;
 pub mod plan;
+pub mod reconcile;
 pub mod routing;
 pub mod state;
 pub mod status;
+pub mod watch;

@@ -48,6 +48,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make the kernel match the running domains: add what is missing, fix what
+    /// differs, remove virt-l3's entries that belong to no running domain.
+    Reconcile {
+        /// Report the changes without making them.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconcile whenever routes, neighbours, bridges or libvirt's status files change.
+    Watch,
 }
 
 fn read_stdin() -> Result<Vec<u8>, String> {
@@ -230,6 +241,35 @@ fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
                     println!("  ip neigh replace {n}");
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile { dry_run, json } => {
+            let report = runtime()?.block_on(async {
+                let mut k = Kernel::connect().map_err(|e| e.to_string())?;
+                virt_l3::reconcile::reconcile(&mut k, config, dry_run)
+                    .await
+                    .map_err(|e| e.to_string())
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                let verb = if dry_run { "would" } else { "did" };
+                if report.changes.is_empty() {
+                    println!("nothing to do ({} routed domains)", report.domains);
+                }
+                for c in &report.changes {
+                    println!("{verb} {} {}{}", c.action, c.what, c.domain.as_ref().map(|d| format!(" (domain {d})")).unwrap_or_default());
+                }
+                for e in &report.errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Watch => {
+            runtime()?
+                .block_on(virt_l3::watch::watch(config, virt_l3::watch::termination()))
+                .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => {

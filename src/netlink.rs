@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use futures::stream::TryStreamExt;
+use futures::stream::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoBridgePort, LinkAttribute};
@@ -22,6 +22,10 @@ use rtnetlink::{Handle, LinkBridgePort, RouteMessageBuilder};
 
 use crate::address::Mac;
 use crate::plan::{Neighbour, Route};
+
+/// How many requests are in flight at once: enough to hide the round trips,
+/// few enough that the acknowledgements never overflow the socket buffer.
+pub const IN_FLIGHT: usize = 256;
 
 /// A failed netlink request, described for an operator.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +257,7 @@ impl Kernel {
                 }
             }
         });
-        futures::future::join_all(futs).await
+        futures::stream::iter(futs).buffered(IN_FLIGHT).collect().await
     }
 
     /// Removes every entry; an entry already gone counts as removed.
@@ -296,7 +300,7 @@ impl Kernel {
                 }
             }
         });
-        futures::future::join_all(futs).await
+        futures::stream::iter(futs).buffered(IN_FLIGHT).collect().await
     }
 
     /// Removes one kernel route exactly as the kernel holds it.

@@ -55,6 +55,17 @@ pub struct Record {
     /// Installed for an incoming live migration and not yet promoted.
     #[serde(default)]
     pub standby: bool,
+    /// When the record was last written (seconds since the epoch).
+    #[serde(default)]
+    pub since: u64,
+}
+
+/// Seconds since the epoch, for [`Record::since`].
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The state directory.

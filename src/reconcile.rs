@@ -1,0 +1,387 @@
+//! `virt-l3 reconcile`: make the kernel match what should be there.
+//!
+//! What should be there comes from two files-only sources: virt-l3's records
+//! (what the hook applied) and libvirt's live status files of running domains
+//! (`/run/libvirt/qemu/*.xml`; libvirt itself is never called). Deciding is
+//! pure ([`desired`], [`diff`]); applying sits in [`reconcile`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::domain_xml::{DomainXml, RunState};
+use crate::netlink::{Entry, Kernel, KernelError, KernelNeighbour, KernelRoute};
+use crate::plan::{plan, Checks, HostFacts};
+use crate::routing::entries;
+use crate::state::{now, Record, StateDir, StateError};
+use crate::status::KernelView;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("libvirt's status directory {0} does not exist (is libvirtd running?); refusing to decide that no domain runs")]
+    NoStatusDir(String),
+    #[error("cannot read libvirt's status directory {path}")]
+    StatusDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// A domain libvirt reports running on this host.
+#[derive(Debug, Clone)]
+pub struct RunningDomain {
+    pub xml: DomainXml,
+    pub run_state: RunState,
+}
+
+/// Reads every status file; unreadable ones are reported and skipped.
+pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ReconcileError::NoStatusDir(dir.display().to_string()))
+        }
+        Err(source) => {
+            return Err(ReconcileError::StatusDir {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("xml") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        match DomainXml::parse(&bytes) {
+            Ok(xml) => {
+                let Some(run_state) = xml.run_state.clone() else { continue };
+                out.push(RunningDomain { xml, run_state });
+            }
+            Err(err) => warn!(file = %path.display(), "skipping an unreadable libvirt status file: {err}"),
+        }
+    }
+    Ok(out)
+}
+
+/// One change reconcile makes (or would make, with `--dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub struct Change {
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    pub what: String,
+}
+
+/// What the records should become.
+#[derive(Debug, Default)]
+pub struct Desired {
+    /// Records to keep, each with the metric it should have now.
+    pub keep: Vec<Record>,
+    /// Records of domains that no longer run here.
+    pub prune: Vec<Record>,
+    /// Record changes (adopt, promote, demote, prune), for the report.
+    pub changes: Vec<Change>,
+}
+
+/// The metric a domain's routes should carry, given its run state.
+pub fn metric_for(config: &Config, standby: bool, rs: &RunState) -> (u32, bool) {
+    if rs.state == "running" {
+        (config.route_metric, false)
+    } else if standby {
+        (config.standby_metric, true)
+    } else if rs.state == "paused" && rs.reason == "migration" {
+        // The source of a live migration, paused for the switch-over.
+        (config.leaving_metric, false)
+    } else {
+        (config.route_metric, false)
+    }
+}
+
+/// Decides, from the records and the running domains, which records to keep
+/// (with which metric), which to adopt and which to prune. Pure.
+pub fn desired(
+    config: &Config,
+    records: Vec<Record>,
+    running: &[RunningDomain],
+    incoming: &HashSet<String>,
+    host: &HostFacts,
+    state: &dyn crate::plan::Ownership,
+    now: u64,
+) -> Desired {
+    let mut out = Desired::default();
+    let by_uuid: HashMap<&str, &RunningDomain> = running
+        .iter()
+        .filter_map(|r| r.xml.uuid.as_deref().map(|u| (u, r)))
+        .collect();
+    let mut recorded: HashSet<String> = HashSet::new();
+    for mut rec in records {
+        recorded.insert(rec.plan.uuid.clone());
+        match by_uuid.get(rec.plan.uuid.as_str()) {
+            Some(run) => {
+                let (metric, standby) = metric_for(config, rec.standby, &run.run_state);
+                if metric != rec.metric || standby != rec.standby {
+                    let action = match (rec.standby, standby, metric.cmp(&rec.metric)) {
+                        (true, false, _) => "promote",
+                        (_, _, std::cmp::Ordering::Greater) => "demote",
+                        _ => "restore-metric",
+                    };
+                    out.changes.push(Change {
+                        action,
+                        domain: Some(rec.plan.name.clone()),
+                        what: format!("metric {} -> {metric}", rec.metric),
+                    });
+                    rec.metric = metric;
+                    rec.standby = standby;
+                    rec.since = now;
+                }
+                out.keep.push(rec);
+            }
+            None if now.saturating_sub(rec.since) < config.reconcile_grace_seconds => {
+                // Between the start hook and QEMU running: not in the status dir yet.
+                out.keep.push(rec);
+            }
+            None => {
+                out.changes.push(Change {
+                    action: "prune",
+                    domain: Some(rec.plan.name.clone()),
+                    what: format!("record {} (domain no longer runs here)", rec.plan.uuid),
+                });
+                out.prune.push(rec);
+            }
+        }
+    }
+    // Running domains with routed NICs but no record (virt-l3 installed after they
+    // started, a state dir lost): adopt them if their XML is valid.
+    for run in running {
+        let Some(uuid) = run.xml.uuid.as_deref() else { continue };
+        if recorded.contains(uuid) {
+            continue;
+        }
+        if crate::plan::managed_interfaces(&run.xml, config).next().is_none() {
+            continue;
+        }
+        match plan(&run.xml, config, host, state, Checks::default()) {
+            Ok(p) => {
+                let (metric, standby) = metric_for(config, incoming.contains(uuid), &run.run_state);
+                out.changes.push(Change {
+                    action: "adopt",
+                    domain: Some(p.name.clone()),
+                    what: format!("running domain {} without a record", p.uuid),
+                });
+                out.keep.push(Record {
+                    plan: p,
+                    metric,
+                    protocol: config.route_protocol,
+                    standby,
+                    since: now,
+                });
+            }
+            Err(e) => warn!("not adopting a running domain: {e}"),
+        }
+    }
+    out
+}
+
+/// Kernel changes that make `view` match `wanted`. Pure.
+pub struct KernelDiff {
+    pub add: Vec<Entry>,
+    pub remove_routes: Vec<KernelRoute>,
+    pub remove_neighbours: Vec<KernelNeighbour>,
+}
+
+pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
+    let add: Vec<Entry> = wanted.iter().filter(|e| !view.has(e, protocol)).cloned().collect();
+    // Index what should be there, keyed as the kernel reports it.
+    let mut want_routes: HashSet<(ipnet::IpNet, u32, u32, Option<std::net::IpAddr>)> = HashSet::new();
+    let mut want_neigh: HashMap<(std::net::IpAddr, u32), crate::address::Mac> = HashMap::new();
+    for e in wanted {
+        match e {
+            Entry::Route(r) => {
+                if let Some(i) = view.bridges.get(&r.bridge) {
+                    want_routes.insert((r.destination, *i, r.metric, r.via));
+                }
+            }
+            Entry::Neighbour(n) => {
+                if let Some(i) = view.bridges.get(&n.bridge) {
+                    want_neigh.insert((n.address, *i), n.mac);
+                }
+            }
+        }
+    }
+    let remove_routes = view
+        .routes
+        .iter()
+        .filter(|k| k.protocol == protocol)
+        .filter(|k| !want_routes.contains(&(k.destination, k.ifindex.unwrap_or(0), k.metric, k.gateway)))
+        .cloned()
+        .collect();
+    let remove_neighbours = view
+        .neighbours
+        .iter()
+        .filter(|k| k.protocol == protocol)
+        // A wrong MAC is fixed by the replace in `add`; only unwanted addresses go.
+        .filter(|k| !want_neigh.contains_key(&(k.address, k.ifindex)))
+        .cloned()
+        .collect();
+    KernelDiff {
+        add,
+        remove_routes,
+        remove_neighbours,
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub domains: usize,
+    pub changes: Vec<Change>,
+    pub errors: Vec<String>,
+}
+
+/// Reconciles once: records, kernel, state. Holds the state lock throughout, so
+/// it is safe to run concurrently with hooks.
+pub async fn reconcile(kernel: &mut Kernel, config: &Config, dry_run: bool) -> Result<Report, ReconcileError> {
+    let state = StateDir::new(&config.state_dir);
+    let _lock = state.lock()?;
+    let running = running_domains(&config.libvirt_status_dir)?;
+    let records = state.records()?;
+    let incoming: HashSet<String> = state.incoming().into_iter().collect();
+    let host = HostFacts {
+        addresses: kernel.host_addresses().await?,
+    };
+    let d = desired(config, records, &running, &incoming, &host, &state, now());
+    kernel.forget_links();
+    let view = KernelView::read(kernel, &config.bridges).await?;
+
+    let mut wanted: Vec<Entry> = Vec::new();
+    let mut owner_of: BTreeMap<Entry, String> = BTreeMap::new();
+    for rec in &d.keep {
+        for e in entries(&rec.plan, rec.metric) {
+            owner_of.insert(e.clone(), rec.plan.name.clone());
+            wanted.push(e);
+        }
+    }
+    // Entries of bridges that do not exist (yet) cannot be added; they come back with the bridge.
+    wanted.retain(|e| {
+        let b = match e {
+            Entry::Route(r) => &r.bridge,
+            Entry::Neighbour(n) => &n.bridge,
+        };
+        view.bridges.contains_key(b)
+    });
+    let kd = diff(&wanted, &view, config.route_protocol);
+    let mut report = Report {
+        dry_run,
+        domains: d.keep.len(),
+        changes: d.changes.clone(),
+        errors: Vec::new(),
+    };
+    for e in &kd.add {
+        report.changes.push(Change {
+            action: "add",
+            domain: owner_of.get(e).cloned(),
+            what: e.to_string(),
+        });
+    }
+    let name_of_if: HashMap<u32, &String> = view.bridges.iter().map(|(n, i)| (*i, n)).collect();
+    for r in &kd.remove_routes {
+        let dev = r.ifindex.and_then(|i| name_of_if.get(&i).map(|s| s.to_string())).unwrap_or_else(|| format!("ifindex {:?}", r.ifindex));
+        report.changes.push(Change {
+            action: "remove",
+            domain: None,
+            what: format!(
+                "route {}{} dev {dev} metric {} proto {}",
+                r.destination,
+                r.gateway.map(|g| format!(" via {g}")).unwrap_or_default(),
+                r.metric,
+                r.protocol
+            ),
+        });
+    }
+    for n in &kd.remove_neighbours {
+        report.changes.push(Change {
+            action: "remove",
+            domain: None,
+            what: format!(
+                "neighbour {} lladdr {} dev {}",
+                n.address,
+                n.mac.map(|m| m.to_string()).unwrap_or_default(),
+                name_of_if.get(&n.ifindex).map(|s| s.as_str()).unwrap_or("?")
+            ),
+        });
+    }
+    if dry_run {
+        return Ok(report);
+    }
+
+    for (r, e) in kd.add.iter().zip(kernel.install(&kd.add, config.route_protocol).await) {
+        if let Err(err) = e {
+            report.errors.push(format!("{r}: {err}"));
+        }
+    }
+    let removals = kd
+        .remove_routes
+        .iter()
+        .map(|r| kernel.remove_kernel_route(r));
+    for res in futures::future::join_all(removals).await {
+        if let Err(err) = res {
+            report.errors.push(err.to_string());
+        }
+    }
+    let removals = kd
+        .remove_neighbours
+        .iter()
+        .map(|n| kernel.remove_kernel_neighbour(n));
+    for res in futures::future::join_all(removals).await {
+        if let Err(err) = res {
+            report.errors.push(err.to_string());
+        }
+    }
+    // Isolation of running taps (a tap re-created by libvirt, a flapped bridge).
+    if config.port_isolation {
+        for rec in &d.keep {
+            for tap in rec.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+                match kernel.port_isolated(tap).await {
+                    Ok(Some(false)) => {
+                        report.changes.push(Change {
+                            action: "isolate",
+                            domain: Some(rec.plan.name.clone()),
+                            what: format!("bridge port {tap}"),
+                        });
+                        if let Err(e) = kernel.set_port_isolation(tap, true).await {
+                            report.errors.push(e.to_string());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => report.errors.push(e.to_string()),
+                }
+            }
+        }
+    }
+    for rec in &d.keep {
+        if d.changes.iter().any(|c| c.domain.as_deref() == Some(rec.plan.name.as_str())) {
+            state.save(rec)?;
+            if !rec.standby {
+                state.clear_incoming(&rec.plan.uuid)?;
+            }
+        }
+    }
+    for rec in &d.prune {
+        state.forget(rec)?;
+    }
+    if !report.changes.is_empty() {
+        info!(changes = report.changes.len(), errors = report.errors.len(), "reconciled");
+    }
+    Ok(report)
+}

@@ -1,0 +1,213 @@
+//! `virt-l3 watch`: reconcile whenever something relevant changes.
+//!
+//! Listens to netlink (links, neighbours, IPv4/IPv6 routes) and to libvirt's
+//! status directory (inotify). Events only mark the state dirty; a reconcile runs
+//! once things have been quiet for a moment, so a burst costs one pass and memory
+//! stays bounded. No polling: the process sleeps until the kernel wakes it.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::RouteNetlinkMessage;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use rtnetlink::MulticastGroup;
+use tokio::io::unix::AsyncFd;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::netlink::Kernel;
+use crate::reconcile::reconcile;
+
+/// How long events must be quiet before reconciling.
+pub const SETTLE: Duration = Duration::from_millis(50);
+/// A reconcile runs at the latest this long after the first event of a burst.
+pub const MAX_DELAY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot subscribe to netlink events")]
+    Netlink(#[source] std::io::Error),
+    #[error("cannot watch {path} with inotify")]
+    Inotify {
+        path: String,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Whether a netlink event may concern virt-l3.
+fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) -> bool {
+    match msg {
+        RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+            u8::from(r.header.protocol) == config.route_protocol
+        }
+        RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
+            bridge_indexes.is_empty() || bridge_indexes.contains(&n.header.ifindex)
+        }
+        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => l.attributes.iter().any(|a| match a {
+            LinkAttribute::IfName(n) => config.is_routed_bridge(n),
+            LinkAttribute::Controller(m) => bridge_indexes.contains(m),
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
+/// An inotify instance that tokio can wait on.
+struct Watched(Inotify);
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+fn inotify_on(dir: &Path) -> Result<AsyncFd<Watched>, WatchError> {
+    let err = |source| WatchError::Inotify {
+        path: dir.display().to_string(),
+        source,
+    };
+    let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(err)?;
+    ino.add_watch(
+        dir,
+        AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_CREATE,
+    )
+    .map_err(err)?;
+    // SAFETY: `Watched` owns the inotify descriptor, which stays open and the
+    // same for as long as the AsyncFd (its only owner) lives.
+    unsafe { AsyncFd::register(Watched(ino)) }.map_err(|e| WatchError::Inotify {
+        path: dir.display().to_string(),
+        source: nix::Error::from_raw(std::io::Error::from(e).raw_os_error().unwrap_or(libc::EIO)),
+    })
+}
+
+/// Runs until `shutdown` resolves.
+pub async fn watch(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), WatchError> {
+    let (conn, _handle, mut events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Neigh,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+    ])
+    .map_err(WatchError::Netlink)?;
+    tokio::spawn(conn);
+    let mut kernel = Kernel::connect().map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
+
+    let mut status = match inotify_on(&config.libvirt_status_dir) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            warn!("{e}; watching netlink only until the directory exists");
+            None
+        }
+    };
+    tokio::pin!(shutdown);
+    let mut dirty = true; // reconcile once at start
+    let mut first_event: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+    let mut bridge_indexes: Vec<u32> = Vec::new();
+    info!(status_dir = %config.libvirt_status_dir.display(), "watching");
+    loop {
+        let settle = async {
+            match first_event {
+                Some(t0) if dirty => {
+                    let deadline = (tokio::time::Instant::now() + SETTLE).min(t0 + MAX_DELAY);
+                    tokio::time::sleep_until(deadline).await
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let inotify_ready = async {
+            match &status {
+                Some(fd) => fd.readable().await.map(|mut g| {
+                    // Drain the events; their content does not matter.
+                    let _ = g.get_inner().0.read_events();
+                    g.clear_ready();
+                }),
+                None => std::future::pending().await,
+            }
+        };
+        let retry_inotify = async {
+            if status.is_none() {
+                tokio::time::sleep(Duration::from_secs(5)).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => {
+                info!("stopping");
+                return Ok(());
+            }
+            ev = events.next() => {
+                let Some((msg, _)) = ev else {
+                    error!("the netlink event stream ended");
+                    return Err(WatchError::Netlink(std::io::Error::other("netlink event stream ended")));
+                };
+                if let NetlinkPayload::InnerMessage(m) = &msg.payload {
+                    if matches!(m, RouteNetlinkMessage::NewLink(_) | RouteNetlinkMessage::DelLink(_)) {
+                        kernel.forget_links();
+                    }
+                    if relevant(m, config, &bridge_indexes) {
+                        if !dirty { first_event = Some(tokio::time::Instant::now()); }
+                        dirty = true;
+                    }
+                }
+            }
+            r = inotify_ready => {
+                if r.is_ok() {
+                    if !dirty { first_event = Some(tokio::time::Instant::now()); }
+                    dirty = true;
+                }
+            }
+            _ = retry_inotify => {
+                if let Ok(i) = inotify_on(&config.libvirt_status_dir) {
+                    info!("libvirt's status directory appeared");
+                    status = Some(i);
+                    dirty = true;
+                    first_event = Some(tokio::time::Instant::now());
+                }
+            }
+            _ = settle => {
+                dirty = false;
+                first_event = None;
+                match reconcile(&mut kernel, config, false).await {
+                    Ok(report) => {
+                        for c in &report.changes {
+                            info!(action = c.action, domain = c.domain.as_deref().unwrap_or("-"), "{}", c.what);
+                        }
+                        for e in &report.errors {
+                            warn!("{e}");
+                        }
+                    }
+                    Err(e) => warn!("reconcile failed: {e}"),
+                }
+                bridge_indexes.clear();
+                for b in &config.bridges {
+                    if let Ok(Some(i)) = kernel.link_index(b).await {
+                        bridge_indexes.push(i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+

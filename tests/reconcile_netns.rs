@@ -1,0 +1,241 @@
+//! reconcile and watch against the real kernel, with a fake libvirt status directory
+//! (the files libvirt writes under /run/libvirt/qemu, which is all they read).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fixture, stderr, Lab};
+
+const DUAL: &str = "dual-stack.xml";
+
+fn lab() -> Lab {
+    let lab = Lab::new(&["vnet3"]);
+    std::fs::create_dir_all(status_dir(&lab)).unwrap();
+    lab.write_config(&format!(
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0",
+        status_dir(&lab)
+    ));
+    lab
+}
+
+fn status_dir(lab: &Lab) -> std::path::PathBuf {
+    lab.dir.path().join("libvirt-qemu")
+}
+
+/// Writes libvirt's status file for a domain, as a running libvirtd would.
+fn set_running(lab: &Lab, name: &str, xml: &[u8], state: &str, reason: &str) {
+    let body = format!(
+        "<domstatus state='{state}' reason='{reason}' pid='4242'>\n{}\n</domstatus>\n",
+        String::from_utf8_lossy(xml)
+    );
+    let tmp = status_dir(lab).join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(tmp, status_dir(lab).join(format!("{name}.xml"))).unwrap();
+}
+
+fn reconcile(lab: &Lab, args: &[&str]) -> String {
+    let mut a = vec!["reconcile"];
+    a.extend_from_slice(args);
+    let o = lab.virt_l3(&a, b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn expected_routes() -> Vec<String> {
+    let mut v = vec![
+        "2.57.57.30 dev cloudbr0 scope link metric 100".to_string(),
+        "2001:678:3a4:100::80 dev cloudbr0 metric 100".to_string(),
+        "2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0 metric 100 onlink".to_string(),
+    ];
+    v.sort();
+    v
+}
+
+#[test]
+fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    let neighbours = lab.neighbours();
+    lab.ip(&["route", "flush", "dev", "cloudbr0"]);
+    lab.ip(&["-6", "route", "flush", "dev", "cloudbr0", "proto", "52"]);
+    lab.ip(&["neigh", "del", "2.57.57.30", "dev", "cloudbr0"]);
+    // A neighbour pointing at the wrong MAC is fixed too.
+    lab.ip(&["neigh", "replace", "2001:678:3a4:100::80", "lladdr", "52:54:00:66:66:66", "dev", "cloudbr0", "nud", "permanent"]);
+
+    let dry = reconcile(&lab, &["--dry-run"]);
+    assert!(dry.contains("would add route 2.57.57.30/32"), "{dry}");
+    assert!(lab.routes().is_empty(), "--dry-run changed the kernel");
+
+    let out = reconcile(&lab, &["--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["changes"].as_array().unwrap().len(), 5, "{out}");
+    assert_eq!(lab.routes(), expected_routes());
+    assert_eq!(lab.neighbours(), neighbours);
+    // Idempotent.
+    assert!(reconcile(&lab, &[]).starts_with("nothing to do"));
+}
+
+#[test]
+fn reconcile_removes_orphans_and_touches_nothing_else() {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    // An orphan of virt-l3 (protocol 52) and entries of other daemons.
+    lab.ip(&["route", "add", "192.0.2.99/32", "dev", "cloudbr0", "proto", "52"]);
+    lab.ip(&["neigh", "add", "192.0.2.99", "lladdr", "52:54:00:12:34:56", "dev", "cloudbr0", "nud", "permanent", "protocol", "52"]);
+    lab.ip(&["route", "add", "198.51.100.7/32", "dev", "cloudbr0", "proto", "static"]);
+    lab.ip(&["route", "add", "198.51.100.8/32", "dev", "cloudbr0", "proto", "bird"]);
+    lab.ip(&["neigh", "add", "198.51.100.7", "lladdr", "52:54:00:12:34:57", "dev", "cloudbr0", "nud", "permanent"]);
+    let others = |lab: &Lab| -> Vec<String> {
+        lab.all_routes()
+            .into_iter()
+            .chain(lab.neighbours())
+            .filter(|l| l.contains("198.51.100"))
+            .collect()
+    };
+    let before = others(&lab);
+    assert_eq!(before.len(), 3);
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("remove route 192.0.2.99/32"), "{out}");
+    assert!(out.contains("remove neighbour 192.0.2.99"), "{out}");
+    assert_eq!(others(&lab), before, "other daemons' entries must stay");
+    assert_eq!(lab.routes(), expected_routes());
+
+    // The domain stops without its hook running (a crash while libvirtd was down).
+    std::fs::remove_file(status_dir(&lab).join("i-2-10-VM.xml")).unwrap();
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("prune record"), "{out}");
+    assert!(lab.routes().is_empty());
+    assert!(lab.state_files().is_empty(), "{:?}", lab.state_files());
+    assert_eq!(others(&lab), before);
+}
+
+#[test]
+fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
+    let lab = lab();
+    lab.write_config(&format!(
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 60",
+        status_dir(&lab)
+    ));
+    // start hook ran, QEMU not yet running: no status file.
+    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    reconcile(&lab, &[]);
+    assert_eq!(lab.routes(), expected_routes());
+}
+
+#[test]
+fn reconcile_refuses_without_a_status_directory() {
+    let lab = Lab::new(&["vnet3"]);
+    lab.write_config("libvirt_status_dir = \"/nonexistent/qemu\"\nrequire_nwfilter = false");
+    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    let o = lab.virt_l3(&["reconcile"], b"");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/qemu"), "{}", stderr(&o));
+    assert_eq!(lab.routes(), expected_routes(), "nothing removed on a guess");
+}
+
+#[test]
+fn reconcile_promotes_standby_routes_when_the_migrated_vm_runs() {
+    let lab = lab();
+    for op in ["migrate", "prepare", "start", "started"] {
+        assert!(lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL)).status.success());
+    }
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
+    reconcile(&lab, &[]);
+    assert!(lab.routes().iter().all(|r| r.contains("metric 4000")), "{:?}", lab.routes());
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("promote"), "{out}");
+    assert_eq!(lab.routes(), expected_routes());
+    assert!(!lab.state_files().iter().any(|f| f.starts_with("incoming/")));
+}
+
+#[test]
+fn reconcile_demotes_the_source_while_it_hands_over() {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
+    reconcile(&lab, &[]);
+    assert!(lab.routes().iter().all(|r| r.contains("metric 2000")), "{:?}", lab.routes());
+    // The migration failed: the source resumes and takes its routes back.
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migration");
+    reconcile(&lab, &[]);
+    assert_eq!(lab.routes(), expected_routes());
+}
+
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn watch(lab: &Lab) -> Watcher {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_virt-l3"), "--config"])
+        .arg(lab.config_path())
+        .arg("watch")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Watcher(child)
+}
+
+/// Polls until `f` holds, returning how long it took; panics after `limit`.
+fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if f() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "{what} did not happen within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn watch_heals_within_a_second_and_stops_on_sigterm() {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    let neighbours = lab.neighbours();
+    let mut w = watch(&lab);
+    std::thread::sleep(Duration::from_millis(300)); // subscribed
+
+    lab.ip(&["route", "flush", "dev", "cloudbr0"]);
+    within(Duration::from_secs(1), "route restore", || lab.routes() == expected_routes());
+
+    lab.ip(&["neigh", "del", "2001:678:3a4:100::80", "dev", "cloudbr0"]);
+    within(Duration::from_secs(1), "neighbour restore", || lab.neighbours() == neighbours);
+
+    // The bridge flaps: the kernel drops the IPv4 routes and neighbours.
+    lab.ip(&["link", "set", "cloudbr0", "down"]);
+    lab.ip(&["link", "set", "cloudbr0", "up"]);
+    within(Duration::from_secs(1), "re-apply after bridge flap", || {
+        lab.routes() == expected_routes() && lab.neighbours() == neighbours
+    });
+
+    // The domain vanishes without its hook: cleaned up.
+    std::fs::remove_file(status_dir(&lab).join("i-2-10-VM.xml")).unwrap();
+    within(Duration::from_secs(1), "cleanup of a vanished domain", || {
+        lab.routes().is_empty() && lab.neighbours().is_empty()
+    });
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = w.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "watch ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "watch exited with {status}");
+}

@@ -10,6 +10,13 @@ case "$what" in
   bench) need+=(hyperfine valgrind python3-pyroute2) ;;
   package) need+=(rpm) ;;
 esac
+# Rust: the machine's toolchain, else rustup's (Debian 12's rustc is too old for the dependencies).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: installing the Rust toolchain with rustup" >&2
+  command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl ca-certificates >/dev/null; }
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component rustfmt,clippy >/dev/null
+fi
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -48,6 +48,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the man pages (virt-l3.1, virt-l3-SUBCOMMAND.1) into DIR; used to build the packages.
+    #[command(hide = true)]
+    Manpages {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Make the kernel match the running domains: add what is missing, fix what
     /// differs, remove virt-l3's entries that belong to no running domain.
     Reconcile {
@@ -146,6 +152,21 @@ fn invoked_as_hook(argv0: &str) -> bool {
     matches!(parent, Some("hooks") | Some("qemu.d"))
 }
 
+/// The man pages, generated from the command line definition (clap_mangen).
+fn write_manpages(out_dir: &Path) -> ExitCode {
+    use clap::CommandFactory;
+    match clap_mangen::generate_to(Cli::command(), out_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "virt-l3: cannot write the man pages to {}: {e}",
+                out_dir.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -162,6 +183,9 @@ fn main() -> ExitCode {
         return run_hook(None, d, o, s, e);
     }
     let cli = Cli::parse();
+    if let Command::Manpages { out_dir } = &cli.command {
+        return write_manpages(out_dir);
+    }
     if let Command::Hook {
         domain,
         operation,
@@ -196,7 +220,7 @@ fn main() -> ExitCode {
 
 fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Hook { .. } => unreachable!("handled before"),
+        Command::Hook { .. } | Command::Manpages { .. } => unreachable!("handled before"),
         Command::Plan { json } => {
             let xml = read_stdin()?;
             let dom = DomainXml::parse(&xml).map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ case "$1" in
     ;;
   purge | disappear)
     virt_l3_drop_hook
+    virt_l3_undefine_nwfilters
     if command -v deb-systemd-helper >/dev/null 2>&1; then
       for unit in $VIRT_L3_UNITS; do
         deb-systemd-helper purge "$unit" >/dev/null || true

@@ -100,33 +100,83 @@ virt_l3_drop_hook() {
   return 0
 }
 
-# Defines or refreshes virt-l3's base nwfilters in a running libvirt, when this
-# version of virt-l3 has the command for it.
+VIRT_L3_TEMPLATES=/usr/share/virt-l3/nwfilter-templates
+
+# virsh against the system QEMU connection, bounded in time (a hung daemon
+# must not hang the package manager).
+virt_l3_virsh() {
+  if command -v timeout >/dev/null 2>&1; then
+    timeout 60 virsh -q -c qemu:///system "$@"
+  else
+    virsh -q -c qemu:///system "$@"
+  fi
+}
+
+# Whether libvirt runs and virsh is there to talk to it.
+virt_l3_libvirt_reachable() {
+  command -v virsh >/dev/null 2>&1 || return 1
+  virt_l3_libvirt_running && return 0
+  virt_l3_systemd && systemctl is-active --quiet libvirtd.service virtqemud.service 2>/dev/null
+}
+
+# Defines or refreshes the base nwfilters (the address-independent building
+# blocks every per-NIC filter references) from the shipped templates, when
+# libvirt runs. An existing filter keeps its UUID (libvirt refuses a
+# redefinition under a new one).
 virt_l3_define_nwfilters() {
-  [ -x "$VIRT_L3_BIN" ] || return 0
-  "$VIRT_L3_BIN" nwfilter define --help >/dev/null 2>&1 || return 0
-  if ! virt_l3_libvirt_running && ! { virt_l3_systemd && systemctl is-active --quiet libvirtd.service virtqemud.service 2>/dev/null; }; then
-    echo "virt-l3: libvirt does not run; run 'virt-l3 nwfilter define' once it does"
+  [ -d "$VIRT_L3_TEMPLATES" ] || return 0
+  if ! virt_l3_libvirt_reachable; then
+    echo "virt-l3: libvirt does not run; define the nwfilters in $VIRT_L3_TEMPLATES once it does (virsh nwfilter-define FILE)"
     return 0
   fi
-  if command -v timeout >/dev/null 2>&1; then
-    set -- timeout 120 "$VIRT_L3_BIN" nwfilter define
-  else
-    set -- "$VIRT_L3_BIN" nwfilter define
-  fi
-  if "$@"; then
-    echo "virt-l3: defined the base nwfilters"
-  else
-    virt_l3_warn "warning: 'virt-l3 nwfilter define' failed; run it again once libvirt works"
-  fi
+  list=$(virt_l3_virsh nwfilter-list 2>/dev/null) || {
+    virt_l3_warn "warning: cannot list libvirt's nwfilters; define the ones in $VIRT_L3_TEMPLATES by hand"
+    return 0
+  }
+  for file in "$VIRT_L3_TEMPLATES"/*.xml; do
+    [ -f "$file" ] || continue
+    name=$(sed -n "s/^<filter name='\([^']*\)'.*/\1/p" "$file" | head -n 1)
+    [ -n "$name" ] || { virt_l3_warn "warning: no filter name in $file"; continue; }
+    uuid=$(printf '%s\n' "$list" | awk -v n="$name" '$2 == n { print $1 }')
+    tmp=$(mktemp) || continue
+    if [ -n "$uuid" ]; then
+      sed "s|^\(<filter name='$name'[^>]*>\)\$|\1\n  <uuid>$uuid</uuid>|" "$file" >"$tmp"
+    else
+      cat "$file" >"$tmp"
+    fi
+    if virt_l3_virsh nwfilter-define "$tmp" >/dev/null; then
+      echo "virt-l3: ${uuid:+re}defined the nwfilter $name"
+    else
+      virt_l3_warn "warning: cannot define the nwfilter $name from $file"
+    fi
+    rm -f "$tmp"
+  done
+  return 0
+}
+
+# Undefines the base nwfilters, when libvirt runs. The templates are gone by
+# then, so they are found by name: every template is named virt-l3-no-*
+# (tests/suites/package.sh checks that). A filter still referenced (by the
+# per-NIC filter of a domain) stays.
+virt_l3_undefine_nwfilters() {
+  virt_l3_libvirt_reachable || return 0
+  names=$(virt_l3_virsh nwfilter-list 2>/dev/null | awk '$2 ~ /^virt-l3-no-[a-z0-9-]+$/ { print $2 }')
+  for name in $names; do
+    if virt_l3_virsh nwfilter-undefine "$name" >/dev/null 2>&1; then
+      echo "virt-l3: undefined the nwfilter $name"
+    else
+      virt_l3_warn "warning: the nwfilter $name stays in libvirt (still in use?)"
+    fi
+  done
   return 0
 }
 
 # Warns when routed domains are left behind: their routes stay in the kernel
-# until they stop (without the hook, nothing removes them then).
+# until removed by hand (without the hook, nothing removes them when they stop).
 virt_l3_warn_routed_domains() {
-  if [ -d /run/virt-l3 ] && [ -n "$(ls -A /run/virt-l3 2>/dev/null)" ]; then
-    virt_l3_warn "warning: /run/virt-l3 holds records of routed domains; their routes stay until removed by hand (ip route flush proto 52, or the configured route_protocol)"
+  n=$(ls /run/virt-l3/domains/*.json 2>/dev/null | wc -l)
+  if [ "$n" -gt 0 ]; then
+    virt_l3_warn "warning: $n domain(s) still routed (records in /run/virt-l3/domains/): their routes stay in the kernel until removed by hand ('ip route show proto 52', or the configured route_protocol)"
   fi
   return 0
 }

@@ -2,6 +2,7 @@
 if [ "$1" -eq 0 ]; then
   virt_l3_drop_hook
   virt_l3_reload_libvirt
+  virt_l3_undefine_nwfilters
   # Records of routed domains (a tmpfs: gone at reboot anyway). rpm itself
   # removes /etc/virt-l3/config.toml, or keeps an edited one as config.toml.rpmsave.
   rm -rf /run/virt-l3

@@ -325,6 +325,12 @@ impl Ownership for StateDir {
     }
 
     fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
+        // A small prefix (a /28 is typical for IPv4) is cheaper to probe address by
+        // address, one failed open(2) each, than the claims directory, which holds
+        // every address of every domain on the host (see docs/BENCHMARKS.md).
+        if prefix.max_prefix_len() - prefix.prefix_len() <= PROBE_HOST_BITS {
+            return prefix_addresses(prefix).find_map(|a| Some((a, self.owner_of_address(a)?)));
+        }
         let dir = fs::read_dir(self.dir("owners")).ok()?;
         dir.filter_map(|e| {
             let e = e.ok()?;
@@ -336,5 +342,89 @@ impl Ownership for StateDir {
             }
         })
         .next()
+    }
+}
+
+/// Prefixes with at most this many host bits are checked address by address.
+const PROBE_HOST_BITS: u8 = 8;
+
+/// Every address of a prefix, network and broadcast addresses included.
+fn prefix_addresses(prefix: &IpNet) -> Box<dyn Iterator<Item = IpAddr>> {
+    match prefix {
+        IpNet::V4(p) => {
+            Box::new(ipnet::Ipv4AddrRange::new(p.network(), p.broadcast()).map(IpAddr::V4))
+        }
+        IpNet::V6(p) => {
+            Box::new(ipnet::Ipv6AddrRange::new(p.network(), p.broadcast()).map(IpAddr::V6))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Nic, Ownership};
+
+    fn claim(state: &StateDir, uuid: &str, addresses: &[&str]) {
+        let record = Record {
+            plan: DomainPlan {
+                name: format!("vm-{uuid}"),
+                uuid: uuid.to_string(),
+                nics: vec![Nic {
+                    mac: "52:54:00:00:00:01".parse().unwrap(),
+                    bridge: "cloudbr0".into(),
+                    tap: None,
+                    addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+                    routed_prefixes: Vec::new(),
+                }],
+            },
+            metric: 100,
+            protocol: 52,
+            standby: false,
+            since: 0,
+        };
+        state.save(&record).unwrap();
+    }
+
+    #[test]
+    fn address_within_probes_small_prefixes_and_scans_large_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let _lock = state.lock().unwrap();
+        let a = "aaaaaaaa-0000-4000-8000-000000000001";
+        let b = "bbbbbbbb-0000-4000-8000-000000000002";
+        claim(&state, a, &["192.0.2.16", "2001:db8::1:ff"]);
+        claim(&state, b, &["198.51.100.7", "2001:db8:5::9"]);
+        let within = |p: &str| {
+            state
+                .address_within(&p.parse().unwrap())
+                .map(|(ip, o)| (ip.to_string(), o.uuid))
+        };
+        // Probed (few host bits), the network address included.
+        assert_eq!(
+            within("192.0.2.16/28"),
+            Some(("192.0.2.16".into(), a.into()))
+        );
+        assert_eq!(
+            within("198.51.100.0/24"),
+            Some(("198.51.100.7".into(), b.into()))
+        );
+        assert_eq!(
+            within("2001:db8::1:0/120"),
+            Some(("2001:db8::1:ff".into(), a.into()))
+        );
+        assert_eq!(within("192.0.2.32/28"), None);
+        assert_eq!(within("192.0.2.17/32"), None);
+        // Scanned (many host bits).
+        assert_eq!(
+            within("198.51.0.0/16"),
+            Some(("198.51.100.7".into(), b.into()))
+        );
+        assert_eq!(
+            within("2001:db8:5::/64"),
+            Some(("2001:db8:5::9".into(), b.into()))
+        );
+        assert_eq!(within("2001:db8:6::/64"), None);
+        assert_eq!(within("203.0.113.0/23"), None);
     }
 }

@@ -177,9 +177,13 @@ lab_start() {
   cat >>"$dir/etc-libvirt/qemu.conf" <<'EOF'
 
 # virt-l3 lab (tests/lib/libvirtd.sh): cgroups are global to the machine and shared
-# with other labs, so none; no MAC security driver.
+# with other labs, so none; no MAC security driver. QEMU runs as root: when /dev/kvm is
+# root-only (as on some CI VMs) and QEMU runs as libvirt-qemu, libvirt found its QEMU
+# capabilities cache stale at every lookup and re-probed QEMU (~10 s per define/start).
 cgroup_controllers = [ ]
 security_driver = "none"
+user = "root"
+group = "root"
 EOF
   cat >>"$dir/etc-libvirt/libvirtd.conf" <<'EOF'
 
@@ -241,19 +245,15 @@ EOF
 
 # Pids of the processes in the lab's mount or network namespace, holder excepted.
 lab__members() {
-  local dir=$1 holder=$2 mnt net p
+  local dir=$1 holder=$2 mnt net
   mnt=$(cat "$dir/holder.mntns" 2>/dev/null)
   net=$(cat "$dir/netns.inode" 2>/dev/null)
   [ -n "$mnt" ] || mnt=none
   [ -n "$net" ] && net="net:[$net]" || net=none
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    [ "$p" = "$holder" ] && continue
-    [ "$p" = "$$" ] && continue
-    case "$(readlink "/proc/$p/ns/mnt" 2>/dev/null)|$(readlink "/proc/$p/ns/net" 2>/dev/null)" in
-      "$mnt|"* | *"|$net") echo "$p" ;;
-    esac
-  done
+  # -lname takes a glob: escape the brackets of "mnt:[4026531840]".
+  mnt=${mnt//[/\\[} mnt=${mnt//]/\\]} net=${net//[/\\[} net=${net//]/\\]}
+  find /proc/[0-9]*/ns/mnt /proc/[0-9]*/ns/net -maxdepth 0 \( -lname "$mnt" -o -lname "$net" \) \
+    2>/dev/null | cut -d/ -f3 | sort -u | grep -vx -e "$holder" -e "$$" || true
 }
 
 lab_stop() {

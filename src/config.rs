@@ -162,7 +162,9 @@ impl Config {
         if n.is_empty()
             || n.len() > 64
             || !n.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(invalid(format!(
                 "`nwfilter_name` {n:?} must start with a letter and hold only letters, digits, '-' and '_' (at most 64)"

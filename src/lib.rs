@@ -3,13 +3,15 @@
 //! Reading order: [`hook`] (what happens at each libvirt lifecycle step) →
 //! [`domain_xml`] (what is read) → [`plan`] (validation and desired state, pure) →
 //! [`routing`] (install/remove a domain) → [`netlink`] (the kernel) and
-//! [`state`] (records and address ownership).
+//! [`state`] (records and address ownership). [`nwfilter`] renders the
+//! per-NIC libvirt nwfilter security groups.
 
 pub mod address;
 pub mod config;
 pub mod domain_xml;
 pub mod hook;
 pub mod netlink;
+pub mod nwfilter;
 pub mod plan;
 pub mod reconcile;
 pub mod routing;

@@ -65,6 +65,31 @@ enum Command {
     },
     /// Reconcile whenever routes, neighbours, bridges or libvirt's status files change.
     Watch,
+    /// libvirt nwfilter security groups for routed NICs (domain XML on stdin).
+    Nwfilter {
+        #[command(subcommand)]
+        command: NwfilterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NwfilterCommand {
+    /// Write every filter the domain's routed NICs need to DIR/<filter>.xml.
+    Render {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Print the domain XML with virt-l3's <filterref> on every routed NIC.
+    Inject,
+    /// Define the domain's filters in a running libvirtd with virsh (never from a hook).
+    Define {
+        /// The virsh program.
+        #[arg(long, default_value = "virsh")]
+        virsh: PathBuf,
+        /// libvirt connection URI (virsh --connect).
+        #[arg(long, short = 'c', value_name = "URI")]
+        connect: Option<String>,
+    },
 }
 
 fn read_stdin() -> Result<Vec<u8>, String> {
@@ -267,6 +292,7 @@ fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Nwfilter { command } => run_nwfilter(config, command),
         Command::Reconcile { dry_run, json } => {
             let report = runtime()?.block_on(async {
                 let mut k = Kernel::connect().map_err(|e| e.to_string())?;
@@ -334,4 +360,42 @@ fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
             })
         }
     }
+}
+
+fn run_nwfilter(config: &Config, command: NwfilterCommand) -> Result<ExitCode, String> {
+    use virt_l3::nwfilter::{self, define};
+    let xml = read_stdin()?;
+    match command {
+        NwfilterCommand::Inject => {
+            let out = nwfilter::inject::inject(&xml, config).map_err(|e| e.to_string())?;
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&out)
+                .map_err(|e| format!("cannot write the domain XML to stdout: {e}"))?;
+        }
+        NwfilterCommand::Render { out_dir } => {
+            let plan = nwfilter::plan_for_filters(&xml, config).map_err(|e| e.to_string())?;
+            let filters = nwfilter::render(&plan, config);
+            for path in nwfilter::write_all(&filters, &out_dir).map_err(|e| e.to_string())? {
+                println!("{}", path.display());
+            }
+        }
+        NwfilterCommand::Define { virsh, connect } => {
+            let plan = nwfilter::plan_for_filters(&xml, config).map_err(|e| e.to_string())?;
+            let filters = nwfilter::render(&plan, config);
+            let virsh = define::Virsh {
+                program: virsh,
+                connect,
+            };
+            for (name, outcome) in
+                define::define_all(&virsh, &filters).map_err(|e| e.to_string())?
+            {
+                match outcome {
+                    define::Defined::Created => println!("defined {name}"),
+                    define::Defined::Updated(uuid) => println!("redefined {name} (uuid {uuid})"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -211,14 +211,16 @@ pub struct Checks {
     pub require_filter: bool,
 }
 
-/// Whether `filterref` names virt-l3's filter for a NIC.
+/// Whether an interface's `filterref` names virt-l3's filter for that very NIC
+/// (`<nwfilter_name>-<its MAC>`): another NIC's filter would bind it to the wrong
+/// addresses.
 pub fn carries_virt_l3_filter(nic: &InterfaceXml, config: &Config) -> bool {
-    nic.filterref.as_ref().is_some_and(|f| {
-        f.filter == config.nwfilter_name
-            || f.filter
-                .strip_prefix(config.nwfilter_name.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
-    })
+    let Some(mac) = nic.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) else {
+        return false;
+    };
+    nic.filterref
+        .as_ref()
+        .is_some_and(|f| f.filter == crate::nwfilter::nic_filter_name(config, &mac))
 }
 
 /// A syntactically valid libvirt UUID (it names files in the state directory).
@@ -454,7 +456,11 @@ pub fn plan(
                 "the interface does not carry virt-l3's nwfilter ({}), so the VM could spoof addresses; \
                  run `virt-l3 nwfilter inject` on the XML, or set require_nwfilter = false",
                 match &iface.filterref {
-                    Some(f) => format!("it has filter {:?}", f.filter),
+                    Some(f) => format!(
+                        "it has filter {:?}, not {:?}",
+                        f.filter,
+                        crate::nwfilter::nic_filter_name(config, &mac)
+                    ),
                     None => "it has no <filterref>".to_string(),
                 }
             ));
@@ -466,6 +472,7 @@ pub fn plan(
             .iter()
             .find(|m| m.mac.as_deref().and_then(|x| x.parse::<Mac>().ok()) == Some(mac));
         let mut raw: Vec<AddressXml> = Vec::new();
+        let mut from_filterref = false;
         let mut routes = Vec::new();
         if let Some(meta) = meta.filter(|m| !m.addresses.is_empty() || !m.routes.is_empty()) {
             raw.extend(meta.addresses.iter().cloned());
@@ -473,6 +480,7 @@ pub fn plan(
         } else if !flat_for[n].is_empty() {
             raw.extend(flat_for[n].iter().map(|a| (*a).clone()));
         } else if let Some(f) = &iface.filterref {
+            from_filterref = true;
             for (name, family) in [("IP", "ipv4"), ("IPV6", "ipv6")] {
                 for v in f.values(name) {
                     raw.push(AddressXml {
@@ -535,6 +543,35 @@ pub fn plan(
                 continue;
             }
             addresses.push(ip);
+        }
+        if let (Some(f), false) = (&iface.filterref, from_filterref) {
+            // The IP/IPV6 filter parameters are the third address source: when
+            // present beside metadata, they must say the same.
+            let mut given: Vec<IpAddr> = f
+                .values("IP")
+                .chain(f.values("IPV6"))
+                .filter_map(|v| v.trim().parse().ok())
+                .collect();
+            let mut wanted: Vec<IpAddr> = raw
+                .iter()
+                .filter_map(|a| a.address.as_deref()?.trim().parse().ok())
+                .collect();
+            given.sort();
+            wanted.sort();
+            if f.values("IP").chain(f.values("IPV6")).next().is_some() && given != wanted {
+                let list = |v: &[IpAddr]| {
+                    v.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                c.refuse(format!(
+                    "the filterref's IP/IPV6 parameters ({}) differ from the metadata's addresses ({}); \
+                     run `virt-l3 nwfilter inject` on the XML",
+                    list(&given),
+                    list(&wanted)
+                ));
+            }
         }
         if raw.is_empty() {
             c.refuse(

@@ -1,6 +1,8 @@
 //! The hook against the real kernel, in a throwaway network namespace per test.
 //! Needs root (as in CI).
 
+#![allow(clippy::unwrap_used)] // test helpers panic with the failing call
+
 mod common;
 
 use common::{fixture, stderr, Lab};
@@ -203,6 +205,7 @@ fn a_domain_cannot_claim_another_domains_address() {
             "00000000-1111-4222-8333-444444444444",
         )
         .replace("52:02:45:76:d2:35", "52:54:00:99:99:99")
+        .replace("virt-l3-nic-52024576d235", "virt-l3-nic-525400999999")
         .replace("vnet3", "vnet9");
     for op in ["prepare", "start"] {
         let o = lab.hook("thief", op, "begin", thief.as_bytes());
@@ -349,7 +352,7 @@ fn a_routed_nic_without_virt_l3_filter_is_refused_at_prepare() {
     let lab = Lab::new(&["vnet3"]);
     let xml = String::from_utf8(fixture(DUAL))
         .unwrap()
-        .replace("<filterref filter='virt-l3-nic'/>", "");
+        .replace("<filterref filter='virt-l3-nic-52024576d235'/>", "");
     let o = lab.hook("i-2-10-VM", "prepare", "begin", xml.as_bytes());
     assert!(!o.status.success());
     assert!(stderr(&o).contains("nwfilter"), "{}", stderr(&o));

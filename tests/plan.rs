@@ -1,5 +1,7 @@
 //! Validation and planning, without root: XML in, desired state or errors out.
 
+#![allow(clippy::unwrap_used)] // test helpers panic with the failing call
+
 mod common;
 
 use std::collections::HashMap;
@@ -41,7 +43,8 @@ fn domain(meta: &str, nics: &str) -> String {
 }
 
 fn nic(mac: &str, bridge: &str) -> String {
-    format!("<interface type='bridge'><mac address='{mac}'/><source bridge='{bridge}'/><filterref filter='virt-l3-nic'/></interface>")
+    let filter = format!("virt-l3-nic-{}", mac.replace(':', "").to_lowercase());
+    format!("<interface type='bridge'><mac address='{mac}'/><source bridge='{bridge}'/><filterref filter='{filter}'/></interface>")
 }
 
 fn addrs(mac: &str, list: &[&str]) -> String {
@@ -117,19 +120,21 @@ fn filterref_parameters_are_the_last_source() {
     let xml = String::from_utf8(common::fixture("filterref-params.xml")).unwrap();
     let p = plan_of(&xml, &Config::default()).unwrap();
     assert_eq!(p.nics[0].addresses.len(), 3);
-    // Metadata takes precedence over filterref parameters.
+    // Beside metadata, filterref parameters must agree with it (libvirt's filter
+    // would otherwise bind the NIC to addresses that are not routed to it).
     let nics = format!(
         "<interface type='bridge'><mac address='{M1}'/><source bridge='cloudbr0'/>\
-         <filterref filter='virt-l3-nic'><parameter name='IP' value='192.0.2.99'/></filterref></interface>"
+         <filterref filter='virt-l3-nic-525400000001'><parameter name='IP' value='192.0.2.99'/></filterref></interface>"
     );
-    let p = plan_of(
+    let e = plan_of(
         &domain(&addrs(M1, &["192.0.2.1"]), &nics),
         &Config::default(),
     )
-    .unwrap();
-    assert_eq!(
-        p.nics[0].addresses,
-        vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("192.0.2.99") && e.contains("differ from the metadata"),
+        "{e}"
     );
 }
 

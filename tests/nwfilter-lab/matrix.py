@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""Security-group lab (issue 3): attacks and legitimate flows through libvirt nwfilter.
+
+Run by tests/suites/nwfilter-lab.sh, which starts a private libvirtd (tests/lib/libvirtd.sh)
+and defines virt-l3's rendered filters in it. This script builds the topology inside the
+lab's network namespace (bridge cloudbr0 = the hypervisor side) and three "guests"
+(network namespaces joined by veth pairs whose host ends are bridge ports), then runs,
+for each mode:
+
+  unfiltered    no filter bound: the CONTROL. Every attack must arrive where it is
+                aimed, every legitimate flow must work, or the test itself is broken.
+  virt-l3       virt-l3's per-NIC filters bound with `virsh nwfilter-binding-create`:
+                every attack must be blocked, every legitimate flow must work, before
+                and after the attacks.
+  clean-traffic libvirt's clean-traffic with IP parameters: measured, not asserted.
+
+Attack frames are built with scapy and written on a packet socket of the sending
+guest's eth0 (or of cloudbr0 for traffic towards a guest). Each carries a unique
+marker (in the IP payload, or after an ARP/RARP/other frame); capture sockets on cloudbr0 (what reaches the
+hypervisor) and on every guest's eth0 (what reaches the other guests) look for it.
+Port isolation is left off, so the filters alone are tested.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+
+from scapy.all import (  # noqa: E402
+    ARP, Dot1Q, Ether, ICMP, ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NS,
+    ICMPv6ND_RA, ICMPv6ND_Redirect, ICMPv6NDOptPrefixInfo, IP, IPv6, Raw, UDP,
+    conf, IPv6ExtHdrHopByHop, RouterAlert,
+)
+
+conf.verb = 0
+
+GW_MAC = "02:56:4c:33:00:01"
+GW4, GW6 = "169.254.0.1", "fe80::1"
+HOST4, HOST6 = "192.0.2.254", "2001:db8:ffff::1"
+GUESTS = {
+    "a": dict(mac="52:54:00:4c:33:0a", port="hA", v4=["192.0.2.10", "192.0.2.11"],
+              v6=["2001:db8:10::10", "2001:db8:10::11"],
+              p4=("198.51.100.16/28", "192.0.2.10", "198.51.100.17"),
+              p6=("2001:db8:1000::/56", "2001:db8:10::10", "2001:db8:1000::1")),
+    "b": dict(mac="52:54:00:4c:33:0b", port="hB", v4=["192.0.2.20", "192.0.2.21"], v6=[]),
+    "c": dict(mac="52:54:00:4c:33:0c", port="hC", v4=[], v6=["2001:db8:10::30", "2001:db8:10::31"]),
+}
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+CLONE_NEWNET = 0x40000000
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def sh(*cmd, check=True, timeout=30):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+class Lab:
+    def __init__(self, holder, prefix, filters_dir):
+        self.holder = holder
+        self.prefix = prefix
+        self.filters_dir = filters_dir
+        self.ns = {g: f"{prefix}-{g}" for g in GUESTS}
+        self.sockets = {}
+
+    # --- running things where they belong -------------------------------------------
+    def host(self, *cmd, check=True):
+        return sh("nsenter", "-t", str(self.holder), "-n", "--", *cmd, check=check)
+
+    def virsh(self, *args, check=True):
+        return sh("nsenter", "-t", str(self.holder), "-m", "-n", "--",
+                  "virsh", "-q", "-c", "qemu:///system", *args, check=check)
+
+    def guest(self, g, *cmd, check=True):
+        return sh("ip", "netns", "exec", self.ns[g], *cmd, check=check)
+
+    # --- topology ---------------------------------------------------------------------
+    def build(self):
+        h = self.host
+        h("ip", "link", "add", "cloudbr0", "type", "bridge")
+        h("ip", "link", "set", "cloudbr0", "address", GW_MAC)
+        h("sysctl", "-qw", "net.ipv6.conf.cloudbr0.accept_ra=0")
+        h("ip", "link", "set", "cloudbr0", "up")
+        h("ip", "addr", "add", f"{GW4}/32", "dev", "cloudbr0")
+        h("ip", "addr", "add", f"{GW6}/64", "dev", "cloudbr0", "nodad")
+        # The hypervisor's own addresses (its uplink's, in production).
+        h("ip", "addr", "add", f"{HOST4}/32", "dev", "lo")
+        h("ip", "addr", "add", f"{HOST6}/128", "dev", "lo", "nodad")
+        h("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        h("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        # A routed bridge must not send ICMP redirects: guests are not on-link with
+        # each other, and a redirected guest would try layer 2, which the filters drop.
+        # (IPv6 redirects have no switch; the filters drop them on the way in.)
+        for conf in ("all", "default", "cloudbr0"):
+            h("sysctl", "-qw", f"net.ipv4.conf.{conf}.send_redirects=0")
+        labns = sh("ip", "netns", "identify", str(self.holder)).stdout.strip()
+        for g, d in GUESTS.items():
+            ns = self.ns[g]
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "add", "eth0", "address", d["mac"], "type", "veth",
+               "peer", "name", d["port"], "netns", labns)
+            h("sysctl", "-qw", f"net.ipv6.conf.{d['port']}.disable_ipv6=1")  # a bridge port, no address
+            h("ip", "link", "set", d["port"], "master", "cloudbr0")
+            h("ip", "link", "set", d["port"], "up")
+            self.guest(g, "ip", "link", "set", "lo", "up")
+            self.guest(g, "ip", "link", "set", "eth0", "up")
+            for a in d["v4"]:
+                self.guest(g, "ip", "addr", "add", f"{a}/32", "dev", "eth0")
+                h("ip", "route", "add", f"{a}/32", "dev", "cloudbr0")
+                h("ip", "neigh", "replace", a, "lladdr", d["mac"], "dev", "cloudbr0", "nud", "permanent")
+            for a in d["v6"]:
+                self.guest(g, "ip", "addr", "add", f"{a}/128", "dev", "eth0", "nodad")
+                h("ip", "-6", "route", "add", f"{a}/128", "dev", "cloudbr0")
+                h("ip", "-6", "neigh", "replace", a, "lladdr", d["mac"], "dev", "cloudbr0", "nud", "permanent")
+            if d["v4"]:
+                self.guest(g, "ip", "route", "add", f"{GW4}/32", "dev", "eth0")
+                self.guest(g, "ip", "route", "add", "default", "via", GW4, "dev", "eth0")
+            if d["v6"]:
+                self.guest(g, "ip", "-6", "route", "add", "default", "via", GW6, "dev", "eth0")
+            for key, fam in (("p4", "-4"), ("p6", "-6")):
+                if key in d:
+                    prefix, via, inside = d[key]
+                    self.guest(g, "ip", fam, "addr", "add", inside, "dev", "lo", *(["nodad"] if fam == "-6" else []))
+                    h("ip", fam, "route", "add", prefix, "via", via, "dev", "cloudbr0", "onlink")
+        # Packet sockets: opened inside each namespace, usable from here afterwards.
+        self.sockets["br"] = self.open_socket(f"/proc/{self.holder}/ns/net", "cloudbr0")
+        for g in GUESTS:
+            self.sockets[g] = self.open_socket(f"/run/netns/{self.ns[g]}", "eth0")
+        self.wait_addresses()
+
+    def wait_addresses(self, timeout=20):
+        """Until no address of the hypervisor or a guest is still tentative (DAD)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            outs = [self.host("ip", "-6", "addr").stdout] + [
+                self.guest(g, "ip", "-6", "addr").stdout for g in GUESTS]
+            if not any("tentative" in o for o in outs):
+                return
+            time.sleep(0.3)
+        raise RuntimeError("IPv6 addresses still tentative after %ss" % timeout)
+
+    def open_socket(self, netns_path, ifname):
+        home = os.open("/proc/self/ns/net", os.O_RDONLY)
+        target = os.open(netns_path, os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {netns_path}")
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind((ifname, 0))
+            s.setblocking(False)
+        finally:
+            libc.setns(home, CLONE_NEWNET)
+            os.close(home)
+            os.close(target)
+        return s
+
+    def drain(self):
+        seen = {p: [] for p in self.sockets}
+        while True:
+            ready, _, _ = select.select(list(self.sockets.values()), [], [], 0)
+            if not ready:
+                return seen
+            for p, s in self.sockets.items():
+                if s in ready:
+                    try:
+                        while True:
+                            data, addr = s.recvfrom(65535)
+                            if addr[2] != PACKET_OUTGOING:
+                                seen[p].append(data)
+                    except BlockingIOError:
+                        pass
+
+    def send(self, sender, frame):
+        point = "br" if sender == "host" else sender
+        self.sockets[point].send(frame)
+
+    # --- filters ----------------------------------------------------------------------
+    def bind(self, mode):
+        for g, d in GUESTS.items():
+            self.virsh("nwfilter-binding-delete", d["port"], check=False)
+        if mode == "unfiltered":
+            return
+        for g, d in GUESTS.items():
+            if mode == "virt-l3":
+                name = "virt-l3-nic-" + d["mac"].replace(":", "")
+                params = ""  # addresses are in the filter's rules
+            else:
+                name = "clean-traffic"
+                params = "".join(f"<parameter name='IP' value='{a}'/>" for a in d["v4"])
+            xml = (f"<filterbinding><owner><name>lab-guest-{g}</name>"
+                   f"<uuid>4c330{ord(g) - 97}00-0000-4000-8000-00000000000{g}</uuid></owner>"
+                   f"<portdev name='{d['port']}'/><mac address='{d['mac']}'/>"
+                   f"<filterref filter='{name}'>{params}</filterref></filterbinding>")
+            path = os.path.join(self.filters_dir, f"binding-{g}.xml")
+            with open(path, "w") as f:
+                f.write(xml)
+            self.virsh("nwfilter-binding-create", path)
+        time.sleep(0.5)
+
+
+# --- attacks ----------------------------------------------------------------------------
+A, B, C = GUESTS["a"], GUESTS["b"], GUESTS["c"]
+BCAST = "ff:ff:ff:ff:ff:ff"
+LL_A = "fe80::5054:ff:fe4c:330a"
+LL_B = "fe80::5054:ff:fe4c:330b"
+
+
+def solicited(addr):
+    raw = socket.inet_pton(socket.AF_INET6, addr)
+    group = socket.inet_ntop(socket.AF_INET6, bytes.fromhex("ff0200000000000000000001ff") + raw[13:])
+    return group, "33:33:ff:" + ":".join(f"{b:02x}" for b in raw[13:])
+
+
+def qemu_announce(mac):
+    """The frame qemu's announce-self sends (net/announce.c: announce_self_create)."""
+    return Ether(dst=BCAST, src=mac, type=0x8035) / ARP(
+        hwtype=1, ptype=0x0800, hwlen=6, plen=4, op=3,
+        hwsrc=mac, psrc="0.0.0.0", hwdst=mac, pdst="0.0.0.0")
+
+
+def e(src=None, dst=GW_MAC, **kw):
+    return Ether(src=src or A["mac"], dst=dst, **kw)
+
+
+NS_C, NS_C_MAC = solicited(C["v6"][0])
+DAD_GROUP, DAD_MAC = solicited(A["v6"][1])
+ATTACKS = [
+    # (id, property, sender, frame, points it reaches when nothing filters)
+    ("mac-spoof", "frames only with its own MAC", "a",
+     e(src="02:de:ad:00:00:01") / IP(src=A["v4"][0], dst=HOST4) / ICMP(), ["br"]),
+    ("ipv4-spoof-foreign", "IPv4 only from its addresses", "a",
+     e() / IP(src="203.0.113.99", dst=HOST4) / ICMP(), ["br"]),
+    ("ipv4-spoof-other-guest", "IPv4 only from its addresses", "a",
+     e() / IP(src=B["v4"][0], dst=HOST4) / ICMP(), ["br"]),
+    ("ipv4-spoof-gateway-redirect", "no redirects", "a",
+     e() / IP(src=GW4, dst=B["v4"][0]) / ICMP(type=5, code=1, gw=A["v4"][0]) / IP(src=B["v4"][0], dst=HOST4) / ICMP(),
+     ["br"]),
+    ("ipv4-outside-routed-prefix", "IPv4 only from its addresses", "a",
+     e() / IP(src="198.51.100.100", dst=HOST4) / ICMP(), ["br"]),
+    ("ipv6-spoof-foreign", "IPv6 only from its addresses", "a",
+     e() / IPv6(src="2001:db8:99::1", dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-spoof-other-guest", "IPv6 only from its addresses", "a",
+     e() / IPv6(src=C["v6"][0], dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-outside-routed-prefix", "IPv6 only from its addresses", "a",
+     e() / IPv6(src="2001:db8:2000::1", dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-link-local-data", "link-local sources only for ND", "a",
+     e() / IPv6(src=LL_A, dst=GW6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-link-local-mld", "link-local sources only for ND", "a",
+     e(dst="33:33:00:00:00:16") / IPv6(src=LL_A, dst="ff02::16", hlim=1) / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2(),
+     ["br", "b", "c"]),
+    ("arp-spoof-gateway", "ARP only for its own MAC/addresses", "a",
+     e(dst=BCAST) / ARP(op=2, hwsrc=A["mac"], psrc=GW4, hwdst=BCAST, pdst=GW4), ["br", "b", "c"]),
+    ("arp-spoof-other-guest", "ARP only for its own MAC/addresses", "a",
+     e(dst=BCAST) / ARP(op=2, hwsrc=A["mac"], psrc=B["v4"][0], hwdst=BCAST, pdst=B["v4"][0]), ["br", "b", "c"]),
+    ("arp-foreign-sender-mac", "ARP only for its own MAC/addresses", "a",
+     e(dst=BCAST) / ARP(op=1, hwsrc="02:de:ad:00:00:02", psrc=A["v4"][0], pdst=GW4), ["br", "b", "c"]),
+    ("arp-probe-foreign-address", "ARP only for its own MAC/addresses", "a",
+     e(dst=BCAST) / ARP(op=1, hwsrc=A["mac"], psrc="0.0.0.0", pdst=B["v4"][0]), ["br", "b", "c"]),
+    ("rarp-foreign-mac", "ARP only for its own MAC/addresses", "a",
+     Ether(dst=BCAST, src=A["mac"], type=0x8035) / ARP(
+         op=3, hwsrc="02:de:ad:00:00:03", psrc="0.0.0.0", hwdst="02:de:ad:00:00:03", pdst="0.0.0.0"),
+     ["br", "b", "c"]),
+    ("router-advertisement", "no router advertisements", "a",
+     e(dst="33:33:00:00:00:01") / IPv6(src=LL_A, dst="ff02::1", hlim=255) / ICMPv6ND_RA() /
+     ICMPv6NDOptPrefixInfo(prefix="2001:db8:bad::", prefixlen=64), ["br", "b", "c"]),
+    ("router-advertisement-own-source", "no router advertisements", "a",
+     e(dst="33:33:00:00:00:01") / IPv6(src=A["v6"][0], dst="ff02::1", hlim=255) / ICMPv6ND_RA(), ["br", "b", "c"]),
+    ("ipv6-redirect", "no redirects", "a",
+     e() / IPv6(src=LL_A, dst="fe80::1", hlim=255) / ICMPv6ND_Redirect(tgt=LL_A, dst=HOST6), ["br"]),
+    ("dhcp-server-broadcast", "no DHCP server", "a",
+     e(dst=BCAST) / IP(src=A["v4"][0], dst="255.255.255.255") / UDP(sport=67, dport=68) / Raw(b"\x02" * 240),
+     ["br", "b", "c"]),
+    ("dhcp-server-unicast", "no DHCP server", "a",
+     e() / IP(src=A["v4"][0], dst=B["v4"][0]) / UDP(sport=67, dport=68) / Raw(b"\x02" * 240), ["br"]),
+    ("dhcp-reply-other-port", "no DHCP server", "a",
+     e() / IP(src=A["v4"][0], dst=B["v4"][0]) / UDP(sport=4067, dport=68) / Raw(b"\x02" * 240), ["br"]),
+    ("dhcpv6-server-multicast", "no DHCPv6 server", "a",
+     e(dst="33:33:00:00:00:01") / IPv6(src=LL_A, dst="ff02::1") / UDP(sport=547, dport=546) / Raw(b"\x02" * 40),
+     ["br", "b", "c"]),
+    ("dhcpv6-server-unicast", "no DHCPv6 server", "a",
+     e() / IPv6(src=A["v6"][0], dst=C["v6"][0]) / UDP(sport=547, dport=546) / Raw(b"\x07" * 40), ["br"]),
+    ("vlan-tagged", "no VLAN-tagged frames", "a",
+     e() / Dot1Q(vlan=100) / IP(src=A["v4"][0], dst=HOST4) / ICMP(), ["br"]),
+    ("qinq-tagged", "no VLAN-tagged frames", "a",
+     e(type=0x88a8) / Dot1Q(vlan=100) / IP(src=A["v4"][0], dst=HOST4) / ICMP(), ["br"]),
+    ("ethertype-ipx", "no other ethertypes", "a", e(type=0x8137) / Raw(b"\xff\xff" + b"\x00" * 40), ["br"]),
+    ("ethertype-experimental-broadcast", "no other ethertypes", "a",
+     e(dst=BCAST, type=0x88b5) / Raw(b"\x00" * 46), ["br", "b", "c"]),
+    ("l2-unicast-to-guest-ipv4", "nothing addressed at layer 2 to another guest", "a",
+     e(dst=B["mac"]) / IP(src=A["v4"][0], dst=B["v4"][0]) / ICMP(), ["b"]),
+    ("l2-unicast-to-guest-ipv6", "nothing addressed at layer 2 to another guest", "a",
+     e(dst=C["mac"]) / IPv6(src=A["v6"][0], dst=C["v6"][0]) / ICMPv6EchoRequest(), ["c"]),
+    ("l2-unicast-arp-to-guest", "nothing addressed at layer 2 to another guest", "a",
+     e(dst=B["mac"]) / ARP(op=1, hwsrc=A["mac"], psrc=A["v4"][0], pdst=B["v4"][0]), ["b"]),
+    ("ipv4-broadcast", "no broadcast/multicast reaching other guests", "a",
+     e(dst=BCAST) / IP(src=A["v4"][0], dst="255.255.255.255") / UDP(sport=5000, dport=5000), ["br", "b", "c"]),
+    ("ipv4-multicast", "no broadcast/multicast reaching other guests", "a",
+     e(dst="01:00:5e:00:00:fb") / IP(src=A["v4"][0], dst="224.0.0.251") / UDP(sport=5353, dport=5353),
+     ["br", "b", "c"]),
+    ("ipv6-multicast-echo", "no broadcast/multicast reaching other guests", "a",
+     e(dst="33:33:00:00:00:01") / IPv6(src=A["v6"][0], dst="ff02::1") / ICMPv6EchoRequest(), ["br", "b", "c"]),
+    ("ns-flooded-to-guest", "no broadcast/multicast reaching other guests", "a",
+     e(dst=NS_C_MAC) / IPv6(src=A["v6"][0], dst=NS_C, hlim=255) / ICMPv6ND_NS(tgt=C["v6"][0]), ["c"]),
+    ("arp-request-flooded-to-guest", "no broadcast/multicast reaching other guests", "a",
+     e(dst=BCAST) / ARP(op=1, hwsrc=A["mac"], psrc=A["v4"][0], pdst=B["v4"][0]), ["b"]),
+    ("dad-flooded-to-guests", "no broadcast/multicast reaching other guests", "a",
+     e(dst=DAD_MAC) / IPv6(src="::", dst=DAD_GROUP, hlim=255) / ICMPv6ND_NS(tgt=A["v6"][1]), ["c"]),
+    ("announce-flooded-to-guests", "no broadcast/multicast reaching other guests", "a",
+     qemu_announce(A["mac"]), ["b", "c"]),
+    ("to-guest-foreign-ipv4", "to the guest only its own addresses", "host",
+     Ether(src=GW_MAC, dst=B["mac"]) / IP(src=HOST4, dst="192.0.2.99") / ICMP(), ["b"]),
+    ("to-guest-other-guests-ipv4", "to the guest only its own addresses", "host",
+     Ether(src=GW_MAC, dst=B["mac"]) / IP(src=HOST4, dst=A["v4"][0]) / ICMP(), ["b"]),
+    ("to-guest-foreign-ipv6", "to the guest only its own addresses", "host",
+     Ether(src=GW_MAC, dst=C["mac"]) / IPv6(src=HOST6, dst="2001:db8:10::99") / ICMPv6EchoRequest(), ["c"]),
+    ("to-ipv4-only-guest-ipv6", "to the guest only its own addresses", "host",
+     Ether(src=GW_MAC, dst=B["mac"]) / IPv6(src=HOST6, dst="2001:db8:10::20") / ICMPv6EchoRequest(), ["b"]),
+    ("ipv4-only-guest-sends-nd", "IPv4-only NIC: no IPv6", "b",
+     Ether(src=B["mac"], dst="33:33:ff:00:00:01") / IPv6(src=LL_B, dst="ff02::1:ff00:1", hlim=255) / ICMPv6ND_NS(tgt=GW6),
+     ["br", "a", "c"]),
+    ("ipv4-only-guest-sends-ipv6", "IPv4-only NIC: no IPv6", "b",
+     Ether(src=B["mac"], dst=GW_MAC) / IPv6(src="2001:db8:10::20", dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-only-guest-sends-arp", "IPv6-only NIC: no IPv4/ARP", "c",
+     Ether(src=C["mac"], dst=BCAST) / ARP(op=1, hwsrc=C["mac"], psrc="192.0.2.30", pdst=GW4), ["br", "a", "b"]),
+    ("ipv6-only-guest-sends-ipv4", "IPv6-only NIC: no IPv4/ARP", "c",
+     Ether(src=C["mac"], dst=GW_MAC) / IP(src="192.0.2.30", dst=HOST4) / ICMP(), ["br"]),
+]
+
+
+def marked(pkt, marker):
+    """The frame with a marker the captures look for. IP packets carry it in their
+    payload: br_netfilter trims anything after the IP length."""
+    if pkt.haslayer(IP) or pkt.haslayer(IPv6):
+        frame = bytes(pkt / Raw(marker))
+    else:
+        frame = bytes(pkt) + marker
+    return frame + b"\x00" * max(0, 60 - len(frame))
+
+
+def run_attacks(lab):
+    results = {}
+    for n, (name, _prop, sender, pkt, points) in enumerate(ATTACKS):
+        frame = marked(pkt, b"VL3NWF%04d" % n)
+        lab.drain()
+        for _ in range(3):
+            lab.send(sender, frame)
+        time.sleep(0.15)
+        seen = lab.drain()
+        results[name] = sorted(p for p in points if any(b"VL3NWF%04d" % n in f for f in seen[p]))
+    return results
+
+
+# --- legitimate flows -------------------------------------------------------------------
+def ping(lab, where, dst, src=None):
+    cmd = ["ping", "-c", "1", "-W", "2"] + (["-I", src] if src else []) + [dst]
+    r = lab.host(*cmd, check=False) if where == "host" else lab.guest(where, *cmd, check=False)
+    if r.returncode != 0:  # the first probe may wait for neighbour resolution
+        r = lab.host(*cmd, check=False) if where == "host" else lab.guest(where, *cmd, check=False)
+    return r.returncode == 0
+
+
+def addr_state(lab, g, addr):
+    out = lab.guest(g, "ip", "-6", "addr", "show", "dev", "eth0").stdout
+    for line in out.splitlines():
+        if f"inet6 {addr}/" in line:
+            return ("dadfailed" if "dadfailed" in line else
+                    "tentative" if "tentative" in line else "ok")
+    return "absent"
+
+
+def dad(lab, conflict):
+    """Re-adds A's second IPv6 address with DAD. Without a conflict it must become
+    usable and its DAD probe must reach the hypervisor; with the hypervisor holding the
+    address, the hypervisor's defence must reach A (address marked dadfailed)."""
+    addr = A["v6"][1]
+    if conflict:
+        lab.host("ip", "addr", "add", f"{addr}/128", "dev", "cloudbr0", "nodad")
+    lab.guest("a", "ip", "addr", "del", f"{addr}/128", "dev", "eth0", check=False)
+    lab.drain()
+    lab.guest("a", "ip", "addr", "add", f"{addr}/128", "dev", "eth0")
+    deadline = time.time() + 10
+    state = addr_state(lab, "a", addr)
+    while state == "tentative" and time.time() < deadline:
+        time.sleep(0.2)
+        state = addr_state(lab, "a", addr)
+    seen = lab.drain()
+    probe = any(
+        Ether(f).haslayer(ICMPv6ND_NS) and Ether(f)[IPv6].src == "::" and Ether(f)[ICMPv6ND_NS].tgt == addr
+        for f in seen["br"])
+    if conflict:
+        lab.host("ip", "addr", "del", f"{addr}/128", "dev", "cloudbr0", check=False)
+    lab.guest("a", "ip", "addr", "del", f"{addr}/128", "dev", "eth0", check=False)
+    lab.guest("a", "ip", "addr", "add", f"{addr}/128", "dev", "eth0", "nodad")
+    return (state == "dadfailed") if conflict else (state == "ok" and probe)
+
+
+def announce(lab):
+    marker = b"VL3ANNOUNCE"
+    frame = bytes(qemu_announce(A["mac"])) + marker
+    frame += b"\x00" * max(0, 60 - len(frame))
+    lab.drain()
+    lab.send("a", frame)
+    time.sleep(0.15)
+    return any(marker in f for f in lab.drain()["br"])
+
+
+LEGIT = [
+    ("a-gateway-v4", "guest -> gateway 169.254.0.1 (ARP + ICMP)", lambda l: ping(l, "a", GW4)),
+    ("a-gateway-v6", "guest -> hypervisor via fe80::1 (ND + ICMPv6)", lambda l: ping(l, "a", HOST6)),
+    ("a-host-v4", "guest -> hypervisor address", lambda l: ping(l, "a", HOST4)),
+    ("a-secondary-v4", "guest from its 2nd IPv4", lambda l: ping(l, "a", HOST4, A["v4"][1])),
+    ("a-secondary-v6", "guest from its 2nd IPv6", lambda l: ping(l, "a", HOST6, A["v6"][1])),
+    ("host-a-v4", "hypervisor -> guest, each IPv4",
+     lambda l: all(ping(l, "host", x) for x in A["v4"])),
+    ("host-a-v6", "hypervisor -> guest, each IPv6",
+     lambda l: all(ping(l, "host", x) for x in A["v6"])),
+    ("host-a-prefix-v4", "hypervisor -> routed prefix 198.51.100.16/28", lambda l: ping(l, "host", A["p4"][2])),
+    ("host-a-prefix-v6", "hypervisor -> routed prefix 2001:db8:1000::/56", lambda l: ping(l, "host", A["p6"][2])),
+    ("a-b-routed-v4", "guest -> guest via hypervisor, IPv4", lambda l: ping(l, "a", B["v4"][1])),
+    ("b-a-routed-v4", "guest -> guest via hypervisor, IPv4 (reverse)", lambda l: ping(l, "b", A["v4"][0])),
+    ("a-c-routed-v6", "guest -> guest via hypervisor, IPv6", lambda l: ping(l, "a", C["v6"][1])),
+    ("c-a-routed-v6", "guest -> guest via hypervisor, IPv6 (reverse)", lambda l: ping(l, "c", A["v6"][0])),
+    ("v4only-gateway", "IPv4-only guest -> gateway", lambda l: ping(l, "b", GW4)),
+    ("v6only-host", "IPv6-only guest -> hypervisor via fe80::1", lambda l: ping(l, "c", HOST6)),
+    ("dad-unique", "IPv6 DAD: probe leaves, address becomes usable", lambda l: dad(l, conflict=False)),
+    ("dad-conflict", "IPv6 DAD: hypervisor's defence reaches the guest", lambda l: dad(l, conflict=True)),
+    ("announce-self", "qemu announce-self RARP reaches the bridge", announce),
+]
+
+
+def run_legit(lab):
+    for g in GUESTS:
+        lab.guest(g, "ip", "neigh", "flush", "dev", "eth0", check=False)
+        # Redirects the hypervisor sent in an earlier mode (unfiltered, the guests
+        # accepted them) live on as route exceptions: start each run without them.
+        lab.guest(g, "ip", "-6", "route", "flush", "cache", check=False)
+        lab.guest(g, "ip", "-4", "route", "flush", "cache", check=False)
+    return {name: bool(fn(lab)) for name, _d, fn in LEGIT}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--holder", type=int, required=True)
+    ap.add_argument("--prefix", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--modes", default="unfiltered,virt-l3,clean-traffic")
+    ap.add_argument("--markdown", help="write the result table here")
+    args = ap.parse_args()
+    lab = Lab(args.holder, args.prefix, args.work)
+    lab.build()
+    report = {}
+    for mode in args.modes.split(","):
+        lab.bind(mode)
+        before = run_legit(lab)
+        attacks = run_attacks(lab)
+        after = run_legit(lab)
+        report[mode] = dict(before=before, attacks=attacks, after=after)
+        print(f"{mode}: {sum(not v for v in attacks.values())}/{len(attacks)} attacks blocked, "
+              f"legit before {sum(before.values())}/{len(before)}, after {sum(after.values())}/{len(after)}",
+              flush=True)
+    lab.bind("unfiltered")
+    with open(os.path.join(args.work, "matrix.json"), "w") as f:
+        json.dump(report, f, indent=1)
+
+    failures = []
+    modes = list(report)
+
+    def cell_attack(mode, name, points):
+        got = report[mode]["attacks"][name]
+        if mode == "unfiltered":
+            return "arrives" if sorted(got) == sorted(points) else f"MISSING at {','.join(sorted(set(points) - set(got)))}"
+        return "blocked" if not got else f"PASSES to {','.join(got)}"
+
+    lines = ["| attack (from) | property | " + " | ".join(modes) + " |",
+             "|---|---|" + "---|" * len(modes)]
+    for name, prop, sender, _pkt, points in ATTACKS:
+        cells = [cell_attack(m, name, points) for m in modes]
+        lines.append(f"| `{name}` ({sender}) | {prop} | " + " | ".join(cells) + " |")
+        if "unfiltered" in report and sorted(report["unfiltered"]["attacks"][name]) != sorted(points):
+            failures.append(f"control: attack {name} did not arrive at {points} without a filter "
+                            f"(got {report['unfiltered']['attacks'][name]}): the test cannot see it")
+        if "virt-l3" in report and report["virt-l3"]["attacks"][name]:
+            failures.append(f"virt-l3: attack {name} ({prop}) got through to {report['virt-l3']['attacks'][name]}")
+    lines += ["", "| legitimate flow | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
+    for name, desc, _fn in LEGIT:
+        cells = []
+        for m in modes:
+            b, a = report[m]["before"][name], report[m]["after"][name]
+            cells.append("works" if b and a else
+                         f"FAILS ({'before' if not b else ''}{' and ' if not b and not a else ''}{'after' if not a else ''})")
+            if m in ("unfiltered", "virt-l3") and not (b and a):
+                failures.append(f"{m}: legitimate flow {name} ({desc}) fails "
+                                f"{'before' if not b else 'after'} the attacks")
+        lines.append(f"| `{name}`: {desc} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    if failures:
+        print("\nFAILURES:", file=sys.stderr)
+        for f in failures:
+            print("  " + f, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

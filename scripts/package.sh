@@ -73,6 +73,11 @@ rpm() {
   cargo generate-rpm --output "$dist/" "$@"
 }
 
+# One packaging run at a time per checkout: they share target/virt-l3-pkg/.
+mkdir -p target
+exec 9>target/virt-l3-pkg.lock
+flock 9
+
 case "$what" in
   deb) stage && deb "$@" ;;
   rpm) stage && rpm "$@" ;;

@@ -72,6 +72,7 @@ routes_absent() { [ -z "$(routes)" ]; }
 filter_uuids() { virsh_lab nwfilter-list | awk '$2 ~ /^virt-l3-no-/ { print $2, $1 }' | sort; }
 
 step "build the packages"
+scripts/deps.sh package # rpm, for the .rpm checks
 cargo build --release --locked --quiet
 export PACKAGE_NO_BUILD=1 # one binary in the three packages
 DIST_DIR=$tmp/v1 scripts/package.sh deb >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make deb"; }

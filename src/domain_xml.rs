@@ -442,7 +442,10 @@ mod tests {
         assert_eq!(d.name, "vm");
         assert_eq!(d.interfaces.len(), 1);
         let rs = d.run_state.unwrap();
-        assert_eq!((rs.state.as_str(), rs.reason.as_str()), ("paused", "migration"));
+        assert_eq!(
+            (rs.state.as_str(), rs.reason.as_str()),
+            ("paused", "migration")
+        );
     }
 
     #[test]

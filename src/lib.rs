@@ -7,6 +7,7 @@
 //! per-NIC libvirt nwfilter security groups.
 
 pub mod address;
+pub mod batch;
 pub mod config;
 pub mod domain_xml;
 pub mod hook;

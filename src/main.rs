@@ -48,12 +48,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write the man pages (virt-l3.1, virt-l3-SUBCOMMAND.1) into DIR; used to build the packages.
-    #[command(hide = true)]
-    Manpages {
-        #[arg(long, value_name = "DIR")]
-        out_dir: PathBuf,
-    },
     /// Make the kernel match the running domains: add what is missing, fix what
     /// differs, remove virt-l3's entries that belong to no running domain.
     Reconcile {
@@ -65,6 +59,12 @@ enum Command {
     },
     /// Reconcile whenever routes, neighbours, bridges or libvirt's status files change.
     Watch,
+    /// Write the man pages (virt-l3.1, virt-l3-SUBCOMMAND.1) into DIR; used to build the packages.
+    #[command(hide = true)]
+    Manpages {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// libvirt nwfilter security groups for routed NICs (domain XML on stdin).
     Nwfilter {
         #[command(subcommand)]
@@ -301,20 +301,35 @@ fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
                     .map_err(|e| e.to_string())
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
             } else {
                 let verb = if dry_run { "would" } else { "did" };
                 if report.changes.is_empty() {
                     println!("nothing to do ({} routed domains)", report.domains);
                 }
                 for c in &report.changes {
-                    println!("{verb} {} {}{}", c.action, c.what, c.domain.as_ref().map(|d| format!(" (domain {d})")).unwrap_or_default());
+                    println!(
+                        "{verb} {} {}{}",
+                        c.action,
+                        c.what,
+                        c.domain
+                            .as_ref()
+                            .map(|d| format!(" (domain {d})"))
+                            .unwrap_or_default()
+                    );
                 }
                 for e in &report.errors {
                     eprintln!("error: {e}");
                 }
             }
-            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Watch => {
             runtime()?

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use futures::stream::{StreamExt, TryStreamExt};
+use futures::stream::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoBridgePort, LinkAttribute};
@@ -20,12 +20,12 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridgePort, RouteMessageBuilder};
 
-use crate::address::Mac;
-use crate::plan::{Neighbour, Route};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
+use netlink_packet_route::RouteNetlinkMessage;
 
-/// How many requests are in flight at once: enough to hide the round trips,
-/// few enough that the acknowledgements never overflow the socket buffer.
-pub const IN_FLIGHT: usize = 256;
+use crate::address::Mac;
+use crate::batch::BatchSocket;
+use crate::plan::{Neighbour, Route};
 
 /// A failed netlink request, described for an operator.
 #[derive(Debug, thiserror::Error)]
@@ -65,14 +65,6 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
         _ => None,
     }
-}
-
-/// Whether a removal error only says the entry was already gone.
-fn already_gone(e: &rtnetlink::Error) -> bool {
-    matches!(
-        errno_of(e),
-        Some(libc::ENOENT) | Some(libc::ESRCH) | Some(libc::ENODEV)
-    )
 }
 
 /// One entry virt-l3 manages in the kernel.
@@ -116,6 +108,8 @@ pub struct KernelNeighbour {
 pub struct Kernel {
     handle: Handle,
     links: HashMap<String, u32>,
+    /// Opened on first use: route and neighbour changes go through it in batches.
+    batch: Option<BatchSocket>,
 }
 
 impl Kernel {
@@ -125,6 +119,7 @@ impl Kernel {
         Ok(Kernel {
             handle,
             links: HashMap::new(),
+            batch: None,
         })
     }
 
@@ -228,36 +223,81 @@ impl Kernel {
                     .collect();
             }
         }
-        let futs = entries.iter().map(|e| {
-            let handle = self.handle.clone();
-            let index = self.cached_index(bridge_of(e));
-            async move {
-                let index = index?;
-                match e {
-                    Entry::Route(r) => handle
-                        .route()
-                        .add(route_message(r, index, protocol))
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(|err| KernelError::from_rtnetlink(format!("add route {r}"), err)),
-                    Entry::Neighbour(n) => {
-                        let mut req = handle
-                            .neighbours()
-                            .add(index, n.address)
-                            .replace()
-                            .link_layer_address(&n.mac.0);
-                        req.message_mut()
-                            .attributes
-                            .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
-                        req.execute().await.map_err(|err| {
-                            KernelError::from_rtnetlink(format!("add neighbour {n}"), err)
-                        })
-                    }
+        let mut requests = Vec::with_capacity(entries.len());
+        for e in entries {
+            let index = match self.cached_index(bridge_of(e)) {
+                Ok(i) => i,
+                Err(_) => {
+                    return entries
+                        .iter()
+                        .map(|x| Err(KernelError::NoBridge(bridge_of(x).to_string())))
+                        .collect()
                 }
+            };
+            requests.push(match e {
+                Entry::Route(r) => (
+                    RouteNetlinkMessage::NewRoute(route_message(r, index, protocol)),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                ),
+                Entry::Neighbour(n) => {
+                    let mut m = neighbour_message(n, index);
+                    m.attributes
+                        .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
+                    m.attributes
+                        .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
+                    (
+                        RouteNetlinkMessage::NewNeighbour(m),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    )
+                }
+            });
+        }
+        self.run_batch(entries, requests, "add", false)
+    }
+
+    /// Sends a batch and turns each errno into a result for its entry.
+    fn run_batch<L: std::fmt::Display>(
+        &mut self,
+        entries: &[L],
+        requests: Vec<(RouteNetlinkMessage, u16)>,
+        verb: &str,
+        gone_is_fine: bool,
+    ) -> Vec<Result<(), KernelError>> {
+        let batch = match self.batch.as_mut() {
+            Some(b) => Ok(b),
+            None => match BatchSocket::open() {
+                Ok(b) => Ok(self.batch.insert(b)),
+                Err(e) => Err(e),
+            },
+        };
+        let codes = match batch.and_then(|b| b.execute(requests)) {
+            Ok(c) => c,
+            Err(e) => {
+                return entries
+                    .iter()
+                    .map(|en| {
+                        Err(KernelError::Refused {
+                            what: format!("{verb} {en}"),
+                            errno: e.raw_os_error().unwrap_or(0),
+                            message: e.to_string(),
+                        })
+                    })
+                    .collect()
             }
-        });
-        futures::stream::iter(futs).buffered(IN_FLIGHT).collect().await
+        };
+        entries
+            .iter()
+            .zip(codes)
+            .map(|(en, code)| match code {
+                0 => Ok(()),
+                libc::ENOENT | libc::ESRCH | libc::ENODEV if gone_is_fine => Ok(()),
+                errno => Err(KernelError::Refused {
+                    what: format!("{verb} {en}"),
+                    errno,
+                    message: std::io::Error::from_raw_os_error(errno).to_string(),
+                }),
+            })
+            .collect()
     }
 
     /// Removes every entry; an entry already gone counts as removed.
@@ -266,87 +306,123 @@ impl Kernel {
         entries: &[Entry],
         protocol: u8,
     ) -> Vec<Result<(), KernelError>> {
-        let mut indexes = Vec::with_capacity(entries.len());
+        let mut present = Vec::with_capacity(entries.len());
+        let mut requests = Vec::with_capacity(entries.len());
+        let mut out: Vec<Option<Result<(), KernelError>>> = Vec::with_capacity(entries.len());
         for e in entries {
             // A bridge that no longer exists took its routes and neighbours with it.
-            indexes.push(self.link_index(bridge_of(e)).await);
+            let index = match self.link_index(bridge_of(e)).await {
+                Ok(Some(i)) => i,
+                Ok(None) => {
+                    out.push(Some(Ok(())));
+                    continue;
+                }
+                Err(err) => {
+                    out.push(Some(Err(err)));
+                    continue;
+                }
+            };
+            out.push(None);
+            present.push(e.clone());
+            requests.push(match e {
+                Entry::Route(r) => {
+                    let mut m = route_message(r, index, protocol);
+                    m.header.scope = RouteScope::NoWhere;
+                    (RouteNetlinkMessage::DelRoute(m), 0)
+                }
+                Entry::Neighbour(n) => (
+                    RouteNetlinkMessage::DelNeighbour(neighbour_message(n, index)),
+                    0,
+                ),
+            });
         }
-        let futs = entries.iter().zip(indexes).map(|(e, index)| {
-            let handle = self.handle.clone();
-            async move {
-                let index = match index {
-                    Ok(Some(i)) => i,
-                    Ok(None) => return Ok(()),
-                    Err(err) => return Err(err),
-                };
-                let result = match e {
-                    Entry::Route(r) => {
-                        let mut m = route_message(r, index, protocol);
-                        m.header.scope = RouteScope::NoWhere;
-                        handle.route().del(m).execute().await
+        let mut results = self
+            .run_batch(&present, requests, "remove", true)
+            .into_iter();
+        out.into_iter()
+            .map(|o| o.unwrap_or_else(|| results.next().unwrap_or(Ok(()))))
+            .collect()
+    }
+
+    /// Removes routes and neighbours exactly as the kernel holds them, in batches;
+    /// one already gone counts as removed.
+    pub fn remove_kernel_entries(
+        &mut self,
+        routes: &[KernelRoute],
+        neighbours: &[KernelNeighbour],
+    ) -> Vec<Result<(), KernelError>> {
+        let mut labels = Vec::new();
+        let mut requests = Vec::new();
+        for r in routes {
+            let mut m = RouteMessage::default();
+            m.header.address_family = family(r.destination.addr());
+            m.header.destination_prefix_length = r.destination.prefix_len();
+            m.header.table = netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN;
+            m.header.protocol = RouteProtocol::from(r.protocol);
+            m.header.scope = RouteScope::NoWhere;
+            m.attributes.push(RouteAttribute::Destination(route_address(
+                r.destination.addr(),
+            )));
+            if let Some(i) = r.ifindex {
+                m.attributes.push(RouteAttribute::Oif(i));
+            }
+            if let Some(g) = r.gateway {
+                m.attributes.push(RouteAttribute::Gateway(route_address(g)));
+            }
+            m.attributes.push(RouteAttribute::Priority(r.metric));
+            labels.push(format!("route {} metric {}", r.destination, r.metric));
+            requests.push((RouteNetlinkMessage::DelRoute(m), 0));
+        }
+        for n in neighbours {
+            let mut m = NeighbourMessage::default();
+            m.header.family = family(n.address);
+            m.header.ifindex = n.ifindex;
+            m.attributes
+                .push(NeighbourAttribute::Destination(neighbour_address(
+                    n.address,
+                )));
+            labels.push(format!("neighbour {}", n.address));
+            requests.push((RouteNetlinkMessage::DelNeighbour(m), 0));
+        }
+        self.run_batch(&labels, requests, "remove", true)
+    }
+
+    /// Whether each bridge port is isolated, by interface name (one link dump).
+    pub async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError> {
+        let mut out = HashMap::new();
+        let mut s = self.handle.link().get().execute();
+        while let Some(link) = s
+            .try_next()
+            .await
+            .map_err(|e| KernelError::from_rtnetlink("list interfaces".into(), e))?
+        {
+            let mut name = None;
+            let mut isolated = None;
+            for a in link.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = Some(n),
+                    LinkAttribute::LinkInfo(infos) => {
+                        for i in infos {
+                            if let netlink_packet_route::link::LinkInfo::PortData(
+                                netlink_packet_route::link::InfoPortData::BridgePort(ports),
+                            ) = i
+                            {
+                                isolated = Some(
+                                    ports
+                                        .iter()
+                                        .any(|p| matches!(p, InfoBridgePort::Isolated(true))),
+                                );
+                            }
+                        }
                     }
-                    Entry::Neighbour(n) => {
-                        handle
-                            .neighbours()
-                            .del(neighbour_message(n, index))
-                            .execute()
-                            .await
-                    }
-                };
-                match result {
-                    Ok(()) => Ok(()),
-                    Err(err) if already_gone(&err) => Ok(()),
-                    Err(err) => Err(KernelError::from_rtnetlink(format!("remove {e}"), err)),
+                    _ => {}
                 }
             }
-        });
-        futures::stream::iter(futs).buffered(IN_FLIGHT).collect().await
-    }
-
-    /// Removes one kernel route exactly as the kernel holds it.
-    pub async fn remove_kernel_route(&self, r: &KernelRoute) -> Result<(), KernelError> {
-        let mut b = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(r.destination.addr(), r.destination.prefix_len())
-            .map_err(|e| KernelError::Refused {
-                what: "build a route".into(),
-                errno: 0,
-                message: e.to_string(),
-            })?
-            .protocol(RouteProtocol::from(r.protocol))
-            .priority(r.metric)
-            .table_id(r.table);
-        if let Some(i) = r.ifindex {
-            b = b.output_interface(i);
+            if let (Some(n), Some(i)) = (name, isolated) {
+                out.insert(n, i);
+            }
         }
-        let mut m = b.build();
-        m.header.scope = RouteScope::NoWhere;
-        match self.handle.route().del(m).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if already_gone(&e) => Ok(()),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("remove route {}", r.destination),
-                e,
-            )),
-        }
-    }
-
-    /// Removes one neighbour entry.
-    pub async fn remove_kernel_neighbour(&self, n: &KernelNeighbour) -> Result<(), KernelError> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = family(n.address);
-        m.header.ifindex = n.ifindex;
-        m.attributes
-            .push(NeighbourAttribute::Destination(neighbour_address(
-                n.address,
-            )));
-        match self.handle.neighbours().del(m).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if already_gone(&e) => Ok(()),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("remove neighbour {}", n.address),
-                e,
-            )),
-        }
+        Ok(out)
     }
 
     /// Every route in the main table (both families).
@@ -507,6 +583,13 @@ fn neighbour_message(n: &Neighbour, ifindex: u32) -> NeighbourMessage {
             n.address,
         )));
     m
+}
+
+fn route_address(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
 }
 
 fn route_addr(a: &RouteAddress) -> Option<IpAddr> {

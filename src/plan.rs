@@ -191,14 +191,17 @@ pub struct PlanError {
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "virt-l3 refuses domain {}: ", self.domain)?;
+        let mut last: Option<&Option<String>> = None;
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
                 write!(f, "; ")?;
             }
-            match &p.nic {
-                Some(nic) => write!(f, "{nic}: {}", p.text)?,
-                None => write!(f, "{}", p.text)?,
+            // Consecutive problems of one NIC share its label.
+            match (&p.nic, last == Some(&p.nic)) {
+                (Some(nic), false) => write!(f, "{nic}: {}", p.text)?,
+                _ => write!(f, "{}", p.text)?,
             }
+            last = Some(&p.nic);
         }
         Ok(())
     }
@@ -493,10 +496,12 @@ pub fn plan(
         }
 
         let mut addresses = Vec::new();
+        let mut parsed: Vec<IpAddr> = Vec::new();
         for a in &raw {
             let Some(ip) = parse_address(a, &mut c) else {
                 continue;
             };
+            parsed.push(ip);
             if let Some(why) = unroutable_reason(ip) {
                 c.refuse(format!("address {ip} {why}"));
                 continue;
@@ -615,6 +620,9 @@ pub fn plan(
             if let Some(why) = unroutable_reason(prefix.network()) {
                 c.refuse(format!("routed prefix {prefix} {why}"));
                 continue;
+            }
+            if !addresses.contains(&via) && parsed.contains(&via) {
+                continue; // the address itself was refused, and said so
             }
             if !addresses.contains(&via) {
                 c.refuse(format!(

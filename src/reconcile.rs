@@ -5,7 +5,7 @@
 //! (`/run/libvirt/qemu/*.xml`; libvirt itself is never called). Deciding is
 //! pure ([`desired`], [`diff`]); applying sits in [`reconcile`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
@@ -62,13 +62,19 @@ pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError>
         if path.extension().and_then(|x| x.to_str()) != Some("xml") {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
         match DomainXml::parse(&bytes) {
             Ok(xml) => {
-                let Some(run_state) = xml.run_state.clone() else { continue };
+                let Some(run_state) = xml.run_state.clone() else {
+                    continue;
+                };
                 out.push(RunningDomain { xml, run_state });
             }
-            Err(err) => warn!(file = %path.display(), "skipping an unreadable libvirt status file: {err}"),
+            Err(err) => {
+                warn!(file = %path.display(), "skipping an unreadable libvirt status file: {err}")
+            }
         }
     }
     Ok(out)
@@ -164,11 +170,16 @@ pub fn desired(
     // Running domains with routed NICs but no record (virt-l3 installed after they
     // started, a state dir lost): adopt them if their XML is valid.
     for run in running {
-        let Some(uuid) = run.xml.uuid.as_deref() else { continue };
+        let Some(uuid) = run.xml.uuid.as_deref() else {
+            continue;
+        };
         if recorded.contains(uuid) {
             continue;
         }
-        if crate::plan::managed_interfaces(&run.xml, config).next().is_none() {
+        if crate::plan::managed_interfaces(&run.xml, config)
+            .next()
+            .is_none()
+        {
             continue;
         }
         match plan(&run.xml, config, host, state, Checks::default()) {
@@ -201,9 +212,14 @@ pub struct KernelDiff {
 }
 
 pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
-    let add: Vec<Entry> = wanted.iter().filter(|e| !view.has(e, protocol)).cloned().collect();
+    let add: Vec<Entry> = wanted
+        .iter()
+        .filter(|e| !view.has(e, protocol))
+        .cloned()
+        .collect();
     // Index what should be there, keyed as the kernel reports it.
-    let mut want_routes: HashSet<(ipnet::IpNet, u32, u32, Option<std::net::IpAddr>)> = HashSet::new();
+    let mut want_routes: HashSet<(ipnet::IpNet, u32, u32, Option<std::net::IpAddr>)> =
+        HashSet::new();
     let mut want_neigh: HashMap<(std::net::IpAddr, u32), crate::address::Mac> = HashMap::new();
     for e in wanted {
         match e {
@@ -223,7 +239,9 @@ pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
         .routes
         .iter()
         .filter(|k| k.protocol == protocol)
-        .filter(|k| !want_routes.contains(&(k.destination, k.ifindex.unwrap_or(0), k.metric, k.gateway)))
+        .filter(|k| {
+            !want_routes.contains(&(k.destination, k.ifindex.unwrap_or(0), k.metric, k.gateway))
+        })
         .cloned()
         .collect();
     let remove_neighbours = view
@@ -251,26 +269,31 @@ pub struct Report {
 
 /// Reconciles once: records, kernel, state. Holds the state lock throughout, so
 /// it is safe to run concurrently with hooks.
-pub async fn reconcile(kernel: &mut Kernel, config: &Config, dry_run: bool) -> Result<Report, ReconcileError> {
+pub async fn reconcile(
+    kernel: &mut Kernel,
+    config: &Config,
+    dry_run: bool,
+) -> Result<Report, ReconcileError> {
+    let t0 = std::time::Instant::now();
     let state = StateDir::new(&config.state_dir);
     let _lock = state.lock()?;
     let running = running_domains(&config.libvirt_status_dir)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), domains = running.len(), "read libvirt status files");
     let records = state.records()?;
+    tracing::debug!(elapsed = ?t0.elapsed(), records = records.len(), "read records");
     let incoming: HashSet<String> = state.incoming().into_iter().collect();
     let host = HostFacts {
         addresses: kernel.host_addresses().await?,
     };
     let d = desired(config, records, &running, &incoming, &host, &state, now());
+    tracing::debug!(elapsed = ?t0.elapsed(), "decided records");
     kernel.forget_links();
     let view = KernelView::read(kernel, &config.bridges).await?;
+    tracing::debug!(elapsed = ?t0.elapsed(), routes = view.routes.len(), neighbours = view.neighbours.len(), "read kernel");
 
     let mut wanted: Vec<Entry> = Vec::new();
-    let mut owner_of: BTreeMap<Entry, String> = BTreeMap::new();
     for rec in &d.keep {
-        for e in entries(&rec.plan, rec.metric) {
-            owner_of.insert(e.clone(), rec.plan.name.clone());
-            wanted.push(e);
-        }
+        wanted.extend(entries(&rec.plan, rec.metric));
     }
     // Entries of bridges that do not exist (yet) cannot be added; they come back with the bridge.
     wanted.retain(|e| {
@@ -287,16 +310,33 @@ pub async fn reconcile(kernel: &mut Kernel, config: &Config, dry_run: bool) -> R
         changes: d.changes.clone(),
         errors: Vec::new(),
     };
-    for e in &kd.add {
-        report.changes.push(Change {
-            action: "add",
-            domain: owner_of.get(e).cloned(),
-            what: e.to_string(),
-        });
+    if !kd.add.is_empty() {
+        // Name the domain of each addition (only additions need it).
+        let mut owner_of: HashMap<&Entry, &str> = HashMap::new();
+        let owned: Vec<(Vec<Entry>, &str)> = d
+            .keep
+            .iter()
+            .map(|rec| (entries(&rec.plan, rec.metric), rec.plan.name.as_str()))
+            .collect();
+        for (es, name) in &owned {
+            for e in es {
+                owner_of.insert(e, name);
+            }
+        }
+        for e in &kd.add {
+            report.changes.push(Change {
+                action: "add",
+                domain: owner_of.get(e).map(|s| s.to_string()),
+                what: e.to_string(),
+            });
+        }
     }
     let name_of_if: HashMap<u32, &String> = view.bridges.iter().map(|(n, i)| (*i, n)).collect();
     for r in &kd.remove_routes {
-        let dev = r.ifindex.and_then(|i| name_of_if.get(&i).map(|s| s.to_string())).unwrap_or_else(|| format!("ifindex {:?}", r.ifindex));
+        let dev = r
+            .ifindex
+            .and_then(|i| name_of_if.get(&i).map(|s| s.to_string()))
+            .unwrap_or_else(|| format!("ifindex {:?}", r.ifindex));
         report.changes.push(Change {
             action: "remove",
             domain: None,
@@ -317,71 +357,78 @@ pub async fn reconcile(kernel: &mut Kernel, config: &Config, dry_run: bool) -> R
                 "neighbour {} lladdr {} dev {}",
                 n.address,
                 n.mac.map(|m| m.to_string()).unwrap_or_default(),
-                name_of_if.get(&n.ifindex).map(|s| s.as_str()).unwrap_or("?")
+                name_of_if
+                    .get(&n.ifindex)
+                    .map(|s| s.as_str())
+                    .unwrap_or("?")
             ),
         });
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), add = kd.add.len(), "diffed");
     if dry_run {
         return Ok(report);
     }
 
-    for (r, e) in kd.add.iter().zip(kernel.install(&kd.add, config.route_protocol).await) {
+    for (r, e) in kd
+        .add
+        .iter()
+        .zip(kernel.install(&kd.add, config.route_protocol).await)
+    {
         if let Err(err) = e {
             report.errors.push(format!("{r}: {err}"));
         }
     }
-    let removals = kd
-        .remove_routes
-        .iter()
-        .map(|r| kernel.remove_kernel_route(r));
-    for res in futures::future::join_all(removals).await {
-        if let Err(err) = res {
-            report.errors.push(err.to_string());
-        }
+    for err in kernel
+        .remove_kernel_entries(&kd.remove_routes, &kd.remove_neighbours)
+        .into_iter()
+        .filter_map(Result::err)
+    {
+        report.errors.push(err.to_string());
     }
-    let removals = kd
-        .remove_neighbours
-        .iter()
-        .map(|n| kernel.remove_kernel_neighbour(n));
-    for res in futures::future::join_all(removals).await {
-        if let Err(err) = res {
-            report.errors.push(err.to_string());
-        }
-    }
+    tracing::debug!(elapsed = ?t0.elapsed(), "kernel changed");
     // Isolation of running taps (a tap re-created by libvirt, a flapped bridge).
     if config.port_isolation {
+        let isolated = kernel.isolated_ports().await?;
         for rec in &d.keep {
             for tap in rec.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
-                match kernel.port_isolated(tap).await {
-                    Ok(Some(false)) => {
-                        report.changes.push(Change {
-                            action: "isolate",
-                            domain: Some(rec.plan.name.clone()),
-                            what: format!("bridge port {tap}"),
-                        });
-                        if let Err(e) = kernel.set_port_isolation(tap, true).await {
-                            report.errors.push(e.to_string());
-                        }
+                if isolated.get(tap) == Some(&false) {
+                    report.changes.push(Change {
+                        action: "isolate",
+                        domain: Some(rec.plan.name.clone()),
+                        what: format!("bridge port {tap}"),
+                    });
+                    if let Err(e) = kernel.set_port_isolation(tap, true).await {
+                        report.errors.push(e.to_string());
                     }
-                    Ok(_) => {}
-                    Err(e) => report.errors.push(e.to_string()),
                 }
             }
         }
     }
-    for rec in &d.keep {
-        if d.changes.iter().any(|c| c.domain.as_deref() == Some(rec.plan.name.as_str())) {
-            state.save(rec)?;
-            if !rec.standby {
-                state.clear_incoming(&rec.plan.uuid)?;
-            }
+    let changed: HashSet<&str> = d
+        .changes
+        .iter()
+        .filter_map(|c| c.domain.as_deref())
+        .collect();
+    for rec in d
+        .keep
+        .iter()
+        .filter(|r| changed.contains(r.plan.name.as_str()))
+    {
+        state.save(rec)?;
+        if !rec.standby {
+            state.clear_incoming(&rec.plan.uuid)?;
         }
     }
     for rec in &d.prune {
         state.forget(rec)?;
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "state written");
     if !report.changes.is_empty() {
-        info!(changes = report.changes.len(), errors = report.errors.len(), "reconciled");
+        info!(
+            changes = report.changes.len(),
+            errors = report.errors.len(),
+            "reconciled"
+        );
     }
     Ok(report)
 }

@@ -192,7 +192,6 @@ impl StateDir {
     /// Writes a domain's record and claims its addresses and prefixes, releasing
     /// those a previous record held that this one no longer has. Call under the lock.
     pub fn save(&self, record: &Record) -> Result<(), StateError> {
-        self.ensure_dirs()?;
         let previous = self.record(&record.plan.uuid)?;
         let owner = Self::owner_text(&record.plan);
         // Claims first, record last: a crash in between leaves claims that the

@@ -1,6 +1,11 @@
 //! `virt-l3 status`: each recorded domain and whether its entries are in the kernel now.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::address::Mac;
 
 use serde::Serialize;
 
@@ -43,7 +48,13 @@ pub struct KernelView {
     pub routes: Vec<KernelRoute>,
     pub neighbours: Vec<KernelNeighbour>,
     pub bridges: HashMap<String, u32>,
+    /// (destination, ifindex, metric, gateway, protocol) of every route.
+    route_keys: HashSet<RouteKey>,
+    /// (address, ifindex) → MAC of every permanent neighbour.
+    neighbour_macs: HashMap<(IpAddr, u32), Mac>,
 }
+
+type RouteKey = (IpNet, u32, u32, Option<IpAddr>, u8);
 
 impl KernelView {
     pub async fn read(kernel: &mut Kernel, bridges: &[String]) -> Result<KernelView, KernelError> {
@@ -55,11 +66,38 @@ impl KernelView {
                 neighbours.extend(kernel.neighbours(i).await?);
             }
         }
-        Ok(KernelView {
-            routes: kernel.routes().await?,
+        Ok(KernelView::new(kernel.routes().await?, neighbours, idx))
+    }
+
+    pub fn new(
+        routes: Vec<KernelRoute>,
+        neighbours: Vec<KernelNeighbour>,
+        bridges: HashMap<String, u32>,
+    ) -> KernelView {
+        let route_keys = routes
+            .iter()
+            .map(|k| {
+                (
+                    k.destination,
+                    k.ifindex.unwrap_or(0),
+                    k.metric,
+                    k.gateway,
+                    k.protocol,
+                )
+            })
+            .collect();
+        let neighbour_macs = neighbours
+            .iter()
+            .filter(|k| k.permanent)
+            .filter_map(|k| Some(((k.address, k.ifindex), k.mac?)))
+            .collect();
+        KernelView {
+            routes,
             neighbours,
-            bridges: idx,
-        })
+            bridges,
+            route_keys,
+            neighbour_macs,
+        }
     }
 
     /// Whether the kernel holds exactly this entry, installed by `protocol`.
@@ -69,21 +107,14 @@ impl KernelView {
                 let Some(i) = self.bridges.get(&r.bridge) else {
                     return false;
                 };
-                self.routes.iter().any(|k| {
-                    k.destination == r.destination
-                        && k.ifindex == Some(*i)
-                        && k.metric == r.metric
-                        && k.gateway == r.via
-                        && k.protocol == protocol
-                })
+                self.route_keys
+                    .contains(&(r.destination, *i, r.metric, r.via, protocol))
             }
             Entry::Neighbour(n) => {
                 let Some(i) = self.bridges.get(&n.bridge) else {
                     return false;
                 };
-                self.neighbours.iter().any(|k| {
-                    k.address == n.address && k.ifindex == *i && k.mac == Some(n.mac) && k.permanent
-                })
+                self.neighbour_macs.get(&(n.address, *i)) == Some(&n.mac)
             }
         }
     }

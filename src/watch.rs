@@ -48,11 +48,13 @@ fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) 
         RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
             bridge_indexes.is_empty() || bridge_indexes.contains(&n.header.ifindex)
         }
-        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => l.attributes.iter().any(|a| match a {
-            LinkAttribute::IfName(n) => config.is_routed_bridge(n),
-            LinkAttribute::Controller(m) => bridge_indexes.contains(m),
-            _ => false,
-        }),
+        RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
+            l.attributes.iter().any(|a| match a {
+                LinkAttribute::IfName(n) => config.is_routed_bridge(n),
+                LinkAttribute::Controller(m) => bridge_indexes.contains(m),
+                _ => false,
+            })
+        }
         _ => false,
     }
 }
@@ -90,7 +92,10 @@ fn inotify_on(dir: &Path) -> Result<AsyncFd<Watched>, WatchError> {
 }
 
 /// Runs until `shutdown` resolves.
-pub async fn watch(config: &Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), WatchError> {
+pub async fn watch(
+    config: &Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WatchError> {
     let (conn, _handle, mut events) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Neigh,
@@ -99,7 +104,8 @@ pub async fn watch(config: &Config, shutdown: impl std::future::Future<Output = 
     ])
     .map_err(WatchError::Netlink)?;
     tokio::spawn(conn);
-    let mut kernel = Kernel::connect().map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
+    let mut kernel =
+        Kernel::connect().map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
 
     let mut status = match inotify_on(&config.libvirt_status_dir) {
         Ok(i) => Some(i),
@@ -202,7 +208,10 @@ pub async fn watch(config: &Config, shutdown: impl std::future::Future<Output = 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -210,4 +219,3 @@ pub async fn termination() {
         _ = int.recv() => {}
     }
 }
-

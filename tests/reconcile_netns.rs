@@ -1,6 +1,8 @@
 //! reconcile and watch against the real kernel, with a fake libvirt status directory
 //! (the files libvirt writes under /run/libvirt/qemu, which is all they read).
 
+#![allow(clippy::unwrap_used)] // test helpers panic with the failing call
+
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -47,7 +49,8 @@ fn expected_routes() -> Vec<String> {
     let mut v = vec![
         "2.57.57.30 dev cloudbr0 scope link metric 100".to_string(),
         "2001:678:3a4:100::80 dev cloudbr0 metric 100".to_string(),
-        "2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0 metric 100 onlink".to_string(),
+        "2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0 metric 100 onlink"
+            .to_string(),
     ];
     v.sort();
     v
@@ -57,13 +60,26 @@ fn expected_routes() -> Vec<String> {
 fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
     let lab = lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
     let neighbours = lab.neighbours();
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
     lab.ip(&["-6", "route", "flush", "dev", "cloudbr0", "proto", "52"]);
     lab.ip(&["neigh", "del", "2.57.57.30", "dev", "cloudbr0"]);
     // A neighbour pointing at the wrong MAC is fixed too.
-    lab.ip(&["neigh", "replace", "2001:678:3a4:100::80", "lladdr", "52:54:00:66:66:66", "dev", "cloudbr0", "nud", "permanent"]);
+    lab.ip(&[
+        "neigh",
+        "replace",
+        "2001:678:3a4:100::80",
+        "lladdr",
+        "52:54:00:66:66:66",
+        "dev",
+        "cloudbr0",
+        "nud",
+        "permanent",
+    ]);
 
     let dry = reconcile(&lab, &["--dry-run"]);
     assert!(dry.contains("would add route 2.57.57.30/32"), "{dry}");
@@ -82,13 +98,62 @@ fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
 fn reconcile_removes_orphans_and_touches_nothing_else() {
     let lab = lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
     // An orphan of virt-l3 (protocol 52) and entries of other daemons.
-    lab.ip(&["route", "add", "192.0.2.99/32", "dev", "cloudbr0", "proto", "52"]);
-    lab.ip(&["neigh", "add", "192.0.2.99", "lladdr", "52:54:00:12:34:56", "dev", "cloudbr0", "nud", "permanent", "protocol", "52"]);
-    lab.ip(&["route", "add", "198.51.100.7/32", "dev", "cloudbr0", "proto", "static"]);
-    lab.ip(&["route", "add", "198.51.100.8/32", "dev", "cloudbr0", "proto", "bird"]);
-    lab.ip(&["neigh", "add", "198.51.100.7", "lladdr", "52:54:00:12:34:57", "dev", "cloudbr0", "nud", "permanent"]);
+    lab.ip(&[
+        "route",
+        "add",
+        "192.0.2.99/32",
+        "dev",
+        "cloudbr0",
+        "proto",
+        "52",
+    ]);
+    lab.ip(&[
+        "neigh",
+        "add",
+        "192.0.2.99",
+        "lladdr",
+        "52:54:00:12:34:56",
+        "dev",
+        "cloudbr0",
+        "nud",
+        "permanent",
+        "protocol",
+        "52",
+    ]);
+    lab.ip(&[
+        "route",
+        "add",
+        "198.51.100.7/32",
+        "dev",
+        "cloudbr0",
+        "proto",
+        "static",
+    ]);
+    lab.ip(&[
+        "route",
+        "add",
+        "198.51.100.8/32",
+        "dev",
+        "cloudbr0",
+        "proto",
+        "bird",
+    ]);
+    lab.ip(&[
+        "neigh",
+        "add",
+        "198.51.100.7",
+        "lladdr",
+        "52:54:00:12:34:57",
+        "dev",
+        "cloudbr0",
+        "nud",
+        "permanent",
+    ]);
     let others = |lab: &Lab| -> Vec<String> {
         lab.all_routes()
             .into_iter()
@@ -121,7 +186,10 @@ fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
         status_dir(&lab)
     ));
     // start hook ran, QEMU not yet running: no status file.
-    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
     reconcile(&lab, &[]);
     assert_eq!(lab.routes(), expected_routes());
 }
@@ -130,22 +198,36 @@ fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
 fn reconcile_refuses_without_a_status_directory() {
     let lab = Lab::new(&["vnet3"]);
     lab.write_config("libvirt_status_dir = \"/nonexistent/qemu\"\nrequire_nwfilter = false");
-    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
     let o = lab.virt_l3(&["reconcile"], b"");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("/nonexistent/qemu"), "{}", stderr(&o));
-    assert_eq!(lab.routes(), expected_routes(), "nothing removed on a guess");
+    assert_eq!(
+        lab.routes(),
+        expected_routes(),
+        "nothing removed on a guess"
+    );
 }
 
 #[test]
 fn reconcile_promotes_standby_routes_when_the_migrated_vm_runs() {
     let lab = lab();
     for op in ["migrate", "prepare", "start", "started"] {
-        assert!(lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL)).status.success());
+        assert!(lab
+            .hook("i-2-10-VM", op, "begin", &fixture(DUAL))
+            .status
+            .success());
     }
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
-    assert!(lab.routes().iter().all(|r| r.contains("metric 4000")), "{:?}", lab.routes());
+    assert!(
+        lab.routes().iter().all(|r| r.contains("metric 4000")),
+        "{:?}",
+        lab.routes()
+    );
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
     let out = reconcile(&lab, &[]);
     assert!(out.contains("promote"), "{out}");
@@ -157,10 +239,17 @@ fn reconcile_promotes_standby_routes_when_the_migrated_vm_runs() {
 fn reconcile_demotes_the_source_while_it_hands_over() {
     let lab = lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
-    assert!(lab.routes().iter().all(|r| r.contains("metric 2000")), "{:?}", lab.routes());
+    assert!(
+        lab.routes().iter().all(|r| r.contains("metric 2000")),
+        "{:?}",
+        lab.routes()
+    );
     // The migration failed: the source resumes and takes its routes back.
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migration");
     reconcile(&lab, &[]);
@@ -178,7 +267,13 @@ impl Drop for Watcher {
 
 fn watch(lab: &Lab) -> Watcher {
     let child = Command::new("ip")
-        .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_virt-l3"), "--config"])
+        .args([
+            "netns",
+            "exec",
+            &lab.ns,
+            env!("CARGO_BIN_EXE_virt-l3"),
+            "--config",
+        ])
         .arg(lab.config_path())
         .arg("watch")
         .stdout(Stdio::null())
@@ -195,7 +290,10 @@ fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration 
         if f() {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < limit, "{what} did not happen within {limit:?}");
+        assert!(
+            t0.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -204,16 +302,23 @@ fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration 
 fn watch_heals_within_a_second_and_stops_on_sigterm() {
     let lab = lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL)).status.success());
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
     let neighbours = lab.neighbours();
     let mut w = watch(&lab);
     std::thread::sleep(Duration::from_millis(300)); // subscribed
 
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
-    within(Duration::from_secs(1), "route restore", || lab.routes() == expected_routes());
+    within(Duration::from_secs(1), "route restore", || {
+        lab.routes() == expected_routes()
+    });
 
     lab.ip(&["neigh", "del", "2001:678:3a4:100::80", "dev", "cloudbr0"]);
-    within(Duration::from_secs(1), "neighbour restore", || lab.neighbours() == neighbours);
+    within(Duration::from_secs(1), "neighbour restore", || {
+        lab.neighbours() == neighbours
+    });
 
     // The bridge flaps: the kernel drops the IPv4 routes and neighbours.
     lab.ip(&["link", "set", "cloudbr0", "down"]);
@@ -224,17 +329,26 @@ fn watch_heals_within_a_second_and_stops_on_sigterm() {
 
     // The domain vanishes without its hook: cleaned up.
     std::fs::remove_file(status_dir(&lab).join("i-2-10-VM.xml")).unwrap();
-    within(Duration::from_secs(1), "cleanup of a vanished domain", || {
-        lab.routes().is_empty() && lab.neighbours().is_empty()
-    });
+    within(
+        Duration::from_secs(1),
+        "cleanup of a vanished domain",
+        || lab.routes().is_empty() && lab.neighbours().is_empty(),
+    );
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(w.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let t0 = Instant::now();
     let status = loop {
         if let Some(s) = w.0.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(2), "watch ignored SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "watch ignored SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "watch exited with {status}");

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# End to end over BGP (issue 4): a private libvirtd with virt-l3 as its qemu.d hook (the
+# hypervisor namespace, tests/lib/libvirtd.sh) peers over BGP with a second namespace,
+# the upstream router (BIRD). On the hypervisor side the routing daemon runs the shipped
+# packaging/examples/bird.conf, then packaging/examples/frr.conf, with only the @...@
+# placeholders replaced. For each: `virsh start` -> the VM's /32 and /128 appear at the
+# peer; `virsh destroy` -> withdrawn; a route that is not virt-l3's never leaves.
+# Prints the time from `virsh start` returning to the prefixes at the peer, and from
+# `virsh destroy` returning to their withdrawal (E2E_BGP_ROUNDS rounds, default 3).
+# Needs root; ~1-2 minutes.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/libvirtd.sh
+source "$here/../lib/libvirtd.sh"
+# shellcheck source=../lib/e2e.sh
+source "$here/../lib/e2e.sh"
+
+LAB=e2ebgp$$
+PEER=vl3peer$$
+ROUNDS=${E2E_BGP_ROUNDS:-3}
+HV_AS=65000 PEER_AS=65001
+HV4=192.168.255.1 PEER4=192.168.255.2 HV6=fd00:255::1 PEER6=fd00:255::2
+peer_created=false
+
+cleanup() {
+  local rc=$?
+  if [ "$rc" != 0 ] || [ "$E2E_FAILURES" != 0 ]; then
+    echo "--- peer BIRD ---" >&2
+    peer_birdc show protocols >&2 2>&1 || true
+    echo "--- libvirtd log (tail) ---" >&2
+    lab_log "$LAB" 20 >&2 || true
+  fi
+  if [ "$peer_created" = true ]; then
+    [ -s "$PDIR/bird.pid" ] && kill "$(cat "$PDIR/bird.pid")" 2>/dev/null
+    ip netns del "$PEER" 2>/dev/null
+  fi
+  lab_stop "$LAB"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { echo "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+# Polls CMD every 50 ms until it succeeds or TIMEOUT seconds pass.
+poll() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}
+
+echo "e2e-bgp: starting a private libvirtd (lab $LAB) and the upstream router (netns $PEER)"
+e2e_lab_start "$LAB" || { echo "e2e-bgp: the lab did not start" >&2; exit 1; }
+DIR=$(lab_dir "$LAB")/tmp
+PDIR=$DIR/peer
+mkdir -p "$PDIR"
+ip netns add "$PEER" || exit 1
+peer_created=true
+ip -n "$PEER" link set lo up
+ip -n "$(lab_netns "$LAB")" link add up0 type veth peer name down0 netns "$PEER"
+lab_exec "$LAB" ip addr add "$HV4/30" dev up0
+lab_exec "$LAB" ip addr add "$HV6/64" dev up0 nodad
+lab_exec "$LAB" ip link set up0 up
+ip -n "$PEER" addr add "$PEER4/30" dev down0
+ip -n "$PEER" addr add "$PEER6/64" dev down0 nodad
+ip -n "$PEER" link set down0 up
+
+# The upstream router: accepts everything the hypervisor sends, sends nothing.
+cat >"$PDIR/bird.conf" <<EOF
+log "$PDIR/bird.log" all;
+router id $PEER4;
+protocol device { scan time 10; }
+protocol bgp hv4 {
+  local $PEER4 as $PEER_AS; neighbor $HV4 as $HV_AS;
+  connect delay time 1; connect retry time 2; error wait time 1, 5;
+  ipv4 { import all; export none; };
+}
+protocol bgp hv6 {
+  local $PEER6 as $PEER_AS; neighbor $HV6 as $HV_AS;
+  connect delay time 1; connect retry time 2; error wait time 1, 5;
+  ipv6 { import all; export none; };
+}
+EOF
+ip netns exec "$PEER" bird -c "$PDIR/bird.conf" -s "$PDIR/bird.ctl" -P "$PDIR/bird.pid" || exit 1
+peer_birdc() { birdc -s "$PDIR/bird.ctl" "$@"; }
+at_peer() { peer_birdc show route "$1" | grep -q "^${1//./\\.} "; }
+gone_at_peer() { ! at_peer "$1"; }
+both_at_peer() { at_peer "$1" && at_peer "$2"; }
+both_gone_at_peer() { gone_at_peer "$1" && gone_at_peer "$2"; }
+established() { [ "$(peer_birdc show protocols | grep -c 'Established')" = 2 ]; }
+
+template() {
+  sed -e "s/@ROUTER_ID@/$HV4/g" -e "s/@LOCAL_AS@/$HV_AS/g" -e "s/@PEER_AS@/$PEER_AS/g" \
+    -e "s/@PEER_V4@/$PEER4/g" -e "s/@PEER_V6@/$PEER6/g" "$1"
+}
+
+start_bird() {
+  template "$E2E_ROOT/packaging/examples/bird.conf" >"$DIR/hv-bird.conf"
+  if [ -n "${E2E_BIRD_SCAN_TIME:-}" ]; then # for measurements only (docs/ROUTING.md)
+    sed -i "s/^  scan time 30;/  scan time $E2E_BIRD_SCAN_TIME;/" "$DIR/hv-bird.conf"
+  fi
+  grep -Eq '@[A-Z0-9_]+@' "$DIR/hv-bird.conf" && { echo "untemplated placeholder in bird.conf" >&2; return 1; }
+  lab_exec "$LAB" bird -c "$DIR/hv-bird.conf" -s "$DIR/hv-bird.ctl" -P "$DIR/hv-bird.pid"
+}
+stop_bird() {
+  lab_exec "$LAB" birdc -s "$DIR/hv-bird.ctl" down >/dev/null
+}
+start_frr() {
+  template "$E2E_ROOT/packaging/examples/frr.conf" | lab_write "$LAB" /etc/frr/frr.conf || return 1
+  grep -Eq '@[A-Z0-9_]+@' <(lab_exec "$LAB" cat /etc/frr/frr.conf) && { echo "untemplated placeholder in frr.conf" >&2; return 1; }
+  lab_exec "$LAB" chown frr:frr /etc/frr/frr.conf /run/frr
+  lab_exec "$LAB" /usr/lib/frr/zebra -d -i /run/frr/zebra.pid || return 1
+  lab_exec "$LAB" /usr/lib/frr/bgpd -d -i /run/frr/bgpd.pid || return 1
+  poll 20 lab_exec "$LAB" vtysh -c 'show bgp summary' || return 1
+  # How FRR's init script loads the integrated configuration.
+  lab_exec "$LAB" vtysh -b
+}
+stop_frr() {
+  local d pid
+  for d in bgpd zebra; do
+    pid=$(lab_exec "$LAB" cat "/run/frr/$d.pid" 2>/dev/null) || continue
+    kill "$pid" 2>/dev/null
+    poll 10 bash -c '! kill -0 "$1"' _ "$pid"
+  done
+}
+
+RESULTS=()
+run_daemon() {
+  local daemon=$1 i n v4 v6 t up down ups=() downs=()
+  echo "case ($SECONDS s): $daemon on the hypervisor"
+  check "$daemon starts with packaging/examples/$daemon.conf" "start_$daemon"
+  check "both BGP sessions (IPv4, IPv6) established" poll 90 established
+  # Not virt-l3's: same bridge-less kernel table, another protocol / interface.
+  lab_exec "$LAB" ip route add 198.18.0.0/24 dev up0 proto static
+  lab_exec "$LAB" ip -6 route add 2001:db8:ffff::/48 dev up0 proto static
+  for i in $(seq "$ROUNDS"); do
+    n=$((RANDOM % 200 + 20))
+    v4=192.0.2.$n v6=2001:db8:2::$n
+    e2e_domain "bgp-$daemon-$i" "22222222-0000-4000-8000-$(printf %012d "$n")" \
+      "52:54:00:00:22:$(printf %02x "$n"),cloudbr0,$v4,$v6" | e2e_define "$LAB"
+    check "round $i: virsh start" lab_virsh "$LAB" start "bgp-$daemon-$i"
+    t=$(now)
+    if poll 60 both_at_peer "$v4/32" "$v6/128"; then
+      up=$(since "$t")
+      ups+=("$up")
+      check "round $i: $v4/32 and $v6/128 at the peer after ${up}s" true
+    else
+      check "round $i: $v4/32 and $v6/128 at the peer within 60 s" false
+    fi
+    check "round $i: a static route elsewhere is not announced" gone_at_peer 198.18.0.0/24
+    check "round $i: an IPv6 static route elsewhere is not announced" gone_at_peer 2001:db8:ffff::/48
+    check "round $i: virsh destroy" lab_virsh "$LAB" destroy "bgp-$daemon-$i"
+    t=$(now)
+    if poll 60 both_gone_at_peer "$v4/32" "$v6/128"; then
+      down=$(since "$t")
+      downs+=("$down")
+      check "round $i: withdrawn at the peer after ${down}s" true
+    else
+      check "round $i: withdrawn at the peer within 60 s" false
+    fi
+    lab_virsh "$LAB" undefine "bgp-$daemon-$i" >/dev/null
+  done
+  lab_exec "$LAB" ip route del 198.18.0.0/24 dev up0 proto static
+  lab_exec "$LAB" ip -6 route del 2001:db8:ffff::/48 dev up0 proto static
+  "stop_$daemon"
+  check "sessions down after $daemon stopped" poll 30 bash -c "! birdc -s '$PDIR/bird.ctl' show protocols | grep -q Established"
+  RESULTS+=("$daemon: virsh start -> at peer: ${ups[*]:-none} s; virsh destroy -> withdrawn: ${downs[*]:-none} s")
+}
+
+run_daemon bird
+run_daemon frr
+
+echo "convergence (each round, seconds; polled every 50 ms):"
+printf '  %s\n' "${RESULTS[@]}"
+echo "e2e-bgp: $SECONDS s"
+e2e_summary

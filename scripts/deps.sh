@@ -7,7 +7,7 @@ need=(iproute2 jq)
 case "$what" in
   demo) ;;
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping) ;;
-  bench) need+=(hyperfine valgrind python3-pyroute2) ;;
+  bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
   package) need+=(rpm) ;;
 esac
 # Rust: the machine's toolchain, else rustup's (Debian 12's rustc is too old for the dependencies).

@@ -6,7 +6,8 @@
 # Isolation: everything happens in a private lab (tests/lib/libvirtd.sh: its own
 # mount and network namespace, its own libvirtd). Inside the lab, /usr, /var/lib/dpkg,
 # /var/lib/systemd and /var/log are overlays too, so dpkg installs into the lab
-# only: the host's dpkg database, /usr and libvirtd are never touched, and the
+# only (man-db's trigger and `man` write to an overlay of /var/cache/man): the
+# host's dpkg database, /usr and libvirtd are never touched, and the
 # overlays' upper directories show every file the package operations left.
 #
 # Needs root on Debian 12 with libvirt-daemon-system, qemu-system-x86 and rpm.
@@ -76,13 +77,21 @@ scripts/deps.sh package # rpm, for the .rpm checks
 cargo build --release --locked --quiet
 export PACKAGE_NO_BUILD=1 # one binary in the three packages
 DIST_DIR=$tmp/v1 scripts/package.sh deb >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make deb"; }
-DIST_DIR=$tmp/v2 scripts/package.sh deb --deb-version 0.1.0+upgrade-1 >>"$tmp/build.log" 2>&1 ||
-  { cat "$tmp/build.log" >&2; fail "deb with a higher version"; }
 DIST_DIR=$tmp/rpm scripts/package.sh rpm >>"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make rpm"; }
+DIST_DIR=$tmp/rpm2 scripts/package.sh rpm --set-metadata 'release = "2"' >>"$tmp/build.log" 2>&1 ||
+  { cat "$tmp/build.log" >&2; fail "rpm with a higher release"; }
 deb1=$(ls "$tmp"/v1/virt-l3_*.deb)
+# The upgrade: the same build re-versioned (a copy with a higher version), so that
+# the packaged conffile is the same in both even while someone edits packaging/
+# (with both changed, dpkg would rightly ask about the edited conffile).
+dpkg-deb -R "$deb1" "$tmp/v2.root"
+sed -i 's/^Version: .*/Version: 0.1.0+upgrade-1/' "$tmp/v2.root/DEBIAN/control"
+mkdir -p "$tmp/v2"
+dpkg-deb --root-owner-group -b "$tmp/v2.root" "$tmp/v2/virt-l3_0.1.0+upgrade-1_amd64.deb" >/dev/null
 deb2=$(ls "$tmp"/v2/virt-l3_*.deb)
 rpmf=$(ls "$tmp"/rpm/virt-l3-*.rpm)
-ok "built $(basename "$deb1"), $(basename "$deb2"), $(basename "$rpmf")"
+rpm2=$(ls "$tmp"/rpm2/virt-l3-*.rpm)
+ok "built $(basename "$deb1"), $(basename "$deb2"), $(basename "$rpmf"), $(basename "$rpm2")"
 
 step "the .deb's metadata"
 info=$(dpkg-deb -f "$deb1")
@@ -136,19 +145,22 @@ grep -q '^\[ "\$1" -eq 0 \] || exit 0$' <<<"$preun" && grep -q '^virt_l3_drop_ho
 grep -q 'rm -rf /run/virt-l3' <<<"$postun" || fail "%postun: state"
 grep -q 'VIRT_L3_HOOK_DIR=/etc/libvirt/hooks/qemu.d' <<<"$post" || fail "scriptlets: hook path"
 ok "%post installs the hook, defines nwfilters, enables units; %preun (erase only) stops, disables, drops the hook; %postun clears state"
-# The scriptlets run with the rpm's arguments: exercise them in the lab too (below).
+# The scriptlets also run for real in the lab, with rpm's own arguments (last step).
 
-step "a private libvirtd, and private /usr, dpkg database and systemd state for dpkg"
+step "a private libvirtd, and private /usr, dpkg database, systemd state, logs and man cache for dpkg"
 lab_start "$LAB"
 ldir=$(lab_dir "$LAB")
-for d in usr var-lib-dpkg var-lib-systemd var-log; do mkdir -p "$ldir/$d.upper" "$ldir/$d.work"; done
+for d in usr var-lib-dpkg var-lib-systemd var-log var-cache-man; do mkdir -p "$ldir/$d.upper" "$ldir/$d.work"; done
+chown man:man "$ldir/var-cache-man.upper" # man-db's trigger writes there as user man
 in_lab /bin/sh -e -c "
   mount -t overlay lab-usr -o lowerdir=/usr,upperdir=$ldir/usr.upper,workdir=$ldir/usr.work /usr
   mount -t overlay lab-dpkg -o lowerdir=/var/lib/dpkg,upperdir=$ldir/var-lib-dpkg.upper,workdir=$ldir/var-lib-dpkg.work /var/lib/dpkg
   mkdir -p /var/lib/systemd
   mount -t overlay lab-systemd -o lowerdir=/var/lib/systemd,upperdir=$ldir/var-lib-systemd.upper,workdir=$ldir/var-lib-systemd.work /var/lib/systemd
   mount -t overlay lab-log -o lowerdir=/var/log,upperdir=$ldir/var-log.upper,workdir=$ldir/var-log.work /var/log
-  mount --bind $ldir/var-log-libvirt /var/log/libvirt"
+  mount --bind $ldir/var-log-libvirt /var/log/libvirt
+  mkdir -p /var/cache/man
+  mount -t overlay lab-man -o lowerdir=/var/cache/man,upperdir=$ldir/var-cache-man.upper,workdir=$ldir/var-cache-man.work /var/cache/man"
 check "libvirtd answers in the lab" virsh_lab version >/dev/null
 check "no hook in the lab before installation" test -z "$(in_lab ls -A /etc/libvirt/hooks/qemu.d)"
 check "no /etc/libvirt/hooks/qemu in the lab (only the packaged hook can route)" absent /etc/libvirt/hooks/qemu
@@ -251,3 +263,37 @@ lab_libvirtd_stop "$LAB"
 in_lab dpkg --purge virt-l3 >"$tmp/purge2.log" 2>&1 || { cat "$tmp/purge2.log" >&2; fail "dpkg --purge without libvirtd"; }
 absent "$HOOK" && absent /etc/virt-l3 && absent /usr/bin/virt-l3 || fail "leftovers after a purge without libvirtd"
 ok "purged without libvirtd: hook, binary, config gone"
+
+step "the .rpm's scriptlets for real: rpm -i, -U, -e in the lab (private rpm database)"
+lab_libvirtd_start "$LAB"
+RPMQ="rpm --dbpath /run/lab-rpmdb"
+in_lab $RPMQ --initdb
+in_lab $RPMQ -i --nodeps --force-debian "$rpmf" >"$tmp/rpm-i.log" 2>&1 || { cat "$tmp/rpm-i.log" >&2; fail "rpm -i"; }
+sed 's/^/  | /' "$tmp/rpm-i.log"
+check "rpm -i: hook entry $HOOK -> /usr/bin/virt-l3" test "$(in_lab readlink "$HOOK")" = /usr/bin/virt-l3
+check "rpm -i: libvirtd told to rescan its hooks" grep -q 'sent SIGHUP to libvirtd' "$tmp/rpm-i.log"
+check "rpm -i: units enabled (systemctl --no-reload enable)" in_lab test -L /etc/systemd/system/multi-user.target.wants/virt-l3-watch.service
+check "rpm -i: base nwfilters defined" test "$(filter_uuids | awk '{print $1}')" = "$(sort <<<"$TEMPLATES")"
+printf 'require_nwfilter = false\n' | in_lab tee -a /etc/virt-l3/config.toml >/dev/null
+sleep 1
+virsh_lab start "$DOM" >/dev/null || fail "virsh start $DOM (rpm)"
+check "rpm: the hook installs the domain's routes" routes_present
+in_lab $RPMQ -U --nodeps --force-debian "$rpm2" >"$tmp/rpm-U.log" 2>&1 || { cat "$tmp/rpm-U.log" >&2; fail "rpm -U"; }
+sed 's/^/  | /' "$tmp/rpm-U.log"
+check "rpm -U: now $(in_lab $RPMQ -q virt-l3)" test "$(in_lab $RPMQ -q --qf '%{RELEASE}' virt-l3)" = 2
+check "rpm -U: the old package's %preun/%postun left the hook alone" test "$(in_lab readlink "$HOOK")" = /usr/bin/virt-l3
+check "rpm -U: the edited config is kept" in_lab grep -qx 'require_nwfilter = false' /etc/virt-l3/config.toml
+check "rpm -U: routes untouched" routes_present
+virsh_lab destroy "$DOM" >/dev/null
+check "rpm: the upgraded hook removes the routes" routes_absent
+in_lab $RPMQ -e virt-l3 >"$tmp/rpm-e.log" 2>&1 || { cat "$tmp/rpm-e.log" >&2; fail "rpm -e"; }
+sed 's/^/  | /' "$tmp/rpm-e.log"
+for p in "$HOOK" /usr/bin/virt-l3 /run/virt-l3 /usr/share/virt-l3 /usr/share/doc/virt-l3 /usr/share/licenses/virt-l3 \
+  /usr/lib/systemd/system/virt-l3-watch.service /etc/systemd/system/multi-user.target.wants/virt-l3-watch.service \
+  /etc/systemd/system/multi-user.target.wants/virt-l3-reconcile.service; do
+  absent "$p" || fail "rpm -e: $p remains"
+done
+ok "rpm -e: hook, binary, state, units and their enablement, package directories gone"
+check "rpm -e: only the edited config remains, as config.toml.rpmsave (rpm's way)" \
+  test "$(in_lab ls -A /etc/virt-l3)" = config.toml.rpmsave
+check "rpm -e: base nwfilters undefined" test -z "$(filter_uuids)"

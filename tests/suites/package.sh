@@ -75,7 +75,7 @@ filter_uuids() { virsh_lab nwfilter-list | awk '$2 ~ /^virt-l3-no-/ { print $2, 
 step "build the packages"
 scripts/deps.sh package # rpm, for the .rpm checks
 cargo build --release --locked --quiet
-export PACKAGE_NO_BUILD=1 # one binary in the three packages
+export PACKAGE_NO_BUILD=1 # one binary in every package
 DIST_DIR=$tmp/v1 scripts/package.sh deb >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make deb"; }
 DIST_DIR=$tmp/rpm scripts/package.sh rpm >>"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make rpm"; }
 DIST_DIR=$tmp/rpm2 scripts/package.sh rpm --set-metadata 'release = "2"' >>"$tmp/build.log" 2>&1 ||

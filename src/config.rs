@@ -67,6 +67,9 @@ pub struct Config {
     pub gateway_mac: Option<Mac>,
     /// Set bridge port isolation on routed taps.
     pub port_isolation: bool,
+    /// Turn off IPv4 ICMP redirects (`all` and each routed bridge) when routing a VM:
+    /// guest-to-guest traffic hairpins through the gateway and must not be redirected.
+    pub disable_redirects: bool,
     /// Reconcile leaves alone, for this long, a record whose domain has no
     /// libvirt status file yet (a domain between its `start` hook and QEMU running).
     pub reconcile_grace_seconds: u64,
@@ -95,6 +98,7 @@ impl Default for Config {
             nwfilter_name: "virt-l3-nic".to_string(),
             gateway_mac: None,
             port_isolation: true,
+            disable_redirects: true,
             log_level: "warn".to_string(),
         }
     }

@@ -14,7 +14,7 @@ use crate::netlink::{Kernel, KernelError};
 use crate::plan::{
     is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan, HostFacts, PlanError,
 };
-use crate::routing::{route_domain, unroute_domain, OnFailure, RoutingError};
+use crate::routing::{route_domain, unroute_domain, HostSettings, OnFailure, RoutingError};
 use crate::state::{Record, StateDir, StateError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +189,7 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                 } else {
                     OnFailure::Keep
                 };
-                route_domain(&mut kernel, &state, &record, config.port_isolation, on_failure)
+                route_domain(&mut kernel, &state, &record, HostSettings::from_config(config), on_failure)
                     .await
                     .map_err(|source| HookError::Routing {
                         domain: name.clone(),

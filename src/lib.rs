@@ -18,4 +18,5 @@ pub mod reconcile;
 pub mod routing;
 pub mod state;
 pub mod status;
+pub mod sysctl;
 pub mod watch;

@@ -404,6 +404,20 @@ pub async fn reconcile(
             }
         }
     }
+    if config.disable_redirects && !d.keep.is_empty() {
+        for b in view.bridges.keys() {
+            match crate::sysctl::disable_redirects(b) {
+                Ok(changed) => report.changes.extend(changed.into_iter().map(|c| Change {
+                    action: "sysctl",
+                    domain: None,
+                    what: c,
+                })),
+                Err(e) => report
+                    .errors
+                    .push(format!("cannot turn off ICMP redirects on {b}: {e}")),
+            }
+        }
+    }
     let changed: HashSet<&str> = d
         .changes
         .iter()

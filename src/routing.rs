@@ -39,6 +39,24 @@ pub fn entries(plan: &DomainPlan, metric: u32) -> Vec<Entry> {
     out
 }
 
+/// Host-side settings applied with a domain's routes.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSettings {
+    /// Set bridge port isolation on the domain's taps.
+    pub isolate_taps: bool,
+    /// Turn off IPv4 ICMP redirects on the domain's bridges.
+    pub disable_redirects: bool,
+}
+
+impl HostSettings {
+    pub fn from_config(config: &crate::config::Config) -> HostSettings {
+        HostSettings {
+            isolate_taps: config.port_isolation,
+            disable_redirects: config.disable_redirects,
+        }
+    }
+}
+
 /// What to do when some kernel change fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
@@ -54,7 +72,7 @@ pub async fn route_domain(
     kernel: &mut Kernel,
     state: &StateDir,
     record: &Record,
-    isolate_taps: bool,
+    host: HostSettings,
     on_failure: OnFailure,
 ) -> Result<(), RoutingError> {
     let previous = state.record(&record.plan.uuid)?;
@@ -66,7 +84,21 @@ pub async fn route_domain(
         .into_iter()
         .filter_map(|r| r.err().map(|e| e.to_string()))
         .collect();
-    if failures.is_empty() && isolate_taps {
+    if failures.is_empty() && host.disable_redirects {
+        let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
+        bridges.dedup();
+        for b in bridges {
+            match crate::sysctl::disable_redirects(b) {
+                Ok(changed) => {
+                    for c in changed {
+                        info!("set {c}");
+                    }
+                }
+                Err(e) => failures.push(format!("cannot turn off ICMP redirects on {b}: {e}")),
+            }
+        }
+    }
+    if failures.is_empty() && host.isolate_taps {
         for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
             if let Err(e) = kernel.set_port_isolation(tap, true).await {
                 failures.push(e.to_string());

@@ -465,6 +465,48 @@ impl Kernel {
         Ok(out)
     }
 
+    /// Gives a bridge a fixed MAC: `mac` if given, else the one it has now.
+    ///
+    /// A bridge whose MAC was never set takes the lowest MAC of its ports, so a
+    /// VM's tap joining or leaving changes it; every MAC change flushes the
+    /// bridge's neighbour table, permanent entries included, and changes the
+    /// guests' gateway MAC under them. Returns a description if something changed.
+    pub async fn pin_bridge_mac(
+        &mut self,
+        bridge: &str,
+        mac: Option<Mac>,
+        apply: bool,
+    ) -> Result<Option<String>, KernelError> {
+        let sys = format!("/sys/class/net/{bridge}");
+        let read =
+            |f: &str| std::fs::read_to_string(format!("{sys}/{f}")).map(|s| s.trim().to_string());
+        let (Ok(assign), Ok(current)) = (read("addr_assign_type"), read("address")) else {
+            return Ok(None); // no such bridge (yet): nothing to pin
+        };
+        let current: Option<Mac> = current.parse().ok();
+        // NET_ADDR_SET (3): set by an administrator, never follows the ports.
+        let pinned = assign == "3";
+        let target = match mac.or(current) {
+            Some(m) => m,
+            None => return Ok(None),
+        };
+        if pinned && current == Some(target) {
+            return Ok(None);
+        }
+        let done = format!("bridge {bridge} MAC pinned to {target}");
+        if !apply {
+            return Ok(Some(done));
+        }
+        let index = self.bridge_index(bridge).await?;
+        let msg = rtnetlink::LinkUnspec::new_with_index(index)
+            .address(target.0.to_vec())
+            .build();
+        self.handle.link().set(msg).execute().await.map_err(|e| {
+            KernelError::from_rtnetlink(format!("set the MAC of {bridge} to {target}"), e)
+        })?;
+        Ok(Some(done))
+    }
+
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
     pub async fn set_port_isolation(
         &mut self,

@@ -288,6 +288,17 @@ pub async fn reconcile(
     let d = desired(config, records, &running, &incoming, &host, &state, now());
     tracing::debug!(elapsed = ?t0.elapsed(), "decided records");
     kernel.forget_links();
+    // Pin the bridges' MACs first: pinning may flush neighbours, which this pass re-adds.
+    let mut pinned = Vec::new();
+    if !d.keep.is_empty() {
+        for b in &config.bridges {
+            match kernel.pin_bridge_mac(b, config.gateway_mac, !dry_run).await {
+                Ok(Some(done)) => pinned.push(done),
+                Ok(None) => {}
+                Err(e) => warn!("{e}"),
+            }
+        }
+    }
     let view = KernelView::read(kernel, &config.bridges).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), routes = view.routes.len(), neighbours = view.neighbours.len(), "read kernel");
 
@@ -310,6 +321,11 @@ pub async fn reconcile(
         changes: d.changes.clone(),
         errors: Vec::new(),
     };
+    report.changes.extend(pinned.into_iter().map(|what| Change {
+        action: "pin-mac",
+        domain: None,
+        what,
+    }));
     if !kd.add.is_empty() {
         // Name the domain of each addition (only additions need it).
         let mut owner_of: HashMap<&Entry, &str> = HashMap::new();

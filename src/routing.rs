@@ -46,6 +46,8 @@ pub struct HostSettings {
     pub isolate_taps: bool,
     /// Turn off IPv4 ICMP redirects on the domain's bridges.
     pub disable_redirects: bool,
+    /// The MAC every routed bridge should have (else: keep the current one, fixed).
+    pub gateway_mac: Option<crate::address::Mac>,
 }
 
 impl HostSettings {
@@ -53,6 +55,7 @@ impl HostSettings {
         HostSettings {
             isolate_taps: config.port_isolation,
             disable_redirects: config.disable_redirects,
+            gateway_mac: config.gateway_mac,
         }
     }
 }
@@ -76,6 +79,18 @@ pub async fn route_domain(
     on_failure: OnFailure,
 ) -> Result<(), RoutingError> {
     let previous = state.record(&record.plan.uuid)?;
+    // A bridge MAC that follows its ports would flush these neighbours at the next
+    // tap change: pin it before installing anything.
+    let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
+    bridges.sort_unstable();
+    bridges.dedup();
+    for b in &bridges {
+        match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
+            Ok(Some(done)) => warn!("{done} (it followed its ports; set gateway_mac to choose it)"),
+            Ok(None) => {}
+            Err(e) => warn!("{e}"),
+        }
+    }
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.
     state.save(record)?;
     let wanted = entries(&record.plan, record.metric);
@@ -85,9 +100,7 @@ pub async fn route_domain(
         .filter_map(|r| r.err().map(|e| e.to_string()))
         .collect();
     if failures.is_empty() && host.disable_redirects {
-        let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
-        bridges.dedup();
-        for b in bridges {
+        for b in bridges.iter().copied() {
             match crate::sysctl::disable_redirects(b) {
                 Ok(changed) => {
                     for c in changed {

@@ -12,7 +12,8 @@ use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
 use crate::netlink::{Kernel, KernelError};
 use crate::plan::{
-    is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan, HostFacts, PlanError,
+    candidate_addresses, has_routed_prefixes, is_valid_uuid, managed_interfaces, plan, Checks,
+    DomainPlan, HostFacts, PlanError,
 };
 use crate::routing::{route_domain, unroute_domain, HostSettings, OnFailure, RoutingError};
 use crate::state::{Record, StateDir, StateError};
@@ -152,8 +153,15 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
     let rt = runtime()?;
     rt.block_on(async {
         let mut kernel = Kernel::connect().map_err(kernel_err)?;
+        // Only the addresses the domain claims need checking, unless it routes whole
+        // prefixes: then every host address matters.
+        let addresses = if has_routed_prefixes(&dom) {
+            kernel.host_addresses().await
+        } else {
+            kernel.local_among(&candidate_addresses(&dom)).await
+        };
         let host = HostFacts {
-            addresses: kernel.host_addresses().await.map_err(kernel_err)?,
+            addresses: addresses.map_err(kernel_err)?,
         };
         let checks = Checks {
             require_filter: config.require_nwfilter,

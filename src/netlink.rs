@@ -163,6 +163,47 @@ impl Kernel {
             .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
     }
 
+    /// Which of `candidates` are addresses of this host: one FIB lookup per
+    /// address (a `local` route answers), all in flight together, so the cost does
+    /// not grow with the number of interfaces (each VM's tap has addresses too).
+    pub async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
+        let lookups = candidates.iter().map(|ip| {
+            let mut handle = self.handle.clone();
+            let ip = *ip;
+            async move {
+                let mut m = RouteMessage::default();
+                m.header.address_family = family(ip);
+                m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
+                m.attributes
+                    .push(RouteAttribute::Destination(route_address(ip)));
+                let mut req =
+                    netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
+                req.header.flags = netlink_packet_core::NLM_F_REQUEST;
+                let mut answers = handle
+                    .request(req)
+                    .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
+                let mut local = false;
+                while let Some(msg) = futures::StreamExt::next(&mut answers).await {
+                    if let netlink_packet_core::NetlinkPayload::InnerMessage(
+                        RouteNetlinkMessage::NewRoute(r),
+                    ) = msg.payload
+                    {
+                        local |= r.header.kind == RouteType::Local;
+                    }
+                    // An error (no route at all) means: not local.
+                }
+                Ok::<_, KernelError>(local.then_some(ip))
+            }
+        });
+        let mut out = Vec::new();
+        for r in futures::future::join_all(lookups).await {
+            if let Some(ip) = r? {
+                out.push(ip);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every address configured on the host's interfaces.
     pub async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError> {
         let mut out = Vec::new();

@@ -226,6 +226,35 @@ pub fn carries_virt_l3_filter(nic: &InterfaceXml, config: &Config) -> bool {
         .is_some_and(|f| f.filter == crate::nwfilter::nic_filter_name(config, &mac))
 }
 
+/// Every address the domain XML claims anywhere (parsable ones), for host lookups
+/// before planning.
+pub fn candidate_addresses(dom: &DomainXml) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let meta = dom.nic_metadata.iter().flat_map(|n| n.addresses.iter());
+    let flat = dom.flat_addresses.iter().map(|f| &f.address);
+    for a in meta.chain(flat) {
+        if let Some(ip) = a.address.as_deref().and_then(|t| t.trim().parse().ok()) {
+            out.push(ip);
+        }
+    }
+    for f in dom.interfaces.iter().filter_map(|i| i.filterref.as_ref()) {
+        out.extend(
+            f.values("IP")
+                .chain(f.values("IPV6"))
+                .filter_map(|v| v.trim().parse::<IpAddr>().ok()),
+        );
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether the domain XML routes whole prefixes to a NIC (they are checked
+/// against every host address, not only their own).
+pub fn has_routed_prefixes(dom: &DomainXml) -> bool {
+    dom.nic_metadata.iter().any(|n| !n.routes.is_empty())
+}
+
 /// A syntactically valid libvirt UUID (it names files in the state directory).
 pub fn is_valid_uuid(u: &str) -> bool {
     u.len() == 36

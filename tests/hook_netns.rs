@@ -257,6 +257,13 @@ fn an_address_of_the_hypervisor_is_refused() {
         "{}",
         stderr(&o)
     );
+    // IPv6, on another interface than the bridge.
+    let lab = Lab::new(&["vnet61"]);
+    lab.add_bridge("br-mgmt");
+    lab.ip(&["addr", "add", "2001:db8:6::1/64", "dev", "br-mgmt", "nodad"]);
+    let o = lab.hook("v6only", "prepare", "begin", &fixture("ipv6-only.xml"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("2001:db8:6::1 is configured on the hypervisor itself"), "{}", stderr(&o));
 }
 
 #[test]

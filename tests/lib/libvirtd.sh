@@ -223,6 +223,7 @@ EOF
   setsid ip netns exec "$ns" unshare --mount --propagation private \
     /bin/bash "$dir/holder.sh" </dev/null >"$dir/holder.log" 2>&1 &
   pid=$!
+  disown "$pid" 2>/dev/null || true # its death at lab_stop is expected: no "Killed" notice
   echo "$pid" >"$dir/holder.pid"
   if ! lab__wait 10 test -e "$dir/holder.ready"; then
     cat "$dir/holder.log" >&2

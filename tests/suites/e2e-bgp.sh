@@ -89,6 +89,17 @@ at_peer() { peer_birdc show route "$1" | grep -q "^${1//./\\.} "; }
 gone_at_peer() { ! at_peer "$1"; }
 both_at_peer() { at_peer "$1" && at_peer "$2"; }
 both_gone_at_peer() { gone_at_peer "$1" && gone_at_peer "$2"; }
+# The kernel metric travels as MED (virt-l3's live-migration classes, docs/ROUTING.md).
+med_at_peer() { peer_birdc show route "$1" all | grep -q "BGP.med: $2\$"; }
+both_med_at_peer() { med_at_peer "$1" "$3" && med_at_peer "$2" "$3"; }
+# As virt-l3 changes a metric: add the route with the new metric, then delete the old one.
+remetric() { # PREFIX OLD NEW
+  local f
+  f=$(e2e_family "$1")
+  lab_exec "$LAB" ip "$f" route add "$1" dev cloudbr0 proto "$E2E_PROTO" metric "$3" &&
+    lab_exec "$LAB" ip "$f" route del "$1" dev cloudbr0 proto "$E2E_PROTO" metric "$2"
+}
+remetric_both() { remetric "$1" "$3" "$4" && remetric "$2" "$3" "$4"; }
 established() { [ "$(peer_birdc show protocols | grep -c 'Established')" = 2 ]; }
 
 template() {
@@ -148,6 +159,13 @@ run_daemon() {
       check "round $i: $v4/32 and $v6/128 at the peer after ${up}s" true
     else
       check "round $i: $v4/32 and $v6/128 at the peer within 60 s" false
+    fi
+    check "round $i: MED 100 (the kernel metric) at the peer" poll 10 both_med_at_peer "$v4/32" "$v6/128" 100
+    if [ "$i" = 1 ]; then
+      check "round $i: metric 100 -> 2000 in the kernel" remetric_both "$v4/32" "$v6/128" 100 2000
+      check "round $i: MED 2000 at the peer" poll 10 both_med_at_peer "$v4/32" "$v6/128" 2000
+      check "round $i: metric 2000 -> 100 in the kernel" remetric_both "$v4/32" "$v6/128" 2000 100
+      check "round $i: MED 100 at the peer again" poll 10 both_med_at_peer "$v4/32" "$v6/128" 100
     fi
     check "round $i: a static route elsewhere is not announced" gone_at_peer 198.18.0.0/24
     check "round $i: an IPv6 static route elsewhere is not announced" gone_at_peer 2001:db8:ffff::/48

@@ -43,6 +43,12 @@ pub struct Config {
     pub route_protocol: u8,
     /// Metric of the routes of a running VM.
     pub route_metric: u32,
+    /// Metric of a VM that just arrived by live migration and runs here, for
+    /// `arrived_hold_seconds`: preferred over the source's leaving routes, not
+    /// over a source that still announces itself as running.
+    pub arrived_metric: u32,
+    /// How long an arrived VM keeps `arrived_metric` before `route_metric`.
+    pub arrived_hold_seconds: u64,
     /// Metric of a VM's routes while it leaves by live migration (paused for the
     /// final switch-over): still preferred over the destination's standby routes.
     pub leaving_metric: u32,
@@ -85,6 +91,8 @@ impl Default for Config {
             libvirt_status_dir: PathBuf::from("/run/libvirt/qemu"),
             route_protocol: DEFAULT_ROUTE_PROTOCOL,
             route_metric: 100,
+            arrived_metric: 1500,
+            arrived_hold_seconds: 5,
             leaving_metric: 2000,
             standby_metric: 4000,
             reconcile_grace_seconds: 30,
@@ -156,10 +164,13 @@ impl Config {
                 self.route_protocol
             )));
         }
-        if !(self.route_metric < self.leaving_metric && self.leaving_metric < self.standby_metric) {
+        if !(self.route_metric < self.arrived_metric
+            && self.arrived_metric < self.leaving_metric
+            && self.leaving_metric < self.standby_metric)
+        {
             return Err(invalid(format!(
-                "metrics must order route_metric ({}) < leaving_metric ({}) < standby_metric ({})",
-                self.route_metric, self.leaving_metric, self.standby_metric
+                "metrics must order route_metric ({}) < arrived_metric ({}) < leaving_metric ({}) < standby_metric ({})",
+                self.route_metric, self.arrived_metric, self.leaving_metric, self.standby_metric
             )));
         }
         let n = &self.nwfilter_name;

@@ -100,17 +100,51 @@ pub struct Desired {
     pub changes: Vec<Change>,
 }
 
-/// The metric a domain's routes should carry, given its run state.
-pub fn metric_for(config: &Config, standby: bool, rs: &RunState) -> (u32, bool) {
-    if rs.state == "running" {
-        (config.route_metric, false)
-    } else if standby {
-        (config.standby_metric, true)
+/// Where a domain's routes stand, as far as the metric goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub metric: u32,
+    /// Still an incoming live migration (not yet running here).
+    pub standby: bool,
+}
+
+/// The metric a domain's routes should carry now, given its run state, its
+/// current standing and when that was last changed (`since`).
+///
+/// Classes, best first: `route_metric` (running), `arrived_metric` (just
+/// migrated in: running here, but the source may not have let go yet),
+/// `leaving_metric` (the source of a migration, paused for the switch-over),
+/// `standby_metric` (the destination before it runs). The destination goes
+/// standby → arrived → (after `arrived_hold_seconds`) running, so whichever of
+/// the two hosts' changes reaches the network first, exactly one path is preferred.
+pub fn metric_for(
+    config: &Config,
+    current: Standing,
+    since: u64,
+    rs: &RunState,
+    now: u64,
+) -> Standing {
+    let running = rs.state == "running";
+    let metric = if running && current.standby {
+        config.arrived_metric
+    } else if running
+        && current.metric == config.arrived_metric
+        && now.saturating_sub(since) < config.arrived_hold_seconds
+    {
+        config.arrived_metric
+    } else if running {
+        config.route_metric
+    } else if current.standby {
+        config.standby_metric
     } else if rs.state == "paused" && rs.reason == "migration" {
         // The source of a live migration, paused for the switch-over.
-        (config.leaving_metric, false)
+        config.leaving_metric
     } else {
-        (config.route_metric, false)
+        config.route_metric
+    };
+    Standing {
+        metric,
+        standby: current.standby && !running,
     }
 }
 
@@ -135,12 +169,16 @@ pub fn desired(
         recorded.insert(rec.plan.uuid.clone());
         match by_uuid.get(rec.plan.uuid.as_str()) {
             Some(run) => {
-                let (metric, standby) = metric_for(config, rec.standby, &run.run_state);
+                let current = Standing {
+                    metric: rec.metric,
+                    standby: rec.standby,
+                };
+                let Standing { metric, standby } =
+                    metric_for(config, current, rec.since, &run.run_state, now);
                 if metric != rec.metric || standby != rec.standby {
-                    let action = match (rec.standby, standby, metric.cmp(&rec.metric)) {
-                        (true, false, _) => "promote",
-                        (_, _, std::cmp::Ordering::Greater) => "demote",
-                        _ => "restore-metric",
+                    let action = match metric.cmp(&rec.metric) {
+                        std::cmp::Ordering::Less => "promote",
+                        _ => "demote",
                     };
                     out.changes.push(Change {
                         action,
@@ -184,7 +222,24 @@ pub fn desired(
         }
         match plan(&run.xml, config, host, state, Checks::default()) {
             Ok(p) => {
-                let (metric, standby) = metric_for(config, incoming.contains(uuid), &run.run_state);
+                let arriving = Standing {
+                    metric: config.standby_metric,
+                    standby: incoming.contains(uuid),
+                };
+                let Standing { metric, standby } = if arriving.standby {
+                    metric_for(config, arriving, now, &run.run_state, now)
+                } else {
+                    metric_for(
+                        config,
+                        Standing {
+                            metric: config.route_metric,
+                            standby: false,
+                        },
+                        now,
+                        &run.run_state,
+                        now,
+                    )
+                };
                 out.changes.push(Change {
                     action: "adopt",
                     domain: Some(p.name.clone()),
@@ -261,6 +316,10 @@ pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// When a domain's metric is due to change by itself (an arrived domain's hold
+    /// ends), in seconds since the epoch: `watch` reconciles again then.
+    #[serde(skip)]
+    pub next_change: Option<u64>,
     pub dry_run: bool,
     pub domains: usize,
     pub changes: Vec<Change>,
@@ -316,6 +375,12 @@ pub async fn reconcile(
     });
     let kd = diff(&wanted, &view, config.route_protocol);
     let mut report = Report {
+        next_change: d
+            .keep
+            .iter()
+            .filter(|r| r.metric == config.arrived_metric && !r.standby)
+            .map(|r| r.since + config.arrived_hold_seconds)
+            .min(),
         dry_run,
         domains: d.keep.len(),
         changes: d.changes.clone(),

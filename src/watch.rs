@@ -118,6 +118,7 @@ pub async fn watch(
     let mut dirty = true; // reconcile once at start
     let mut first_event: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
     let mut bridge_indexes: Vec<u32> = Vec::new();
+    let mut next_change: Option<tokio::time::Instant> = None;
     info!(status_dir = %config.libvirt_status_dir.display(), "watching");
     loop {
         let settle = async {
@@ -136,6 +137,12 @@ pub async fn watch(
                     let _ = g.get_inner().0.read_events();
                     g.clear_ready();
                 }),
+                None => std::future::pending().await,
+            }
+        };
+        let timer = async {
+            match next_change {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -172,6 +179,11 @@ pub async fn watch(
                     dirty = true;
                 }
             }
+            _ = timer => {
+                next_change = None;
+                dirty = true;
+                first_event = Some(tokio::time::Instant::now());
+            }
             _ = retry_inotify => {
                 if let Ok(i) = inotify_on(&config.libvirt_status_dir) {
                     info!("libvirt's status directory appeared");
@@ -185,6 +197,11 @@ pub async fn watch(
                 first_event = None;
                 match reconcile(&mut kernel, config, false).await {
                     Ok(report) => {
+                        // A metric due to change by itself (an arrived VM's hold ends).
+                        next_change = report.next_change.map(|at| {
+                            let wait = at.saturating_sub(crate::state::now());
+                            tokio::time::Instant::now() + Duration::from_millis(wait * 1000 + 50)
+                        });
                         for c in &report.changes {
                             info!(action = c.action, domain = c.domain.as_deref().unwrap_or("-"), "{}", c.what);
                         }

@@ -213,26 +213,50 @@ fn reconcile_refuses_without_a_status_directory() {
 }
 
 #[test]
-fn reconcile_promotes_standby_routes_when_the_migrated_vm_runs() {
+fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
     let lab = lab();
+    lab.write_config(&format!(
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\narrived_hold_seconds = 1",
+        status_dir(&lab)
+    ));
     for op in ["migrate", "prepare", "start", "started"] {
-        assert!(lab
-            .hook("i-2-10-VM", op, "begin", &fixture(DUAL))
-            .status
-            .success());
+        assert!(lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL)).status.success());
     }
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
-    assert!(
-        lab.routes().iter().all(|r| r.contains("metric 4000")),
-        "{:?}",
-        lab.routes()
-    );
+    assert!(lab.routes().iter().all(|r| r.contains("metric 4000")), "{:?}", lab.routes());
+    // The VM runs here: arrived (better than the source's leaving routes, not
+    // better than a source that has not let go yet) ...
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
     let out = reconcile(&lab, &[]);
     assert!(out.contains("promote"), "{out}");
-    assert_eq!(lab.routes(), expected_routes());
+    assert!(lab.routes().iter().all(|r| r.contains("metric 1500")), "{:?}", lab.routes());
     assert!(!lab.state_files().iter().any(|f| f.starts_with("incoming/")));
+    assert!(reconcile(&lab, &[]).starts_with("nothing to do"), "the hold is not over yet");
+    // ... then, after the hold, fully active.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    reconcile(&lab, &[]);
+    assert_eq!(lab.routes(), expected_routes());
+}
+
+#[test]
+fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
+    let lab = lab();
+    lab.write_config(&format!(
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\narrived_hold_seconds = 1",
+        status_dir(&lab)
+    ));
+    for op in ["migrate", "prepare", "start", "started"] {
+        assert!(lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL)).status.success());
+    }
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
+    let _w = watch(&lab);
+    std::thread::sleep(Duration::from_millis(300));
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
+    within(Duration::from_secs(1), "arrival", || {
+        lab.routes().iter().all(|r| r.contains("metric 1500")) && lab.routes().len() == 3
+    });
+    within(Duration::from_secs(3), "promotion after the hold", || lab.routes() == expected_routes());
 }
 
 #[test]

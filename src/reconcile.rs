@@ -125,12 +125,10 @@ pub fn metric_for(
     now: u64,
 ) -> Standing {
     let running = rs.state == "running";
-    let metric = if running && current.standby {
-        config.arrived_metric
-    } else if running
-        && current.metric == config.arrived_metric
-        && now.saturating_sub(since) < config.arrived_hold_seconds
-    {
+    let arriving = current.standby
+        || (current.metric == config.arrived_metric
+            && now.saturating_sub(since) < config.arrived_hold_seconds);
+    let metric = if running && arriving {
         config.arrived_metric
     } else if running {
         config.route_metric

@@ -74,11 +74,10 @@ for i in range(a.count):
                 batch.write(f"route replace {ip}/{plen} dev {a.bridge} proto {a.protocol} metric {a.metric}\n"
                             f"neigh replace {ip} lladdr {mac} dev {a.bridge} nud permanent protocol {a.protocol}\n")
     if a.state:
-        owner = f"{uuid} {name}\n"
+        owner = f"{uuid} {name}"
         for _, _, addrs in nics:
             for ip in addrs:
-                with open(os.path.join(a.state, "owners", ip), "w") as f:
-                    f.write(owner)
+                os.symlink(owner, os.path.join(a.state, "owners", ip))  # a claim, as state.rs writes it
         record = {
             "name": name,
             "uuid": uuid,

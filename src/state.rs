@@ -5,7 +5,8 @@
 //! Layout of `state_dir`:
 //! - `lock`: flock(2)ed for the length of every change;
 //! - `domains/<uuid>.json`: one [`Record`] per domain with routes on this host;
-//! - `owners/<address>`: `<uuid> <name>` of the domain owning that address;
+//! - `owners/<address>`: a symlink to `<uuid> <name>` of the domain owning that address
+//!   (one atomic `symlink(2)` to claim, one `readlink(2)` to look up);
 //! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook.
 //!
@@ -186,7 +187,39 @@ impl StateDir {
     }
 
     fn owner_text(plan: &DomainPlan) -> String {
-        format!("{} {}\n", plan.uuid, plan.name)
+        format!("{} {}", plan.uuid, plan.name)
+    }
+
+    /// Claims an address or prefix for a domain: a symlink whose target is
+    /// `<uuid> <name>`. Creating one is a single atomic system call; an existing
+    /// claim is left alone when it already names the domain, and replaced
+    /// atomically (symlink beside it, then rename) otherwise.
+    fn claim(&self, path: &Path, owner: &str) -> Result<(), StateError> {
+        if Self::owner_text_at(path).as_deref() == Some(owner) {
+            return Ok(());
+        }
+        match std::os::unix::fs::symlink(owner, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let dir = path.parent().unwrap_or(&self.root);
+                let tmp = dir.join(format!(".claim-{}", std::process::id()));
+                let _ = fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(owner, &tmp).map_err(io("create", &tmp))?;
+                fs::rename(&tmp, path).map_err(io("replace", path))
+            }
+            Err(e) => Err(io("create", path)(e)),
+        }
+    }
+
+    /// The `<uuid> <name>` a claim holds (a symlink's target, or a file's text).
+    fn owner_text_at(path: &Path) -> Option<String> {
+        match fs::read_link(path) {
+            Ok(target) => target.into_os_string().into_string().ok(),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim_end().to_string()),
+            Err(_) => None,
+        }
     }
 
     /// Writes a domain's record and claims its addresses and prefixes, releasing
@@ -197,10 +230,10 @@ impl StateDir {
         // Claims first, record last: a crash in between leaves claims that the
         // next save or release of this domain cleans, never a record without claims.
         for a in record.plan.addresses() {
-            self.write_atomic(&self.address_path(a), owner.as_bytes())?;
+            self.claim(&self.address_path(a), &owner)?;
         }
         for p in record.plan.prefixes() {
-            self.write_atomic(&self.prefix_path(&p), owner.as_bytes())?;
+            self.claim(&self.prefix_path(&p), &owner)?;
         }
         let json = serde_json::to_vec_pretty(record).map_err(|e| StateError::Corrupt {
             path: self.record_path(&record.plan.uuid),
@@ -241,11 +274,9 @@ impl StateDir {
 
     /// Removes a claim file if (and only if) it names `uuid`.
     fn release_path(&self, path: &Path, uuid: &str) -> Result<(), StateError> {
-        match fs::read_to_string(path) {
-            Ok(text) if text.split_whitespace().next() == Some(uuid) => remove_if_exists(path),
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("read", path)(e)),
+        match Self::owner_text_at(path) {
+            Some(text) if text.split_whitespace().next() == Some(uuid) => remove_if_exists(path),
+            _ => Ok(()),
         }
     }
 
@@ -258,8 +289,8 @@ impl StateDir {
     }
 
     fn read_owner(path: &Path) -> Option<Owner> {
-        let text = fs::read_to_string(path).ok()?;
-        let (uuid, name) = text.trim_end().split_once(' ')?;
+        let text = Self::owner_text_at(path)?;
+        let (uuid, name) = text.split_once(' ')?;
         Some(Owner {
             uuid: uuid.to_string(),
             name: name.to_string(),

@@ -123,10 +123,6 @@ impl Kernel {
         })
     }
 
-    pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
     /// The index of an interface, or `None` if it does not exist.
     pub async fn link_index(&mut self, name: &str) -> Result<Option<u32>, KernelError> {
         if let Some(i) = self.links.get(name) {
@@ -224,50 +220,18 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Resolves the bridges' indexes for a set of entries.
-    pub async fn resolve_bridges<'a>(
-        &mut self,
-        bridges: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), KernelError> {
-        for b in bridges {
-            self.bridge_index(b).await?;
-        }
-        Ok(())
-    }
-
-    fn cached_index(&self, bridge: &str) -> Result<u32, KernelError> {
-        self.links
-            .get(bridge)
-            .copied()
-            .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
-    }
-
-    /// Installs (replacing) every entry, all requests in flight at once.
+    /// Installs (replacing) every entry, in batches (see [`crate::batch`]).
     /// Returns, in order, the result of each.
     pub async fn install(
         &mut self,
         entries: &[Entry],
         protocol: u8,
     ) -> Vec<Result<(), KernelError>> {
-        for e in entries {
-            if let Err(err) = self.bridge_index(bridge_of(e)).await {
-                let text = err.to_string();
-                return entries
-                    .iter()
-                    .map(|_| {
-                        Err(KernelError::Refused {
-                            what: "resolve the bridge".into(),
-                            errno: 0,
-                            message: text.clone(),
-                        })
-                    })
-                    .collect();
-            }
-        }
         let mut requests = Vec::with_capacity(entries.len());
         for e in entries {
-            let index = match self.cached_index(bridge_of(e)) {
+            let index = match self.bridge_index(bridge_of(e)).await {
                 Ok(i) => i,
+                // Without its bridge nothing of the domain can be installed.
                 Err(_) => {
                     return entries
                         .iter()

@@ -43,16 +43,8 @@ fn start_installs_exactly_the_plan_rerun_changes_nothing_stopped_removes_all() {
     assert_eq!(lab.neighbours(), dual_neighbours());
     assert!(lab.isolated("vnet3"));
     for iface in ["all", "cloudbr0"] {
-        let v = std::process::Command::new("ip")
-            .args(["netns", "exec", &lab.ns, "cat"])
-            .arg(format!("/proc/sys/net/ipv4/conf/{iface}/send_redirects"))
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&v.stdout).trim(),
-            "0",
-            "{iface} still sends ICMP redirects"
-        );
+        let path = format!("/proc/sys/net/ipv4/conf/{iface}/send_redirects");
+        assert_eq!(sys(&lab, &path), "0", "{iface} still sends ICMP redirects");
     }
     let before_all = lab.all_routes();
 

@@ -13,13 +13,27 @@ use common::{fixture, stderr, Lab};
 const DUAL: &str = "dual-stack.xml";
 
 fn lab() -> Lab {
+    lab_with("")
+}
+
+/// A lab whose config points at its own status dir, plus `extra` TOML lines.
+fn lab_with(extra: &str) -> Lab {
     let lab = Lab::new(&["vnet3"]);
     std::fs::create_dir_all(status_dir(&lab)).unwrap();
     lab.write_config(&format!(
-        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0",
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\n{extra}",
         status_dir(&lab)
     ));
     lab
+}
+
+/// The destination's hooks of an incoming live migration, then its status file.
+fn migrate_in(lab: &Lab) {
+    for op in ["migrate", "prepare", "start", "started"] {
+        let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+    }
+    set_running(lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
 }
 
 fn status_dir(lab: &Lab) -> std::path::PathBuf {
@@ -214,25 +228,29 @@ fn reconcile_refuses_without_a_status_directory() {
 
 #[test]
 fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
-    let lab = lab();
-    lab.write_config(&format!(
-        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\narrived_hold_seconds = 1",
-        status_dir(&lab)
-    ));
-    for op in ["migrate", "prepare", "start", "started"] {
-        assert!(lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL)).status.success());
-    }
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
+    let lab = lab_with("arrived_hold_seconds = 1");
+    migrate_in(&lab);
     reconcile(&lab, &[]);
-    assert!(lab.routes().iter().all(|r| r.contains("metric 4000")), "{:?}", lab.routes());
+    assert!(
+        lab.routes().iter().all(|r| r.contains("metric 4000")),
+        "{:?}",
+        lab.routes()
+    );
     // The VM runs here: arrived (better than the source's leaving routes, not
     // better than a source that has not let go yet) ...
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
     let out = reconcile(&lab, &[]);
     assert!(out.contains("promote"), "{out}");
-    assert!(lab.routes().iter().all(|r| r.contains("metric 1500")), "{:?}", lab.routes());
+    assert!(
+        lab.routes().iter().all(|r| r.contains("metric 1500")),
+        "{:?}",
+        lab.routes()
+    );
     assert!(!lab.state_files().iter().any(|f| f.starts_with("incoming/")));
-    assert!(reconcile(&lab, &[]).starts_with("nothing to do"), "the hold is not over yet");
+    assert!(
+        reconcile(&lab, &[]).starts_with("nothing to do"),
+        "the hold is not over yet"
+    );
     // ... then, after the hold, fully active.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     reconcile(&lab, &[]);
@@ -241,22 +259,17 @@ fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
 
 #[test]
 fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
-    let lab = lab();
-    lab.write_config(&format!(
-        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\narrived_hold_seconds = 1",
-        status_dir(&lab)
-    ));
-    for op in ["migrate", "prepare", "start", "started"] {
-        assert!(lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL)).status.success());
-    }
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
+    let lab = lab_with("arrived_hold_seconds = 1");
+    migrate_in(&lab);
     let _w = watch(&lab);
     std::thread::sleep(Duration::from_millis(300));
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
     within(Duration::from_secs(1), "arrival", || {
         lab.routes().iter().all(|r| r.contains("metric 1500")) && lab.routes().len() == 3
     });
-    within(Duration::from_secs(3), "promotion after the hold", || lab.routes() == expected_routes());
+    within(Duration::from_secs(3), "promotion after the hold", || {
+        lab.routes() == expected_routes()
+    });
 }
 
 #[test]

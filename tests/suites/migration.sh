@@ -9,34 +9,59 @@
 # domain XML on stdin) in libvirt's order, and writes/renames/removes the status files
 # (/run/libvirt/qemu/NAME.xml) as libvirt does.
 #
+# The destination is promoted in two stages: standby (4000) -> arrived (1500) when its
+# status says running -> active (100) after arrived_hold_seconds (MIGRATION_HOLD, default
+# 1 here, 5 in production). The source goes 100 -> leaving (2000) when paused for the
+# switch-over. The upstream ranks active > arrived > leaving > standby, so whichever
+# host's change reaches it first, exactly one path is best.
+#
 # While a migration runs, a sampler asks the upstream BIRD for the VM's /32 and /128
 # (`birdc show route for PREFIX all`, ~every 30 ms) and the suite asserts, per sample:
 # at least one path; never two paths the policy ranks equally (LOCAL_PREF, AS path
-# length, origin, then MED when BIRD compares it: same neighbouring AS); the best path
-# is the source's until the destination runs, then the destination's; BIRD's choice is
-# the policy's. Rounds:
+# length, origin, then MED when BIRD compares it: same neighbouring AS), in every round;
+# the best path is the source's until, some time after the source's pause and not before
+# the destination runs, the destination becomes strictly better (at the source's
+# demotion, at the destination's arrival, or at the source's withdrawal, whichever comes
+# last), then the destination's, exactly one change and never back (failure round: the
+# source's throughout); BIRD's choice is the policy's. Rounds:
 #   slow     A -> B, each step waits until both hosts' kernels and the upstream router
-#            show its effect (per-step convergence times are printed)
+#            show its effect (per-step convergence times are printed), including the
+#            arrived stage (1500) and the end of the hold (100)
 #   failure  B -> A, fails after the switch-over: A (destination) stopped/release,
 #            B (source) resumes
 #   fast     MIGRATION_FAST_ROUNDS rounds (default 5, alternating direction): source
-#            paused and destination running ~10 ms apart, as libvirt does them.
-#            Gaps fail; a tie (the two hosts' watchers racing) is reported with its
-#            duration and fails only when longer than MIGRATION_MAX_TIE_MS (default 300)
-#            or when MIGRATION_STRICT=1.
-# Needs root, bird2; ~1-2 minutes.
+#            paused, destination running MIGRATION_SWITCH_GAP (0.01 s) later, source
+#            stopped as soon as both have reacted, as libvirt does them
+#   stalled  as fast, but the source's `virt-l3 watch` is stopped (SIGSTOP) for
+#            MIGRATION_STALL seconds (0.3; must be below the hold) at the switch-over:
+#            the destination arrives while the source still says active; the source
+#            must stay best until its demotion (no tie)
+# A tie or a gap fails the round; so does an arrived stage shorter than the hold
+# (MIGRATION_HOLD_SLACK_MS, default 0, tolerates that much less). MIGRATION_TIMELINE=1 prints each round's timeline
+# (every change of the paths at the upstream router, per prefix); it is printed anyway
+# for a round that fails. Needs root, bird2; ~30 s.
 #
 #   sudo bash tests/suites/migration.sh
 #   sudo MIGRATION_FAST_ROUNDS=20 MIGRATION_KEEP=1 bash tests/suites/migration.sh
+#   sudo MIGRATION_TIMELINE=1 bash tests/suites/migration.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/e2e.sh
 source "$here/../lib/e2e.sh"
 
 FAST_ROUNDS=${MIGRATION_FAST_ROUNDS:-5}
-MAX_TIE_MS=${MIGRATION_MAX_TIE_MS:-300}
-STRICT=${MIGRATION_STRICT:-0}
 GAP=${MIGRATION_SWITCH_GAP:-0.01} # seconds between source paused and destination running (fast rounds)
+HOLD=${MIGRATION_HOLD:-1}         # arrived_hold_seconds on both hypervisors
+STALL=${MIGRATION_STALL:-0.3}     # seconds the source's watcher is stopped (stalled round)
+TIMELINE=${MIGRATION_TIMELINE:-0}
+# Metric classes (virt-l3's defaults, not set in the config below).
+M_ACTIVE=100 M_ARRIVED=1500 M_LEAVING=2000 M_STANDBY=4000
+if ! awk -v s="$STALL" -v h="$HOLD" 'BEGIN { exit !(s + 0.3 < h) }'; then
+  # Stalled longer than the hold, the destination would be active while the source still
+  # is: the one tie the design leaves (a source that takes longer than the hold to react).
+  echo "MIGRATION_STALL ($STALL) must be below MIGRATION_HOLD ($HOLD) minus 0.3 s" >&2
+  exit 2
+fi
 
 NS_A=vl3migA$$ NS_B=vl3migB$$ NS_U=vl3migU$$
 AS_A=65010 AS_B=65020 AS_U=65001
@@ -144,6 +169,7 @@ libvirt_status_dir = "$W/$h/qemu"
 require_nwfilter = false
 port_isolation = false
 gateway_mac = "$GW_MAC"
+arrived_hold_seconds = $HOLD
 log_level = "info"
 EOF
   ip netns exec "$ns" "$BIN" --config "$W/$h/config.toml" watch 2>"$W/$h/watch.log" &
@@ -191,6 +217,7 @@ upstream_is() {
   want=$(printf '%s\n' $1 | sort | xargs)
   [ "$(paths "$V4")" = "$want" ] && [ "$(paths "$V6")" = "$want" ]
 }
+upstream_either() { upstream_is "$1" || upstream_is "$2"; }
 
 # ---- the sampler ------------------------------------------------------------------
 sampler_start() { # FILE
@@ -258,29 +285,55 @@ samples() {
 
 # Judges a round's samples. Args: FILE SRC DST OUTCOME(success|failure) T_SWITCH T_RUN
 # (T_SWITCH: source paused; T_RUN: destination running, empty on failure). Prints a
-# summary and sets VERDICT_GAPS, VERDICT_TIES, VERDICT_TIE_MS, VERDICT_ORDER (ok|...),
-# VERDICT_BIRD (ok|...).
+# summary and sets VERDICT_GAPS, VERDICT_ERRORS, VERDICT_TIES, VERDICT_TIE_MS,
+# VERDICT_ORDER (ok|...), VERDICT_BIRD (ok|...), VERDICT_VIA (how the best path moved,
+# per prefix: demotion|arrival|withdrawal|both), VERDICT_MOVED_MS (when, per prefix, ms
+# after the pause), VERDICT_HELD (samples in which the source, still active, was best
+# over the destination's arrived path).
+# A change of the best path from SRC to DST is classified by what changed since the
+# previous sample of that prefix: only the source's path (its demotion or withdrawal),
+# only the destination's (its arrival), or both (within one sampling interval).
 judge() {
   local file=$1 src=$2 dst=$3 outcome=$4 tsw=$5 trun=$6 out
   samples "$file" >"$file.samples"
-  out=$(awk -v src="$src" -v dst="$dst" -v outcome="$outcome" -v tsw="$tsw" -v trun="$trun" '
+  out=$(awk -v src="$src" -v dst="$dst" -v outcome="$outcome" -v tsw="$tsw" -v trun="$trun" \
+    -v arrived="$M_ARRIVED" -v leaving="$M_LEAVING" '
+    function path(ps, o,   a, i, k) { # "LP/ASLEN/MED" of owner o in a PATHS field, "" when absent
+      k = split(ps, a, ",")
+      for (i = 1; i <= k; i++) if (substr(a[i], 1, length(o) + 1) == o ":") return substr(a[i], length(o) + 2)
+      return ""
+    }
+    function med(pp,   a) { split(pp, a, "/"); return a[3] + 0 }
     $3 == -1 { errors++; next }
-    { t = $1; p = $2; n = $3; best = $4; tie = $5; bird = $6
+    { t = $1; p = $2; n = $3; best = $4; tie = $5; bird = $6; ps = $7
+      rel = (t - tsw) * 1000
       cnt[p]++
-      if (n == 0) { gaps++; gapat = gapat sprintf(" %s@%+.0fms", p, (t - tsw) * 1000) }
+      if (n == 0) { gaps++; gapat = gapat sprintf(" %s@%+.0fms", p, rel) }
       if (tie) { ties++; if (!(p in tstart)) tstart[p] = t }
       else if (p in tstart) { d = (t - tstart[p]) * 1000; if (d > maxtie) maxtie = d
                               tieat = tieat sprintf(" %s@%+.0fms(%.0fms)", p, (tstart[p] - tsw) * 1000, d); delete tstart[p] }
-      if (!tie && n > 0 && bird != best) birdbad = birdbad sprintf(" %s@%+.0fms(bird %s, policy %s)", p, (t - tsw) * 1000, bird, best)
+      if (!tie && n > 0 && bird != best) birdbad = birdbad sprintf(" %s@%+.0fms(bird %s, policy %s)", p, rel, bird, best)
+      s_now = path(ps, src); d_now = path(ps, dst)
+      if (best == src && s_now != "" && med(s_now) < arrived && d_now != "" && med(d_now) >= arrived && med(d_now) < leaving) held++
       if (n > 0 && !tie) {
         if ((p in last) && last[p] != best) {
-          trans = trans sprintf(" %s:%s->%s@%+.0fms", p, last[p], best, (t - tsw) * 1000)
+          via = "?"
+          if (last[p] == src && best == dst) {
+            s_was = path(prev[p], src); d_was = path(prev[p], dst)
+            if (s_now == "") via = "withdrawal"
+            else if (s_now != s_was && d_now == d_was) via = "demotion"
+            else if (s_now == s_was && d_now != d_was) via = "arrival"
+            else via = "both"
+            vias = vias sprintf(" %s=%s", p, via); moved = moved sprintf(" %s=%.0f", p, rel)
+          }
+          trans = trans sprintf(" %s:%s->%s@%+.0fms(%s)", p, last[p], best, rel, via)
           changes[p]++
         }
-        if (best == dst && outcome == "success" && (trun == "" || t < trun)) early = early sprintf(" %s@%+.0fms", p, (t - tsw) * 1000)
+        if (best == dst && outcome == "success" && (trun == "" || t < trun)) early = early sprintf(" %s@%+.0fms", p, rel)
         last[p] = best
         if (!(p in first)) first[p] = best
       }
+      if (n > 0) prev[p] = ps
     }
     END {
       for (p in tstart) { d = (t - tstart[p]) * 1000; if (d > maxtie) maxtie = d; tieat = tieat sprintf(" %s@%+.0fms(%.0fms,open)", p, (tstart[p] - tsw) * 1000, d) }
@@ -299,6 +352,9 @@ judge() {
       printf "ties %d %.0f%s\n", ties + 0, maxtie, tieat
       printf "order %s\n", order
       printf "transitions%s\n", trans
+      printf "via%s\n", vias
+      printf "moved%s\n", moved
+      printf "held %d\n", held + 0
       printf "bird %s\n", birdbad == "" ? "ok" : birdbad
     }' "$file.samples")
   VERDICT_GAPS=$(awk '$1 == "gaps" { print $2 }' <<<"$out")
@@ -307,13 +363,33 @@ judge() {
   VERDICT_ORDER=$(sed -n 's/^order //p' <<<"$out")
   VERDICT_ERRORS=$(awk '$1 == "errors" { print $2 }' <<<"$out")
   VERDICT_BIRD=$(sed -n 's/^bird //p' <<<"$out")
+  VERDICT_VIA=$(sed -n 's/^via *//p' <<<"$out")
+  VERDICT_MOVED_MS=$(sed -n 's/^moved *//p' <<<"$out")
+  VERDICT_HELD=$(awk '$1 == "held" { print $2 }' <<<"$out")
+  VERDICT_SAMPLES=$(sed -n 's/^samples *//p' <<<"$out")
   VERDICT_TEXT=$(sed 's/^/      /' <<<"$out")
 }
 
+# A round's timeline from its samples: per prefix, each sample whose paths differ from
+# the previous one's, ms after the source's pause; '*' marks BIRD's best path; each path
+# OWNER:LOCAL_PREF/AS_PATH_LENGTH/MED.
+timeline() { # FILE.samples T_SWITCH
+  awk -v tsw="$2" '
+    $3 == -1 { next }
+    { key = $3 " " $6 " " $7
+      if (last[$2] == key) next
+      last[$2] = key
+      k = split($7, a, ","); ps = ""
+      for (i = 1; i <= k; i++) ps = ps (i > 1 ? "  " : "") a[i] (substr(a[i], 1, length($6) + 1) == $6 ":" ? "*" : "")
+      printf "        %+7.0f ms  %-24s %s%s\n", ($1 - tsw) * 1000, $2, ($3 == 0 ? "(no path)" : ps), ($5 ? "  TIE" : "")
+    }' "$1"
+}
+
 # From the upstream router's log (route changes, ms timestamps): how much later the
-# destination's promotion arrived than the source's demotion, per prefix, in ms (the
-# first update from each after T_SWITCH). Negative: the promotion came first, and for
-# that long the two paths were ranked equally. Prints "V4MS V6MS".
+# destination's arrival (its first update after T_SWITCH: 4000 -> 1500) reached the
+# upstream router than the source's demotion (100 -> 2000), per prefix, in ms. Negative:
+# the arrival came first, and for that long the source, still active, stayed best (with
+# one active class, that was a tie). Prints "V4MS V6MS".
 race_margin() { # SRC DST
   local since
   since=$(date -d "@$T_SWITCH" '+%F %T.%3N')
@@ -344,14 +420,15 @@ step() {
   local what=$1 kh=$2 km=$3 up=$4 t tk="-" tu="-"
   shift 4
   t=$(now)
+  STEP_T=$t STEP_TK=""
   "$@" || { check "$what" false; return 1; }
   if [ "$kh" != - ]; then
-    if poll 10 kernel_is "$kh" "$km"; then tk=$(ms_since "$t"); else
+    if poll $((HOLD + 5)) kernel_is "$kh" "$km"; then tk=$(ms_since "$t"); STEP_TK=$tk; else
       check "$what: hv$kh kernel metric '$km' (has '$(kernel_metrics "$kh" "$V4")')" false
       return 1
     fi
   fi
-  if poll 20 upstream_is "$up"; then tu=$(ms_since "$t"); else
+  if poll 10 upstream_is "$up"; then tu=$(ms_since "$t"); else
     check "$what: upstream paths '$up' (has '$(paths "$V4")' / '$(paths "$V6")')" false
     return 1
   fi
@@ -369,21 +446,27 @@ switch_over() { # SRC DST GAP: source paused, GAP seconds, destination running
   T_RUN=$(now)
 }
 
-judge_round() { # NAME SRC DST OUTCOME FILE STRICT_TIES
-  local name=$1 src=$2 dst=$3 outcome=$4 file=$5 strict=$6
+ROUND_LOG=()
+judge_round() { # NAME SRC DST OUTCOME FILE [EXTRA-SUMMARY]
+  local name=$1 src=$2 dst=$3 outcome=$4 file=$5 extra=${6:-} failed_before=$E2E_FAILURES
   judge "$file" "$src" "$dst" "$outcome" "$T_SWITCH" "${T_RUN:-}"
   echo "    sampler, $name (times relative to the source's pause):"
   echo "$VERDICT_TEXT"
   check "$name: the prefixes always had a path (gaps: $VERDICT_GAPS; birdc failures: $VERDICT_ERRORS)" [ "$VERDICT_GAPS$VERDICT_ERRORS" = 00 ]
-  check "$name: best path $src until $dst ran$([ "$outcome" = success ] && echo ", then $dst" || echo ", and after") ($VERDICT_ORDER)" [ "$VERDICT_ORDER" = ok ]
-  check "$name: BIRD's choice is the policy's ($VERDICT_BIRD)" [ "$VERDICT_BIRD" = ok ]
-  if [ "$strict" = 1 ]; then
-    check "$name: never two equally preferred paths (ties: $VERDICT_TIES samples)" [ "$VERDICT_TIES" = 0 ]
+  if [ "$outcome" = success ]; then
+    check "$name: best path $src, then $dst once it was strictly better, once and for good ($VERDICT_ORDER)" [ "$VERDICT_ORDER" = ok ]
   else
-    TIE_TOTAL=$((TIE_TOTAL + VERDICT_TIES))
-    [ "$VERDICT_TIES" != 0 ] && TIE_ROUNDS+=("$name: $VERDICT_TIES tied samples, longest ${VERDICT_TIE_MS} ms")
-    check "$name: no tie longer than ${MAX_TIE_MS} ms (ties: $VERDICT_TIES samples, longest ${VERDICT_TIE_MS} ms)" \
-      awk -v a="$VERDICT_TIE_MS" -v b="$MAX_TIE_MS" 'BEGIN { exit !(a <= b) }'
+    check "$name: best path $src throughout ($VERDICT_ORDER)" [ "$VERDICT_ORDER" = ok ]
+  fi
+  check "$name: never two equally preferred paths (ties: $VERDICT_TIES samples, longest ${VERDICT_TIE_MS} ms)" [ "$VERDICT_TIES" = 0 ]
+  check "$name: BIRD's choice is the policy's ($VERDICT_BIRD)" [ "$VERDICT_BIRD" = ok ]
+  local moved="best $src throughout"
+  [ "$outcome" = success ] && moved="best $src->$dst at [$VERDICT_MOVED_MS] ms via [$VERDICT_VIA]"
+  ROUND_LOG+=("$(printf '%-12s samples %s; gaps %s; ties %s; %s; source active over arrived destination: %s samples%s' \
+    "$name" "$VERDICT_SAMPLES" "$VERDICT_GAPS" "$VERDICT_TIES" "$moved" "$VERDICT_HELD" "${extra:+; $extra}")")
+  if [ "$TIMELINE" = 1 ] || [ "$E2E_FAILURES" != "$failed_before" ]; then
+    echo "    timeline, $name (ms after the source's pause; OWNER:LOCAL_PREF/AS_PATH_LEN/MED, * = BIRD's best):"
+    timeline "$file.samples" "$T_SWITCH"
   fi
 }
 
@@ -407,99 +490,128 @@ check "a second kernel route (metric 3000) leaves the MED at 100 ($(paths "$V4")
 ip -n "$NS_A" route del "$V4" dev cloudbr0 proto "$E2E_PROTO" metric 3000
 kill -CONT "${WATCH_PID[A]}"
 
+# The arrived stage's length: from the destination's status saying running (T_RUN) to
+# its kernel showing route_metric, polled. At least arrived_hold_seconds (virt-l3 counts
+# whole seconds, and watch's timer fires 50 ms after the hold), and not much more: the
+# timer alone ends it, with no other event on the host. (virt-l3 at 8fedcbd fails this
+# when the arrival falls late in a wall-clock second: the record's `since` is whole
+# seconds and watch reconciles again ~50 ms after its own route changes, which then
+# finds the hold over.)
+# MIGRATION_HOLD_SLACK_MS (default 0) lowers the bound, e.g. 1000 to accept that
+# whole-second rounding while it is not fixed.
+HOLD_SLACK_MS=${MIGRATION_HOLD_SLACK_MS:-0}
+hold_ok() { # MS
+  awk -v ms="$1" -v h="$HOLD" -v s="$HOLD_SLACK_MS" 'BEGIN { exit !(ms >= h * 1000 - s && ms <= h * 1000 + 1500) }'
+}
+
 echo "case (slow): live migration hvA -> hvB, waiting for convergence after each step"
 sampler_start "$W/slow.raw"
 sleep 0.3
 T_RUN=""
-step "B: migrate, prepare, start, started" B 4000 "A:100 B:4000" seq_incoming B
-step "B: status paused/migration" B 4000 "A:100 B:4000" status B paused migration
+step "B: migrate, prepare, start, started" B $M_STANDBY "A:$M_ACTIVE B:$M_STANDBY" seq_incoming B
+step "B: status paused/migration" B $M_STANDBY "A:$M_ACTIVE B:$M_STANDBY" status B paused migration
 sleep 0.3 # B's watcher reconciles (nothing to change)
-check "B stays standby while paused for the incoming migration" kernel_is B 4000
-step "A: status paused/migration (switch-over)" A 2000 "A:2000 B:4000" eval 'status A paused migration; T_SWITCH=$(now)'
-step "B: status running" B 100 "A:2000 B:100" eval 'status B running migrated; T_RUN=$(now)'
-step "A: stopped, release, status file removed" A "" "B:100" seq_stop A
+check "B stays standby while paused for the incoming migration" kernel_is B $M_STANDBY
+step "A: status paused/migration (switch-over)" A $M_LEAVING "A:$M_LEAVING B:$M_STANDBY" eval 'status A paused migration; T_SWITCH=$(now)'
+step "B: status running (arrived)" B $M_ARRIVED "A:$M_LEAVING B:$M_ARRIVED" eval 'status B running migrated; T_RUN=$(now)'
+step "B: hold over (watch's timer; no event)" B $M_ACTIVE "A:$M_LEAVING B:$M_ACTIVE" true
+hold_ms=$(awk -v a="$STEP_T" -v b="$T_RUN" -v k="$STEP_TK" 'BEGIN { printf "%d", (a - b) * 1000 + k }')
+check "slow: B kept the arrived metric ${hold_ms} ms after running (arrived_hold_seconds = $HOLD)" hold_ok "$hold_ms"
+step "A: stopped, release, status file removed" A "" "B:$M_ACTIVE" seq_stop A
 sleep 0.3
 sampler_stop
-check "hvB holds the VM's routes at metric 100" kernel_is B 100
+check "hvB holds the VM's routes at metric 100" kernel_is B $M_ACTIVE
 check "hvA holds none" kernel_is A ""
-judge_round "slow migration A->B" A B success "$W/slow.raw" 1
+judge_round "slow A->B" A B success "$W/slow.raw" "arrived for $hold_ms ms"
+check "slow: the destination became best at its arrival (the source was leaving already) ($VERDICT_VIA)" \
+  [ "$VERDICT_VIA" = "$V4=arrival $V6=arrival" -o "$VERDICT_VIA" = "$V6=arrival $V4=arrival" ]
 
 echo "case (failure): live migration hvB -> hvA fails after the switch-over"
 sampler_start "$W/failure.raw"
 sleep 0.3
 T_RUN=""
-step "A: migrate, prepare, start, started" A 4000 "A:4000 B:100" seq_incoming A
-step "A: status paused/migration" A 4000 "A:4000 B:100" status A paused migration
-step "B: status paused/migration (switch-over)" B 2000 "A:4000 B:2000" eval 'status B paused migration; T_SWITCH=$(now)'
-step "A: stopped, release (destination killed)" A "" "B:2000" seq_stop A
-step "B: status running (source resumes)" B 100 "B:100" status B running "migration canceled"
+step "A: migrate, prepare, start, started" A $M_STANDBY "A:$M_STANDBY B:$M_ACTIVE" seq_incoming A
+step "A: status paused/migration" A $M_STANDBY "A:$M_STANDBY B:$M_ACTIVE" status A paused migration
+step "B: status paused/migration (switch-over)" B $M_LEAVING "A:$M_STANDBY B:$M_LEAVING" eval 'status B paused migration; T_SWITCH=$(now)'
+step "A: stopped, release (destination killed)" A "" "B:$M_LEAVING" seq_stop A
+step "B: status running (source resumes)" B $M_ACTIVE "B:$M_ACTIVE" status B running "migration canceled"
 sleep 0.3
 sampler_stop
-judge_round "failed migration B->A" B A failure "$W/failure.raw" 1
+judge_round "failure B->A" B A failure "$W/failure.raw"
 check "the incoming mark is gone on hvA" bash -c "! ls '$W/A/state/incoming' 2>/dev/null | grep -q ."
 
-TIE_TOTAL=0
-TIE_ROUNDS=()
+# A fast migration: the switch-over as libvirt does it (source paused, destination
+# running GAP later, source stopped once both have reacted, within the hold), then the
+# end of the hold. Sets ROUND_TEXT. Args: SRC DST NAME [STALL]: with STALL, SRC's watcher
+# is stopped from just before the switch-over until STALL seconds after it.
+fast_round() {
+  local src=$1 dst=$2 name=$3 stall=${4:-} tk_src="-" tk_dst="-" tu="-" tu1="-" tk_end="-" margin left
+  step "$dst: migrate, prepare, start, started" "$dst" $M_STANDBY "$src:$M_ACTIVE $dst:$M_STANDBY" seq_incoming "$dst" || return 1
+  step "$dst: status paused/migration" "$dst" $M_STANDBY "$src:$M_ACTIVE $dst:$M_STANDBY" status "$dst" paused migration || return 1
+  sleep 0.3
+  sampler_start "$W/$name.raw"
+  sleep 0.3
+  [ -n "$stall" ] && kill -STOP "${WATCH_PID[$src]}"
+  switch_over "$src" "$dst" "$GAP"
+  if [ -n "$stall" ]; then
+    # The destination arrives while the source, frozen, still announces itself active.
+    poll 10 kernel_is "$dst" $M_ARRIVED && tk_dst=$(ms_since "$T_RUN")
+    check "$name: hv$dst arrived (${tk_dst} ms after running) while hv$src, stalled, still has metric $M_ACTIVE" \
+      kernel_is "$src" $M_ACTIVE
+    check "$name: upstream sees [$src:$M_ACTIVE $dst:$M_ARRIVED] during the stall" poll 10 upstream_is "$src:$M_ACTIVE $dst:$M_ARRIVED"
+    left=$(awk -v t0="$T_SWITCH" -v s="$stall" -v t="$(now)" 'BEGIN { d = t0 + s - t; printf "%.3f", (d > 0 ? d : 0) }')
+    sleep "$left"
+    kill -CONT "${WATCH_PID[$src]}"
+  fi
+  poll 10 kernel_is "$src" $M_LEAVING && tk_src=$(ms_since "$T_SWITCH")
+  [ -z "$stall" ] && poll 10 kernel_is "$dst" $M_ARRIVED && tk_dst=$(ms_since "$T_RUN")
+  # (Or already active: a hold cut short is reported by the hold check below, not here.)
+  poll 10 upstream_either "$src:$M_LEAVING $dst:$M_ARRIVED" "$src:$M_LEAVING $dst:$M_ACTIVE" && tu=$(ms_since "$T_SWITCH")
+  check "$name: switched over ($src demoted ${tk_src} ms after its pause, $dst arrived ${tk_dst} ms after running, upstream [$src:$M_LEAVING $dst:$M_ARRIVED] ${tu} ms after the pause)" \
+    [ "$tk_src" != - -a "$tk_dst" != - -a "$tu" != - ]
+  margin=$(race_margin "$src" "$dst")
+  seq_stop "$src"
+  check "$name: hv$src's routes gone after stopped/release" poll 10 kernel_is "$src" ""
+  poll $((HOLD + 10)) kernel_is "$dst" $M_ACTIVE && tk_end=$(ms_since "$T_RUN")
+  check "$name: hv$dst kept the arrived metric ${tk_end} ms after running (arrived_hold_seconds = $HOLD)" hold_ok "${tk_end/-/0}"
+  poll 10 upstream_is "$dst:$M_ACTIVE" && tu1=$(ms_since "$T_SWITCH")
+  check "$name: upstream [$dst:$M_ACTIVE] (${tu1} ms after the pause)" [ "$tu1" != - ]
+  sleep 0.3
+  sampler_stop
+  judge_round "$name $src->$dst" "$src" "$dst" success "$W/$name.raw" "arrival after demotion by [$margin] ms; arrived for $tk_end ms"
+  ROUND_TEXT="$name $src->$dst: $src demoted ${tk_src} ms after its pause, $dst arrived ${tk_dst} ms after running, upstream [$src:$M_LEAVING $dst:$M_ARRIVED] ${tu} ms after the pause; arrival after demotion at the upstream by [$margin] ms (/32 /128); best path moved at [$VERDICT_MOVED_MS] ms via [$VERDICT_VIA]; $dst at $M_ACTIVE ${tk_end} ms after running; ties $VERDICT_TIES, gaps $VERDICT_GAPS"
+}
+
 FAST_LOG=()
 src=B dst=A
 for i in $(seq "$FAST_ROUNDS"); do
   echo "case (fast $i/$FAST_ROUNDS): live migration hv$src -> hv$dst, switch-over steps ${GAP}s apart"
-  step "$dst: migrate, prepare, start, started" "$dst" 4000 "$src:100 $dst:4000" seq_incoming "$dst" || break
-  step "$dst: status paused/migration" "$dst" 4000 "$src:100 $dst:4000" status "$dst" paused migration || break
-  sleep 0.3
-  sampler_start "$W/fast$i.raw"
-  sleep 0.3
-  t=$(now)
-  switch_over "$src" "$dst" "$GAP"
-  expect=$([ "$src" = A ] && echo "A:2000 B:100" || echo "A:100 B:2000")
-  tk_src="-" tk_dst="-" tu="-"
-  poll 10 kernel_is "$src" 2000 && tk_src=$(ms_since "$T_SWITCH")
-  poll 10 kernel_is "$dst" 100 && tk_dst=$(ms_since "$T_RUN")
-  poll 20 upstream_is "$expect" && tu=$(ms_since "$T_SWITCH")
-  check "fast $i: converged ($src demoted ${tk_src} ms after its pause, $dst promoted ${tk_dst} ms after it ran, upstream [$expect] ${tu} ms after the pause)" [ "$tu" != - ]
-  margin=$(race_margin "$src" "$dst")
-  case " $margin " in *" -"* | *" 0 "*) TIE_ROUNDS+=("fast $i: the promotion reached the upstream router first ([$margin] ms)") ;; esac
-  step "$src: stopped, release, status file removed" "$src" "" "$dst:100" seq_stop "$src"
-  sleep 0.3
-  sampler_stop
-  judge_round "fast migration $i $src->$dst" "$src" "$dst" success "$W/fast$i.raw" "$STRICT"
-  FAST_LOG+=("fast $i $src->$dst: kernel: $src demoted ${tk_src} ms after its pause, $dst promoted ${tk_dst} ms after running; upstream converged ${tu} ms after the pause; promotion after demotion by [$margin] ms (/32 /128); sampler: ties $VERDICT_TIES (longest ${VERDICT_TIE_MS} ms), gaps $VERDICT_GAPS")
+  fast_round "$src" "$dst" "fast$i" || break
+  FAST_LOG+=("$ROUND_TEXT")
   tmp=$src src=$dst dst=$tmp
 done
 
-# The residual race, forced: the source's watcher lags (a busy host, a slow reconcile)
-# by MIGRATION_STALL seconds, so the destination's promotion reaches the upstream router
-# first. The sampler must see the tie (this also shows that it can), and no gap.
-STALL=${MIGRATION_STALL:-0.3}
+# The race the arrived class closes, forced: the source's watcher lags (a busy host, a
+# slow reconcile) by STALL seconds, so the destination's arrival reaches the upstream
+# router long before the source's demotion. The source, still active, must stay best
+# (no tie) until its demotion, then the destination.
 echo "case (stalled source watcher): live migration hv$src -> hv$dst, hv$src's watcher stopped for ${STALL}s at the switch-over"
-step "$dst: migrate, prepare, start, started" "$dst" 4000 "$src:100 $dst:4000" seq_incoming "$dst"
-step "$dst: status paused/migration" "$dst" 4000 "$src:100 $dst:4000" status "$dst" paused migration
-sleep 0.3
-sampler_start "$W/stall.raw"
-sleep 0.3
-kill -STOP "${WATCH_PID[$src]}"
-switch_over "$src" "$dst" "$GAP"
-sleep "$STALL"
-kill -CONT "${WATCH_PID[$src]}"
-expect=$([ "$src" = A ] && echo "A:2000 B:100" || echo "A:100 B:2000")
-poll 20 upstream_is "$expect"
-margin=$(race_margin "$src" "$dst")
-step "$src: stopped, release, status file removed" "$src" "" "$dst:100" seq_stop "$src"
-sleep 0.3
-sampler_stop
-judge "$W/stall.raw" "$src" "$dst" success "$T_SWITCH" "$T_RUN"
-echo "    sampler, stalled source watcher (times relative to the source's pause):"
-echo "$VERDICT_TEXT"
-check "stalled watcher: the prefixes always had a path (gaps: $VERDICT_GAPS; birdc failures: $VERDICT_ERRORS)" [ "$VERDICT_GAPS$VERDICT_ERRORS" = 00 ]
-check "stalled watcher: the sampler sees the tie ($VERDICT_TIES samples, longest ${VERDICT_TIE_MS} ms; promotion after demotion by [$margin] ms)" [ "$VERDICT_TIES" -gt 0 ]
-STALL_LOG="stalled $src watcher (${STALL}s) $src->$dst: promotion after demotion by [$margin] ms (/32 /128); sampler: ties $VERDICT_TIES (longest ${VERDICT_TIE_MS} ms), gaps $VERDICT_GAPS"
+if fast_round "$src" "$dst" stall "$STALL"; then
+  STALL_LOG=$ROUND_TEXT
+  check "stall: the source stayed best over the arrived destination ($VERDICT_HELD samples)" [ "$VERDICT_HELD" -gt 0 ]
+  check "stall: the best path moved at the source's demotion ($VERDICT_VIA)" \
+    [ "$VERDICT_VIA" = "$V4=demotion $V6=demotion" -o "$VERDICT_VIA" = "$V6=demotion $V4=demotion" ]
+  check "stall: not before the source's watcher resumed ($VERDICT_MOVED_MS ms; stall $STALL s)" \
+    awk -v m="$VERDICT_MOVED_MS" -v s="$STALL" 'BEGIN { k = split(m, a, /[ =]/); if (k < 4) exit 1; exit !(a[2] >= s * 1000 && a[4] >= s * 1000) }'
+fi
 
 echo
 echo "per-step convergence (step returned -> kernel metric applied by watch / hook; -> upstream shows the paths):"
 printf '  %s\n' "${STEP_LOG[@]}"
+echo "rounds (sampler at the upstream router; times after the source's pause):"
+printf '  %s\n' "${ROUND_LOG[@]}"
 echo "fast switch-over rounds:"
 printf '  %s\n' "${FAST_LOG[@]}"
-echo "ties in fast rounds: $TIE_TOTAL samples${TIE_ROUNDS[*]:+; }$(printf '%s; ' "${TIE_ROUNDS[@]}")"
-echo "forced race: ${STALL_LOG:-not run}"
+echo "stalled source watcher: ${STALL_LOG:-not run}"
 echo "migration: $SECONDS s"
 e2e_summary

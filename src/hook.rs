@@ -232,7 +232,7 @@ fn record_for(config: &Config, state: &StateDir, plan: DomainPlan) -> Record {
         },
         protocol: config.route_protocol,
         standby,
-        since: crate::state::now(),
+        since_ms: crate::state::now_ms(),
         plan,
     }
 }

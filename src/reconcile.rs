@@ -16,7 +16,7 @@ use crate::domain_xml::{DomainXml, RunState};
 use crate::netlink::{Entry, Kernel, KernelError, KernelNeighbour, KernelRoute};
 use crate::plan::{plan, Checks, HostFacts};
 use crate::routing::entries;
-use crate::state::{now, Record, StateDir, StateError};
+use crate::state::{now_ms, Record, StateDir, StateError};
 use crate::status::KernelView;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ pub struct Standing {
 }
 
 /// The metric a domain's routes should carry now, given its run state, its
-/// current standing and when that was last changed (`since`).
+/// current standing and when that was last changed (`since_ms`).
 ///
 /// Classes, best first: `route_metric` (running), `arrived_metric` (just
 /// migrated in: running here, but the source may not have let go yet),
@@ -120,14 +120,14 @@ pub struct Standing {
 pub fn metric_for(
     config: &Config,
     current: Standing,
-    since: u64,
+    since_ms: u64,
     rs: &RunState,
-    now: u64,
+    now_ms: u64,
 ) -> Standing {
     let running = rs.state == "running";
     let arriving = current.standby
         || (current.metric == config.arrived_metric
-            && now.saturating_sub(since) < config.arrived_hold_seconds);
+            && now_ms.saturating_sub(since_ms) < config.arrived_hold_seconds * 1000);
     let metric = if running && arriving {
         config.arrived_metric
     } else if running {
@@ -155,7 +155,7 @@ pub fn desired(
     incoming: &HashSet<String>,
     host: &HostFacts,
     state: &dyn crate::plan::Ownership,
-    now: u64,
+    now_ms: u64,
 ) -> Desired {
     let mut out = Desired::default();
     let by_uuid: HashMap<&str, &RunningDomain> = running
@@ -172,7 +172,7 @@ pub fn desired(
                     standby: rec.standby,
                 };
                 let Standing { metric, standby } =
-                    metric_for(config, current, rec.since, &run.run_state, now);
+                    metric_for(config, current, rec.since_ms, &run.run_state, now_ms);
                 if metric != rec.metric || standby != rec.standby {
                     let action = match metric.cmp(&rec.metric) {
                         std::cmp::Ordering::Less => "promote",
@@ -185,11 +185,11 @@ pub fn desired(
                     });
                     rec.metric = metric;
                     rec.standby = standby;
-                    rec.since = now;
+                    rec.since_ms = now_ms;
                 }
                 out.keep.push(rec);
             }
-            None if now.saturating_sub(rec.since) < config.reconcile_grace_seconds => {
+            None if now_ms.saturating_sub(rec.since_ms) < config.reconcile_grace_seconds * 1000 => {
                 // Between the start hook and QEMU running: not in the status dir yet.
                 out.keep.push(rec);
             }
@@ -220,24 +220,20 @@ pub fn desired(
         }
         match plan(&run.xml, config, host, state, Checks::default()) {
             Ok(p) => {
-                let arriving = Standing {
-                    metric: config.standby_metric,
-                    standby: incoming.contains(uuid),
-                };
-                let Standing { metric, standby } = if arriving.standby {
-                    metric_for(config, arriving, now, &run.run_state, now)
+                // Adopted as if the hook had just installed it.
+                let current = if incoming.contains(uuid) {
+                    Standing {
+                        metric: config.standby_metric,
+                        standby: true,
+                    }
                 } else {
-                    metric_for(
-                        config,
-                        Standing {
-                            metric: config.route_metric,
-                            standby: false,
-                        },
-                        now,
-                        &run.run_state,
-                        now,
-                    )
+                    Standing {
+                        metric: config.route_metric,
+                        standby: false,
+                    }
                 };
+                let Standing { metric, standby } =
+                    metric_for(config, current, now_ms, &run.run_state, now_ms);
                 out.changes.push(Change {
                     action: "adopt",
                     domain: Some(p.name.clone()),
@@ -248,7 +244,7 @@ pub fn desired(
                     metric,
                     protocol: config.route_protocol,
                     standby,
-                    since: now,
+                    since_ms: now_ms,
                 });
             }
             Err(e) => warn!("not adopting a running domain: {e}"),
@@ -315,7 +311,7 @@ pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     /// When a domain's metric is due to change by itself (an arrived domain's hold
-    /// ends), in seconds since the epoch: `watch` reconciles again then.
+    /// ends), in milliseconds since the epoch: `watch` reconciles again then.
     #[serde(skip)]
     pub next_change: Option<u64>,
     pub dry_run: bool,
@@ -342,7 +338,15 @@ pub async fn reconcile(
     let host = HostFacts {
         addresses: kernel.host_addresses().await?,
     };
-    let d = desired(config, records, &running, &incoming, &host, &state, now());
+    let d = desired(
+        config,
+        records,
+        &running,
+        &incoming,
+        &host,
+        &state,
+        now_ms(),
+    );
     tracing::debug!(elapsed = ?t0.elapsed(), "decided records");
     kernel.forget_links();
     // Pin the bridges' MACs first: pinning may flush neighbours, which this pass re-adds.
@@ -377,7 +381,7 @@ pub async fn reconcile(
             .keep
             .iter()
             .filter(|r| r.metric == config.arrived_metric && !r.standby)
-            .map(|r| r.since + config.arrived_hold_seconds)
+            .map(|r| r.since_ms + config.arrived_hold_seconds * 1000)
             .min(),
         dry_run,
         domains: d.keep.len(),

@@ -56,16 +56,17 @@ pub struct Record {
     /// Installed for an incoming live migration and not yet promoted.
     #[serde(default)]
     pub standby: bool,
-    /// When the record was last written (seconds since the epoch).
+    /// When the record's metric last changed or it was written by a hook
+    /// (milliseconds since the epoch: the arrived hold is measured against it).
     #[serde(default)]
-    pub since: u64,
+    pub since_ms: u64,
 }
 
-/// Seconds since the epoch, for [`Record::since`].
-pub fn now() -> u64 {
+/// Milliseconds since the epoch, for [`Record::since_ms`].
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -411,7 +412,7 @@ mod tests {
             metric: 100,
             protocol: 52,
             standby: false,
-            since: 0,
+            since_ms: 0,
         };
         state.save(&record).unwrap();
     }

@@ -199,8 +199,8 @@ pub async fn watch(
                     Ok(report) => {
                         // A metric due to change by itself (an arrived VM's hold ends).
                         next_change = report.next_change.map(|at| {
-                            let wait = at.saturating_sub(crate::state::now());
-                            tokio::time::Instant::now() + Duration::from_millis(wait * 1000 + 50)
+                            let wait = at.saturating_sub(crate::state::now_ms());
+                            tokio::time::Instant::now() + Duration::from_millis(wait + 10)
                         });
                         for c in &report.changes {
                             info!(action = c.action, domain = c.domain.as_deref().unwrap_or("-"), "{}", c.what);

@@ -86,7 +86,7 @@ for i in range(a.count):
             "metric": a.metric,
             "protocol": a.protocol,
             "standby": False,
-            "since": 0,
+            "since_ms": 0,
         }
         with open(os.path.join(a.state, "domains", f"{uuid}.json"), "w") as f:
             json.dump(record, f, indent=2)

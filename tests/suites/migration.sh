@@ -493,12 +493,9 @@ kill -CONT "${WATCH_PID[A]}"
 # The arrived stage's length: from the destination's status saying running (T_RUN) to
 # its kernel showing route_metric, polled. At least arrived_hold_seconds (virt-l3 counts
 # whole seconds, and watch's timer fires 50 ms after the hold), and not much more: the
-# timer alone ends it, with no other event on the host. (virt-l3 at 8fedcbd fails this
-# when the arrival falls late in a wall-clock second: the record's `since` is whole
-# seconds and watch reconciles again ~50 ms after its own route changes, which then
-# finds the hold over.)
-# MIGRATION_HOLD_SLACK_MS (default 0) lowers the bound, e.g. 1000 to accept that
-# whole-second rounding while it is not fixed.
+# timer alone ends it, with no other event on the host. (Before records kept
+# since_ms, an arrival late in a wall-clock second ended its hold within ~100 ms.)
+# MIGRATION_HOLD_SLACK_MS (default 0) lowers the bound.
 HOLD_SLACK_MS=${MIGRATION_HOLD_SLACK_MS:-0}
 hold_ok() { # MS
   awk -v ms="$1" -v h="$HOLD" -v s="$HOLD_SLACK_MS" 'BEGIN { exit !(ms >= h * 1000 - s && ms <= h * 1000 + 1500) }'

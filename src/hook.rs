@@ -191,13 +191,14 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                     }
                     Err(e) => return Err(e.into()),
                 };
-                let record = record_for(config, &state, p);
+                let previous = state.record(&p.uuid).map_err(state_err)?;
+                let record = record_for(config, &state, p, previous.as_ref());
                 let on_failure = if inv.op == Operation::Start {
                     OnFailure::RollBack
                 } else {
                     OnFailure::Keep
                 };
-                route_domain(&mut kernel, &state, &record, HostSettings::from_config(config), on_failure)
+                route_domain(&mut kernel, &state, &record, previous, HostSettings::from_config(config), on_failure)
                     .await
                     .map_err(|source| HookError::Routing {
                         domain: name.clone(),
@@ -218,8 +219,12 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
     })
 }
 
-fn record_for(config: &Config, state: &StateDir, plan: DomainPlan) -> Record {
-    let previous = state.record(&plan.uuid).ok().flatten();
+fn record_for(
+    config: &Config,
+    state: &StateDir,
+    plan: DomainPlan,
+    previous: Option<&Record>,
+) -> Record {
     let standby = state.is_incoming(&plan.uuid)
         || previous
             .as_ref()

@@ -75,10 +75,10 @@ pub async fn route_domain(
     kernel: &mut Kernel,
     state: &StateDir,
     record: &Record,
+    previous: Option<Record>,
     host: HostSettings,
     on_failure: OnFailure,
 ) -> Result<(), RoutingError> {
-    let previous = state.record(&record.plan.uuid)?;
     // A bridge MAC that follows its ports would flush these neighbours at the next
     // tap change: pin it before installing anything.
     let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
@@ -92,7 +92,7 @@ pub async fn route_domain(
         }
     }
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.
-    state.save(record)?;
+    state.save_over(record, previous.as_ref())?;
     let wanted = entries(&record.plan, record.metric);
     let results = kernel.install(&wanted, record.protocol).await;
     let mut failures: Vec<String> = results

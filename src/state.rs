@@ -104,14 +104,21 @@ impl StateDir {
 
     /// Takes the state lock (blocking), creating the directory if needed.
     pub fn lock(&self) -> Result<StateLock, StateError> {
-        self.ensure_dirs()?;
         let path = self.root.join("lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("open", &path))?;
+        // The lock file is created after the directories: when it exists, they do.
+        let f = match OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.ensure_dirs()?;
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io("open", &path))?
+            }
+            Err(e) => return Err(io("open", &path)(e)),
+        };
         let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
             what: "lock",
             path: path.clone(),
@@ -227,6 +234,11 @@ impl StateDir {
     /// those a previous record held that this one no longer has. Call under the lock.
     pub fn save(&self, record: &Record) -> Result<(), StateError> {
         let previous = self.record(&record.plan.uuid)?;
+        self.save_over(record, previous.as_ref())
+    }
+
+    /// [`StateDir::save`] when the caller already read the previous record.
+    pub fn save_over(&self, record: &Record, previous: Option<&Record>) -> Result<(), StateError> {
         let owner = Self::owner_text(&record.plan);
         // Claims first, record last: a crash in between leaves claims that the
         // next save or release of this domain cleans, never a record without claims.

@@ -157,3 +157,16 @@ e2e_all_routes() {
   lab_exec "$1" ip -4 route show proto "$E2E_PROTO"
   lab_exec "$1" ip -6 route show proto "$E2E_PROTO"
 }
+
+# Wall-clock time with microseconds.
+now() { echo "$EPOCHREALTIME"; }
+# poll TIMEOUT CMD...: runs CMD every $E2E_POLL_INTERVAL seconds (default 0.05)
+# until it succeeds or TIMEOUT seconds pass.
+poll() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep "${E2E_POLL_INTERVAL:-0.05}"
+  done
+}

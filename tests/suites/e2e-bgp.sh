@@ -39,17 +39,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now() { echo "$EPOCHREALTIME"; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-# Polls CMD every 50 ms until it succeeds or TIMEOUT seconds pass.
-poll() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.05
-  done
-}
 
 echo "e2e-bgp: starting a private libvirtd (lab $LAB) and the upstream router (netns $PEER)"
 e2e_lab_start "$LAB" || { echo "e2e-bgp: the lab did not start" >&2; exit 1; }

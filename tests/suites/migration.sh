@@ -98,17 +98,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now() { echo "$EPOCHREALTIME"; }
 ms_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%d", (b - a) * 1000 }'; }
-# Polls CMD every 10 ms until it succeeds or TIMEOUT seconds pass.
-poll() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 0.01
-  done
-}
+E2E_POLL_INTERVAL=0.01 # poll (tests/lib/e2e.sh) every 10 ms
 ns_of() { case $1 in A) echo "$NS_A" ;; B) echo "$NS_B" ;; U) echo "$NS_U" ;; esac }
 
 # ---- the lab ----------------------------------------------------------------------

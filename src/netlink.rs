@@ -534,38 +534,6 @@ impl Kernel {
                 KernelError::from_rtnetlink(format!("set bridge port isolation on {port}"), e)
             })
     }
-
-    /// Whether a bridge port is isolated.
-    pub async fn port_isolated(&mut self, port: &str) -> Result<Option<bool>, KernelError> {
-        let Some(index) = self.link_index(port).await? else {
-            return Ok(None);
-        };
-        let mut s = self.handle.link().get().match_index(index).execute();
-        let Some(link) = s
-            .try_next()
-            .await
-            .map_err(|e| KernelError::from_rtnetlink(format!("look up {port}"), e))?
-        else {
-            return Ok(None);
-        };
-        for a in link.attributes {
-            if let LinkAttribute::LinkInfo(infos) = a {
-                for i in infos {
-                    if let netlink_packet_route::link::LinkInfo::PortData(
-                        netlink_packet_route::link::InfoPortData::BridgePort(ports),
-                    ) = i
-                    {
-                        for p in ports {
-                            if let InfoBridgePort::Isolated(v) = p {
-                                return Ok(Some(v));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(Some(false))
-    }
 }
 
 fn bridge_of(e: &Entry) -> &str {

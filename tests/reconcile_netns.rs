@@ -27,6 +27,15 @@ fn lab_with(extra: &str) -> Lab {
     lab
 }
 
+/// A lab with the dual-stack domain running (status file) and routed by its `start` hook.
+fn routed_lab() -> Lab {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
+    assert!(o.status.success(), "{}", stderr(&o));
+    lab
+}
+
 /// The destination's hooks of an incoming live migration, then its status file.
 fn migrate_in(lab: &Lab) {
     for op in ["migrate", "prepare", "start", "started"] {
@@ -72,12 +81,7 @@ fn expected_routes() -> Vec<String> {
 
 #[test]
 fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
-    let lab = lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab
-        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
-        .status
-        .success());
+    let lab = routed_lab();
     let neighbours = lab.neighbours();
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
     lab.ip(&["-6", "route", "flush", "dev", "cloudbr0", "proto", "52"]);
@@ -110,12 +114,7 @@ fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
 
 #[test]
 fn reconcile_removes_orphans_and_touches_nothing_else() {
-    let lab = lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab
-        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
-        .status
-        .success());
+    let lab = routed_lab();
     // An orphan of virt-l3 (protocol 52) and entries of other daemons.
     lab.ip(&[
         "route",
@@ -274,12 +273,7 @@ fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
 
 #[test]
 fn reconcile_demotes_the_source_while_it_hands_over() {
-    let lab = lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab
-        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
-        .status
-        .success());
+    let lab = routed_lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
     assert!(
@@ -337,12 +331,7 @@ fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration 
 
 #[test]
 fn watch_heals_within_a_second_and_stops_on_sigterm() {
-    let lab = lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
-    assert!(lab
-        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
-        .status
-        .success());
+    let lab = routed_lab();
     let neighbours = lab.neighbours();
     let mut w = watch(&lab);
     std::thread::sleep(Duration::from_millis(300)); // subscribed

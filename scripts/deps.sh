@@ -6,7 +6,7 @@ what=${1:-test}
 need=(iproute2 jq)
 case "$what" in
   demo) ;;
-  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping) ;;
+  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init) ;;
   bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
   package) need+=(rpm) ;;
 esac
@@ -28,4 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # policy-rc.d keeps the packages' daemons from starting on the host: the tests start their own.
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # cloud-init is installed only for its network_data.json reader (tests/guest_config.rs):
+  # it must never configure this machine at boot.
+  if printf '%s\n' "${missing[@]}" | grep -qx cloud-init; then mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled; fi
 fi

@@ -81,6 +81,9 @@ pub struct Config {
     pub reconcile_grace_seconds: u64,
     /// Log level (tracing filter syntax), overridden by `VIRT_L3_LOG`.
     pub log_level: String,
+    /// DNS servers written into the guests' network configuration by
+    /// `virt-l3 guest-config` (none when empty).
+    pub guest_nameservers: Vec<IpAddr>,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             port_isolation: true,
             disable_redirects: true,
             log_level: "warn".to_string(),
+            guest_nameservers: Vec::new(),
         }
     }
 }

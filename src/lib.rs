@@ -4,12 +4,13 @@
 //! [`domain_xml`] (what is read) → [`plan`] (validation and desired state, pure) →
 //! [`routing`] (install/remove a domain) → [`netlink`] (the kernel) and
 //! [`state`] (records and address ownership). [`nwfilter`] renders the
-//! per-NIC libvirt nwfilter security groups.
+//! per-NIC libvirt nwfilter security groups; [`guest_config`] the guest side of the routes.
 
 pub mod address;
 pub mod batch;
 pub mod config;
 pub mod domain_xml;
+pub mod guest_config;
 pub mod hook;
 pub mod netlink;
 pub mod nwfilter;

@@ -65,11 +65,31 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
     },
+    /// The guest's network configuration for its routed NICs (domain XML on stdin):
+    /// netplan / cloud-init network-config v2, or OpenStack network_data.json.
+    GuestConfig {
+        #[arg(long, value_enum, default_value = "netplan")]
+        format: GuestFormat,
+        /// Write DIR/network-config.yaml and/or DIR/network_data.json instead of
+        /// printing (required for `both`).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Rename each routed NIC to PREFIX<n> (netplan set-name), n counting from 0.
+        #[arg(long, value_name = "PREFIX")]
+        set_name: Option<String>,
+    },
     /// libvirt nwfilter security groups for routed NICs (domain XML on stdin).
     Nwfilter {
         #[command(subcommand)]
         command: NwfilterCommand,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GuestFormat {
+    Netplan,
+    NetworkData,
+    Both,
 }
 
 #[derive(Subcommand)]
@@ -293,6 +313,11 @@ fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Nwfilter { command } => run_nwfilter(config, command),
+        Command::GuestConfig {
+            format,
+            out_dir,
+            set_name,
+        } => run_guest_config(config, format, out_dir, set_name),
         Command::Reconcile { dry_run, json } => {
             let report = runtime()?.block_on(async {
                 let mut k = Kernel::connect().map_err(|e| e.to_string())?;
@@ -409,6 +434,60 @@ fn run_nwfilter(config: &Config, command: NwfilterCommand) -> Result<ExitCode, S
                     define::Defined::Created => println!("defined {name}"),
                     define::Defined::Updated(uuid) => println!("redefined {name} (uuid {uuid})"),
                 }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `guest-config`: planned exactly like the hook plans the domain at `prepare`
+/// (same checks, the host's addresses, the other domains' ownership), then rendered.
+fn run_guest_config(
+    config: &Config,
+    format: GuestFormat,
+    out_dir: Option<PathBuf>,
+    set_name: Option<String>,
+) -> Result<ExitCode, String> {
+    use virt_l3::guest_config;
+    let xml = read_stdin()?;
+    let dom = DomainXml::parse(&xml).map_err(|e| e.to_string())?;
+    let state = StateDir::new(&config.state_dir);
+    let host = runtime()?
+        .block_on(async {
+            let k = Kernel::connect()?;
+            k.host_addresses().await
+        })
+        .map(|addresses| HostFacts { addresses })
+        .unwrap_or_default();
+    let checks = Checks {
+        require_filter: config.require_nwfilter,
+    };
+    let p = plan(&dom, config, &host, &state, checks).map_err(|e| e.to_string())?;
+    let options = guest_config::Options {
+        set_name_prefix: set_name,
+    };
+    let mut outputs: Vec<(&str, String)> = Vec::new();
+    if format != GuestFormat::NetworkData {
+        let y = guest_config::netplan(&p, config, &options).map_err(|e| e.to_string())?;
+        outputs.push(("network-config.yaml", y));
+    }
+    if format != GuestFormat::Netplan {
+        let j = guest_config::network_data_text(&p, config).map_err(|e| e.to_string())?;
+        outputs.push(("network_data.json", j));
+    }
+    match out_dir {
+        None if outputs.len() > 1 => {
+            return Err("`--format both` writes two files: give --out-dir DIR".to_string())
+        }
+        None => print!("{}", outputs[0].1),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            for (name, text) in outputs {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                println!("{}", path.display());
             }
         }
     }

@@ -184,3 +184,46 @@ impl Drop for Lab {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// A guest: its own network namespace holding the peer of one of the lab's taps,
+/// renamed `eth0` and given the NIC's MAC, as QEMU's NIC would be.
+pub struct Guest {
+    pub ns: String,
+}
+
+impl Lab {
+    pub fn guest(&self, tap: &str, mac: &str) -> Guest {
+        let ns = format!("{}-g{}", self.ns, COUNTER.fetch_add(1, Ordering::SeqCst));
+        run(Command::new("ip").args(["netns", "add", &ns]));
+        let guest = Guest { ns };
+        let peer = format!("{tap}p");
+        self.ip(&["link", "set", &peer, "netns", &guest.ns]);
+        guest.ip(&["link", "set", &peer, "name", "eth0"]);
+        guest.ip(&["link", "set", "eth0", "address", mac]);
+        guest.ip(&["link", "set", "lo", "up"]);
+        guest.ip(&["link", "set", "eth0", "up"]);
+        guest
+    }
+}
+
+impl Guest {
+    pub fn ip(&self, args: &[&str]) -> String {
+        let out = run(Command::new("ip").arg("-n").arg(&self.ns).args(args));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command inside the guest's namespace (not asserting success).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {}: {e}", self.ns))
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}

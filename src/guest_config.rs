@@ -1,0 +1,309 @@
+//! The guest side of the routes: the network configuration a VM needs so that
+//! its addresses and default routes match what the hook installs on the
+//! hypervisor.
+//!
+//! Input is a [`DomainPlan`], produced by the same planner as the hook's (so a
+//! domain the hook refuses gets no guest configuration either). Two renderings:
+//!
+//! - [`netplan`]: netplan / cloud-init network-config version 2. Per routed
+//!   NIC, matched by MAC: its addresses as /32 and /128, no DHCP, no router
+//!   advertisements, default routes via the on-link gateways.
+//! - [`network_data`]: OpenStack's `network_data.json` as a ConfigDrive
+//!   carries it (the field names cloud-init's `convert_net_json` reads).
+//!
+//! Routed prefixes are not guest addresses: the hypervisor routes them *via*
+//! one of the NIC's addresses, and what the guest does with them (a container
+//! bridge, a VPN) is its own business. With several NICs, the guest must send
+//! traffic from a NIC's addresses and prefixes out of that NIC (the NIC's
+//! filter drops anything else), so the netplan rendering adds a routing table
+//! and source rules per NIC; `network_data.json` cannot say that (see
+//! docs/OPERATOR-GUIDE.md).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::config::Config;
+use crate::plan::{DomainPlan, Nic};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "virt-l3 cannot write the guest network configuration of domain {domain}: NIC {nic}: {message}"
+)]
+pub struct GuestConfigError {
+    pub domain: String,
+    pub nic: String,
+    pub message: String,
+}
+
+/// Rendering options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Rename NIC `i` to `<prefix><i>` (netplan `set-name`); `None` keeps the guest's names.
+    pub set_name_prefix: Option<String>,
+}
+
+/// The first routing table used for per-NIC source routing (NIC `i` gets `BASE + i`).
+pub const SOURCE_TABLE_BASE: u32 = 100;
+
+/// One NIC's guest configuration, both renderings are made from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GuestNic<'a> {
+    index: usize,
+    nic: &'a Nic,
+    v4: Vec<Ipv4Addr>,
+    v6: Vec<Ipv6Addr>,
+    gateway4: Option<Ipv4Addr>,
+    gateway6: Option<Ipv6Addr>,
+}
+
+fn gateways(config: &Config) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    let v4 = config.gateways.iter().find_map(|g| match g {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = config.gateways.iter().find_map(|g| match g {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    });
+    (v4, v6)
+}
+
+fn guest_nics<'a>(
+    plan: &'a DomainPlan,
+    config: &Config,
+) -> Result<Vec<GuestNic<'a>>, GuestConfigError> {
+    let (g4, g6) = gateways(config);
+    let mut out = Vec::new();
+    for (index, nic) in plan.nics.iter().enumerate() {
+        let err = |message: String| GuestConfigError {
+            domain: plan.name.clone(),
+            nic: nic.mac.to_string(),
+            message,
+        };
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for a in &nic.addresses {
+            match a {
+                IpAddr::V4(x) => v4.push(*x),
+                IpAddr::V6(x) => v6.push(*x),
+            }
+        }
+        if let (Some(a), None) = (v4.first(), g4) {
+            return Err(err(format!(
+                "it has the IPv4 address {a} but `gateways` in the configuration has no IPv4 gateway"
+            )));
+        }
+        if let (Some(a), None) = (v6.first(), g6) {
+            return Err(err(format!(
+                "it has the IPv6 address {a} but `gateways` in the configuration has no IPv6 gateway"
+            )));
+        }
+        out.push(GuestNic {
+            index,
+            nic,
+            gateway4: g4.filter(|_| !v4.is_empty()),
+            gateway6: g6.filter(|_| !v6.is_empty()),
+            v4,
+            v6,
+        });
+    }
+    Ok(out)
+}
+
+fn nic_id(index: usize) -> String {
+    format!("nic{index}")
+}
+
+/// netplan / cloud-init network-config version 2, deterministic.
+pub fn netplan(
+    plan: &DomainPlan,
+    config: &Config,
+    options: &Options,
+) -> Result<String, GuestConfigError> {
+    let nics = guest_nics(plan, config)?;
+    let multi = nics.len() > 1;
+    let mut y = String::new();
+    // Writing to a String cannot fail.
+    let mut w = |line: String| {
+        y.push_str(&line);
+        y.push('\n');
+    };
+    w(format!(
+        "# virt-l3 guest-config for domain {} ({}): the guest side of the routes",
+        plan.name, plan.uuid
+    ));
+    w("# virt-l3 installs on the hypervisor. Generated; do not edit.".into());
+    w("network:".into());
+    w("  version: 2".into());
+    if nics.is_empty() {
+        w("  ethernets: {}".into());
+        return Ok(y);
+    }
+    w("  ethernets:".into());
+    for n in &nics {
+        w(format!("    {}:", nic_id(n.index)));
+        w("      match:".into());
+        w(format!("        macaddress: \"{}\"", n.nic.mac));
+        if let Some(prefix) = &options.set_name_prefix {
+            w(format!("      set-name: \"{prefix}{}\"", n.index));
+        }
+        w("      dhcp4: false".into());
+        w("      dhcp6: false".into());
+        w("      accept-ra: false".into());
+        w("      addresses:".into());
+        for a in &n.v4 {
+            w(format!("        - \"{a}/32\""));
+        }
+        for a in &n.v6 {
+            w(format!("        - \"{a}/128\""));
+        }
+        if !config.guest_nameservers.is_empty() {
+            w("      nameservers:".into());
+            w("        addresses:".into());
+            for s in &config.guest_nameservers {
+                w(format!("          - \"{s}\""));
+            }
+        }
+        // The first NIC carries the main table's default routes; with several
+        // NICs each one also gets its own table, selected by source address.
+        let table = SOURCE_TABLE_BASE + n.index as u32;
+        let mut tables: Vec<Option<u32>> = Vec::new();
+        if n.index == 0 {
+            tables.push(None);
+        }
+        if multi {
+            tables.push(Some(table));
+        }
+        w("      routes:".into());
+        for t in &tables {
+            if let Some(g) = n.gateway4 {
+                w("        - to: \"0.0.0.0/0\"".into());
+                w(format!("          via: \"{g}\""));
+                w("          on-link: true".into());
+                if let Some(t) = t {
+                    w(format!("          table: {t}"));
+                }
+            }
+            if let Some(g) = n.gateway6 {
+                w("        - to: \"::/0\"".into());
+                w(format!("          via: \"{g}\""));
+                if let Some(t) = t {
+                    w(format!("          table: {t}"));
+                }
+            }
+        }
+        if multi {
+            w("      routing-policy:".into());
+            let sources =
+                n.v4.iter()
+                    .map(|a| format!("{a}/32"))
+                    .chain(n.v6.iter().map(|a| format!("{a}/128")))
+                    .chain(n.nic.routed_prefixes.iter().map(|p| p.prefix.to_string()));
+            for s in sources {
+                w(format!("        - from: \"{s}\""));
+                w(format!("          table: {table}"));
+            }
+        }
+        for p in &n.nic.routed_prefixes {
+            w(format!(
+                "      # routed to this NIC via {} (not an address of the guest): {}",
+                p.via, p.prefix
+            ));
+        }
+    }
+    Ok(y)
+}
+
+fn v4_mask(len: u8) -> String {
+    let bits: u32 = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Ipv4Addr::from(bits).to_string()
+}
+
+fn v6_mask(len: u8) -> String {
+    let bits: u128 = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    Ipv6Addr::from(bits).to_string()
+}
+
+/// OpenStack `network_data.json` (links, networks, services), deterministic.
+///
+/// One `ipv4`/`ipv6` network per address, netmask all ones. Default routes go on
+/// the first NIC only (the format has no source routing). The IPv4 default is
+/// preceded by a host route to the gateway without a next hop, so that a
+/// renderer that knows nothing of on-link gateways still installs a usable
+/// default route (cloud-init 22.4 drops `on-link`).
+pub fn network_data(
+    plan: &DomainPlan,
+    config: &Config,
+) -> Result<serde_json::Value, GuestConfigError> {
+    use serde_json::json;
+    let nics = guest_nics(plan, config)?;
+    let mut links = Vec::new();
+    let mut networks = Vec::new();
+    for n in &nics {
+        let link = nic_id(n.index);
+        links.push(json!({
+            "id": link,
+            "type": "phy",
+            "ethernet_mac_address": n.nic.mac.to_string(),
+        }));
+        for (k, a) in n.v4.iter().enumerate() {
+            let mut routes = Vec::new();
+            if let (0, 0, Some(g)) = (n.index, k, n.gateway4) {
+                routes.push(
+                    json!({"network": g.to_string(), "netmask": v4_mask(32), "gateway": "0.0.0.0"}),
+                );
+                routes.push(
+                    json!({"network": "0.0.0.0", "netmask": v4_mask(0), "gateway": g.to_string()}),
+                );
+            }
+            let id = format!("{link}-ipv4-{k}");
+            networks.push(json!({
+                "id": id, "network_id": id, "link": link, "type": "ipv4",
+                "ip_address": a.to_string(), "netmask": v4_mask(32), "routes": routes,
+            }));
+        }
+        for (k, a) in n.v6.iter().enumerate() {
+            let mut routes = Vec::new();
+            if let (0, 0, Some(g)) = (n.index, k, n.gateway6) {
+                routes.push(
+                    json!({"network": "::", "netmask": v6_mask(0), "gateway": g.to_string()}),
+                );
+            }
+            let id = format!("{link}-ipv6-{k}");
+            networks.push(json!({
+                "id": id, "network_id": id, "link": link, "type": "ipv6",
+                "ip_address": a.to_string(), "netmask": v6_mask(128), "routes": routes,
+            }));
+        }
+    }
+    let services: Vec<serde_json::Value> = config
+        .guest_nameservers
+        .iter()
+        .map(|s| json!({"type": "dns", "address": s.to_string()}))
+        .collect();
+    Ok(json!({"links": links, "networks": networks, "services": services}))
+}
+
+/// `network_data.json` as text: pretty, keys sorted (serde_json's map is ordered), newline at the end.
+pub fn network_data_text(plan: &DomainPlan, config: &Config) -> Result<String, GuestConfigError> {
+    let v = network_data(plan, config)?;
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    s.push('\n');
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        assert_eq!(v4_mask(32), "255.255.255.255");
+        assert_eq!(v4_mask(0), "0.0.0.0");
+        assert_eq!(v6_mask(128), "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert_eq!(v6_mask(0), "::");
+    }
+}

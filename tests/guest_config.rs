@@ -1,0 +1,537 @@
+//! `virt-l3 guest-config`: golden files, netplan's own generator and cloud-init's
+//! network_data.json reader on the output, and the output against what the hook
+//! really installs in the kernel (namespace lab, root).
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test guest_config` rewrites the golden files.
+
+#![allow(clippy::unwrap_used)] // test helpers panic with the failing call
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixture, stderr, Lab};
+use virt_l3::config::Config;
+use virt_l3::domain_xml::DomainXml;
+use virt_l3::guest_config::{self, Options};
+use virt_l3::plan::{plan, Checks, DomainPlan, HostFacts, NoOwnership};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/guest-config")
+}
+
+fn check_golden(name: &str, actual: &str) {
+    let path = golden_dir().join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "golden file {} ({e}); run with UPDATE_GOLDEN=1",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "{} differs from the output (UPDATE_GOLDEN=1 cargo test --test guest_config, then review the diff)",
+        path.display()
+    );
+}
+
+fn planned(name: &str, config: &Config) -> DomainPlan {
+    let dom = DomainXml::parse(&fixture(name)).unwrap();
+    plan(
+        &dom,
+        config,
+        &HostFacts::default(),
+        &NoOwnership,
+        Checks::default(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn with_nameservers() -> Config {
+    Config {
+        guest_nameservers: vec!["2620:fe::fe".parse().unwrap(), "9.9.9.9".parse().unwrap()],
+        ..Config::default()
+    }
+}
+
+#[test]
+fn outputs_match_the_golden_files() {
+    let plain = Config::default();
+    for name in [
+        "dual-stack",
+        "ipv4-only",
+        "ipv6-only",
+        "multi-nic",
+        "flat-metadata",
+        "filterref-params",
+    ] {
+        let p = planned(&format!("{name}.xml"), &plain);
+        let y = guest_config::netplan(&p, &plain, &Options::default()).unwrap();
+        check_golden(&format!("{name}.yaml"), &y);
+        let j = guest_config::network_data_text(&p, &plain).unwrap();
+        check_golden(&format!("{name}.json"), &j);
+    }
+    // Nameservers and renaming, which only appear when asked for.
+    let c = with_nameservers();
+    let p = planned("dual-stack.xml", &c);
+    let opts = Options {
+        set_name_prefix: Some("eth".into()),
+    };
+    check_golden(
+        "dual-stack-nameservers.yaml",
+        &guest_config::netplan(&p, &c, &opts).unwrap(),
+    );
+    check_golden(
+        "dual-stack-nameservers.json",
+        &guest_config::network_data_text(&p, &c).unwrap(),
+    );
+}
+
+#[test]
+fn nameservers_appear_only_when_configured() {
+    let plain = Config::default();
+    let p = planned("dual-stack.xml", &plain);
+    assert!(!guest_config::netplan(&p, &plain, &Options::default())
+        .unwrap()
+        .contains("nameservers"));
+    let j = guest_config::network_data(&p, &plain).unwrap();
+    assert_eq!(j["services"], serde_json::json!([]));
+    let c = with_nameservers();
+    let j = guest_config::network_data(&p, &c).unwrap();
+    assert_eq!(
+        j["services"],
+        serde_json::json!([{"type": "dns", "address": "2620:fe::fe"}, {"type": "dns", "address": "9.9.9.9"}])
+    );
+}
+
+#[test]
+fn a_routed_prefix_is_not_a_guest_address() {
+    let c = Config::default();
+    let p = planned("dual-stack.xml", &c);
+    let y = guest_config::netplan(&p, &c, &Options::default()).unwrap();
+    let addresses: Vec<&str> = y
+        .lines()
+        .filter(|l| l.starts_with("        - \""))
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            "        - \"2.57.57.30/32\"",
+            "        - \"2001:678:3a4:100::80/128\""
+        ]
+    );
+    let j = guest_config::network_data(&p, &c).unwrap();
+    let ips: Vec<&str> = j["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["ip_address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["2.57.57.30", "2001:678:3a4:100::80"]);
+}
+
+#[test]
+fn a_family_without_a_gateway_is_refused_naming_domain_nic_and_address() {
+    let c = Config {
+        gateways: vec!["fe80::1".parse().unwrap()],
+        ..Config::default()
+    };
+    let p = planned("dual-stack.xml", &c);
+    let e = guest_config::netplan(&p, &c, &Options::default())
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "i-2-10-VM",
+        "52:02:45:76:d2:35",
+        "2.57.57.30",
+        "IPv4 gateway",
+    ] {
+        assert!(e.contains(want), "{want:?} missing from: {e}");
+    }
+    assert_eq!(
+        guest_config::network_data(&p, &c).unwrap_err().to_string(),
+        e
+    );
+}
+
+/// `netplan generate` into a scratch root; returns the systemd-networkd files by name.
+fn netplan_generate(yaml: &str) -> Vec<(String, String)> {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("etc/netplan");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("50-virt-l3.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new("netplan")
+        .args(["generate", "--root-dir"])
+        .arg(root.path())
+        .output()
+        .unwrap_or_else(|e| panic!("netplan (install netplan.io: scripts/deps.sh test): {e}"));
+    assert!(
+        out.status.success(),
+        "netplan generate refused the output: {}\n{yaml}",
+        stderr(&out)
+    );
+    let mut files: Vec<(String, String)> =
+        std::fs::read_dir(root.path().join("run/systemd/network"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(e.path()).unwrap(),
+                )
+            })
+            .collect();
+    files.sort();
+    files
+}
+
+/// The `[Route]` sections of a networkd file, each as its sorted `key=value` lines.
+fn sections(file: &str, name: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur: Option<Vec<String>> = None;
+    for line in file.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.starts_with('[') {
+            if let Some(s) = cur.take() {
+                out.push(s);
+            }
+            if line == format!("[{name}]") {
+                cur = Some(Vec::new());
+            }
+        } else if let Some(s) = cur.as_mut() {
+            s.push(line.to_string());
+            s.sort();
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+fn v(lines: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn netplan_generator_accepts_the_two_nic_dual_stack_output() {
+    let c = Config::default();
+    let p = planned("multi-nic.xml", &c);
+    let files = netplan_generate(&guest_config::netplan(&p, &c, &Options::default()).unwrap());
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["10-netplan-nic0.network", "10-netplan-nic1.network"]
+    );
+    let (nic0, nic1) = (&files[0].1, &files[1].1);
+
+    assert!(
+        nic0.contains("PermanentMACAddress=52:54:00:00:0a:01"),
+        "{nic0}"
+    );
+    assert!(
+        nic1.contains("PermanentMACAddress=52:54:00:00:0a:02"),
+        "{nic1}"
+    );
+    for (file, addrs) in [
+        (nic0, ["198.51.100.1/32", "2001:db8:a::1/128"]),
+        (nic1, ["198.51.100.2/32", "2001:db8:a::2/128"]),
+    ] {
+        let got: Vec<&str> = file
+            .lines()
+            .filter_map(|l| l.strip_prefix("Address="))
+            .collect();
+        assert_eq!(got, addrs, "{file}");
+        assert!(file.contains("IPv6AcceptRA=no"), "{file}");
+        assert!(
+            !file.contains("DHCP=yes") && !file.contains("DHCP=ipv"),
+            "{file}"
+        );
+    }
+    // NIC 0: the main table's defaults, and its own table; NIC 1: its own table only.
+    let route4 = |t: Option<&str>| {
+        let mut r = vec![
+            "Destination=0.0.0.0/0",
+            "Gateway=169.254.0.1",
+            "GatewayOnLink=true",
+        ];
+        r.extend(t);
+        v(&r)
+    };
+    let route6 = |t: Option<&str>| {
+        let mut r = vec!["Destination=::/0", "Gateway=fe80::1"];
+        r.extend(t);
+        v(&r)
+    };
+    assert_eq!(
+        sections(nic0, "Route"),
+        [
+            route4(None),
+            route6(None),
+            route4(Some("Table=100")),
+            route6(Some("Table=100"))
+        ]
+    );
+    assert_eq!(
+        sections(nic1, "Route"),
+        [route4(Some("Table=101")), route6(Some("Table=101"))]
+    );
+    assert_eq!(
+        sections(nic1, "RoutingPolicyRule"),
+        [
+            v(&["From=198.51.100.2/32", "Table=101"]),
+            v(&["From=2001:db8:a::2/128", "Table=101"]),
+            v(&["From=203.0.113.0/28", "Table=101"]),
+        ]
+    );
+}
+
+#[test]
+fn cloud_init_reads_the_network_data_json() {
+    let c = with_nameservers();
+    let p = planned("dual-stack.xml", &c);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("network_data.json");
+    std::fs::write(&json, guest_config::network_data_text(&p, &c).unwrap()).unwrap();
+    let out = Command::new("cloud-init")
+        .args([
+            "devel",
+            "net-convert",
+            "-k",
+            "network_data.json",
+            "-D",
+            "debian",
+            "-O",
+            "netplan",
+        ])
+        .arg("-p")
+        .arg(&json)
+        .arg("-d")
+        .arg(dir.path().join("out"))
+        .args(["-m", "eth0,52:02:45:76:d2:35"])
+        .output()
+        .unwrap_or_else(|e| panic!("cloud-init (scripts/deps.sh test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "cloud-init net-convert: {}",
+        stderr(&out)
+    );
+    let yaml =
+        std::fs::read_to_string(dir.path().join("out/etc/netplan/50-cloud-init.yaml")).unwrap();
+    for want in [
+        "macaddress: 52:02:45:76:d2:35",
+        "- 2.57.57.30/32",
+        "- 2001:678:3a4:100::80/128",
+        "accept-ra: false",
+        "to: 0.0.0.0/0",
+        "via: 169.254.0.1",
+        "to: ::/0",
+        "via: fe80::1",
+        "2620:fe::fe",
+        "9.9.9.9",
+    ] {
+        assert!(
+            yaml.contains(want),
+            "{want:?} missing from cloud-init's rendering:\n{yaml}"
+        );
+    }
+    assert!(
+        !yaml.contains("8000"),
+        "a routed prefix became a guest setting:\n{yaml}"
+    );
+}
+
+// ---- against the kernel (root) ----
+
+fn run_guest_config(lab: &Lab, xml: &[u8], format: &str) -> std::process::Output {
+    lab.virt_l3(&["guest-config", "--format", format], xml)
+}
+
+#[test]
+fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
+    let lab = Lab::new(&["vnet3"]);
+    let unfiltered = String::from_utf8(fixture("dual-stack.xml"))
+        .unwrap()
+        .replace("<filterref filter='virt-l3-nic-52024576d235'/>", "");
+    for (what, xml) in [
+        ("invalid addresses", fixture("invalid-addresses.xml")),
+        ("no filterref", unfiltered.into_bytes()),
+    ] {
+        let hook = lab.hook("d", "prepare", "begin", &xml);
+        assert!(!hook.status.success(), "{what}: the hook accepted it");
+        let gc = run_guest_config(&lab, &xml, "netplan");
+        assert!(!gc.status.success(), "{what}: guest-config accepted it");
+        assert!(
+            gc.stdout.is_empty(),
+            "{what}: guest-config printed a configuration"
+        );
+        assert_eq!(
+            stderr(&gc),
+            format!("virt-l3: {}", stderr(&hook)),
+            "{what}: different refusals"
+        );
+    }
+}
+
+#[test]
+fn guest_addresses_and_macs_equal_what_the_hook_installs() {
+    let lab = Lab::new(&["vnet101", "vnet102"]);
+    let xml = fixture("multi-nic.xml");
+    for op in ["prepare", "start", "started"] {
+        let o = lab.hook("multi", op, "begin", &xml);
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+    }
+    // The kernel's view: address -> MAC (neighbours), host routes, routed prefixes.
+    let mut kernel_pairs = BTreeSet::new();
+    for l in lab.neighbours() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        kernel_pairs.insert((w[0].to_string(), w[4].to_string()));
+    }
+    let mut host_routes = BTreeSet::new();
+    let mut prefix_routes = BTreeSet::new();
+    for r in lab.routes() {
+        let w: Vec<&str> = r.split_whitespace().collect();
+        if w[1] == "via" {
+            prefix_routes.insert((w[0].to_string(), w[2].to_string()));
+        } else {
+            host_routes.insert(w[0].to_string());
+        }
+    }
+
+    // network_data.json: every (address, MAC) of the guest.
+    let o = run_guest_config(&lab, &xml, "network-data");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mac_of = |link: &str| {
+        j["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == link)
+            .map(|l| l["ethernet_mac_address"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let guest_pairs: BTreeSet<(String, String)> = j["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["ip_address"].as_str().unwrap().to_string(),
+                mac_of(n["link"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        guest_pairs, kernel_pairs,
+        "network_data.json vs the kernel's neighbours"
+    );
+    let guest_addrs: BTreeSet<String> = guest_pairs.iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(
+        guest_addrs, host_routes,
+        "network_data.json vs the kernel's host routes"
+    );
+
+    // netplan, through netplan's generator: the same pairs, and the routed prefix
+    // as a source rule of the NIC whose address the kernel routes it via.
+    let o = run_guest_config(&lab, &xml, "netplan");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = netplan_generate(&String::from_utf8(o.stdout).unwrap());
+    let mut netplan_pairs = BTreeSet::new();
+    let mut netplan_prefixes = BTreeSet::new();
+    for (_, f) in &files {
+        let mac = f
+            .lines()
+            .find_map(|l| l.strip_prefix("PermanentMACAddress="))
+            .unwrap()
+            .to_string();
+        let addrs: Vec<String> = f
+            .lines()
+            .filter_map(|l| l.strip_prefix("Address="))
+            .map(|a| a.split('/').next().unwrap().to_string())
+            .collect();
+        for rule in sections(f, "RoutingPolicyRule") {
+            let from = rule.iter().find_map(|l| l.strip_prefix("From=")).unwrap();
+            if !addrs.iter().any(|a| from.starts_with(&format!("{a}/"))) {
+                // Not an address: a routed prefix, sent from one of this NIC's addresses.
+                for a in &addrs {
+                    netplan_prefixes.insert((from.to_string(), a.clone()));
+                }
+            }
+        }
+        for a in addrs {
+            netplan_pairs.insert((a, mac.clone()));
+        }
+    }
+    assert_eq!(
+        netplan_pairs, kernel_pairs,
+        "netplan vs the kernel's neighbours"
+    );
+    for (prefix, via) in &prefix_routes {
+        assert!(
+            netplan_prefixes.contains(&(prefix.clone(), via.clone())),
+            "the kernel routes {prefix} via {via}; the guest has no source rule for it on that NIC"
+        );
+    }
+    assert_eq!(prefix_routes.len(), 1, "{prefix_routes:?}");
+}
+
+#[test]
+fn a_guest_configured_from_the_netplan_output_reaches_both_gateways() {
+    let lab = Lab::new(&["vnet3"]);
+    let xml = fixture("dual-stack.xml");
+    for op in ["prepare", "start", "started"] {
+        let o = lab.hook("i-2-10-VM", op, "begin", &xml);
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+    }
+    let guest = lab.guest("vnet3", "52:02:45:76:d2:35");
+    let o = run_guest_config(&lab, &xml, "netplan");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = netplan_generate(&String::from_utf8(o.stdout).unwrap());
+    assert_eq!(files.len(), 1);
+    let f = &files[0].1;
+    // Apply what systemd-networkd would: the addresses, then the routes as given.
+    for a in f.lines().filter_map(|l| l.strip_prefix("Address=")) {
+        guest.ip(&["addr", "add", a, "dev", "eth0", "nodad"]);
+    }
+    for route in sections(f, "Route") {
+        let get = |k: &str| route.iter().find_map(|l| l.strip_prefix(k));
+        let mut args = vec![
+            "route",
+            "add",
+            get("Destination=").unwrap(),
+            "via",
+            get("Gateway=").unwrap(),
+            "dev",
+            "eth0",
+        ];
+        if get("GatewayOnLink=") == Some("true") {
+            args.push("onlink");
+        }
+        guest.ip(&args);
+    }
+    // The replies come back through the host routes and permanent neighbours.
+    for (family, target, source) in [
+        ("-4", "169.254.0.1", "2.57.57.30"),
+        ("-6", "fe80::1%eth0", "2001:678:3a4:100::80"),
+    ] {
+        let mut ok = false;
+        for _ in 0..5 {
+            let o = guest.exec(&["ping", family, "-c1", "-W1", "-I", source, target]);
+            if o.status.success() {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "the guest cannot ping {target} from {source}");
+    }
+}

@@ -101,7 +101,8 @@ check "conffiles: exactly /etc/virt-l3/config.toml" \
 contents=$(dpkg-deb -c "$deb1" | awk '{ print $6 }')
 for f in ./usr/bin/virt-l3 ./etc/virt-l3/config.toml ./lib/systemd/system/virt-l3-reconcile.service \
   ./lib/systemd/system/virt-l3-watch.service ./usr/share/man/man1/virt-l3.1.gz \
-  ./usr/share/doc/virt-l3/copyright ./usr/share/doc/virt-l3/README.packaging.md; do
+  ./usr/share/doc/virt-l3/copyright ./usr/share/doc/virt-l3/README.packaging.md \
+  ./usr/share/virt-l3/cloudstack/libvirt-vm-xml-transformer.groovy ./usr/share/virt-l3/virt-l3-prepare-domain; do
   grep -qx "$f" <<<"$contents" || fail "the .deb lacks $f"
 done
 for t in $TEMPLATES; do

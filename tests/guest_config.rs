@@ -535,3 +535,41 @@ fn a_guest_configured_from_the_netplan_output_reaches_both_gateways() {
         assert!(ok, "the guest cannot ping {target} from {source}");
     }
 }
+
+// ---- the hypervisor's bridge examples (docs/OPERATOR-GUIDE.md) ----
+
+/// Non-comment, non-empty lines.
+fn config_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_netplan_bridge_example_generates_the_networkd_examples() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
+    let files = netplan_generate(&read("cloudbr0.netplan.yaml"));
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["10-netplan-cloudbr0.netdev", "10-netplan-cloudbr0.network"]
+    );
+    assert_eq!(
+        config_lines(&files[0].1),
+        config_lines(&read("cloudbr0.netdev"))
+    );
+    assert_eq!(
+        config_lines(&files[1].1),
+        config_lines(&read("cloudbr0.network"))
+    );
+    for want in [
+        "Address=169.254.0.1/32",
+        "Address=fe80::1/64",
+        "ConfigureWithoutCarrier=yes",
+    ] {
+        assert!(files[1].1.contains(want), "{want} missing");
+    }
+}

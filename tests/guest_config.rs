@@ -1,6 +1,8 @@
 //! `virt-l3 guest-config`: golden files, netplan's own generator and cloud-init's
-//! network_data.json reader on the output, and the output against what the hook
-//! really installs in the kernel (namespace lab, root).
+//! network_data.json reader on the output, the output against what the hook
+//! really installs in the kernel, and guests (network namespaces behind a tap of
+//! the lab's cloudbr0) configured by the real systemd-networkd from the output,
+//! pinging both gateways (namespace lab, root; tests/lib/networkd-guest.sh).
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test guest_config` rewrites the golden files.
 
@@ -485,55 +487,158 @@ fn guest_addresses_and_macs_equal_what_the_hook_installs() {
     assert_eq!(prefix_routes.len(), 1, "{prefix_routes:?}");
 }
 
-#[test]
-fn a_guest_configured_from_the_netplan_output_reaches_both_gateways() {
+/// cloud-init's rendering of a network_data.json (`-O netplan` or `-O networkd`), as files
+/// (name, content), for a guest whose NIC with `mac` is called eth0.
+fn cloud_init_render(json: &str, renderer: &str, mac: &str) -> Vec<(String, String)> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("network_data.json");
+    std::fs::write(&input, json).unwrap();
+    let out = Command::new("cloud-init")
+        .args([
+            "devel",
+            "net-convert",
+            "-k",
+            "network_data.json",
+            "-D",
+            "debian",
+        ])
+        .args(["-O", renderer, "-m", &format!("eth0,{mac}")])
+        .arg("-p")
+        .arg(&input)
+        .arg("-d")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap_or_else(|e| panic!("cloud-init (scripts/deps.sh test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "cloud-init net-convert: {}",
+        stderr(&out)
+    );
+    let sub = if renderer == "netplan" {
+        "out/etc/netplan"
+    } else {
+        "out/etc/systemd/network"
+    };
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path().join(sub))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A dual-stack guest behind tap vnet3, configured by systemd-networkd from `files`
+/// (.network), must get its default routes and reach both gateways from its own
+/// addresses, the replies coming back through the host route and permanent neighbour.
+fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) {
     let lab = Lab::new(&["vnet3"]);
     let xml = fixture("dual-stack.xml");
     for op in ["prepare", "start", "started"] {
         let o = lab.hook("i-2-10-VM", op, "begin", &xml);
-        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert!(o.status.success(), "{what}: {op}: {}", stderr(&o));
     }
     let guest = lab.guest("vnet3", "52:02:45:76:d2:35");
-    let o = run_guest_config(&lab, &xml, "netplan");
-    assert!(o.status.success(), "{}", stderr(&o));
-    let files = netplan_generate(&String::from_utf8(o.stdout).unwrap());
-    assert_eq!(files.len(), 1);
-    let f = &files[0].1;
-    // Apply what systemd-networkd would: the addresses, then the routes as given.
-    for a in f.lines().filter_map(|l| l.strip_prefix("Address=")) {
-        guest.ip(&["addr", "add", a, "dev", "eth0", "nodad"]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        // A veth has no permanent MAC (a virtio NIC has): match the current one.
+        let text = text.replace("PermanentMACAddress=", "MACAddress=");
+        std::fs::write(dir.path().join(name), text).unwrap();
     }
-    for route in sections(f, "Route") {
-        let get = |k: &str| route.iter().find_map(|l| l.strip_prefix(k));
-        let mut args = vec![
-            "route",
-            "add",
-            get("Destination=").unwrap(),
-            "via",
-            get("Gateway=").unwrap(),
-            "dev",
-            "eth0",
-        ];
-        if get("GatewayOnLink=") == Some("true") {
-            args.push("onlink");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lib/networkd-guest.sh");
+    let mut networkd = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &guest.ns,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+        ])
+        .arg("bash")
+        .arg(&script)
+        .arg(dir.path())
+        .arg("30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("networkd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut configured = false;
+    for _ in 0..100 {
+        let v4 = guest.ip(&["-4", "route", "show", "default"]);
+        let v6 = guest.ip(&["-6", "route", "show", "default"]);
+        let tentative = guest.ip(&["-6", "addr", "show", "dev", "eth0", "tentative"]);
+        if v4.contains("via 169.254.0.1") && v6.contains("via fe80::1") && tentative.is_empty() {
+            configured = true;
+            break;
         }
-        guest.ip(&args);
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // The replies come back through the host routes and permanent neighbours.
-    for (family, target, source) in [
-        ("-4", "169.254.0.1", "2.57.57.30"),
-        ("-6", "fe80::1%eth0", "2001:678:3a4:100::80"),
-    ] {
-        let mut ok = false;
-        for _ in 0..5 {
-            let o = guest.exec(&["ping", family, "-c1", "-W1", "-I", source, target]);
-            if o.status.success() {
-                ok = true;
-                break;
-            }
+    let routes = guest.ip(&["route", "show"])
+        + &guest.ip(&["-6", "route", "show"])
+        + &guest.ip(&["addr", "show", "dev", "eth0"]);
+    let mut results = Vec::new();
+    if configured {
+        for (family, target, source) in [
+            ("-4", "169.254.0.1", "2.57.57.30"),
+            ("-6", "fe80::1%eth0", "2001:678:3a4:100::80"),
+        ] {
+            let mut last = String::new();
+            let ok = (0..5).any(|_| {
+                let o = guest.exec(&["ping", family, "-c1", "-W1", "-I", source, target]);
+                last = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+                o.status.success()
+            });
+            results.push((target, ok, last));
         }
-        assert!(ok, "the guest cannot ping {target} from {source}");
     }
+    // SIGTERM to the script stops networkd (SIGKILL would orphan it).
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(networkd.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = networkd.wait();
+    let log = std::fs::read_to_string(dir.path().join("networkd.log")).unwrap_or_default();
+    assert!(
+        configured,
+        "{what}: networkd did not install both default routes; guest:\n{routes}\nnetworkd:\n{log}"
+    );
+    for (target, ok, last) in results {
+        assert!(
+            ok,
+            "{what}: the guest cannot ping {target}: {last}\nguest:\n{routes}\nnetworkd:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn a_guest_configured_by_networkd_from_the_netplan_output_reaches_both_gateways() {
+    let c = Config::default();
+    let p = planned("dual-stack.xml", &c);
+    let files = netplan_generate(&guest_config::netplan(&p, &c, &Options::default()).unwrap());
+    networkd_guest_reaches_both_gateways("netplan output", &files);
+}
+
+#[test]
+fn a_guest_configured_from_network_data_json_by_cloud_init_and_networkd_reaches_both_gateways() {
+    let c = Config::default();
+    let p = planned("dual-stack.xml", &c);
+    let json = guest_config::network_data_text(&p, &c).unwrap();
+    let mac = "52:02:45:76:d2:35";
+    // Debian-style guests: cloud-init writes systemd-networkd files itself.
+    let files = cloud_init_render(&json, "networkd", mac);
+    networkd_guest_reaches_both_gateways("network_data.json, cloud-init networkd renderer", &files);
+    // Ubuntu-style guests: cloud-init writes netplan, netplan writes networkd files.
+    let yaml = cloud_init_render(&json, "netplan", mac);
+    assert_eq!(yaml.len(), 1, "{yaml:?}");
+    let files = netplan_generate(&yaml[0].1);
+    networkd_guest_reaches_both_gateways("network_data.json, cloud-init netplan renderer", &files);
 }
 
 // ---- the hypervisor's bridge examples (docs/OPERATOR-GUIDE.md) ----

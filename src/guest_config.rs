@@ -144,7 +144,10 @@ pub fn netplan(
         w("      match:".into());
         w(format!("        macaddress: \"{}\"", n.nic.mac));
         if let Some(prefix) = &options.set_name_prefix {
-            w(format!("      set-name: \"{prefix}{}\"", n.index));
+            w(format!(
+                "      set-name: \"{}\"",
+                interface_name(plan, n, prefix)?
+            ));
         }
         w("      dhcp4: false".into());
         w("      dhcp6: false".into());
@@ -211,6 +214,31 @@ pub fn netplan(
         }
     }
     Ok(y)
+}
+
+/// `<prefix><index>`, if it is a valid Linux interface name (at most 15 bytes of
+/// letters, digits, `-`, `_`, `.`): it goes into YAML unescaped.
+fn interface_name(
+    plan: &DomainPlan,
+    n: &GuestNic<'_>,
+    prefix: &str,
+) -> Result<String, GuestConfigError> {
+    let name = format!("{prefix}{}", n.index);
+    let ok = name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(GuestConfigError {
+            domain: plan.name.clone(),
+            nic: n.nic.mac.to_string(),
+            message: format!(
+                "{name:?} (--set-name) is not a valid interface name (at most 15 letters, digits, '-', '_', '.')"
+            ),
+        })
+    }
 }
 
 fn v4_mask(len: u8) -> String {

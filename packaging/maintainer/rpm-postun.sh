@@ -8,7 +8,7 @@ if [ "$1" -eq 0 ]; then
   rm -rf /run/virt-l3
   # The package's own directories (rpm does not own the ones its files create);
   # a directory that still holds something (an .rpmsave) stays.
-  for dir in /etc/virt-l3 /usr/share/virt-l3/nwfilter-templates /usr/share/virt-l3 \
+  for dir in /etc/virt-l3 /usr/share/virt-l3/nwfilter-templates /usr/share/virt-l3/cloudstack /usr/share/virt-l3 \
     /usr/share/doc/virt-l3/examples /usr/share/doc/virt-l3 /usr/share/licenses/virt-l3; do
     rmdir "$dir" 2>/dev/null || true
   done

@@ -533,6 +533,52 @@ fn cloud_init_render(json: &str, renderer: &str, mac: &str) -> Vec<(String, Stri
     files
 }
 
+/// systemd-networkd running in a guest's namespace with these .network files
+/// (tests/lib/networkd-guest.sh).
+struct Networkd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Networkd {
+    fn start(guest: &common::Guest, files: &[(String, String)]) -> Networkd {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            // A veth has no permanent MAC (a virtio NIC has): match the current one.
+            let text = text.replace("PermanentMACAddress=", "MACAddress=");
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lib/networkd-guest.sh");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &guest.ns])
+            .args(["unshare", "-m", "--propagation", "private", "bash"])
+            .arg(&script)
+            .arg(dir.path())
+            .arg("30")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("networkd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Networkd { child, dir }
+    }
+
+    /// Stops networkd (SIGTERM to the script; SIGKILL would orphan networkd); returns its log.
+    fn stop(&mut self) -> String {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.dir.path().join("networkd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Networkd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// A dual-stack guest behind tap vnet3, configured by systemd-networkd from `files`
 /// (.network), must get its default routes and reach both gateways from its own
 /// addresses, the replies coming back through the host route and permanent neighbour.
@@ -544,31 +590,7 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
         assert!(o.status.success(), "{what}: {op}: {}", stderr(&o));
     }
     let guest = lab.guest("vnet3", "52:02:45:76:d2:35");
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        // A veth has no permanent MAC (a virtio NIC has): match the current one.
-        let text = text.replace("PermanentMACAddress=", "MACAddress=");
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lib/networkd-guest.sh");
-    let mut networkd = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &guest.ns,
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-        ])
-        .arg("bash")
-        .arg(&script)
-        .arg(dir.path())
-        .arg("30")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("networkd.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut networkd = Networkd::start(&guest, files);
     let mut configured = false;
     for _ in 0..100 {
         let v4 = guest.ip(&["-4", "route", "show", "default"]);
@@ -598,13 +620,7 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
             results.push((target, ok, last));
         }
     }
-    // SIGTERM to the script stops networkd (SIGKILL would orphan it).
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(networkd.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let _ = networkd.wait();
-    let log = std::fs::read_to_string(dir.path().join("networkd.log")).unwrap_or_default();
+    let log = networkd.stop();
     assert!(
         configured,
         "{what}: networkd did not install both default routes; guest:\n{routes}\nnetworkd:\n{log}"
@@ -760,4 +776,75 @@ fn an_invalid_interface_name_is_refused_naming_domain_nic_and_name() {
         set_name_prefix: Some("a-very-long-name".into()),
     };
     assert!(guest_config::netplan(&p, &c, &long).is_err());
+}
+
+#[test]
+fn a_two_nic_guest_configured_by_networkd_sends_each_nics_traffic_out_of_that_nic() {
+    let lab = Lab::new(&["vnet101", "vnet102"]);
+    let xml = fixture("multi-nic.xml");
+    for op in ["prepare", "start", "started"] {
+        let o = lab.hook("multi", op, "begin", &xml);
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+    }
+    let guest = lab.guest("vnet101", "52:54:00:00:0a:01");
+    guest.add_nic(&lab, "vnet102", "eth1", "52:54:00:00:0a:02");
+    let c = Config::default();
+    let p = planned("multi-nic.xml", &c);
+    let files = netplan_generate(&guest_config::netplan(&p, &c, &Options::default()).unwrap());
+    let mut networkd = Networkd::start(&guest, &files);
+    // Ready: both NICs' tables filled, no address still in DAD.
+    let ready = |g: &common::Guest| {
+        let show = |args: &[&str]| {
+            String::from_utf8_lossy(&g.exec(&[&["ip"], args].concat()).stdout).into_owned()
+        };
+        let t101 = show(&["-6", "route", "show", "table", "101"]);
+        let t100 = show(&["-4", "route", "show", "table", "100"]);
+        let tentative = show(&["-6", "addr", "show", "tentative"]);
+        t101.contains("default via fe80::1")
+            && t100.contains("default via 169.254.0.1")
+            && tentative.is_empty()
+    };
+    let configured = (0..100).any(|_| {
+        let r = ready(&guest);
+        if !r {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        r
+    });
+    let mut out = Vec::new();
+    if configured {
+        for (source, target) in [
+            ("198.51.100.1", "169.254.0.1"),
+            ("198.51.100.2", "169.254.0.1"),
+            ("2001:db8:a::1", "fe80::1"),
+            ("2001:db8:a::2", "fe80::1"),
+        ] {
+            out.push((source, guest.ip(&["route", "get", target, "from", source])));
+        }
+        for (family, source, target) in [
+            ("-4", "198.51.100.2", "169.254.0.1"),
+            ("-6", "2001:db8:a::2", "fe80::1%eth1"),
+        ] {
+            let ok = (0..5).any(|_| {
+                guest
+                    .exec(&["ping", family, "-c1", "-W1", "-I", source, target])
+                    .status
+                    .success()
+            });
+            assert!(ok, "the second NIC cannot ping {target} from {source}");
+        }
+    }
+    let log = networkd.stop();
+    assert!(configured, "networkd did not configure both NICs:\n{log}");
+    for (source, route) in out {
+        let want = if source.ends_with(".1") || source.ends_with("::1") {
+            "dev eth0"
+        } else {
+            "dev eth1"
+        };
+        assert!(
+            route.contains(want),
+            "from {source}: {route} (wanted {want})"
+        );
+    }
 }

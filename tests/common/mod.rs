@@ -227,3 +227,14 @@ impl Drop for Guest {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
+
+impl Guest {
+    /// Moves the peer of another of the lab's taps into this guest as `name`, with `mac`.
+    pub fn add_nic(&self, lab: &Lab, tap: &str, name: &str, mac: &str) {
+        let peer = format!("{tap}p");
+        lab.ip(&["link", "set", &peer, "netns", &self.ns]);
+        self.ip(&["link", "set", &peer, "name", name]);
+        self.ip(&["link", "set", name, "address", mac]);
+        self.ip(&["link", "set", name, "up"]);
+    }
+}

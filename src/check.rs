@@ -1483,11 +1483,9 @@ pub fn frr_selects(text: &str, bridges: &[String]) -> Result<(), String> {
             }
         }
         match &mut ctx {
-            Ctx::Map(name) => {
-                if words.first() == Some(&"match") {
-                    if let Some(e) = maps.get_mut(name.as_str()).and_then(|v| v.last_mut()) {
-                        e.2.push(words[1..].join(" "));
-                    }
+            Ctx::Map(name) if words.first() == Some(&"match") => {
+                if let Some(e) = maps.get_mut(name.as_str()).and_then(|v| v.last_mut()) {
+                    e.2.push(words[1..].join(" "));
                 }
             }
             Ctx::Bgp(af) => match words.as_slice() {

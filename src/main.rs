@@ -65,7 +65,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        options: virt_l3::check::CheckOptions,
+        options: Box<virt_l3::check::CheckOptions>,
     },
     /// Write the man pages (virt-l3.1, virt-l3-SUBCOMMAND.1) into DIR; used to build the packages.
     #[command(hide = true)]

@@ -424,6 +424,39 @@ fn cases() -> Vec<Case> {
             fix: "net.ipv6.conf.uplink0.proxy_ndp=0",
         },
         Case {
+            name: "NDP proxying on without proxy entries: a warning only",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                h.sysctl("net.ipv6.conf.all.proxy_ndp=1");
+                // An ordinary neighbour is not a proxy entry.
+                h.lab.ip(&[
+                    "-6",
+                    "neigh",
+                    "add",
+                    "2001:db8::9",
+                    "lladdr",
+                    "02:00:00:00:00:09",
+                    "dev",
+                    "uplink0",
+                ]);
+            },
+            fails: &[],
+            fix: "",
+        },
+        Case {
+            name: "hook installed as hooks/qemu (libvirt older than 6.5 style)",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                std::fs::remove_file(h.path("hooks/qemu.d/virt-l3")).unwrap();
+                std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_virt-l3"), h.path("hooks/qemu"))
+                    .unwrap();
+            },
+            fails: &[],
+            fix: "",
+        },
+        Case {
             name: "ICMP redirects on",
             gateway_mac: true,
             routed: false,

@@ -409,7 +409,7 @@ fn bridge_items(config: &Config, opts: &CheckOptions, facts: &KernelFacts, b: &s
             Some(b),
             format!("The routed bridge {b} does not exist."),
             format!(
-                "Create it with the host's network configuration (docs: operator guide), by hand: \
+                "Create it in the host's network configuration (ifupdown, netplan or systemd-networkd); by hand: \
                  ip link add {b} type bridge; ip link set {b} up; {add_gateways}."
             ),
         )];

@@ -457,6 +457,30 @@ fn cases() -> Vec<Case> {
             fix: "",
         },
         Case {
+            name: "sysctls read from a --proc-sys tree instead",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                // The namespace is fine; the tree says IPv4 forwarding is off.
+                for (key, value) in [
+                    ("net/ipv4/ip_forward", "0"),
+                    ("net/ipv4/conf/cloudbr0/forwarding", "1"),
+                    ("net/ipv6/conf/all/forwarding", "1"),
+                    ("net/ipv6/conf/cloudbr0/forwarding", "1"),
+                    ("net/ipv4/conf/all/send_redirects", "0"),
+                    ("net/ipv4/conf/cloudbr0/send_redirects", "0"),
+                ] {
+                    let p = h.path("proc-sys").join(key);
+                    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    std::fs::write(p, format!("{value}\n")).unwrap();
+                }
+                let tree = h.path("proc-sys").display().to_string();
+                h.extra.extend(["--proc-sys".to_string(), tree]);
+            },
+            fails: &["forwarding-ipv4"],
+            fix: "sysctl -w net.ipv4.ip_forward=1",
+        },
+        Case {
             name: "ICMP redirects on",
             gateway_mac: true,
             routed: false,

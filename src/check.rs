@@ -21,8 +21,9 @@ use serde::Serialize;
 use crate::address::Mac;
 use crate::config::Config;
 use crate::netlink::Kernel;
+use crate::plan::HostFacts;
 use crate::state::StateDir;
-use crate::status::{domain_status, KernelView};
+use crate::status::KernelView;
 
 /// Where `check` finds what it inspects. Every path and program can be overridden,
 /// so that a test lab (or an unusual host) can point it at its own files.
@@ -377,7 +378,7 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Strin
     items.push(nwfilter(opts));
     items.push(ebtables(opts));
     items.extend(routing_daemon(config, opts));
-    items.push(state(config, &mut kernel, &routes).await);
+    items.push(state(config, &mut kernel).await);
     Ok(Report {
         ready: items.iter().all(|i| i.status != Status::Fail),
         items,
@@ -1537,11 +1538,11 @@ pub fn frr_selects(text: &str, bridges: &[String]) -> Result<(), String> {
     }
 }
 
-async fn state(
-    config: &Config,
-    kernel: &mut Kernel,
-    routes: &[crate::netlink::KernelRoute],
-) -> Item {
+/// State and kernel agree when `virt-l3 reconcile` would change nothing: the same
+/// decisions (records against libvirt's status files: adopt, prune, promote, demote)
+/// and the same kernel diff, without its lock, its writes or its MAC pinning.
+async fn state(config: &Config, kernel: &mut Kernel) -> Item {
+    use crate::reconcile::{desired, diff, running_domains, Desired, ReconcileError};
     let store = StateDir::new(&config.state_dir);
     let records = match store.records() {
         Ok(r) => r,
@@ -1557,62 +1558,113 @@ async fn state(
             )
         }
     };
-    let view = match KernelView::read(kernel, &config.bridges).await {
-        Ok(v) => v,
+    let recorded = records.len();
+    let (d, libvirt_note) = match running_domains(&config.libvirt_status_dir) {
+        Ok(running) => {
+            let host = match kernel.host_addresses().await {
+                Ok(a) => HostFacts { addresses: a },
+                Err(e) => return cannot_read_kernel(e),
+            };
+            let incoming: HashSet<String> = store.incoming().into_iter().collect();
+            let d = desired(
+                config,
+                records,
+                &running,
+                &incoming,
+                &host,
+                &store,
+                crate::state::now_ms(),
+            );
+            (d, String::new())
+        }
+        Err(ReconcileError::NoStatusDir(dir)) => (
+            Desired {
+                keep: records,
+                ..Desired::default()
+            },
+            format!(
+                " (libvirt's status directory {dir} does not exist: records not compared with running domains)"
+            ),
+        ),
         Err(e) => {
             return fail(
                 "state",
                 None,
-                format!("Cannot read the kernel's routes: {e}."),
+                format!("{e}."),
                 "Run check as root.".to_string(),
             )
         }
     };
-    let mut missing = Vec::new();
-    let mut wanted = HashSet::new();
-    for r in &records {
-        let s = domain_status(r, &view);
-        for e in s.entries.iter().filter(|e| !e.present) {
-            missing.push(format!("{} ({})", e.entry, s.name));
-        }
-        for e in crate::routing::entries(&r.plan, r.metric) {
-            if let crate::netlink::Entry::Route(route) = e {
-                wanted.insert(route.destination);
-            }
-        }
+    let view = match KernelView::read(kernel, &config.bridges).await {
+        Ok(v) => v,
+        Err(e) => return cannot_read_kernel(e),
+    };
+    let mut wanted: Vec<crate::netlink::Entry> = Vec::new();
+    for r in &d.keep {
+        wanted.extend(crate::routing::entries(&r.plan, r.metric));
     }
-    let stray: Vec<String> = routes
+    // As reconcile: entries of a missing bridge come back with the bridge (item `bridge`).
+    wanted.retain(|e| {
+        let b = match e {
+            crate::netlink::Entry::Route(r) => &r.bridge,
+            crate::netlink::Entry::Neighbour(n) => &n.bridge,
+        };
+        view.bridges.contains_key(b)
+    });
+    let kd = diff(&wanted, &view, config.route_protocol);
+    let mut found: Vec<String> = d
+        .changes
         .iter()
-        .filter(|r| r.protocol == config.route_protocol && !wanted.contains(&r.destination))
-        .map(|r| r.destination.to_string())
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                c.action,
+                c.what,
+                c.domain
+                    .as_ref()
+                    .map(|n| format!(" (domain {n})"))
+                    .unwrap_or_default()
+            )
+        })
         .collect();
-    if missing.is_empty() && stray.is_empty() {
+    found.extend(kd.add.iter().map(|e| format!("missing {e}")));
+    found.extend(kd.remove_routes.iter().map(|r| {
+        format!(
+            "stray protocol-{} route {} metric {}",
+            r.protocol, r.destination, r.metric
+        )
+    }));
+    found.extend(
+        kd.remove_neighbours
+            .iter()
+            .map(|n| format!("stray neighbour {}", n.address)),
+    );
+    if found.is_empty() {
         return ok(
             "state",
             None,
             format!(
-                "The kernel holds every route and neighbour of the {} routed domain(s) virt-l3 recorded, and no other protocol-{} route.",
-                records.len(),
-                config.route_protocol
+                "virt-l3's records ({recorded}), libvirt's running domains and the kernel agree: reconcile would change nothing{libvirt_note}."
             ),
         );
-    }
-    let mut found = Vec::new();
-    if !missing.is_empty() {
-        found.push(format!("missing from the kernel: {}", missing.join(", ")));
-    }
-    if !stray.is_empty() {
-        found.push(format!(
-            "protocol-{} routes of no recorded domain: {}",
-            config.route_protocol,
-            stray.join(", ")
-        ));
     }
     fail(
         "state",
         None,
-        format!("virt-l3's records and the kernel disagree: {}.", found.join("; ")),
-        "virt-l3 reconcile (see `virt-l3 status` for each domain; `virt-l3 reconcile --dry-run` shows what it would change). Keep virt-l3-watch running so this repairs itself.".to_string(),
+        format!(
+            "virt-l3's records, libvirt's running domains and the kernel disagree{libvirt_note}: {}.",
+            found.join("; ")
+        ),
+        "virt-l3 reconcile (`virt-l3 reconcile --dry-run` lists the same changes; `virt-l3 status` shows each domain's entries). Keep virt-l3-watch running: it does this by itself within a second, and promotes live-migrated VMs.".to_string(),
+    )
+}
+
+fn cannot_read_kernel(e: crate::netlink::KernelError) -> Item {
+    fail(
+        "state",
+        None,
+        format!("Cannot read the kernel's routes and neighbours: {e}."),
+        "Run check as root.".to_string(),
     )
 }
 

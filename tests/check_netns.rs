@@ -155,7 +155,11 @@ fn example_bird_conf(dir: &Path) -> String {
 /// A hypervisor prepared the way docs/TROUBLESHOOTING.md says it should be.
 fn host(gateway_mac: bool) -> Host {
     let lab = Lab::new(&[]);
-    let mut extra = String::from("require_nwfilter = false\n");
+    std::fs::create_dir_all(lab.dir.path().join("libvirt-qemu")).unwrap();
+    let mut extra = format!(
+        "require_nwfilter = false\nreconcile_grace_seconds = 0\nlibvirt_status_dir = {:?}\n",
+        lab.dir.path().join("libvirt-qemu")
+    );
     if gateway_mac {
         extra.push_str(&format!("gateway_mac = \"{GATEWAY_MAC}\"\n"));
     }
@@ -231,13 +235,26 @@ fn host(gateway_mac: bool) -> Host {
     h
 }
 
-/// Routes the dual-stack domain on vnet3 through its `start` hook.
+/// Routes the dual-stack domain on vnet3 through its `start` hook; libvirt's status
+/// file says it runs.
 fn route_domain(h: &Host) {
     let o = h
         .lab
         .hook("i-2-10-VM", "start", "begin", &fixture("dual-stack.xml"));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!h.lab.routes().is_empty());
+    set_running(h, "running", "booted");
+}
+
+/// Writes libvirt's status file of the dual-stack domain, as a running libvirtd would.
+fn set_running(h: &Host, state: &str, reason: &str) {
+    let body = format!(
+        "<domstatus state='{state}' reason='{reason}' pid='4242'>\n{}\n</domstatus>\n",
+        String::from_utf8_lossy(&fixture("dual-stack.xml"))
+    );
+    let tmp = h.path("libvirt-qemu/.i-2-10-VM.tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(tmp, h.path("libvirt-qemu/i-2-10-VM.xml")).unwrap();
 }
 
 struct Case {
@@ -249,6 +266,8 @@ struct Case {
     fails: &'static [&'static str],
     /// Text the failing item's fix must contain.
     fix: &'static str,
+    /// Text the failing item's summary must contain.
+    summary: &'static str,
 }
 
 fn cases() -> Vec<Case> {
@@ -261,6 +280,7 @@ fn cases() -> Vec<Case> {
             breakage: nothing,
             fails: &[],
             fix: "",
+            summary: "",
         },
         Case {
             name: "prepared host with a routed VM",
@@ -269,6 +289,7 @@ fn cases() -> Vec<Case> {
             breakage: nothing,
             fails: &[],
             fix: "",
+            summary: "",
         },
         Case {
             name: "no gateway_mac: a warning only",
@@ -277,6 +298,7 @@ fn cases() -> Vec<Case> {
             breakage: nothing,
             fails: &[],
             fix: "",
+            summary: "",
         },
         Case {
             name: "bridge missing",
@@ -287,6 +309,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["bridge"],
             fix: "ip link add cloudbr0 type bridge",
+            summary: "",
         },
         Case {
             name: "bridge down",
@@ -298,6 +321,7 @@ fn cases() -> Vec<Case> {
             fails: &["bridge"],
             // The kernel dropped fe80::1 with the link: the fix says to put it back.
             fix: "ip address add fe80::1/64 dev cloudbr0",
+            summary: "is down",
         },
         Case {
             name: "gateway address missing",
@@ -309,6 +333,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["bridge-gateways"],
             fix: "ip address add 169.254.0.1/32 dev cloudbr0",
+            summary: "",
         },
         Case {
             name: "gateway with a subnet prefix",
@@ -322,6 +347,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["bridge-gateways"],
             fix: "ip address del 169.254.0.1/24 dev cloudbr0",
+            summary: "",
         },
         Case {
             name: "uplink enslaved to the bridge",
@@ -336,6 +362,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["bridge-ports"],
             fix: "ip link set eth1 nomaster",
+            summary: "eth1 (veth)",
         },
         Case {
             name: "bridge MAC is not gateway_mac",
@@ -347,6 +374,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["bridge-mac"],
             fix: "ip link set cloudbr0 address 02:00:00:00:00:01",
+            summary: "",
         },
         Case {
             name: "IPv4 forwarding off",
@@ -355,6 +383,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv4.ip_forward=0"),
             fails: &["forwarding-ipv4"],
             fix: "sysctl -w net.ipv4.ip_forward=1",
+            summary: "",
         },
         Case {
             name: "IPv4 forwarding off on the bridge only",
@@ -363,6 +392,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv4.conf.cloudbr0.forwarding=0"),
             fails: &["forwarding-ipv4"],
             fix: "net.ipv4.conf.cloudbr0.forwarding=1",
+            summary: "",
         },
         Case {
             name: "IPv6 forwarding off",
@@ -371,6 +401,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv6.conf.all.forwarding=0"),
             fails: &["forwarding-ipv6"],
             fix: "sysctl -w net.ipv6.conf.all.forwarding=1",
+            summary: "",
         },
         Case {
             name: "strict rp_filter everywhere",
@@ -379,6 +410,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv4.conf.all.rp_filter=1"),
             fails: &["rp_filter"],
             fix: "net.ipv4.conf.all.rp_filter=2",
+            summary: "",
         },
         Case {
             name: "strict rp_filter on the uplink",
@@ -387,6 +419,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv4.conf.uplink0.rp_filter=1"),
             fails: &["rp_filter"],
             fix: "net.ipv4.conf.uplink0.rp_filter=2",
+            summary: "",
         },
         Case {
             name: "bridge accepts router advertisements",
@@ -395,6 +428,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv6.conf.cloudbr0.accept_ra=2"),
             fails: &["accept_ra"],
             fix: "net.ipv6.conf.cloudbr0.accept_ra=0",
+            summary: "",
         },
         Case {
             name: "proxy ARP on",
@@ -403,6 +437,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv4.conf.all.proxy_arp=1"),
             fails: &["proxy_arp"],
             fix: "net.ipv4.conf.all.proxy_arp=0",
+            summary: "",
         },
         Case {
             name: "NDP proxy entries on the uplink",
@@ -422,6 +457,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["proxy_ndp"],
             fix: "net.ipv6.conf.uplink0.proxy_ndp=0",
+            summary: "uplink0 hold proxy entries",
         },
         Case {
             name: "NDP proxying on without proxy entries: a warning only",
@@ -443,6 +479,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &[],
             fix: "",
+            summary: "",
         },
         Case {
             name: "hook installed as hooks/qemu (libvirt older than 6.5 style)",
@@ -455,6 +492,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &[],
             fix: "",
+            summary: "",
         },
         Case {
             name: "sysctls read from a --proc-sys tree instead",
@@ -479,6 +517,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["forwarding-ipv4"],
             fix: "sysctl -w net.ipv4.ip_forward=1",
+            summary: "",
         },
         Case {
             name: "ICMP redirects on",
@@ -487,6 +526,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.sysctl("net.ipv4.conf.all.send_redirects=1"),
             fails: &["send_redirects"],
             fix: "net.ipv4.conf.all.send_redirects=0",
+            summary: "",
         },
         Case {
             name: "CloudStack's cloud0 holds 169.254.0.1",
@@ -500,6 +540,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["control-network"],
             fix: "control.cidr",
+            summary: "169.254.0.1/16 on cloud0",
         },
         Case {
             name: "hook missing",
@@ -508,6 +549,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| std::fs::remove_file(h.path("hooks/qemu.d/virt-l3")).unwrap(),
             fails: &["hook"],
             fix: "ln -sfn /usr/bin/virt-l3",
+            summary: "",
         },
         Case {
             name: "hook not executable",
@@ -521,6 +563,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["hook"],
             fix: "ln -sfn /usr/bin/virt-l3",
+            summary: "not executable",
         },
         Case {
             name: "libvirt too old for qemu.d",
@@ -529,6 +572,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.script("libvirtd", "echo 'libvirtd (libvirt) 6.0.0'"),
             fails: &["libvirt"],
             fix: "Upgrade libvirt",
+            summary: "6.0.0 is older than 6.5",
         },
         Case {
             name: "nwfilter driver unavailable",
@@ -539,6 +583,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["nwfilter"],
             fix: "virtnwfilterd",
+            summary: "",
         },
         Case {
             name: "ebtables missing",
@@ -550,6 +595,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["ebtables"],
             fix: "apt-get install ebtables",
+            summary: "",
         },
         Case {
             name: "no routing daemon",
@@ -558,6 +604,7 @@ fn cases() -> Vec<Case> {
             breakage: |h| h.stop_bird(),
             fails: &["routing-daemon"],
             fix: "systemctl enable --now bird",
+            summary: "",
         },
         Case {
             name: "BIRD does not redistribute virt-l3's routes",
@@ -576,6 +623,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["routing-config"],
             fix: "krt_source = 52",
+            summary: "krt_source = 52 for ipv4 and ipv6",
         },
         Case {
             name: "FRR running with the shipped example",
@@ -587,6 +635,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &[],
             fix: "",
+            summary: "",
         },
         Case {
             name: "FRR redistributing another interface",
@@ -598,6 +647,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["routing-config"],
             fix: "match interface cloudbr0",
+            summary: "",
         },
         Case {
             name: "a route of the routed VM deleted",
@@ -616,6 +666,42 @@ fn cases() -> Vec<Case> {
             },
             fails: &["state"],
             fix: "virt-l3 reconcile",
+            summary: "missing route 2.57.57.30",
+        },
+        Case {
+            name: "a record of a domain libvirt no longer runs",
+            gateway_mac: true,
+            routed: true,
+            breakage: |h| std::fs::remove_file(h.path("libvirt-qemu/i-2-10-VM.xml")).unwrap(),
+            fails: &["state"],
+            fix: "virt-l3 reconcile",
+            summary: "prune record",
+        },
+        Case {
+            name: "a running domain the hook never routed",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| set_running(h, "running", "booted"),
+            fails: &["state"],
+            fix: "virt-l3 reconcile",
+            summary: "adopt running domain",
+        },
+        Case {
+            name: "a live-migrated domain left at standby (no watch)",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                for op in ["migrate", "prepare", "start", "started"] {
+                    let o = h
+                        .lab
+                        .hook("i-2-10-VM", op, "begin", &fixture("dual-stack.xml"));
+                    assert!(o.status.success(), "{op}: {}", stderr(&o));
+                }
+                set_running(h, "running", "migrated");
+            },
+            fails: &["state"],
+            fix: "promotes live-migrated VMs",
+            summary: "promote metric 4000 -> 1500",
         },
         Case {
             name: "a protocol-52 route of no domain",
@@ -634,6 +720,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["state"],
             fix: "virt-l3 reconcile",
+            summary: "stray protocol-52 route 198.51.100.7/32",
         },
     ]
 }
@@ -691,6 +778,13 @@ fn check_reports_exactly_the_broken_item() {
             let fix = i["fix"].as_str().unwrap_or("");
             if !fix.contains(case.fix) || fix.is_empty() {
                 wrong.push(format!("{} fix {fix:?} lacks {:?}", i["id"], case.fix));
+            }
+            let summary = i["summary"].as_str().unwrap_or("");
+            if !summary.contains(case.summary) {
+                wrong.push(format!(
+                    "{} summary {summary:?} lacks {:?}",
+                    i["id"], case.summary
+                ));
             }
         }
         if !wrong.is_empty() {

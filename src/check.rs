@@ -365,8 +365,8 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Strin
         .collect();
     uplinks.sort();
     uplinks.dedup();
-    items.push(forwarding(opts, &existing, 4));
-    items.push(forwarding(opts, &existing, 6));
+    items.push(forwarding(opts, &existing, &uplinks, 4));
+    items.push(forwarding(opts, &existing, &uplinks, 6));
     items.push(rp_filter(opts, &uplinks));
     items.extend(accept_ra(opts, &existing));
     items.push(proxy_arp(opts, &uplinks));
@@ -622,7 +622,10 @@ fn sysctl_fix(settings: &[(String, i64)]) -> String {
     )
 }
 
-fn forwarding(opts: &CheckOptions, bridges: &[&str], family: u8) -> Item {
+/// IPv4 forwards by the setting of the interface a packet arrives on: the bridges (from
+/// guests) and the uplinks (to guests). IPv6 forwards by `all`; an interface's own
+/// setting makes it act as a router there (the router flag in its neighbour adverts).
+fn forwarding(opts: &CheckOptions, bridges: &[&str], uplinks: &[String], family: u8) -> Item {
     let id = if family == 4 {
         "forwarding-ipv4"
     } else {
@@ -635,6 +638,11 @@ fn forwarding(opts: &CheckOptions, bridges: &[&str], family: u8) -> Item {
     }];
     for b in bridges {
         keys.push(format!("net/ipv{family}/conf/{b}/forwarding"));
+    }
+    if family == 4 {
+        for u in uplinks {
+            keys.push(format!("net/ipv4/conf/{u}/forwarding"));
+        }
     }
     let bad: Vec<(String, Option<i64>)> = keys
         .iter()

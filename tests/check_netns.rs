@@ -395,6 +395,15 @@ fn cases() -> Vec<Case> {
             summary: "",
         },
         Case {
+            name: "IPv4 forwarding off on the uplink only",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| h.sysctl("net.ipv4.conf.uplink0.forwarding=0"),
+            fails: &["forwarding-ipv4"],
+            fix: "net.ipv4.conf.uplink0.forwarding=1",
+            summary: "net.ipv4.conf.uplink0.forwarding = 0",
+        },
+        Case {
             name: "IPv6 forwarding off",
             gateway_mac: true,
             routed: false,

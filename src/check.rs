@@ -283,8 +283,13 @@ fn sysctl(opts: &CheckOptions, key: &str) -> Option<i64> {
         .ok()
 }
 
+/// `net/ipv4/conf/eth0.100/rp_filter` → `net.ipv4.conf.eth0/100.rp_filter` (sysctl's
+/// notation: a dot inside an interface name becomes a slash).
 fn dotted(key: &str) -> String {
-    key.replace('/', ".")
+    key.split('/')
+        .map(|c| c.replace('.', "/"))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Runs a program with a time limit; `None` when it cannot be started.
@@ -1749,6 +1754,15 @@ mod tests {
         assert!(frr_selects(&t, &b).unwrap_err().contains("ipv4"));
         let two = ["cloudbr0".to_string(), "cloudbr1".to_string()];
         assert!(frr_selects(EXAMPLE_FRR, &two).is_err());
+    }
+
+    #[test]
+    fn sysctl_names() {
+        assert_eq!(dotted("net/ipv4/ip_forward"), "net.ipv4.ip_forward");
+        assert_eq!(
+            dotted("net/ipv4/conf/eth0.100/rp_filter"),
+            "net.ipv4.conf.eth0/100.rp_filter"
+        );
     }
 
     #[test]

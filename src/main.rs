@@ -62,6 +62,7 @@ enum Command {
     /// Inspect this hypervisor item by item, with a fix for each failure
     /// (exit 0: ready, 1: not ready). Changes nothing.
     Check {
+        /// Print JSON instead of text (format: docs/TROUBLESHOOTING.md).
         #[arg(long)]
         json: bool,
         #[command(flatten)]

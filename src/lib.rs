@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod domain_xml;
 pub mod guest_config;

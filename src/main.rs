@@ -59,6 +59,15 @@ enum Command {
     },
     /// Reconcile whenever routes, neighbours, bridges or libvirt's status files change.
     Watch,
+    /// Inspect this hypervisor item by item, with a fix for each failure
+    /// (exit 0: ready, 1: not ready). Changes nothing.
+    Check {
+        /// Print JSON instead of text (format: docs/TROUBLESHOOTING.md).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        options: Box<virt_l3::check::CheckOptions>,
+    },
     /// Write the man pages (virt-l3.1, virt-l3-SUBCOMMAND.1) into DIR; used to build the packages.
     #[command(hide = true)]
     Manpages {
@@ -318,6 +327,22 @@ fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
             out_dir,
             set_name,
         } => run_guest_config(config, format, out_dir, set_name),
+        Command::Check { json, options } => {
+            let report = runtime()?.block_on(virt_l3::check::check(config, &options))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", virt_l3::check::render_text(&report));
+            }
+            Ok(if report.ready {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Reconcile { dry_run, json } => {
             let report = runtime()?.block_on(async {
                 let mut k = Kernel::connect().map_err(|e| e.to_string())?;

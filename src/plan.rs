@@ -181,6 +181,9 @@ pub struct Problem {
     pub text: String,
 }
 
+/// How many of a refused domain's problems its error message lists.
+pub const MAX_PROBLEMS_SHOWN: usize = 10;
+
 /// A domain virt-l3 refuses, with every reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct PlanError {
@@ -193,6 +196,15 @@ impl fmt::Display for PlanError {
         write!(f, "virt-l3 refuses domain {}: ", display_name(&self.domain))?;
         let mut last: Option<&Option<String>> = None;
         for (i, p) in self.problems.iter().enumerate() {
+            if i == MAX_PROBLEMS_SHOWN {
+                // A hostile domain may have thousands of NICs: the operator sees a line.
+                let more = self.problems.len() - i;
+                return write!(
+                    f,
+                    "; and {more} more problem{}",
+                    if more == 1 { "" } else { "s" }
+                );
+            }
             if i > 0 {
                 write!(f, "; ")?;
             }
@@ -540,6 +552,10 @@ pub fn plan(
                 }
                 Ok(mac) if mac.is_zero() => {
                     c.refuse(format!("MAC {m} is all zeros"));
+                    continue;
+                }
+                Ok(mac) if mac.0 == [0xff; 6] => {
+                    c.refuse(format!("MAC {m} is the broadcast MAC, not a NIC's"));
                     continue;
                 }
                 Ok(mac) if mac.is_multicast() => {

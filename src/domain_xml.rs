@@ -20,7 +20,8 @@ pub const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum XmlError {
-    #[error("the domain XML is {0} bytes, more than the {MAX_XML_BYTES} bytes virt-l3 accepts")]
+    /// The number of bytes read, which stops one byte past the limit.
+    #[error("the domain XML is larger than {MAX_XML_BYTES} bytes, the most virt-l3 accepts")]
     TooLarge(usize),
     #[error("the domain XML carries a DOCTYPE declaration, which virt-l3 refuses (entity definitions could expand without bound)")]
     Doctype,

@@ -169,7 +169,7 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
         match inv.op {
             Operation::Prepare | Operation::Restore | Operation::Migrate => {
                 let p = plan(&dom, config, &host, &state, checks)?;
-                check_bridges(&mut kernel, &p).await?;
+                check_host(&mut kernel, &p).await?;
                 if inv.op == Operation::Migrate {
                     // Routes installed before the VM runs here are standby until promoted.
                     let _lock = state.lock().map_err(state_err)?;
@@ -182,7 +182,7 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                     // Refused before the lock, so that a refused domain leaves the state
                     // directory exactly as it was (not even created).
                     let p = plan(&dom, config, &host, &state, checks)?;
-                    check_bridges(&mut kernel, &p).await?;
+                    check_host(&mut kernel, &p).await?;
                 }
                 let _lock = state.lock().map_err(state_err)?;
                 // Planned again under the lock: ownership may have changed since prepare.
@@ -226,11 +226,36 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
     })
 }
 
-/// Refuses a domain whose routed bridges cannot carry its routes (missing, not a
-/// bridge, down): at prepare, before libvirt allocates anything, and again at
-/// start, before anything is recorded or installed.
-async fn check_bridges(kernel: &mut Kernel, p: &DomainPlan) -> Result<(), HookError> {
+/// Whether this process may change the network: `CAP_NET_ADMIN` in its effective
+/// set (`/proc/self/status`; when that cannot be read, assume so and let the
+/// kernel say).
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Refuses a domain this host cannot route now: virt-l3 lacks `CAP_NET_ADMIN`,
+/// or a routed bridge is missing, not a bridge, or down. At prepare, before
+/// libvirt allocates anything, and again at start, before anything is recorded
+/// or installed.
+async fn check_host(kernel: &mut Kernel, p: &DomainPlan) -> Result<(), HookError> {
     let mut problems = Vec::new();
+    if !has_net_admin() {
+        problems.push(Problem {
+            nic: None,
+            text:
+                "virt-l3 runs without CAP_NET_ADMIN, so it could not install the domain's routes \
+                   (libvirt runs its hooks as root; check the capabilities the daemon runs with)"
+                    .to_string(),
+        });
+    }
     let mut checked: Vec<(&str, Option<String>)> = Vec::new();
     for nic in &p.nics {
         let problem = match checked.iter().find(|(b, _)| *b == nic.bridge) {
@@ -298,6 +323,12 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         .ok()
         .and_then(|d| d.uuid)
         .filter(|u| is_valid_uuid(u));
+    if !state.root().join("lock").exists() {
+        // Records are written only under the lock, which is created first: without
+        // it there is nothing to remove, and nothing to create either.
+        debug!(domain = %inv.domain, "no state directory: nothing to remove");
+        return Ok(());
+    }
     let _lock = state.lock().map_err(state_err)?;
     let record = match &uuid {
         Some(u) => state.record(u).map_err(state_err)?,

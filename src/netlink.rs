@@ -348,13 +348,17 @@ impl Kernel {
         entries
             .iter()
             .zip(codes)
-            .map(|(en, code)| match code {
+            .map(|(en, (code, said))| match code {
                 0 => Ok(()),
                 libc::ENOENT | libc::ESRCH | libc::ENODEV if gone_is_fine => Ok(()),
                 errno => Err(KernelError::Refused {
                     what: format!("{verb} {en}"),
                     errno,
-                    message: errno_text(errno),
+                    // The kernel's own words first: "IPv6 is disabled on nexthop device".
+                    message: match said {
+                        Some(said) => format!("{said}: {}", errno_text(errno)),
+                        None => errno_text(errno),
+                    },
                 }),
             })
             .collect()

@@ -41,8 +41,8 @@ fn join(v: &[String]) -> String {
 }
 
 /// Failures as sentences, one per distinct reason: refusals with the same errno
-/// (every change refused for lack of CAP_NET_ADMIN, or because the bridge went
-/// down) are told once, listing what was refused.
+/// and message (every change refused for lack of CAP_NET_ADMIN, or because the
+/// bridge went down) are told once, listing what was refused.
 fn describe(errors: Vec<KernelError>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut groups: Vec<(i32, String, Vec<String>)> = Vec::new();
@@ -52,7 +52,10 @@ fn describe(errors: Vec<KernelError>) -> Vec<String> {
                 what,
                 errno,
                 message,
-            } if errno != 0 => match groups.iter_mut().find(|(n, _, _)| *n == errno) {
+            } if errno != 0 => match groups
+                .iter_mut()
+                .find(|(n, m, _)| *n == errno && *m == message)
+            {
                 Some((_, _, whats)) => whats.push(what),
                 None => groups.push((errno, message, vec![what])),
             },

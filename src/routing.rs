@@ -123,11 +123,37 @@ pub async fn route_domain(
     let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
     bridges.sort_unstable();
     bridges.dedup();
+    let mut repinned: Vec<&str> = Vec::new();
     for b in &bridges {
         match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
-            Ok(Some(done)) => warn!("{done} (it followed its ports; set gateway_mac to choose it)"),
+            Ok(Some(done)) => {
+                warn!("{done} (it followed its ports; set gateway_mac to choose it)");
+                repinned.push(b);
+            }
             Ok(None) => {}
             Err(e) => warn!("{e}"),
+        }
+    }
+    if !repinned.is_empty() {
+        // Setting a bridge's MAC, even to the one it has, flushes its neighbour
+        // table, permanent entries included: put the other domains' back now
+        // rather than leave them to reconcile.
+        for other in state.records()? {
+            if other.plan.uuid == record.plan.uuid {
+                continue;
+            }
+            let lost: Vec<Entry> = other
+                .plan
+                .neighbours()
+                .into_iter()
+                .filter(|n| repinned.contains(&n.bridge.as_str()))
+                .map(Entry::Neighbour)
+                .collect();
+            for r in kernel.install(&lost, other.protocol).await {
+                if let Err(e) = r {
+                    warn!(domain = %other.plan.name, "could not restore a neighbour after pinning the bridge MAC: {e}");
+                }
+            }
         }
     }
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.

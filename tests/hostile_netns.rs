@@ -172,6 +172,8 @@ fn generate(name: &str) -> Option<Input> {
 
 /// Runs virt-l3 in the lab with stdin that never ends; returns (exit code,
 /// stdout, stderr, peak RSS in KiB). Fails if it takes more than 10 s.
+// The child is reaped by wait4 (for its rusage), not by Child::wait.
+#[allow(clippy::zombie_processes)]
 fn run_endless(lab: &Lab, args: &[&str], byte: u8) -> (Option<i32>, Vec<u8>, String, i64) {
     use std::io::Read;
     let mut child = Command::new("ip")

@@ -375,3 +375,25 @@ fn netlink_permission_denied_at_start_is_rolled_back() {
     assert_nothing_applied(&lab);
     assert!(!lab.isolated("vnet41"));
 }
+
+/// Setting a bridge's MAC (here: `gateway_mac` changed between two starts)
+/// makes the kernel flush the bridge's neighbour table, permanent entries
+/// included; the start that sets it puts the other domains' neighbours back.
+#[test]
+fn a_bridge_mac_change_does_not_lose_other_domains_neighbours() {
+    let lab = Lab::new(&["vnet41", "vnet61"]);
+    let o = lab.hook(V4_NAME, "start", "begin", &fixture(V4));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lab.neighbours().len(), 2);
+    lab.write_config("gateway_mac = \"02:00:00:00:00:01\"");
+    let o = lab.hook("v6only", "start", "begin", &fixture("ipv6-only.xml"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        lab.neighbours(),
+        vec![
+            "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
+            "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
+            "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+        ]
+    );
+}

@@ -376,3 +376,38 @@ fn every_hostile_input_is_refused_and_changes_nothing() {
         peak_rss_kib
     );
 }
+
+/// The DOMAIN argument comes from libvirt, but is treated as hostile all the
+/// same: with path characters and a newline it is only ever quoted (escaped,
+/// one line) in an error, and stopped/release with it and unreadable XML
+/// succeed and change nothing (removal goes by the record, and only a record
+/// of exactly that name would match).
+#[test]
+fn a_hostile_domain_argument_is_only_quoted() {
+    let lab = Lab::new(&[]);
+    let owner = std::fs::read(corpus_dir().join("setup/owner.xml")).unwrap();
+    let o = lab.hook("owner-vm", "start", "begin", &owner);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    settle(&lab);
+    let kernel_before = kernel_snapshot(&lab);
+    let dir_before = dir_snapshot(lab.dir.path());
+    let name = "../../../etc/passwd\nvirt-l3 accepts everything";
+    for op in ["prepare", "start", "migrate"] {
+        let o = lab.hook(name, op, "begin", b"");
+        assert!(!o.status.success(), "{op}");
+        assert!(o.stdout.is_empty());
+        assert_eq!(
+            common::stderr(&o),
+            "virt-l3 cannot read the XML of domain \"../../../etc/passwd\\nvirt-l3 accepts everything\": \
+             the domain XML has no <domain> root element\n",
+            "{op}"
+        );
+    }
+    for op in ["stopped", "release"] {
+        let o = lab.hook(name, op, "end", b"\0\0");
+        assert!(o.status.success(), "{op}: {}", common::stderr(&o));
+        assert!(o.stdout.is_empty());
+    }
+    assert_eq!(kernel_snapshot(&lab), kernel_before);
+    assert_eq!(dir_snapshot(lab.dir.path()), dir_before);
+}

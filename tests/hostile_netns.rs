@@ -80,6 +80,17 @@ fn every_corpus_file_has_exactly_one_expectation() {
     let m = manifest();
     let mut files = files_in("");
     files.remove("expected.toml");
+    // Inputs go at the top level: a new directory would escape this check.
+    for e in std::fs::read_dir(corpus_dir()).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            let name = e.file_name().into_string().unwrap();
+            assert!(
+                name == "config" || name == "setup",
+                "testdata/hostile/{name}/: only config/ and setup/ may be directories"
+            );
+        }
+    }
     let mut seen = BTreeSet::new();
     let mut configs = BTreeSet::new();
     for c in &m.case {

@@ -32,8 +32,10 @@ impl BatchSocket {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
-        // Error replies carry only the failing request's header, not its body.
+        // Error replies carry only the failing request's header, not its body,
+        // and the kernel's own explanation (extended ACK), when it has one.
         let _ = socket.set_cap_ack(true);
+        let _ = socket.set_ext_ack(true);
         Ok(BatchSocket {
             socket,
             seq: 1,
@@ -42,9 +44,13 @@ impl BatchSocket {
     }
 
     /// Sends each request (with its own `NLM_F_*` flags besides REQUEST/ACK) and
-    /// returns, in order, 0 or the errno the kernel answered for it.
-    pub fn execute(&mut self, requests: Vec<(RouteNetlinkMessage, u16)>) -> io::Result<Vec<i32>> {
-        let mut results = vec![0i32; requests.len()];
+    /// returns, in order, 0 or the errno the kernel answered for it, with the
+    /// kernel's message ("Nexthop device is not up") when it gave one.
+    pub fn execute(
+        &mut self,
+        requests: Vec<(RouteNetlinkMessage, u16)>,
+    ) -> io::Result<Vec<(i32, Option<String>)>> {
+        let mut results = vec![(0i32, None); requests.len()];
         let mut offset = 0;
         let mut requests = requests.into_iter().peekable();
         while requests.peek().is_some() {
@@ -76,7 +82,7 @@ impl BatchSocket {
         &mut self,
         first_seq: u32,
         last_seq: u32,
-        results: &mut [i32],
+        results: &mut [(i32, Option<String>)],
     ) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -94,7 +100,9 @@ impl BatchSocket {
                         i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
                     let index = seq.wrapping_sub(first_seq) as usize;
                     if let Some(slot) = results.get_mut(index) {
-                        *slot = -code;
+                        let flags =
+                            u16::from_ne_bytes(buf[at + 6..at + 8].try_into().expect("2 bytes"));
+                        *slot = (-code, ext_ack_message(&buf[at..at + len], flags));
                     }
                     if seq == last_seq {
                         return Ok(());
@@ -104,4 +112,31 @@ impl BatchSocket {
             }
         }
     }
+}
+
+/// The `NLMSGERR_ATTR_MSG` of an error reply (`msg` is the whole message): with
+/// `NETLINK_CAP_ACK` the attributes follow the error code and the failing
+/// request's header, when `NLM_F_ACK_TLVS` says there are any.
+fn ext_ack_message(msg: &[u8], flags: u16) -> Option<String> {
+    const NLM_F_ACK_TLVS: u16 = 0x200;
+    const NLMSGERR_ATTR_MSG: u16 = 1;
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let mut at = NLMSG_HDRLEN + 4 + NLMSG_HDRLEN;
+    while at + 4 <= msg.len() {
+        let len = u16::from_ne_bytes(msg[at..at + 2].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(msg[at + 2..at + 4].try_into().ok()?) & 0x3fff;
+        if len < 4 || at + len > msg.len() {
+            return None;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &msg[at + 4..at + len];
+            let text = text.split(|b| *b == 0).next().unwrap_or_default();
+            let text = String::from_utf8_lossy(text).trim().to_string();
+            return (!text.is_empty()).then_some(text);
+        }
+        at += (len + 3) & !3;
+    }
+    None
 }

@@ -20,7 +20,8 @@ pub const MAX_DEPTH: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum XmlError {
-    #[error("the domain XML is {0} bytes, more than the {MAX_XML_BYTES} bytes virt-l3 accepts")]
+    /// The number of bytes read, which stops one byte past the limit.
+    #[error("the domain XML is larger than {MAX_XML_BYTES} bytes, the most virt-l3 accepts")]
     TooLarge(usize),
     #[error("the domain XML carries a DOCTYPE declaration, which virt-l3 refuses (entity definitions could expand without bound)")]
     Doctype,
@@ -34,6 +35,51 @@ pub enum XmlError {
     NotADomain,
     #[error("the domain XML has no <name>")]
     NoName,
+    #[error("the domain XML ends inside <{0}>, which is never closed")]
+    Unclosed(String),
+    #[error("the domain XML has more than one root element")]
+    SecondRoot,
+    #[error("the domain XML has text outside its root element near byte {0}")]
+    TextOutsideRoot(u64),
+}
+
+/// Text taken from the document for an error message: control characters
+/// escaped, cut after 64 characters (it may be megabytes of hostile input).
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > MAX {
+        out.push_str(&format!("... ({} bytes)", text.len()));
+    }
+    out
+}
+
+fn malformed(position: u64, message: impl std::fmt::Display) -> XmlError {
+    // quick-xml quotes the offending input in its messages: keep them short.
+    let message = message.to_string();
+    let message = if message.len() > 200 || message.chars().any(char::is_control) {
+        excerpt_long(&message)
+    } else {
+        message
+    };
+    XmlError::Malformed { position, message }
+}
+
+fn excerpt_long(text: &str) -> String {
+    const MAX: usize = 200;
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > MAX {
+        out.push_str("...");
+    }
+    out
 }
 
 /// A `<filterref>`: the filter's name and its parameters, in document order.
@@ -132,23 +178,17 @@ enum Ctx {
     Other,
 }
 
-fn attrs(attributes: Attributes<'_>) -> Result<Vec<(String, String)>, XmlError> {
+fn attrs(attributes: Attributes<'_>, position: u64) -> Result<Vec<(String, String)>, XmlError> {
     let mut out = Vec::new();
     for a in attributes {
-        let a = a.map_err(|e| XmlError::Malformed {
-            position: 0,
-            message: e.to_string(),
-        })?;
+        let a = a.map_err(|e| malformed(position, e))?;
         let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
         let value = a.unescape_value().map_err(|e| match e {
             quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
                 _,
                 name,
-            )) => XmlError::UndefinedEntity(name),
-            other => XmlError::Malformed {
-                position: 0,
-                message: other.to_string(),
-            },
+            )) => XmlError::UndefinedEntity(excerpt(&name)),
+            other => malformed(position, other),
         })?;
         out.push((key, value.into_owned()));
     }
@@ -173,24 +213,30 @@ impl DomainXml {
         reader.config_mut().check_end_names = true;
         let mut buf = Vec::new();
         let mut stack: Vec<Ctx> = Vec::new();
+        // The names of the open elements, parallel to `stack` (for an unclosed document).
+        let mut open_names: Vec<String> = Vec::new();
         let mut dom = DomainXml::default();
         let mut saw_root = false;
         let mut text = String::new();
 
         loop {
             let position = reader.buffer_position();
-            let (ns, event) =
-                reader
-                    .read_resolved_event_into(&mut buf)
-                    .map_err(|e| XmlError::Malformed {
-                        position,
-                        message: e.to_string(),
-                    })?;
+            let (ns, event) = reader
+                .read_resolved_event_into(&mut buf)
+                .map_err(|e| malformed(position, e))?;
             let is_cs = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes());
             match event {
                 Event::DocType(_) => return Err(XmlError::Doctype),
                 Event::Start(ref e) | Event::Empty(ref e) => {
                     let empty = matches!(event, Event::Empty(_));
+                    if stack.is_empty() && saw_root {
+                        return Err(XmlError::SecondRoot);
+                    }
+                    // Every element's attributes must be well-formed (quoted, not
+                    // repeated), also those of elements virt-l3 does not read.
+                    for a in e.attributes() {
+                        a.map_err(|err| malformed(position, err))?;
+                    }
                     let local = e.local_name();
                     let local = local.as_ref();
                     let parent = stack.last().copied();
@@ -200,7 +246,7 @@ impl DomainXml {
                             Ctx::Domain
                         }
                         (None, b"domstatus") => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             dom.run_state = Some(RunState {
                                 state: get(&a, "state").unwrap_or_default(),
                                 reason: get(&a, "reason").unwrap_or_default(),
@@ -214,7 +260,7 @@ impl DomainXml {
                         (Some(Ctx::Domain), b"devices") => Ctx::Devices,
                         (Some(Ctx::Metadata), b"network") if is_cs => Ctx::CsNetwork,
                         (Some(Ctx::CsNetwork), b"nic") if is_cs => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             dom.nic_metadata.push(NicMetadata {
                                 mac: get(&a, "mac"),
                                 ..Default::default()
@@ -222,7 +268,7 @@ impl DomainXml {
                             Ctx::CsNic
                         }
                         (Some(Ctx::CsNetwork), b"address") if is_cs => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             dom.flat_addresses.push(FlatAddress {
                                 address: address_xml(&a),
                                 bridge: get(&a, "bridge"),
@@ -231,14 +277,14 @@ impl DomainXml {
                             Ctx::Other
                         }
                         (Some(Ctx::CsNic), b"address") if is_cs => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             if let Some(nic) = dom.nic_metadata.last_mut() {
                                 nic.addresses.push(address_xml(&a));
                             }
                             Ctx::Other
                         }
                         (Some(Ctx::CsNic), b"route") if is_cs => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             if let Some(nic) = dom.nic_metadata.last_mut() {
                                 nic.routes.push(RouteXml {
                                     prefix: get(&a, "prefix"),
@@ -248,7 +294,7 @@ impl DomainXml {
                             Ctx::Other
                         }
                         (Some(Ctx::Devices), b"interface") => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             dom.interfaces.push(InterfaceXml {
                                 index: dom.interfaces.len(),
                                 kind: get(&a, "type").unwrap_or_default(),
@@ -257,7 +303,7 @@ impl DomainXml {
                             Ctx::Interface
                         }
                         (Some(Ctx::Interface), child) => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             let nic = dom.interfaces.last_mut().ok_or(XmlError::NotADomain)?;
                             match child {
                                 b"mac" => nic.mac = get(&a, "address"),
@@ -282,7 +328,7 @@ impl DomainXml {
                             }
                         }
                         (Some(Ctx::FilterRef), b"parameter") => {
-                            let a = attrs(e.attributes())?;
+                            let a = attrs(e.attributes(), position)?;
                             if let Some(f) =
                                 dom.interfaces.last_mut().and_then(|n| n.filterref.as_mut())
                             {
@@ -299,26 +345,28 @@ impl DomainXml {
                             return Err(XmlError::TooDeep);
                         }
                         stack.push(ctx);
+                        open_names.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
                         text.clear();
                     }
                 }
                 Event::Text(ref t) => {
+                    if stack.is_empty() && t.iter().any(|b| !b.is_ascii_whitespace()) {
+                        return Err(XmlError::TextOutsideRoot(position));
+                    }
                     if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
-                        let s = t.decode().map_err(|e| XmlError::Malformed {
-                            position,
-                            message: e.to_string(),
-                        })?;
+                        let s = t.decode().map_err(|e| malformed(position, e))?;
                         text.push_str(&s);
                     }
                 }
                 Event::GeneralRef(ref r) => {
                     let resolved = match r.resolve_char_ref() {
                         Ok(Some(c)) => Some(c),
-                        _ => {
+                        Err(e) => return Err(malformed(position, e)),
+                        Ok(None) => {
                             let name = String::from_utf8_lossy(r.as_ref()).into_owned();
                             match quick_xml::escape::resolve_predefined_entity(&name) {
                                 Some(s) => s.chars().next(),
-                                None => return Err(XmlError::UndefinedEntity(name)),
+                                None => return Err(XmlError::UndefinedEntity(excerpt(&name))),
                             }
                         }
                     };
@@ -334,6 +382,7 @@ impl DomainXml {
                     }
                 }
                 Event::End(_) => {
+                    open_names.pop();
                     match stack.pop() {
                         Some(Ctx::Name) => dom.name = text.trim().to_string(),
                         Some(Ctx::Uuid) => dom.uuid = Some(text.trim().to_ascii_lowercase()),
@@ -341,7 +390,12 @@ impl DomainXml {
                     }
                     text.clear();
                 }
-                Event::Eof => break,
+                Event::Eof => {
+                    if let Some(open) = open_names.last() {
+                        return Err(XmlError::Unclosed(excerpt(open)));
+                    }
+                    break;
+                }
                 _ => {}
             }
             buf.clear();

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
 use crate::netlink::{Kernel, KernelError};
 use crate::plan::{
-    candidate_addresses, has_routed_prefixes, is_valid_uuid, managed_interfaces, plan, Checks,
-    DomainPlan, HostFacts, PlanError,
+    candidate_addresses, display_name, has_routed_prefixes, is_valid_uuid, managed_interfaces,
+    plan, Checks, DomainPlan, HostFacts, PlanError, Problem,
 };
 use crate::routing::{route_domain, unroute_domain, HostSettings, OnFailure, RoutingError};
 use crate::state::{Record, StateDir, StateError};
@@ -130,7 +130,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, HookError> {
 
 fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError> {
     let dom = DomainXml::parse(xml).map_err(|source| HookError::Xml {
-        domain: inv.domain.clone(),
+        domain: display_name(&inv.domain),
         source,
     })?;
     if managed_interfaces(&dom, config).next().is_none()
@@ -169,6 +169,7 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
         match inv.op {
             Operation::Prepare | Operation::Restore | Operation::Migrate => {
                 let p = plan(&dom, config, &host, &state, checks)?;
+                check_host(&mut kernel, &p).await?;
                 if inv.op == Operation::Migrate {
                     // Routes installed before the VM runs here are standby until promoted.
                     let _lock = state.lock().map_err(state_err)?;
@@ -177,6 +178,12 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                 Ok(())
             }
             Operation::Start | Operation::Started | Operation::Reconnect => {
+                if inv.op != Operation::Reconnect {
+                    // Refused before the lock, so that a refused domain leaves the state
+                    // directory exactly as it was (not even created).
+                    let p = plan(&dom, config, &host, &state, checks)?;
+                    check_host(&mut kernel, &p).await?;
+                }
                 let _lock = state.lock().map_err(state_err)?;
                 // Planned again under the lock: ownership may have changed since prepare.
                 let p = match plan(&dom, config, &host, &state, checks) {
@@ -219,6 +226,68 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
     })
 }
 
+/// Whether this process may change the network: `CAP_NET_ADMIN` in its effective
+/// set (`/proc/self/status`; when that cannot be read, assume so and let the
+/// kernel say).
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Refuses a domain this host cannot route now: virt-l3 lacks `CAP_NET_ADMIN`,
+/// or a routed bridge is missing, not a bridge, or down. At prepare, before
+/// libvirt allocates anything, and again at start, before anything is recorded
+/// or installed.
+async fn check_host(kernel: &mut Kernel, p: &DomainPlan) -> Result<(), HookError> {
+    let mut problems = Vec::new();
+    if !has_net_admin() {
+        problems.push(Problem {
+            nic: None,
+            text:
+                "virt-l3 runs without CAP_NET_ADMIN, so it could not install the domain's routes \
+                   (libvirt runs its hooks as root; check the capabilities the daemon runs with)"
+                    .to_string(),
+        });
+    }
+    let mut checked: Vec<(&str, Option<String>)> = Vec::new();
+    for nic in &p.nics {
+        let problem = match checked.iter().find(|(b, _)| *b == nic.bridge) {
+            Some((_, problem)) => problem.clone(),
+            None => {
+                let problem = kernel.bridge_problem(&nic.bridge).await.map_err(|source| {
+                    HookError::Kernel {
+                        domain: p.name.clone(),
+                        source,
+                    }
+                })?;
+                checked.push((&nic.bridge, problem.clone()));
+                problem
+            }
+        };
+        if let Some(text) = problem {
+            problems.push(Problem {
+                nic: Some(format!("NIC {} on {}", nic.mac, nic.bridge)),
+                text,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(HookError::Plan(PlanError {
+            domain: p.name.clone(),
+            problems,
+        }))
+    }
+}
+
 fn record_for(
     config: &Config,
     state: &StateDir,
@@ -254,6 +323,12 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         .ok()
         .and_then(|d| d.uuid)
         .filter(|u| is_valid_uuid(u));
+    if !state.root().join("lock").exists() {
+        // Records are written only under the lock, which is created first: without
+        // it there is nothing to remove, and nothing to create either.
+        debug!(domain = %inv.domain, "no state directory: nothing to remove");
+        return Ok(());
+    }
     let _lock = state.lock().map_err(state_err)?;
     let record = match &uuid {
         Some(u) => state.record(u).map_err(state_err)?,

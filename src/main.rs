@@ -265,6 +265,11 @@ fn main() -> ExitCode {
     init_logging(Some(&config));
     match run_command(&config, cli.command) {
         Ok(code) => code,
+        Err(e) if e.starts_with("virt-l3 ") => {
+            // Already a sentence that names virt-l3 (a refused domain).
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("virt-l3: {e}");
             ExitCode::FAILURE

@@ -48,7 +48,7 @@ impl KernelError {
     fn from_rtnetlink(what: String, e: rtnetlink::Error) -> KernelError {
         let errno = errno_of(&e).unwrap_or(0);
         let message = if errno != 0 {
-            std::io::Error::from_raw_os_error(errno).to_string()
+            errno_text(errno)
         } else {
             e.to_string()
         };
@@ -57,6 +57,16 @@ impl KernelError {
             errno,
             message,
         }
+    }
+}
+
+/// The text of an errno, with what to do about the one an operator can fix.
+fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    if errno == libc::EPERM {
+        format!("{text}: virt-l3 needs CAP_NET_ADMIN (libvirt runs its hooks as root)")
+    } else {
+        text
     }
 }
 
@@ -157,6 +167,51 @@ impl Kernel {
         self.link_index(bridge)
             .await?
             .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
+    }
+
+    /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
+    /// not a Linux bridge, or is administratively down (the kernel refuses
+    /// routes through a device that is down). `None` when it is usable.
+    pub async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let link = match s.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) => return Ok(Some(format!("bridge {name} does not exist on this host"))),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => {
+                return Ok(Some(format!("bridge {name} does not exist on this host")))
+            }
+            Err(e) => {
+                return Err(KernelError::from_rtnetlink(
+                    format!("look up interface {name}"),
+                    e,
+                ))
+            }
+        };
+        self.links.insert(name.to_string(), link.header.index);
+        let is_bridge = link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| matches!(
+                i,
+                netlink_packet_route::link::LinkInfo::Kind(netlink_packet_route::link::InfoKind::Bridge)
+            )))
+        });
+        if !is_bridge {
+            return Ok(Some(format!("{name} exists but is not a Linux bridge")));
+        }
+        if !link
+            .header
+            .flags
+            .contains(netlink_packet_route::link::LinkFlags::Up)
+        {
+            return Ok(Some(format!(
+                "bridge {name} is down (ip link set {name} up)"
+            )));
+        }
+        Ok(None)
     }
 
     /// Which of `candidates` are addresses of this host: one FIB lookup per
@@ -293,13 +348,17 @@ impl Kernel {
         entries
             .iter()
             .zip(codes)
-            .map(|(en, code)| match code {
+            .map(|(en, (code, said))| match code {
                 0 => Ok(()),
                 libc::ENOENT | libc::ESRCH | libc::ENODEV if gone_is_fine => Ok(()),
                 errno => Err(KernelError::Refused {
                     what: format!("{verb} {en}"),
                     errno,
-                    message: std::io::Error::from_raw_os_error(errno).to_string(),
+                    // The kernel's own words first: "IPv6 is disabled on nexthop device".
+                    message: match said {
+                        Some(said) => format!("{said}: {}", errno_text(errno)),
+                        None => errno_text(errno),
+                    },
                 }),
             })
             .collect()

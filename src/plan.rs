@@ -181,6 +181,9 @@ pub struct Problem {
     pub text: String,
 }
 
+/// How many of a refused domain's problems its error message lists.
+pub const MAX_PROBLEMS_SHOWN: usize = 10;
+
 /// A domain virt-l3 refuses, with every reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct PlanError {
@@ -190,9 +193,18 @@ pub struct PlanError {
 
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "virt-l3 refuses domain {}: ", self.domain)?;
+        write!(f, "virt-l3 refuses domain {}: ", display_name(&self.domain))?;
         let mut last: Option<&Option<String>> = None;
         for (i, p) in self.problems.iter().enumerate() {
+            if i == MAX_PROBLEMS_SHOWN {
+                // A hostile domain may have thousands of NICs: the operator sees a line.
+                let more = self.problems.len() - i;
+                return write!(
+                    f,
+                    "; and {more} more problem{}",
+                    if more == 1 { "" } else { "s" }
+                );
+            }
             if i > 0 {
                 write!(f, "; ")?;
             }
@@ -264,6 +276,55 @@ pub fn is_valid_uuid(u: &str) -> bool {
         })
 }
 
+/// The longest domain name accepted: libvirt keeps every domain as `NAME.xml`
+/// in its configuration and status directories, and a file name has at most
+/// 255 bytes, so no domain libvirt can run has a longer name.
+pub const MAX_NAME_BYTES: usize = 251;
+
+/// Why a domain name is refused, if it is: a name with a `/` (libvirt refuses
+/// those itself), a control character (it would break the one-line error libvirt
+/// shows) or longer than [`MAX_NAME_BYTES`].
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.len() > MAX_NAME_BYTES {
+        Some(format!(
+            "the domain name is {} bytes long, more than the {MAX_NAME_BYTES} bytes libvirt can store",
+            name.len()
+        ))
+    } else if name.contains('/') {
+        Some(format!("the domain name {} contains '/'", shown(name)))
+    } else if name.chars().any(char::is_control) {
+        Some(format!(
+            "the domain name {} contains a control character",
+            shown(name)
+        ))
+    } else {
+        None
+    }
+}
+
+/// A value from the XML, quoted for an error message: control characters
+/// escaped, and cut after 64 characters (a hostile attribute may be megabytes).
+pub fn shown(value: &str) -> String {
+    const MAX: usize = 64;
+    let count = value.chars().count();
+    if count <= MAX {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(MAX).collect();
+        format!("{head:?}... ({} bytes)", value.len())
+    }
+}
+
+/// A domain name for the head of an error message: as is when it is harmless,
+/// else [`shown`].
+pub fn display_name(name: &str) -> String {
+    if name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control) {
+        name.to_string()
+    } else {
+        shown(name)
+    }
+}
+
 struct Collector<'a> {
     problems: Vec<Problem>,
     nic: Option<String>,
@@ -294,10 +355,19 @@ pub fn managed_interfaces<'a>(
 fn nic_label(i: &InterfaceXml) -> String {
     format!(
         "NIC {} (interface {}) on {}",
-        i.mac.as_deref().unwrap_or("without MAC"),
+        i.mac.as_deref().map_or("without MAC".into(), label_value),
         i.index,
-        i.bridge.as_deref().unwrap_or("-")
+        i.bridge.as_deref().map_or("-".into(), label_value)
     )
+}
+
+/// A value in a label: as written when short and printable, else [`shown`].
+fn label_value(v: &str) -> String {
+    if v.len() <= 64 && !v.chars().any(char::is_control) {
+        v.to_string()
+    } else {
+        shown(v)
+    }
 }
 
 /// Parses one address annotation, checking its family and prefix attributes.
@@ -309,15 +379,16 @@ fn parse_address(a: &AddressXml, c: &mut Collector<'_>) -> Option<IpAddr> {
     let ip: IpAddr = match text.trim().parse() {
         Ok(ip) => ip,
         Err(_) => {
-            c.refuse(format!("address {text:?} is not an IP address"));
+            c.refuse(format!("address {} is not an IP address", shown(text)));
             return None;
         }
     };
     if let Some(fam) = a.family.as_deref() {
         if !fam.eq_ignore_ascii_case(family_name(ip)) {
             c.refuse(format!(
-                "address {ip} is {}, but its family says {fam:?}",
-                family_name(ip)
+                "address {ip} is {}, but its family says {}",
+                family_name(ip),
+                shown(fam)
             ));
             return None;
         }
@@ -327,7 +398,10 @@ fn parse_address(a: &AddressXml, c: &mut Collector<'_>) -> Option<IpAddr> {
         match p.trim().parse::<u8>() {
             Ok(n) if n <= max => {}
             _ => {
-                c.refuse(format!("address {ip} has an invalid prefix length {p:?}"));
+                c.refuse(format!(
+                    "address {ip} has an invalid prefix length {}",
+                    shown(p)
+                ));
                 return None;
             }
         }
@@ -353,7 +427,7 @@ pub fn plan(
     let uuid = match dom.uuid.as_deref() {
         Some(u) if is_valid_uuid(u) => u.to_string(),
         Some(u) => {
-            c.refuse(format!("the domain UUID {u:?} is not a valid UUID"));
+            c.refuse(format!("the domain UUID {} is not a valid UUID", shown(u)));
             String::new()
         }
         None => {
@@ -361,6 +435,10 @@ pub fn plan(
             String::new()
         }
     };
+
+    if let Some(why) = name_problem(&dom.name) {
+        c.refuse(why);
+    }
 
     let managed: Vec<&InterfaceXml> = managed_interfaces(dom, config).collect();
     let all_macs: Vec<Option<Mac>> = dom
@@ -374,7 +452,7 @@ pub fn plan(
         c.nic = Some(format!("metadata <nic> block {k}"));
         match meta.mac.as_deref().map(|m| (m, m.parse::<Mac>())) {
             None => c.refuse("it has no mac attribute"),
-            Some((m, Err(_))) => c.refuse(format!("its mac {m:?} is not a MAC address")),
+            Some((m, Err(_))) => c.refuse(format!("its mac {} is not a MAC address", shown(m))),
             Some((m, Ok(mac))) => {
                 if !all_macs.contains(&Some(mac)) {
                     c.refuse(format!("no interface of the domain has MAC {m}"));
@@ -393,11 +471,14 @@ pub fn plan(
     for (k, flat) in dom.flat_addresses.iter().enumerate() {
         c.nic = Some(format!(
             "flat metadata address {k} ({})",
-            flat.address.address.as_deref().unwrap_or("-")
+            flat.address
+                .address
+                .as_deref()
+                .map_or("-".into(), label_value)
         ));
         let target: Vec<usize> = if let Some(m) = flat.mac.as_deref() {
             let Ok(mac) = m.parse::<Mac>() else {
-                c.refuse(format!("its mac {m:?} is not a MAC address"));
+                c.refuse(format!("its mac {} is not a MAC address", shown(m)));
                 continue;
             };
             let hits: Vec<usize> = managed
@@ -466,11 +547,15 @@ pub fn plan(
             }
             Some(m) => match m.parse::<Mac>() {
                 Err(_) => {
-                    c.refuse(format!("MAC {m:?} is not a MAC address"));
+                    c.refuse(format!("MAC {} is not a MAC address", shown(m)));
                     continue;
                 }
                 Ok(mac) if mac.is_zero() => {
                     c.refuse(format!("MAC {m} is all zeros"));
+                    continue;
+                }
+                Ok(mac) if mac.0 == [0xff; 6] => {
+                    c.refuse(format!("MAC {m} is the broadcast MAC, not a NIC's"));
                     continue;
                 }
                 Ok(mac) if mac.is_multicast() => {
@@ -622,7 +707,7 @@ pub fn plan(
             let prefix: IpNet = match ptext.trim().parse() {
                 Ok(p) => p,
                 Err(_) => {
-                    c.refuse(format!("routed prefix {ptext:?} is not a prefix"));
+                    c.refuse(format!("routed prefix {} is not a prefix", shown(ptext)));
                     continue;
                 }
             };
@@ -630,7 +715,8 @@ pub fn plan(
                 Ok(v) => v,
                 Err(_) => {
                     c.refuse(format!(
-                        "routed prefix {prefix}: via {vtext:?} is not an IP address"
+                        "routed prefix {prefix}: via {} is not an IP address",
+                        shown(vtext)
                     ));
                     continue;
                 }

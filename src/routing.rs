@@ -12,16 +12,24 @@ use crate::state::{Record, StateDir, StateError};
 pub enum RoutingError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{} of {total} kernel changes for domain {domain} failed, all rolled back: {}", failures.len(), join(failures))]
+    #[error(
+        "{failed} of {total} kernel changes for domain {domain} failed, all rolled back: {}",
+        join(failures)
+    )]
     Apply {
         domain: String,
         total: usize,
+        failed: usize,
         failures: Vec<String>,
     },
-    #[error("{} of {total} kernel changes for domain {domain} failed: {}", failures.len(), join(failures))]
+    #[error(
+        "{failed} of {total} kernel changes for domain {domain} failed: {}",
+        join(failures)
+    )]
     Partial {
         domain: String,
         total: usize,
+        failed: usize,
         failures: Vec<String>,
     },
     #[error(transparent)]
@@ -30,6 +38,37 @@ pub enum RoutingError {
 
 fn join(v: &[String]) -> String {
     v.join("; ")
+}
+
+/// Failures as sentences, one per distinct reason: refusals with the same errno
+/// and message (every change refused for lack of CAP_NET_ADMIN, or because the
+/// bridge went down) are told once, listing what was refused.
+fn describe(errors: Vec<KernelError>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut groups: Vec<(i32, String, Vec<String>)> = Vec::new();
+    for e in errors {
+        match e {
+            KernelError::Refused {
+                what,
+                errno,
+                message,
+            } if errno != 0 => match groups
+                .iter_mut()
+                .find(|(n, m, _)| *n == errno && *m == message)
+            {
+                Some((_, _, whats)) => whats.push(what),
+                None => groups.push((errno, message, vec![what])),
+            },
+            other => out.push(other.to_string()),
+        }
+    }
+    for (_, message, whats) in groups {
+        out.push(format!(
+            "the kernel refused to {}: {message}",
+            whats.join(", ")
+        ));
+    }
+    out
 }
 
 /// Every kernel entry a record stands for.
@@ -84,21 +123,55 @@ pub async fn route_domain(
     let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
     bridges.sort_unstable();
     bridges.dedup();
+    let mut repinned: Vec<&str> = Vec::new();
     for b in &bridges {
         match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
-            Ok(Some(done)) => warn!("{done} (it followed its ports; set gateway_mac to choose it)"),
+            Ok(Some(done)) => {
+                warn!("{done} (it followed its ports; set gateway_mac to choose it)");
+                repinned.push(b);
+            }
             Ok(None) => {}
             Err(e) => warn!("{e}"),
+        }
+    }
+    if !repinned.is_empty() {
+        // Setting a bridge's MAC, even to the one it has, flushes its neighbour
+        // table, permanent entries included: put the other domains' back now
+        // rather than leave them to reconcile.
+        for other in state.records()? {
+            if other.plan.uuid == record.plan.uuid {
+                continue;
+            }
+            let lost: Vec<Entry> = other
+                .plan
+                .neighbours()
+                .into_iter()
+                .filter(|n| repinned.contains(&n.bridge.as_str()))
+                .map(Entry::Neighbour)
+                .collect();
+            for r in kernel.install(&lost, other.protocol).await {
+                if let Err(e) = r {
+                    warn!(domain = %other.plan.name, "could not restore a neighbour after pinning the bridge MAC: {e}");
+                }
+            }
         }
     }
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.
     state.save_over(record, previous.as_ref())?;
     let wanted = entries(&record.plan, record.metric);
     let results = kernel.install(&wanted, record.protocol).await;
-    let mut failures: Vec<String> = results
-        .into_iter()
-        .filter_map(|r| r.err().map(|e| e.to_string()))
+    // What went in, and so what a rollback takes out (removing what the kernel
+    // refused would only fail again, or take out an entry this call never touched).
+    let installed: Vec<Entry> = wanted
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(e, _)| e.clone())
         .collect();
+    let refused: Vec<KernelError> = results.into_iter().filter_map(Result::err).collect();
+    let refused_count = refused.len();
+    let mut failures = describe(refused);
+    let described = failures.len();
     if failures.is_empty() && host.disable_redirects {
         for b in bridges.iter().copied() {
             match crate::sysctl::disable_redirects(b) {
@@ -138,7 +211,7 @@ pub async fn route_domain(
     }
     match on_failure {
         OnFailure::RollBack => {
-            for r in kernel.remove(&wanted, record.protocol).await {
+            for r in kernel.remove(&installed, record.protocol).await {
                 if let Err(e) = r {
                     warn!(domain = %record.plan.name, "rollback could not remove an entry: {e}");
                 }
@@ -147,12 +220,14 @@ pub async fn route_domain(
             Err(RoutingError::Apply {
                 domain: record.plan.name.clone(),
                 total: wanted.len(),
+                failed: refused_count + failures.len() - described,
                 failures,
             })
         }
         OnFailure::Keep => Err(RoutingError::Partial {
             domain: record.plan.name.clone(),
             total: wanted.len(),
+            failed: refused_count + failures.len() - described,
             failures,
         }),
     }
@@ -181,6 +256,7 @@ pub async fn unroute_domain(
         Err(RoutingError::Partial {
             domain: record.plan.name.clone(),
             total: installed.len(),
+            failed: failures.len(),
             failures,
         })
     }

@@ -25,7 +25,7 @@ use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("cannot {what} {path}")]
+    #[error("cannot {what} {path}: {source}")]
     Io {
         what: &'static str,
         path: PathBuf,

@@ -378,7 +378,7 @@ fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
         );
         assert_eq!(
             stderr(&gc),
-            format!("virt-l3: {}", stderr(&hook)),
+            stderr(&hook),
             "{what}: different refusals"
         );
     }

@@ -149,7 +149,7 @@ e2e_taps() {
 }
 
 e2e_tap_isolated() {
-  lab_exec "$1" ip -d link show "$2" | grep -q 'isolated on'
+  lab_exec "$1" ip -d link show "$2" | grep 'isolated on' >/dev/null
 }
 
 # Every proto-52 route and neighbour in the lab (routes only carry the protocol).

@@ -52,7 +52,7 @@ agent() {
 filter_of() { xmllint --xpath "string(//interface[mac/@address='$2']/filterref/@filter)" "$1"; }
 has_filter() { [ "$(filter_of "$1" "$2")" = "$3" ]; }
 no_filter() { [ -z "$(filter_of "$1" "$2")" ]; }
-defined_with() { virsh_ nwfilter-dumpxml "$1" 2>/dev/null | grep -q "$2"; }
+defined_with() { virsh_ nwfilter-dumpxml "$1" 2>/dev/null | grep "$2" >/dev/null; }
 not_defined() { ! virsh_ nwfilter-dumpxml "$1" >/dev/null 2>&1; }
 running() { [ "$(virsh_ domstate "$1" 2>/dev/null)" = running ]; }
 present() { [ -n "$(e2e_route "$LAB" "$1")" ]; }

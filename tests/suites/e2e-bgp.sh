@@ -75,12 +75,12 @@ protocol bgp hv6 {
 EOF
 ip netns exec "$PEER" bird -c "$PDIR/bird.conf" -s "$PDIR/bird.ctl" -P "$PDIR/bird.pid" || exit 1
 peer_birdc() { birdc -s "$PDIR/bird.ctl" "$@"; }
-at_peer() { peer_birdc show route "$1" | grep -q "^${1//./\\.} "; }
+at_peer() { peer_birdc show route "$1" | grep "^${1//./\\.} " >/dev/null; }
 gone_at_peer() { ! at_peer "$1"; }
 both_at_peer() { at_peer "$1" && at_peer "$2"; }
 both_gone_at_peer() { gone_at_peer "$1" && gone_at_peer "$2"; }
 # The kernel metric travels as MED (virt-l3's live-migration classes, docs/ROUTING.md).
-med_at_peer() { peer_birdc show route "$1" all | grep -q "BGP.med: $2\$"; }
+med_at_peer() { peer_birdc show route "$1" all | grep "BGP.med: $2\$" >/dev/null; }
 both_med_at_peer() { med_at_peer "$1" "$3" && med_at_peer "$2" "$3"; }
 # As virt-l3 changes a metric: add the route with the new metric, then delete the old one.
 remetric() { # PREFIX OLD NEW
@@ -173,7 +173,7 @@ run_daemon() {
   lab_exec "$LAB" ip route del 198.18.0.0/24 dev up0 proto static
   lab_exec "$LAB" ip -6 route del 2001:db8:ffff::/48 dev up0 proto static
   "stop_$daemon"
-  check "sessions down after $daemon stopped" poll 30 bash -c "! birdc -s '$PDIR/bird.ctl' show protocols | grep -q Established"
+  check "sessions down after $daemon stopped" poll 30 bash -c "! birdc -s '$PDIR/bird.ctl' show protocols | grep Established >/dev/null"
   RESULTS+=("$daemon: virsh start -> at peer: ${ups[*]:-none} s; virsh destroy -> withdrawn: ${downs[*]:-none} s")
 }
 

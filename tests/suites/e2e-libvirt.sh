@@ -36,8 +36,8 @@ step() { echo "case ($SECONDS s): $*"; }
 virsh_() { lab_virsh "$LAB" "$@"; }
 present() { [ -n "$(e2e_route "$LAB" "$1")" ]; }
 absent() { [ -z "$(e2e_route "$LAB" "$1")" ]; }
-neigh_is() { e2e_neigh "$LAB" "$1" | grep -qi "lladdr $2 PERMANENT"; }
-no_neigh() { ! e2e_neigh "$LAB" "$1" | grep -q lladdr; }
+neigh_is() { e2e_neigh "$LAB" "$1" | grep -i "lladdr $2 PERMANENT" >/dev/null; }
+no_neigh() { ! e2e_neigh "$LAB" "$1" | grep lladdr >/dev/null; }
 running() { [ "$(virsh_ domstate "$1" 2>/dev/null)" = running ]; }
 shut_off() { [ "$(virsh_ domstate "$1" 2>/dev/null)" = "shut off" ]; }
 no_record() { ! grep -rqs "$1" "$STATE"; }

@@ -250,9 +250,10 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         source,
     };
     // The record decides; the XML only tells which domain (and may be unreadable).
-    let uuid = DomainXml::parse(xml)
-        .ok()
-        .and_then(|d| d.uuid)
+    let dom = DomainXml::parse(xml).ok();
+    let uuid = dom
+        .as_ref()
+        .and_then(|d| d.uuid.clone())
         .filter(|u| is_valid_uuid(u));
     let _lock = state.lock().map_err(state_err)?;
     let record = match &uuid {
@@ -260,8 +261,18 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         None => state.record_by_name(&inv.domain).map_err(state_err)?,
     };
     let Some(record) = record else {
-        if let Some(u) = &uuid {
+        if let (Some(u), Some(dom)) = (&uuid, &dom) {
             state.clear_incoming(u).map_err(state_err)?;
+            // A start killed between claiming the addresses and writing the record
+            // left claims naming this domain: the XML says which ones to look at.
+            let prefixes = dom
+                .nic_metadata
+                .iter()
+                .flat_map(|n| n.routes.iter())
+                .filter_map(|r| r.prefix.as_deref()?.parse::<ipnet::IpNet>().ok());
+            state
+                .release_claims(u, candidate_addresses(dom), prefixes)
+                .map_err(state_err)?;
         }
         debug!(domain = %inv.domain, "no record: nothing to remove");
         return Ok(());

@@ -334,6 +334,9 @@ pub async fn reconcile(
     tracing::debug!(elapsed = ?t0.elapsed(), domains = running.len(), "read libvirt status files");
     let records = state.records()?;
     tracing::debug!(elapsed = ?t0.elapsed(), records = records.len(), "read records");
+    // What killed hooks left (temporary files, claims without a record) goes
+    // first: such a claim would keep a running domain from being adopted.
+    let swept = state.sweep(&records, !dry_run)?;
     let incoming: HashSet<String> = state.incoming().into_iter().collect();
     let host = HostFacts {
         addresses: kernel.host_addresses().await?,
@@ -388,6 +391,11 @@ pub async fn reconcile(
         changes: d.changes.clone(),
         errors: Vec::new(),
     };
+    report.changes.extend(swept.into_iter().map(|what| Change {
+        action: "remove",
+        domain: None,
+        what,
+    }));
     report.changes.extend(pinned.into_iter().map(|what| Change {
         action: "pin-mac",
         domain: None,

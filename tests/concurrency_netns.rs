@@ -163,7 +163,7 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
         let runs = AtomicUsize::new(0);
         let refusals: Mutex<Vec<String>> = Mutex::new(Vec::new());
         std::thread::scope(|s| {
-            s.spawn(|| reconcile_loop(&lab, &done, &runs, seed));
+            s.spawn(|| reconcile_loop(lab, &done, &runs, seed));
             let workers: Vec<_> = doms
                 .iter()
                 .enumerate()
@@ -174,10 +174,10 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
                         for pause in &plan.1 {
                             std::thread::sleep(Duration::from_millis(*pause));
                             if run.load(Ordering::SeqCst) {
-                                stop(&lab, d, xml);
+                                stop(lab, d, xml);
                                 run.store(false, Ordering::SeqCst);
                             } else {
-                                match start(&lab, d, xml) {
+                                match start(lab, d, xml) {
                                     Ok(()) => run.store(true, Ordering::SeqCst),
                                     Err(e) => {
                                         assert!(
@@ -227,7 +227,7 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
         let runs = AtomicUsize::new(0);
         let barrier = Barrier::new(now.len());
         std::thread::scope(|s| {
-            s.spawn(|| reconcile_loop(&lab, &done, &runs, seed));
+            s.spawn(|| reconcile_loop(lab, &done, &runs, seed));
             let workers: Vec<_> = now
                 .iter()
                 .map(|d| {
@@ -235,7 +235,7 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
                     let barrier = &barrier;
                     s.spawn(move || {
                         barrier.wait();
-                        let o = hook(&lab, d, "reconnect", "begin", "-", &xml);
+                        let o = hook(lab, d, "reconnect", "begin", "-", &xml);
                         assert!(
                             o.status.success(),
                             "seed {seed}: {} reconnect: {}",

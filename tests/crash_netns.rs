@@ -46,6 +46,8 @@ struct World {
     victim: TestDomain,
     /// A domain that vanished without its hooks (for reconcile to prune).
     ghost: TestDomain,
+    /// A domain with the victim's first NIC's addresses.
+    rival: TestDomain,
 }
 
 const ORPHAN: &str = "2.59.0.1";
@@ -64,6 +66,7 @@ impl World {
             bg: TestDomain::generated("kb", 0),
             victim: TestDomain::generated("kv", 5),
             ghost: TestDomain::generated("kg", 3),
+            rival: TestDomain::conflicting("kr", 7, &TestDomain::generated("kv", 5)),
         };
         w.start(&w.bg);
         w.exact(&[&w.bg], "baseline");
@@ -71,7 +74,12 @@ impl World {
     }
 
     fn all(&self) -> Vec<TestDomain> {
-        vec![self.bg.clone(), self.victim.clone(), self.ghost.clone()]
+        vec![
+            self.bg.clone(),
+            self.victim.clone(),
+            self.ghost.clone(),
+            self.rival.clone(),
+        ]
     }
 
     fn hook(&self, d: &TestDomain, op: &str, subop: &str, kill: Kill) -> Output {
@@ -94,6 +102,30 @@ impl World {
         self.ok(d, "start", "begin");
         self.lab.set_status(&d.name, &d.xml(), "running", "booted");
         self.ok(d, "started", "begin");
+    }
+
+    /// A start that may be refused because another domain owns the addresses
+    /// (then libvirt's cleanup runs). Returns whether the domain runs.
+    fn try_start(&self, d: &TestDomain) -> bool {
+        for (i, op) in ["prepare", "start"].into_iter().enumerate() {
+            if i == 1 {
+                self.lab.create_taps(d);
+            }
+            let o = self.hook(d, op, "begin", Kill::None);
+            if !o.status.success() {
+                assert!(
+                    stderr(&o).contains("already owned by domain"),
+                    "{} {op}: {}",
+                    d.name,
+                    stderr(&o)
+                );
+                self.stop(d);
+                return false;
+            }
+        }
+        self.lab.set_status(&d.name, &d.xml(), "running", "booted");
+        self.ok(d, "started", "begin");
+        true
     }
 
     /// libvirt's stop (also its cleanup after a failed start): stopped, taps
@@ -284,6 +316,10 @@ enum Scenario {
     Started,
     /// `stopped` killed; libvirt carries on: taps, status file, release.
     Stopped,
+    /// `stopped` killed, and before `release` a domain with the same addresses
+    /// starts: it must be refused, or own them entirely (not lose them to the
+    /// victim's `release`).
+    StoppedThenRival,
     /// `release` killed after a `stopped` that never ran: the next `reconcile`.
     Release,
     /// `reconnect` (with routes to restore) killed: `reconcile` restores the
@@ -293,11 +329,12 @@ enum Scenario {
     Reconcile,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario::Start,
     Scenario::StartThenReconcile,
     Scenario::Started,
     Scenario::Stopped,
+    Scenario::StoppedThenRival,
     Scenario::Release,
     Scenario::Reconnect,
     Scenario::Reconcile,
@@ -317,7 +354,7 @@ impl Scenario {
                 w.ok(v, "start", "begin");
                 w.lab.set_status(&v.name, &v.xml(), "running", "booted");
             }
-            Scenario::Stopped => w.start(v),
+            Scenario::Stopped | Scenario::StoppedThenRival => w.start(v),
             Scenario::Release => {
                 w.start(v);
                 w.lab.delete_taps(v);
@@ -369,7 +406,7 @@ impl Scenario {
         match self {
             Scenario::Start | Scenario::StartThenReconcile => hook("start", "begin"),
             Scenario::Started => hook("started", "begin"),
-            Scenario::Stopped => hook("stopped", "end"),
+            Scenario::Stopped | Scenario::StoppedThenRival => hook("stopped", "end"),
             Scenario::Release => hook("release", "end"),
             Scenario::Reconnect => hook("reconnect", "begin"),
             Scenario::Reconcile => (vec!["reconcile".to_string()], Vec::new()),
@@ -400,6 +437,16 @@ impl Scenario {
             }
             Scenario::Stopped => {
                 w.stop_after_stopped(v);
+                w.exact(&[&w.bg], when);
+            }
+            Scenario::StoppedThenRival => {
+                let r = &w.rival;
+                let runs = w.try_start(r);
+                w.stop_after_stopped(v);
+                if runs {
+                    w.exact(&[&w.bg, r], when);
+                    w.stop(r);
+                }
                 w.exact(&[&w.bg], when);
             }
             Scenario::Release => {

@@ -5,7 +5,7 @@
 //! restart. After every round the kernel and the state directory must hold
 //! exactly what the running domains should have. See docs/CONCURRENCY.md.
 //!
-//! Tunable: `VIRT_L3_CONCURRENCY_ROUNDS` (default 5), `VIRT_L3_CONCURRENCY_SEED`
+//! Tunable: `VIRT_L3_CONCURRENCY_ROUNDS` (default 8), `VIRT_L3_CONCURRENCY_SEED`
 //! (default: from the clock; printed, and named in every failure).
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
@@ -108,6 +108,16 @@ fn stop_as(lab: &Lab, d: &TestDomain, xml: &[u8], reason: &str) {
     assert!(o.status.success(), "{} release: {}", d.name, stderr(&o));
 }
 
+/// Sets `done` when dropped, so the reconcile loop ends even when a worker panics
+/// (a scope waits for every thread: a loop left running would hang the test).
+struct Done<'a>(&'a AtomicBool);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Runs `reconcile` until `done`; every run must succeed, or fail only because
 /// a tap vanished under it (libvirt deletes taps after `stopped`, without the lock).
 fn reconcile_loop(lab: &Lab, done: &AtomicBool, runs: &AtomicUsize, seed: u64) {
@@ -138,7 +148,7 @@ fn reconcile_loop(lab: &Lab, done: &AtomicBool, runs: &AtomicUsize, seed: u64) {
 #[test]
 fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exact() {
     let seed = seed_from_env("VIRT_L3_CONCURRENCY_SEED");
-    let rounds = env_number("VIRT_L3_CONCURRENCY_ROUNDS", 5);
+    let rounds = env_number("VIRT_L3_CONCURRENCY_ROUNDS", 8);
     eprintln!(
         "concurrency: seed {seed} (VIRT_L3_CONCURRENCY_SEED={seed} replays), {rounds} rounds"
     );
@@ -164,6 +174,7 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
         let refusals: Mutex<Vec<String>> = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             s.spawn(|| reconcile_loop(lab, &done, &runs, seed));
+            let _done = Done(&done);
             let workers: Vec<_> = doms
                 .iter()
                 .enumerate()
@@ -197,7 +208,6 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
             for w in workers {
                 w.join().unwrap();
             }
-            done.store(true, Ordering::SeqCst);
         });
         reconciles += runs.load(Ordering::SeqCst);
         refused += refusals.lock().unwrap().len();
@@ -228,6 +238,7 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
         let barrier = Barrier::new(now.len());
         std::thread::scope(|s| {
             s.spawn(|| reconcile_loop(lab, &done, &runs, seed));
+            let _done = Done(&done);
             let workers: Vec<_> = now
                 .iter()
                 .map(|d| {
@@ -248,7 +259,6 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
             for w in workers {
                 w.join().unwrap();
             }
-            done.store(true, Ordering::SeqCst);
         });
         reconciles += runs.load(Ordering::SeqCst);
         if let Err(e) = lab.check_exact(&now, &doms) {

@@ -11,6 +11,10 @@
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook.
 //!
 //! Looking up an address is one file read, whatever the number of domains.
+//!
+//! Claims are taken before a record is written and released after it is
+//! deleted, so a kill at any point leaves only whole records and claims that
+//! block (never free) an address; docs/CONCURRENCY.md has each kill point.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};

@@ -501,6 +501,11 @@ fn sigkill_at_every_change_and_at_random_instants_converges_exactly() {
     let seed = seed_from_env("VIRT_L3_CRASH_SEED");
     let random = env_number("VIRT_L3_CRASH_RANDOM", 12);
     eprintln!("crash: seed {seed} (VIRT_L3_CRASH_SEED={seed} replays), {random} random kills per scenario");
+    let strace = Command::new("strace").arg("-V").output();
+    assert!(
+        strace.is_ok_and(|o| o.status.success()),
+        "this test needs strace (scripts/deps.sh test installs it)"
+    );
     let w = World::new();
     let mut rng = Rng::new(seed);
     let t0 = Instant::now();

@@ -61,6 +61,13 @@ fn hook(lab: &Lab, d: &TestDomain, op: &str, subop: &str, extra: &str, xml: &[u8
         "{} {op}: the hook printed on stdout",
         d.name
     );
+    // stopped, release and reconnect exit 0 whatever happens: their log must be clean.
+    assert!(
+        !stderr(&o).contains("ERROR"),
+        "{} {op} logged an error: {}",
+        d.name,
+        stderr(&o)
+    );
     o
 }
 

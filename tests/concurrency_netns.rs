@@ -52,6 +52,7 @@ fn lab() -> Lab {
 }
 
 static HOOK_RUNS: AtomicUsize = AtomicUsize::new(0);
+static ADOPTIONS: AtomicUsize = AtomicUsize::new(0);
 
 fn hook(lab: &Lab, d: &TestDomain, op: &str, subop: &str, extra: &str, xml: &[u8]) -> Output {
     HOOK_RUNS.fetch_add(1, Ordering::SeqCst);
@@ -148,6 +149,13 @@ fn reconcile_loop(lab: &Lab, done: &AtomicBool, runs: &AtomicUsize, seed: u64) {
             "seed {seed}: reconcile failed: {out} {}",
             stderr(&o)
         );
+        // Adoptions happen between a domain's `stopped` and libvirt removing its
+        // status file (release then removes it again): counted for the figures.
+        let adopted = report["changes"]
+            .as_array()
+            .map(|c| c.iter().filter(|c| c["action"] == "adopt").count())
+            .unwrap_or(0);
+        ADOPTIONS.fetch_add(adopted, Ordering::SeqCst);
         runs.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -291,7 +299,8 @@ fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exa
     }
     let hooks = HOOK_RUNS.load(Ordering::SeqCst);
     eprintln!(
-        "concurrency: seed {seed}: {rounds} rounds, {hooks} hook runs, {reconciles} concurrent reconciles, {refused} conflicting starts refused, {:.1} s",
+        "concurrency: seed {seed}: {rounds} rounds, {hooks} hook runs, {reconciles} concurrent reconciles, {refused} conflicting starts refused, {} adoptions by reconcile, {:.1} s",
+        ADOPTIONS.load(Ordering::SeqCst),
         t0.elapsed().as_secs_f64()
     );
 }

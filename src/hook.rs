@@ -178,6 +178,12 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
             }
             Operation::Start | Operation::Started | Operation::Reconnect => {
                 let _lock = state.lock().map_err(state_err)?;
+                if inv.op == Operation::Start {
+                    // A restart after a stop whose `release` never came.
+                    if let Some(u) = dom.uuid.as_deref() {
+                        state.clear_stopping(u).map_err(state_err)?;
+                    }
+                }
                 // Planned again under the lock: ownership may have changed since prepare.
                 let p = match plan(&dom, config, &host, &state, checks) {
                     Ok(p) => p,
@@ -256,6 +262,16 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         .and_then(|d| d.uuid.clone())
         .filter(|u| is_valid_uuid(u));
     let _lock = state.lock().map_err(state_err)?;
+    if let Some(u) = &uuid {
+        // Between `stopped` and libvirt removing the status file, reconcile would
+        // otherwise see a running domain without a record and adopt it again.
+        let marked = if inv.op == Operation::Stopped {
+            state.mark_stopping(u)
+        } else {
+            state.clear_stopping(u)
+        };
+        marked.map_err(state_err)?;
+    }
     let record = match &uuid {
         Some(u) => state.record(u).map_err(state_err)?,
         None => state.record_by_name(&inv.domain).map_err(state_err)?,

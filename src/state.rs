@@ -432,6 +432,38 @@ impl StateDir {
         remove_if_exists(&self.dir("incoming").join(uuid))
     }
 
+    /// Marks a domain as stopping: its `stopped` hook ran, libvirt has not yet
+    /// removed its status file. Reconcile must not adopt it then (it would put
+    /// back what `stopped` just removed). `release` or the next `start` clears it.
+    pub fn mark_stopping(&self, uuid: &str) -> Result<(), StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        let dir = self.dir("stopping");
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let path = dir.join(uuid);
+        File::create(&path).map_err(io("create", &path))?;
+        Ok(())
+    }
+
+    pub fn clear_stopping(&self, uuid: &str) -> Result<(), StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        remove_if_exists(&self.dir("stopping").join(uuid))
+    }
+
+    /// UUIDs marked stopping (for reconcile).
+    pub fn stopping(&self) -> Vec<String> {
+        fs::read_dir(self.dir("stopping"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|u| is_valid_uuid(u))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// UUIDs marked incoming (for reconcile).
     pub fn incoming(&self) -> Vec<String> {
         fs::read_dir(self.dir("incoming"))

@@ -149,12 +149,16 @@ fn reconcile_loop(lab: &Lab, done: &AtomicBool, runs: &AtomicUsize, seed: u64) {
             "seed {seed}: reconcile failed: {out} {}",
             stderr(&o)
         );
-        // Adoptions happen between a domain's `stopped` and libvirt removing its
-        // status file (release then removes it again): counted for the figures.
+        // Between a domain's `stopped` and libvirt removing its status file, the
+        // domain must not be adopted again (every running domain has a record here).
         let adopted = report["changes"]
             .as_array()
             .map(|c| c.iter().filter(|c| c["action"] == "adopt").count())
             .unwrap_or(0);
+        assert_eq!(
+            adopted, 0,
+            "seed {seed}: reconcile adopted a domain whose stopped hook had run: {out}"
+        );
         ADOPTIONS.fetch_add(adopted, Ordering::SeqCst);
         runs.fetch_add(1, Ordering::SeqCst);
     }

@@ -196,6 +196,8 @@ impl World {
                         "{when}: claim {f} names {target}, which does not have it"
                     ));
                 }
+            } else if sub == "stopping" && name == self.victim.uuid {
+                // The victim's stopped hook ran (its release or reconcile clears it).
             } else {
                 return Err(format!("{when}: unexpected {f}"));
             }

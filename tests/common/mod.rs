@@ -455,11 +455,11 @@ impl Lab {
         out
     }
 
-    /// Every entry under the state directory's four subdirectories, dot files
+    /// Every entry under the state directory's subdirectories, dot files
     /// (temporary files) included, sorted.
     pub fn all_state_files(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for sub in ["domains", "owners", "prefixes", "incoming"] {
+        for sub in ["domains", "owners", "prefixes", "incoming", "stopping"] {
             if let Ok(d) = std::fs::read_dir(self.state_dir().join(sub)) {
                 for e in d.flatten() {
                     v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));

@@ -8,7 +8,9 @@
 //! - `owners/<address>`: a symlink to `<uuid> <name>` of the domain owning that address
 //!   (one atomic `symlink(2)` to claim, one `readlink(2)` to look up);
 //! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
-//! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook.
+//! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
+//! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
+//!   adopted by reconcile while libvirt still lists it).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!

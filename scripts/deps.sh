@@ -6,7 +6,7 @@ what=${1:-test}
 need=(iproute2 jq)
 case "$what" in
   demo) ;;
-  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init groovy) ;;
+  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init groovy strace) ;;
   bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
   package) need+=(rpm) ;;
 esac

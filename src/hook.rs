@@ -185,6 +185,12 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                     check_host(&mut kernel, &p).await?;
                 }
                 let _lock = state.lock().map_err(state_err)?;
+                if inv.op == Operation::Start {
+                    // A restart after a stop whose `release` never came.
+                    if let Some(u) = dom.uuid.as_deref() {
+                        state.clear_stopping(u).map_err(state_err)?;
+                    }
+                }
                 // Planned again under the lock: ownership may have changed since prepare.
                 let p = match plan(&dom, config, &host, &state, checks) {
                     Ok(p) => p,
@@ -319,9 +325,10 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         source,
     };
     // The record decides; the XML only tells which domain (and may be unreadable).
-    let uuid = DomainXml::parse(xml)
-        .ok()
-        .and_then(|d| d.uuid)
+    let dom = DomainXml::parse(xml).ok();
+    let uuid = dom
+        .as_ref()
+        .and_then(|d| d.uuid.clone())
         .filter(|u| is_valid_uuid(u));
     if !state.root().join("lock").exists() {
         // Records are written only under the lock, which is created first: without
@@ -330,13 +337,33 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         return Ok(());
     }
     let _lock = state.lock().map_err(state_err)?;
+    if let Some(u) = &uuid {
+        // Between `stopped` and libvirt removing the status file, reconcile would
+        // otherwise see a running domain without a record and adopt it again.
+        let marked = if inv.op == Operation::Stopped {
+            state.mark_stopping(u)
+        } else {
+            state.clear_stopping(u)
+        };
+        marked.map_err(state_err)?;
+    }
     let record = match &uuid {
         Some(u) => state.record(u).map_err(state_err)?,
         None => state.record_by_name(&inv.domain).map_err(state_err)?,
     };
     let Some(record) = record else {
-        if let Some(u) = &uuid {
+        if let (Some(u), Some(dom)) = (&uuid, &dom) {
             state.clear_incoming(u).map_err(state_err)?;
+            // A start killed between claiming the addresses and writing the record
+            // left claims naming this domain: the XML says which ones to look at.
+            let prefixes = dom
+                .nic_metadata
+                .iter()
+                .flat_map(|n| n.routes.iter())
+                .filter_map(|r| r.prefix.as_deref()?.parse::<ipnet::IpNet>().ok());
+            state
+                .release_claims(u, candidate_addresses(dom), prefixes)
+                .map_err(state_err)?;
         }
         debug!(domain = %inv.domain, "no record: nothing to remove");
         return Ok(());

@@ -330,10 +330,28 @@ pub async fn reconcile(
     let t0 = std::time::Instant::now();
     let state = StateDir::new(&config.state_dir);
     let _lock = state.lock()?;
-    let running = running_domains(&config.libvirt_status_dir)?;
+    let mut running = running_domains(&config.libvirt_status_dir)?;
     tracing::debug!(elapsed = ?t0.elapsed(), domains = running.len(), "read libvirt status files");
     let records = state.records()?;
     tracing::debug!(elapsed = ?t0.elapsed(), records = records.len(), "read records");
+    // What killed hooks left (temporary files, claims without a record) goes
+    // first: such a claim would keep a running domain from being adopted.
+    let swept = state.sweep(&records, !dry_run)?;
+    // A domain whose `stopped` hook ran and whose status file libvirt has not
+    // removed yet is not running any more: not adopted. A mark whose status file
+    // is gone has served (its `release` was lost): removed.
+    let stopping: HashSet<String> = state.stopping().into_iter().collect();
+    let recorded: HashSet<&str> = records.iter().map(|r| r.plan.uuid.as_str()).collect();
+    let listed: HashSet<String> = running.iter().filter_map(|r| r.xml.uuid.clone()).collect();
+    running.retain(|r| match r.xml.uuid.as_deref() {
+        Some(u) => !stopping.contains(u) || recorded.contains(u),
+        None => true,
+    });
+    if !dry_run {
+        for u in stopping.iter().filter(|u| !listed.contains(*u)) {
+            state.clear_stopping(u)?;
+        }
+    }
     let incoming: HashSet<String> = state.incoming().into_iter().collect();
     let host = HostFacts {
         addresses: kernel.host_addresses().await?,
@@ -388,6 +406,11 @@ pub async fn reconcile(
         changes: d.changes.clone(),
         errors: Vec::new(),
     };
+    report.changes.extend(swept.into_iter().map(|what| Change {
+        action: "remove",
+        domain: None,
+        what,
+    }));
     report.changes.extend(pinned.into_iter().map(|what| Change {
         action: "pin-mac",
         domain: None,

@@ -8,13 +8,20 @@
 //! - `owners/<address>`: a symlink to `<uuid> <name>` of the domain owning that address
 //!   (one atomic `symlink(2)` to claim, one `readlink(2)` to look up);
 //! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
-//! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook.
+//! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
+//! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
+//!   adopted by reconcile while libvirt still lists it).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
+//!
+//! Claims are taken before a record is written and released after it is
+//! deleted, so a kill at any point leaves only whole records and claims that
+//! block (never free) an address; docs/CONCURRENCY.md has each kill point.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -184,14 +191,25 @@ impl StateDir {
         Ok(self.records()?.into_iter().find(|r| r.plan.name == name))
     }
 
+    /// Writes `path` whole or not at all: a temporary file beside it (one fixed
+    /// name per target: writers hold the lock), flushed to its disk, then renamed
+    /// over it. A kill leaves at most the temporary file, which nothing reads and
+    /// [`StateDir::forget`] or reconcile's sweep removes. The flush costs nothing
+    /// on the default tmpfs `/run`; on a disk it keeps a power cut from leaving an
+    /// empty record behind the rename.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-        let dir = path.parent().unwrap_or(&self.root);
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(io("create a temporary file in", dir))?;
-        tmp.write_all(bytes).map_err(io("write", path))?;
-        tmp.persist(path)
-            .map_err(|e| io("replace", path)(e.error))?;
-        Ok(())
+        let tmp = temp_path(path);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_data().map_err(io("write", &tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io("replace", path))
     }
 
     fn owner_text(plan: &DomainPlan) -> String {
@@ -273,16 +291,102 @@ impl StateDir {
     }
 
     /// Deletes a domain's record and its claims. Call under the lock.
+    ///
+    /// The record goes first and the claims last (the reverse of
+    /// [`StateDir::save_over`]): a kill in between leaves claims without a
+    /// record, which block the addresses (safe) until this domain's next
+    /// `stopped`/`release` ([`StateDir::release_claims`]) or reconcile's sweep
+    /// removes them; never a record whose addresses another domain could claim.
     pub fn forget(&self, record: &Record) -> Result<(), StateError> {
-        for a in record.plan.addresses() {
-            self.release_path(&self.address_path(a), &record.plan.uuid)?;
-        }
-        for p in record.plan.prefixes() {
-            self.release_path(&self.prefix_path(&p), &record.plan.uuid)?;
-        }
         let path = self.record_path(&record.plan.uuid);
         remove_if_exists(&path)?;
-        self.clear_incoming(&record.plan.uuid)
+        remove_if_exists(&temp_path(&path))?;
+        self.clear_incoming(&record.plan.uuid)?;
+        self.release_claims(
+            &record.plan.uuid,
+            record.plan.addresses(),
+            record.plan.prefixes(),
+        )
+    }
+
+    /// Removes the claims on these addresses and prefixes that name `uuid`, and
+    /// the temporary file of its record: what a start killed before its record
+    /// was written leaves (`stopped`/`release` find no record then, and pass the
+    /// addresses of the domain XML). Call under the lock.
+    pub fn release_claims(
+        &self,
+        uuid: &str,
+        addresses: impl IntoIterator<Item = IpAddr>,
+        prefixes: impl IntoIterator<Item = IpNet>,
+    ) -> Result<(), StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        remove_if_exists(&temp_path(&self.record_path(uuid)))?;
+        for a in addresses {
+            self.release_path(&self.address_path(a), uuid)?;
+        }
+        for p in prefixes {
+            self.release_path(&self.prefix_path(&p), uuid)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what killed writers left: temporary files, and claims naming a
+    /// domain without a record or whose record lacks that address or prefix.
+    /// Every writer holds the lock, so under it such files are leftovers. Call
+    /// under the lock with every record; returns what was (or, with `apply`
+    /// false, would be) removed. For reconcile, not the hook's hot path.
+    pub fn sweep(&self, records: &[Record], apply: bool) -> Result<Vec<String>, StateError> {
+        let mut owned: std::collections::HashSet<(&'static str, String, &str)> =
+            std::collections::HashSet::new();
+        for r in records {
+            for a in r.plan.addresses() {
+                owned.insert(("owners", a.to_string(), r.plan.uuid.as_str()));
+            }
+            for p in r.plan.prefixes() {
+                owned.insert((
+                    "prefixes",
+                    p.to_string().replace('/', "_"),
+                    r.plan.uuid.as_str(),
+                ));
+            }
+        }
+        let mut removed = Vec::new();
+        for sub in ["domains", "owners", "prefixes", "incoming"] {
+            let dir = self.dir(sub);
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", &dir)(e)),
+            };
+            for e in entries {
+                let e = e.map_err(io("list", &dir))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stale = if name.starts_with('.') {
+                    Some(format!("temporary file {sub}/{name}"))
+                } else if sub == "owners" || sub == "prefixes" {
+                    match Self::owner_text_at(&e.path()) {
+                        Some(text) => {
+                            let uuid = text.split_whitespace().next().unwrap_or_default();
+                            (!owned.contains(&(sub, name.clone(), uuid)))
+                                .then(|| format!("claim {sub}/{name} of {text} (no record has it)"))
+                        }
+                        None => Some(format!("unreadable claim {sub}/{name}")),
+                    }
+                } else {
+                    None
+                };
+                if let Some(what) = stale {
+                    if apply {
+                        remove_if_exists(&e.path())?;
+                    }
+                    removed.push(what);
+                }
+            }
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     /// Removes a claim file if (and only if) it names `uuid`.
@@ -330,6 +434,38 @@ impl StateDir {
         remove_if_exists(&self.dir("incoming").join(uuid))
     }
 
+    /// Marks a domain as stopping: its `stopped` hook ran, libvirt has not yet
+    /// removed its status file. Reconcile must not adopt it then (it would put
+    /// back what `stopped` just removed). `release` or the next `start` clears it.
+    pub fn mark_stopping(&self, uuid: &str) -> Result<(), StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        let dir = self.dir("stopping");
+        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let path = dir.join(uuid);
+        File::create(&path).map_err(io("create", &path))?;
+        Ok(())
+    }
+
+    pub fn clear_stopping(&self, uuid: &str) -> Result<(), StateError> {
+        if !is_valid_uuid(uuid) {
+            return Ok(());
+        }
+        remove_if_exists(&self.dir("stopping").join(uuid))
+    }
+
+    /// UUIDs marked stopping (for reconcile).
+    pub fn stopping(&self) -> Vec<String> {
+        fs::read_dir(self.dir("stopping"))
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|u| is_valid_uuid(u))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// UUIDs marked incoming (for reconcile).
     pub fn incoming(&self) -> Vec<String> {
         fs::read_dir(self.dir("incoming"))
@@ -340,6 +476,15 @@ impl StateDir {
             })
             .unwrap_or_default()
     }
+}
+
+/// The temporary file [`StateDir::write_atomic`] writes `path` through.
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
 }
 
 fn remove_if_exists(path: &Path) -> Result<(), StateError> {

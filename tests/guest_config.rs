@@ -376,11 +376,7 @@ fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
             gc.stdout.is_empty(),
             "{what}: guest-config printed a configuration"
         );
-        assert_eq!(
-            stderr(&gc),
-            stderr(&hook),
-            "{what}: different refusals"
-        );
+        assert_eq!(stderr(&gc), stderr(&hook), "{what}: different refusals");
     }
 }
 

@@ -238,3 +238,369 @@ impl Guest {
         self.ip(&["link", "set", name, "up"]);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the concurrency and crash tests (tests/concurrency_netns.rs,
+// tests/crash_netns.rs): generated domains, a fake libvirt status directory,
+// libvirt's side of the lifecycle, and the exact expected state.
+
+/// A tiny deterministic PRNG (xorshift64*), so a failing seed can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A seed from `$name` if set, else from the clock (printed by the caller).
+pub fn seed_from_env(name: &str) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}
+
+/// A number from `$name`, else `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Debug, Clone)]
+pub struct TestNic {
+    pub mac: String,
+    pub tap: String,
+    pub v4: String,
+    pub v6: String,
+    /// A routed prefix and its next hop (one of this NIC's addresses).
+    pub prefix: Option<(String, String)>,
+}
+
+/// A generated domain: dual-stack, one to three NICs, some with routed prefixes.
+#[derive(Debug, Clone)]
+pub struct TestDomain {
+    pub name: String,
+    pub uuid: String,
+    pub nics: Vec<TestNic>,
+}
+
+impl TestDomain {
+    /// Domain number `i`: addresses 2.57.(100+k).(i+1) and 2001:678:3a4:(100+k)::(i+1)
+    /// on NIC k; two NICs when i % 5 == 0, three when i % 10 == 3; a routed IPv4
+    /// /28 on NIC 0 when i % 4 == 0, a routed IPv6 /56 on the last NIC when i % 4 == 1.
+    pub fn generated(prefix: &str, i: usize) -> TestDomain {
+        let n = if i % 10 == 3 {
+            3
+        } else if i % 5 == 0 {
+            2
+        } else {
+            1
+        };
+        let mut nics: Vec<TestNic> = (0..n)
+            .map(|k| TestNic {
+                mac: format!("52:54:00:{:02x}:{:02x}:01", i, k),
+                tap: format!("{prefix}{i}n{k}"),
+                v4: format!("2.57.{}.{}", 100 + k, i + 1),
+                v6: format!("2001:678:3a4:{}::{:x}", 100 + k, i + 1),
+                prefix: None,
+            })
+            .collect();
+        if i % 4 == 0 {
+            let via = nics[0].v4.clone();
+            nics[0].prefix = Some((format!("2.58.{i}.16/28"), via));
+        } else if i % 4 == 1 {
+            let last = nics.last_mut().expect("a NIC");
+            last.prefix = Some((format!("2001:678:3a5:{:x}00::/56", i), last.v6.clone()));
+        }
+        TestDomain {
+            name: format!("{prefix}-{i}"),
+            uuid: format!("cccccccc-0000-4000-8000-{:012x}", i),
+            nics,
+        }
+    }
+
+    /// The same addresses as `other` (a conflicting domain: never both running).
+    pub fn conflicting(prefix: &str, i: usize, other: &TestDomain) -> TestDomain {
+        let mut d = TestDomain::generated(prefix, i);
+        for (k, nic) in d.nics.iter_mut().enumerate() {
+            if let Some(o) = other.nics.get(k) {
+                nic.v4 = o.v4.clone();
+                nic.v6 = o.v6.clone();
+                nic.prefix = None;
+            }
+        }
+        d
+    }
+
+    pub fn xml(&self) -> Vec<u8> {
+        let mut meta = String::new();
+        let mut ifaces = String::new();
+        for n in &self.nics {
+            meta.push_str(&format!(
+                "      <cloudstack:nic mac=\"{}\">\n        <cloudstack:address address=\"{}\" prefix=\"32\" family=\"ipv4\"/>\n        <cloudstack:address address=\"{}\" prefix=\"128\" family=\"ipv6\"/>\n",
+                n.mac, n.v4, n.v6
+            ));
+            if let Some((p, via)) = &n.prefix {
+                meta.push_str(&format!(
+                    "        <cloudstack:route prefix=\"{p}\" via=\"{via}\"/>\n"
+                ));
+            }
+            meta.push_str("      </cloudstack:nic>\n");
+            ifaces.push_str(&format!(
+                "    <interface type='bridge'>\n      <mac address='{}'/>\n      <source bridge='cloudbr0'/>\n      <target dev='{}'/>\n    </interface>\n",
+                n.mac, n.tap
+            ));
+        }
+        format!(
+            "<domain type='qemu'>\n  <name>{}</name>\n  <uuid>{}</uuid>\n  <metadata>\n    <cloudstack:network xmlns:cloudstack=\"https://download.cloudstack.org/libvirt/network\">\n{meta}    </cloudstack:network>\n  </metadata>\n  <memory unit='MiB'>32</memory>\n  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n  <devices>\n{ifaces}  </devices>\n</domain>\n",
+            self.name, self.uuid
+        )
+        .into_bytes()
+    }
+
+    /// `ip route show proto 52` lines (normalised) this domain's routes give, at `metric`.
+    pub fn routes(&self, metric: u32) -> Vec<String> {
+        let mut v = Vec::new();
+        for n in &self.nics {
+            v.push(format!("{} dev cloudbr0 scope link metric {metric}", n.v4));
+            v.push(format!("{} dev cloudbr0 metric {metric}", n.v6));
+            if let Some((p, via)) = &n.prefix {
+                v.push(format!("{p} via {via} dev cloudbr0 metric {metric} onlink"));
+            }
+        }
+        v
+    }
+
+    /// `ip neigh show nud permanent` lines (normalised).
+    pub fn neighbours(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for n in &self.nics {
+            for a in [&n.v4, &n.v6] {
+                v.push(format!(
+                    "{a} dev cloudbr0 lladdr {} PERMANENT proto 52",
+                    n.mac
+                ));
+            }
+        }
+        v
+    }
+
+    /// The state files (relative paths) this domain's record and claims are.
+    pub fn state_files(&self) -> Vec<String> {
+        let mut v = vec![format!("domains/{}.json", self.uuid)];
+        for n in &self.nics {
+            v.push(format!("owners/{}", n.v4));
+            v.push(format!("owners/{}", n.v6));
+            if let Some((p, _)) = &n.prefix {
+                v.push(format!("prefixes/{}", p.replace('/', "_")));
+            }
+        }
+        v
+    }
+
+    /// The record virt-l3 should hold for this domain (without `since_ms`).
+    pub fn record_json(&self, metric: u32) -> serde_json::Value {
+        let nics: Vec<serde_json::Value> = self
+            .nics
+            .iter()
+            .map(|n| {
+                let prefixes: Vec<serde_json::Value> = n
+                    .prefix
+                    .iter()
+                    .map(|(p, via)| serde_json::json!({"prefix": p, "via": via}))
+                    .collect();
+                let mut nic = serde_json::json!({
+                    "mac": n.mac,
+                    "bridge": "cloudbr0",
+                    "tap": n.tap,
+                    "addresses": [n.v4, n.v6],
+                });
+                // Serialised only when there is one.
+                if !prefixes.is_empty() {
+                    nic["routed_prefixes"] = serde_json::Value::Array(prefixes);
+                }
+                nic
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "uuid": self.uuid,
+            "nics": nics,
+            "metric": metric,
+            "protocol": 52,
+            "standby": false,
+        })
+    }
+
+    pub fn owner_text(&self) -> String {
+        format!("{} {}", self.uuid, self.name)
+    }
+}
+
+impl Lab {
+    /// libvirt's status directory of this lab (`libvirt_status_dir`).
+    pub fn status_dir(&self) -> PathBuf {
+        self.dir.path().join("libvirt-qemu")
+    }
+
+    /// Writes libvirt's status file of a domain atomically, as libvirtd does.
+    pub fn set_status(&self, name: &str, xml: &[u8], state: &str, reason: &str) {
+        let body = format!(
+            "<domstatus state='{state}' reason='{reason}' pid='4242'>\n{}\n</domstatus>\n",
+            String::from_utf8_lossy(xml)
+        );
+        let tmp = self.status_dir().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).expect("write status");
+        std::fs::rename(tmp, self.status_dir().join(format!("{name}.xml"))).expect("rename status");
+    }
+
+    pub fn clear_status(&self, name: &str) {
+        let _ = std::fs::remove_file(self.status_dir().join(format!("{name}.xml")));
+    }
+
+    /// Creates a domain's taps on cloudbr0, as libvirt does before the `start` hook.
+    pub fn create_taps(&self, d: &TestDomain) {
+        for n in &d.nics {
+            self.add_tap(&n.tap, "cloudbr0");
+        }
+    }
+
+    /// Deletes a domain's taps, as libvirt does after the `stopped` hook.
+    pub fn delete_taps(&self, d: &TestDomain) {
+        for n in &d.nics {
+            let _ = Command::new("ip")
+                .args(["-n", &self.ns, "link", "del", &n.tap])
+                .output();
+        }
+    }
+
+    /// Bridge ports of cloudbr0 and whether each is isolated, by name.
+    pub fn bridge_ports(&self) -> std::collections::BTreeMap<String, bool> {
+        let text = self.ip(&["-d", "-j", "link", "show", "master", "cloudbr0"]);
+        let links: serde_json::Value = serde_json::from_str(&text).expect("ip -j link");
+        let mut out = std::collections::BTreeMap::new();
+        for l in links.as_array().expect("an array") {
+            let name = l["ifname"].as_str().unwrap_or_default().to_string();
+            let isolated = l["linkinfo"]["info_slave_data"]["isolated"]
+                .as_bool()
+                .unwrap_or(false);
+            out.insert(name, isolated);
+        }
+        out
+    }
+
+    /// Every entry under the state directory's subdirectories, dot files
+    /// (temporary files) included, sorted.
+    pub fn all_state_files(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for sub in ["domains", "owners", "prefixes", "incoming", "stopping"] {
+            if let Ok(d) = std::fs::read_dir(self.state_dir().join(sub)) {
+                for e in d.flatten() {
+                    v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
+    /// Asserts that the kernel and the state directory hold exactly what the
+    /// `running` domains should have (metric 100, protocol 52, isolated taps), and
+    /// that no other tap of `all` exists. Returns a description of the first difference.
+    pub fn check_exact(&self, running: &[&TestDomain], all: &[TestDomain]) -> Result<(), String> {
+        let mut routes: Vec<String> = running.iter().flat_map(|d| d.routes(100)).collect();
+        routes.sort();
+        let got = self.routes();
+        if got != routes {
+            return Err(format!("routes differ:\n{}", diff_lines(&routes, &got)));
+        }
+        let mut neigh: Vec<String> = running.iter().flat_map(|d| d.neighbours()).collect();
+        neigh.sort();
+        let got = self.neighbours();
+        if got != neigh {
+            return Err(format!("neighbours differ:\n{}", diff_lines(&neigh, &got)));
+        }
+        let ports = self.bridge_ports();
+        for d in all {
+            let runs = running.iter().any(|r| r.uuid == d.uuid);
+            for n in &d.nics {
+                match (runs, ports.get(&n.tap)) {
+                    (true, Some(true)) | (false, None) => {}
+                    (true, Some(false)) => return Err(format!("tap {} is not isolated", n.tap)),
+                    (true, None) => return Err(format!("tap {} is missing", n.tap)),
+                    (false, Some(_)) => {
+                        return Err(format!("tap {} of a stopped domain exists", n.tap))
+                    }
+                }
+            }
+        }
+        let mut files: Vec<String> = running.iter().flat_map(|d| d.state_files()).collect();
+        files.sort();
+        let got = self.all_state_files();
+        if got != files {
+            return Err(format!("state files differ:\n{}", diff_lines(&files, &got)));
+        }
+        for d in running {
+            let path = self.state_dir().join(format!("domains/{}.json", d.uuid));
+            let mut rec: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            )
+            .map_err(|e| format!("{} does not parse: {e}", path.display()))?;
+            rec.as_object_mut().map(|o| o.remove("since_ms"));
+            if rec != d.record_json(100) {
+                return Err(format!(
+                    "record of {} is {rec}, expected {}",
+                    d.name,
+                    d.record_json(100)
+                ));
+            }
+            for f in d
+                .state_files()
+                .iter()
+                .filter(|f| !f.starts_with("domains/"))
+            {
+                let target = std::fs::read_link(self.state_dir().join(f))
+                    .map_err(|e| format!("claim {f} is not a symlink: {e}"))?;
+                if target.to_string_lossy() != d.owner_text() {
+                    return Err(format!(
+                        "claim {f} names {target:?}, not {}",
+                        d.owner_text()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lines missing (-) and unexpected (+).
+pub fn diff_lines(want: &[String], got: &[String]) -> String {
+    let mut out = String::new();
+    for w in want.iter().filter(|w| !got.contains(w)) {
+        out.push_str(&format!("  - {w}\n"));
+    }
+    for g in got.iter().filter(|g| !want.contains(g)) {
+        out.push_str(&format!("  + {g}\n"));
+    }
+    out
+}

@@ -24,16 +24,34 @@ pub enum XmlError {
     TooLarge(usize),
     #[error("the domain XML carries a DOCTYPE declaration, which virt-l3 refuses (entity definitions could expand without bound)")]
     Doctype,
-    #[error("the domain XML uses the undefined entity &{0};")]
+    #[error("the domain XML uses the undefined entity &{};", printable(.0))]
     UndefinedEntity(String),
     #[error("the domain XML nests elements deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    #[error("the domain XML is malformed near byte {position}: {message}")]
+    #[error("the domain XML is malformed near byte {position}: {}", printable(.message))]
     Malformed { position: u64, message: String },
     #[error("the domain XML has no <domain> root element")]
     NotADomain,
     #[error("the domain XML has no <name>")]
     NoName,
+}
+
+/// `s` with its control characters (newlines included) escaped as Rust writes
+/// them (`\n`, `\u{1b}`): text taken from the XML goes into one-line error
+/// messages and logs, where it must not start a line of its own.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A `<filterref>`: the filter's name and its parameters, in document order.
@@ -175,6 +193,9 @@ impl DomainXml {
         let mut stack: Vec<Ctx> = Vec::new();
         let mut dom = DomainXml::default();
         let mut saw_root = false;
+        // A top-level element was seen: XML has exactly one (found by fuzzing:
+        // a second <domain> after the first was merged into it).
+        let mut had_top = false;
         let mut text = String::new();
 
         loop {
@@ -190,6 +211,15 @@ impl DomainXml {
             match event {
                 Event::DocType(_) => return Err(XmlError::Doctype),
                 Event::Start(ref e) | Event::Empty(ref e) => {
+                    if stack.is_empty() {
+                        if had_top {
+                            return Err(XmlError::Malformed {
+                                position,
+                                message: "the document has more than one root element".into(),
+                            });
+                        }
+                        had_top = true;
+                    }
                     let empty = matches!(event, Event::Empty(_));
                     let local = e.local_name();
                     let local = local.as_ref();
@@ -302,6 +332,16 @@ impl DomainXml {
                         text.clear();
                     }
                 }
+                Event::Text(ref t) if stack.is_empty() => {
+                    let bytes: &[u8] = t.as_ref();
+                    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+                    if !bytes.iter().all(u8::is_ascii_whitespace) {
+                        return Err(outside_root(position));
+                    }
+                }
+                Event::GeneralRef(_) | Event::CData(_) if stack.is_empty() => {
+                    return Err(outside_root(position));
+                }
                 Event::Text(ref t) => {
                     if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
                         let s = t.decode().map_err(|e| XmlError::Malformed {
@@ -341,6 +381,17 @@ impl DomainXml {
                     }
                     text.clear();
                 }
+                // quick-xml does not mind unclosed elements at the end: a
+                // truncated document must not pass for a complete one (found by fuzzing).
+                Event::Eof if !stack.is_empty() => {
+                    return Err(XmlError::Malformed {
+                        position,
+                        message: format!(
+                            "the document ends inside {} unclosed element(s) (truncated?)",
+                            stack.len()
+                        ),
+                    })
+                }
                 Event::Eof => break,
                 _ => {}
             }
@@ -353,6 +404,13 @@ impl DomainXml {
             return Err(XmlError::NoName);
         }
         Ok(dom)
+    }
+}
+
+fn outside_root(position: u64) -> XmlError {
+    XmlError::Malformed {
+        position,
+        message: "text outside the root element".into(),
     }
 }
 

@@ -163,3 +163,35 @@ fn content_outside_the_root_is_refused() {
         }
     }
 }
+
+/// Finding 4 (nwfilter): `inject` looked interfaces up by MAC alone; with the
+/// routed NIC's MAC also on an interface virt-l3 does not manage, the filterref
+/// went to that one and the routed NIC kept its old filter.
+#[test]
+fn inject_picks_the_routed_interface_when_macs_repeat() {
+    let xml = br#"<domain><name>d</name><uuid>6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b</uuid><devices>
+<interface type='bridge'><mac address='52:54:00:00:0a:01'/><source bridge='br-vlan100'/><filterref filter='clean-traffic'/></interface>
+<interface type='bridge'><mac address='52:54:00:00:0a:01'/><source bridge='cloudbr0'/><filterref filter='clean-traffic'><parameter name='IP' value='192.0.2.5'/></filterref></interface>
+</devices></domain>"#;
+    let config = Config::default();
+    let out = inject(xml, &config).unwrap();
+    let dom = DomainXml::parse(&out).unwrap();
+    assert_eq!(
+        dom.interfaces[0].filterref.as_ref().unwrap().filter,
+        "clean-traffic",
+        "the unrouted interface is left alone"
+    );
+    assert_eq!(
+        dom.interfaces[1].filterref.as_ref().unwrap().filter,
+        "virt-l3-nic-525400000a01"
+    );
+    let checks = Checks {
+        require_filter: true,
+    };
+    plan(&dom, &config, &HostFacts::default(), &NoOwnership, checks).unwrap();
+    // The fuzzer's input.
+    let xml = input("nwfilter", "same-mac-on-unrouted-interface.xml");
+    let out = inject(&xml, &config).unwrap();
+    let dom = DomainXml::parse(&out).unwrap();
+    plan(&dom, &config, &HostFacts::default(), &NoOwnership, checks).unwrap();
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what virt-l3's demo and tests need on Debian 12, only when missing.
-# Usage: scripts/deps.sh [demo|test|bench|package]
+# Usage: scripts/deps.sh [demo|test|bench|package|fuzz]
 set -euo pipefail
 what=${1:-test}
 need=(iproute2 jq)
@@ -9,6 +9,7 @@ case "$what" in
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping) ;;
   bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
   package) need+=(rpm) ;;
+  fuzz) need=() ;;
 esac
 # Rust: the machine's toolchain, else rustup's (Debian 12's rustc is too old for the dependencies).
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -28,4 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   # policy-rc.d keeps the packages' daemons from starting on the host: the tests start their own.
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# cargo-fuzz for tests/suites/fuzz.sh (libFuzzer targets in fuzz/).
+if [ "$what" = test ] || [ "$what" = fuzz ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || { echo "deps: installing cargo-fuzz" >&2; cargo install cargo-fuzz --locked --quiet; }
 fi

@@ -195,3 +195,16 @@ fn inject_picks_the_routed_interface_when_macs_repeat() {
     let dom = DomainXml::parse(&out).unwrap();
     plan(&dom, &config, &HostFacts::default(), &NoOwnership, checks).unwrap();
 }
+
+/// Finding 5 (config): TOML's message for an unknown key quotes the key, tabs and
+/// newlines included.
+#[test]
+fn config_errors_are_one_line() {
+    let text = String::from_utf8(input("config", "tab-in-unknown-key.toml")).unwrap();
+    let e = Config::from_toml(&text, Path::new("/etc/virt-l3/config.toml")).unwrap_err();
+    let msg = e.to_string();
+    assert!(!msg.chars().any(char::is_control), "{msg:?}");
+    assert!(msg.contains("unknown field `bm\\t2`"), "{msg}");
+    let e = Config::from_toml("\"a\\nb\" = 1\n", Path::new("x")).unwrap_err();
+    assert!(e.to_string().contains("`a\\nb`"), "{e}");
+}

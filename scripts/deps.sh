@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what virt-l3's demo and tests need on Debian 12, only when missing.
-# Usage: scripts/deps.sh [demo|test|bench|package]
+# Usage: scripts/deps.sh [demo|test|bench|package|fuzz]
 set -euo pipefail
 what=${1:-test}
 need=(iproute2 jq)
@@ -9,6 +9,7 @@ case "$what" in
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init groovy strace) ;;
   bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
   package) need+=(rpm) ;;
+  fuzz) need=() ;;
 esac
 # Rust: the machine's toolchain, else rustup's (Debian 12's rustc is too old for the dependencies).
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -31,4 +32,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   # cloud-init is installed only for its network_data.json reader (tests/guest_config.rs):
   # it must never configure this machine at boot.
   if printf '%s\n' "${missing[@]}" | grep -qx cloud-init; then mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled; fi
+fi
+# cargo-fuzz for tests/suites/fuzz.sh (libFuzzer targets in fuzz/).
+if [ "$what" = test ] || [ "$what" = fuzz ]; then
+  command -v cargo-fuzz >/dev/null 2>&1 || { echo "deps: installing cargo-fuzz" >&2; cargo install cargo-fuzz --locked --quiet; }
 fi

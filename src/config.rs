@@ -25,7 +25,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the configuration file {path} is invalid: {message}")]
+    // One line: TOML's messages quote keys, which may hold tabs or newlines (fuzzing).
+    #[error("the configuration file {path} is invalid: {}", crate::domain_xml::printable(.message))]
     Invalid { path: PathBuf, message: String },
 }
 

@@ -25,11 +25,11 @@ pub enum XmlError {
     TooLarge(usize),
     #[error("the domain XML carries a DOCTYPE declaration, which virt-l3 refuses (entity definitions could expand without bound)")]
     Doctype,
-    #[error("the domain XML uses the undefined entity &{0};")]
+    #[error("the domain XML uses the undefined entity &{};", printable(.0))]
     UndefinedEntity(String),
     #[error("the domain XML nests elements deeper than {MAX_DEPTH} levels")]
     TooDeep,
-    #[error("the domain XML is malformed near byte {position}: {message}")]
+    #[error("the domain XML is malformed near byte {position}: {}", printable(.message))]
     Malformed { position: u64, message: String },
     #[error("the domain XML has no <domain> root element")]
     NotADomain,
@@ -80,6 +80,24 @@ fn excerpt_long(text: &str) -> String {
         out.push_str("...");
     }
     out
+}
+
+/// `s` with its control characters (newlines included) escaped as Rust writes
+/// them (`\n`, `\u{1b}`): text taken from the XML goes into one-line error
+/// messages and logs, where it must not start a line of its own.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A `<filterref>`: the filter's name and its parameters, in document order.
@@ -349,6 +367,16 @@ impl DomainXml {
                         text.clear();
                     }
                 }
+                Event::Text(ref t) if stack.is_empty() => {
+                    let bytes: &[u8] = t.as_ref();
+                    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+                    if !bytes.iter().all(u8::is_ascii_whitespace) {
+                        return Err(outside_root(position));
+                    }
+                }
+                Event::GeneralRef(_) | Event::CData(_) if stack.is_empty() => {
+                    return Err(outside_root(position));
+                }
                 Event::Text(ref t) => {
                     if stack.is_empty() && t.iter().any(|b| !b.is_ascii_whitespace()) {
                         return Err(XmlError::TextOutsideRoot(position));
@@ -408,6 +436,10 @@ impl DomainXml {
         }
         Ok(dom)
     }
+}
+
+fn outside_root(position: u64) -> XmlError {
+    XmlError::TextOutsideRoot(position)
 }
 
 fn address_xml(a: &[(String, String)]) -> AddressXml {

@@ -192,7 +192,16 @@ pub struct PlanError {
 }
 
 impl fmt::Display for PlanError {
+    /// One line: control characters the XML carried (in a name, a MAC) are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = String::new();
+        self.write_to(&mut line)?;
+        f.write_str(&crate::domain_xml::printable(&line))
+    }
+}
+
+impl PlanError {
+    fn write_to(&self, f: &mut impl fmt::Write) -> fmt::Result {
         write!(f, "virt-l3 refuses domain {}: ", display_name(&self.domain))?;
         let mut last: Option<&Option<String>> = None;
         for (i, p) in self.problems.iter().enumerate() {

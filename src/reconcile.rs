@@ -284,6 +284,17 @@ pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
             }
         }
     }
+    // An addition (NLM_F_REPLACE) takes the place of the route with its destination
+    // and metric; deleting that one afterwards could delete the addition instead (a
+    // route without an interface, multipath or a nexthop object, is matched on
+    // destination, metric and protocol alone). Found by the diff's property test.
+    let replaced: HashSet<(ipnet::IpNet, u32)> = add
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Route(r) => Some((r.destination, r.metric)),
+            Entry::Neighbour(_) => None,
+        })
+        .collect();
     let remove_routes = view
         .routes
         .iter()
@@ -291,6 +302,7 @@ pub fn diff(wanted: &[Entry], view: &KernelView, protocol: u8) -> KernelDiff {
         .filter(|k| {
             !want_routes.contains(&(k.destination, k.ifindex.unwrap_or(0), k.metric, k.gateway))
         })
+        .filter(|k| !replaced.contains(&(k.destination, k.metric)))
         .cloned()
         .collect();
     let remove_neighbours = view

@@ -29,6 +29,16 @@ struct InterfaceSpans {
     /// Whitespace before the first child element (its indentation).
     child_indent: Option<String>,
     mac: Option<String>,
+    /// `<source bridge>`, as the plan reads it (the last one that has the attribute).
+    bridge: Option<String>,
+}
+
+/// An attribute's value, unescaped as `DomainXml` reads it.
+fn attribute(e: &BytesStart<'_>, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == name)
+        .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))
 }
 
 fn malformed(domain: &str, message: impl Into<String>) -> NwfilterError {
@@ -76,14 +86,16 @@ fn scan(xml: &[u8], domain: &str) -> Result<Vec<InterfaceSpans>, NwfilterError> 
                         let indent = pending_text.rsplit('\n').next().unwrap_or("");
                         iface.child_indent = Some(indent.to_string());
                     }
-                    if name == b"mac" {
-                        for a in e.attributes().flatten() {
-                            if a.key.as_ref() == b"address" {
-                                iface.mac = Some(String::from_utf8_lossy(&a.value).into_owned());
-                            }
+                    let local = e.local_name();
+                    if local.as_ref() == b"mac" {
+                        iface.mac = attribute(e, b"address");
+                    }
+                    if local.as_ref() == b"source" {
+                        if let Some(b) = attribute(e, b"bridge") {
+                            iface.bridge = Some(b);
                         }
                     }
-                    if name == b"filterref" {
+                    if local.as_ref() == b"filterref" {
                         iface.filterref = Some((before, after));
                     }
                     if empty {
@@ -100,7 +112,7 @@ fn scan(xml: &[u8], domain: &str) -> Result<Vec<InterfaceSpans>, NwfilterError> 
                     // A child of an interface ends.
                     if let Some(iface) = out.last_mut() {
                         iface.last_child_end = Some(after);
-                        if closed.as_deref() == Some(b"filterref") {
+                        if closed.as_deref().map(local_name) == Some(&b"filterref"[..]) {
                             if let Some((start, _)) = iface.filterref {
                                 iface.filterref = Some((start, after));
                             }
@@ -120,6 +132,13 @@ fn scan(xml: &[u8], domain: &str) -> Result<Vec<InterfaceSpans>, NwfilterError> 
         buf.clear();
     }
     Ok(out)
+}
+
+/// `name` without its namespace prefix.
+fn local_name(name: &[u8]) -> &[u8] {
+    name.iter()
+        .position(|b| *b == b':')
+        .map_or(name, |i| &name[i + 1..])
 }
 
 /// The `<filterref>` element for a NIC, with `indent` before its closing tag.
@@ -168,9 +187,15 @@ pub fn inject(xml: &[u8], config: &Config) -> Result<Vec<u8>, NwfilterError> {
     // (start, end, replacement), in document order.
     let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     for nic in &plan.nics {
+        // The interface with this MAC on this bridge: another interface may carry the
+        // same MAC on a bridge virt-l3 does not route (found by fuzzing: the filterref
+        // went to that one, and the routed NIC kept its old filter).
         let iface = spans
             .iter()
-            .find(|s| s.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) == Some(nic.mac))
+            .find(|s| {
+                s.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) == Some(nic.mac)
+                    && s.bridge.as_deref() == Some(nic.bridge.as_str())
+            })
             .ok_or_else(|| {
                 malformed(
                     &plan.name,

@@ -39,7 +39,7 @@ pub enum NwfilterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("virt-l3 cannot rewrite the domain XML of {domain}: {message}")]
+    #[error("virt-l3 cannot rewrite the domain XML of {}: {}", crate::domain_xml::printable(.domain), crate::domain_xml::printable(.message))]
     Inject { domain: String, message: String },
     #[error("cannot define nwfilter {filter} in libvirtd: {message}")]
     Define { filter: String, message: String },

@@ -46,14 +46,9 @@ pub enum XmlError {
 /// Text taken from the document for an error message: control characters
 /// escaped, cut after 64 characters (it may be megabytes of hostile input).
 fn excerpt(text: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = text
-        .chars()
-        .take(MAX)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > MAX {
-        out.push_str(&format!("... ({} bytes)", text.len()));
+    let mut out = escaped_prefix(text, 64);
+    if text.chars().count() > 64 {
+        out.push_str(&format!(" ({} bytes)", text.len()));
     }
     out
 }
@@ -70,13 +65,18 @@ fn malformed(position: u64, message: impl std::fmt::Display) -> XmlError {
 }
 
 fn excerpt_long(text: &str) -> String {
-    const MAX: usize = 200;
+    escaped_prefix(text, 200)
+}
+
+/// The first `max` characters of `text`, control characters and quotes
+/// escaped, and "..." when there was more.
+fn escaped_prefix(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
-        .take(MAX)
+        .take(max)
         .flat_map(char::escape_debug)
         .collect();
-    if text.chars().count() > MAX {
+    if text.chars().count() > max {
         out.push_str("...");
     }
     out

@@ -9,7 +9,7 @@ use virt_l3::config::Config;
 use virt_l3::domain_xml::{DomainXml, MAX_XML_BYTES};
 use virt_l3::hook::{self, Invocation, Operation};
 use virt_l3::netlink::Kernel;
-use virt_l3::plan::{plan, Checks, HostFacts};
+use virt_l3::plan::{plan, Checks, DomainPlan, HostFacts};
 use virt_l3::state::StateDir;
 
 #[derive(Parser)]
@@ -277,24 +277,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// The domain XML on stdin, planned as the hook's `prepare` would (the host's
+/// addresses and the state directory's claims included): `plan` and
+/// `guest-config` refuse exactly what the hook refuses.
+fn plan_from_stdin(config: &Config) -> Result<DomainPlan, String> {
+    let xml = read_stdin()?;
+    let dom = DomainXml::parse(&xml).map_err(|e| e.to_string())?;
+    let state = StateDir::new(&config.state_dir);
+    let host = runtime()?
+        .block_on(async {
+            let k = Kernel::connect()?;
+            k.host_addresses().await
+        })
+        .map(|addresses| HostFacts { addresses })
+        .unwrap_or_default();
+    let checks = Checks {
+        require_filter: config.require_nwfilter,
+    };
+    plan(&dom, config, &host, &state, checks).map_err(|e| e.to_string())
+}
+
 fn run_command(config: &Config, command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Hook { .. } | Command::Manpages { .. } => unreachable!("handled before"),
         Command::Plan { json } => {
-            let xml = read_stdin()?;
-            let dom = DomainXml::parse(&xml).map_err(|e| e.to_string())?;
-            let state = StateDir::new(&config.state_dir);
-            let host = runtime()?
-                .block_on(async {
-                    let k = Kernel::connect()?;
-                    k.host_addresses().await
-                })
-                .map(|addresses| HostFacts { addresses })
-                .unwrap_or_default();
-            let checks = Checks {
-                require_filter: config.require_nwfilter,
-            };
-            let p = plan(&dom, config, &host, &state, checks).map_err(|e| e.to_string())?;
+            let p = plan_from_stdin(config)?;
             let routes = p.routes(config.route_metric);
             let neighbours = p.neighbours();
             if json {
@@ -479,20 +486,7 @@ fn run_guest_config(
     set_name: Option<String>,
 ) -> Result<ExitCode, String> {
     use virt_l3::guest_config;
-    let xml = read_stdin()?;
-    let dom = DomainXml::parse(&xml).map_err(|e| e.to_string())?;
-    let state = StateDir::new(&config.state_dir);
-    let host = runtime()?
-        .block_on(async {
-            let k = Kernel::connect()?;
-            k.host_addresses().await
-        })
-        .map(|addresses| HostFacts { addresses })
-        .unwrap_or_default();
-    let checks = Checks {
-        require_filter: config.require_nwfilter,
-    };
-    let p = plan(&dom, config, &host, &state, checks).map_err(|e| e.to_string())?;
+    let p = plan_from_stdin(config)?;
     let options = guest_config::Options {
         set_name_prefix: set_name,
     };

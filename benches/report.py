@@ -45,7 +45,8 @@ def row(case, name, t, base, key=None):
     med = statistics.median(t) * ms
     mean = statistics.mean(t) * ms
     sd = statistics.stdev(t) * ms if len(t) > 1 else 0.0
-    ratio = "" if base is None else f"{med / base:.1f}×"
+    # hyperfine reports 0 ms for runs it could not time (a loaded machine).
+    ratio = "" if base is None else (f"{med / base:.1f}×" if base > 0 else "n/a")
     key = key or name
     irs = f"{int(ir[key]):,}" if key in ir else "–"
     r = f"{int(rss[key]) / 1024:.1f}" if key in rss else "–"

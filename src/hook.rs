@@ -178,20 +178,17 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                 Ok(())
             }
             Operation::Start | Operation::Started | Operation::Reconnect => {
-                if inv.op != Operation::Reconnect {
-                    // Refused before the lock, so that a refused domain leaves the state
-                    // directory exactly as it was (not even created).
+                // Taking the lock creates the state directory the first time. On a host
+                // without one, refuse before that, so that a refused domain leaves it
+                // exactly as it was (not even created). Otherwise taking the lock changes
+                // nothing, and the domain is planned once, under the lock.
+                let checked_early = inv.op != Operation::Reconnect && !state.has_lock_file();
+                if checked_early {
                     let p = plan(&dom, config, &host, &state, checks)?;
                     check_host(&mut kernel, &p).await?;
                 }
                 let _lock = state.lock().map_err(state_err)?;
-                if inv.op == Operation::Start {
-                    // A restart after a stop whose `release` never came.
-                    if let Some(u) = dom.uuid.as_deref() {
-                        state.clear_stopping(u).map_err(state_err)?;
-                    }
-                }
-                // Planned again under the lock: ownership may have changed since prepare.
+                // Planned under the lock: ownership may have changed since prepare.
                 let p = match plan(&dom, config, &host, &state, checks) {
                     Ok(p) => p,
                     Err(e) if inv.op == Operation::Reconnect => {
@@ -204,6 +201,13 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
                     }
                     Err(e) => return Err(e.into()),
                 };
+                if inv.op != Operation::Reconnect && !checked_early {
+                    check_host(&mut kernel, &p).await?;
+                }
+                if inv.op == Operation::Start {
+                    // A restart after a stop whose `release` never came.
+                    state.clear_stopping(&p.uuid).map_err(state_err)?;
+                }
                 let previous = state.record(&p.uuid).map_err(state_err)?;
                 let record = record_for(config, &state, p, previous.as_ref());
                 let on_failure = if inv.op == Operation::Start {
@@ -330,7 +334,7 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         .as_ref()
         .and_then(|d| d.uuid.clone())
         .filter(|u| is_valid_uuid(u));
-    if !state.root().join("lock").exists() {
+    if !state.has_lock_file() {
         // Records are written only under the lock, which is created first: without
         // it there is nothing to remove, and nothing to create either.
         debug!(domain = %inv.domain, "no state directory: nothing to remove");

@@ -109,6 +109,12 @@ impl StateDir {
         Ok(())
     }
 
+    /// Whether the lock file exists: it is created last, after the directories,
+    /// and before any record; without it the state directory holds nothing.
+    pub fn has_lock_file(&self) -> bool {
+        self.root.join("lock").exists()
+    }
+
     /// Takes the state lock (blocking), creating the directory if needed.
     pub fn lock(&self) -> Result<StateLock, StateError> {
         let path = self.root.join("lock");

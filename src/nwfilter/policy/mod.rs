@@ -15,7 +15,7 @@
 //! | 1000     | drop everything else (`virt-l3-no-other`)     | same                                    |
 //!
 //! The rows naming a template live in `nwfilter-templates/`; every other row is
-//! one file here ([`LAYERS`]), and [`nic_filter`] puts them together in table order.
+//! one file here (`LAYERS`), and [`nic_filter`] puts them together in table order.
 
 mod addresses;
 mod announce;

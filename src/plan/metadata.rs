@@ -306,3 +306,250 @@ pub(super) fn parse_address(a: &AddressXml) -> Result<IpAddr, String> {
     }
     Ok(ip)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain_xml::{FlatAddress, NicMetadata};
+
+    const M1: &str = "52:54:00:00:00:01";
+    const M2: &str = "52:54:00:00:00:02";
+
+    fn iface(index: usize, mac: &str, bridge: &str) -> InterfaceXml {
+        InterfaceXml {
+            index,
+            kind: "bridge".into(),
+            mac: Some(mac.into()),
+            bridge: Some(bridge.into()),
+            ..InterfaceXml::default()
+        }
+    }
+
+    fn addr(a: &str) -> AddressXml {
+        AddressXml {
+            address: Some(a.into()),
+            ..AddressXml::default()
+        }
+    }
+
+    fn filter(params: &[(&str, &str)]) -> FilterRef {
+        FilterRef {
+            filter: "f".into(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn texts(c: Collector) -> Vec<String> {
+        c.problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.nic.unwrap_or_default(), p.text))
+            .collect()
+    }
+
+    #[test]
+    fn managed_interfaces_are_those_on_routed_bridges() {
+        let dom = DomainXml {
+            interfaces: vec![iface(0, M1, "virbr0"), iface(1, M2, "cloudbr0")],
+            ..DomainXml::default()
+        };
+        let config = Config::default();
+        let managed: Vec<usize> = managed_interfaces(&dom, &config).map(|i| i.index).collect();
+        assert_eq!(managed, [1]);
+        assert_eq!(
+            nic_label(&dom.interfaces[1]),
+            format!("NIC {M2} (interface 1) on cloudbr0")
+        );
+        let bare = InterfaceXml::default();
+        assert_eq!(nic_label(&bare), "NIC without MAC (interface 0) on -");
+    }
+
+    #[test]
+    fn candidate_addresses_come_from_every_source_once() {
+        let mut i = iface(0, M1, "cloudbr0");
+        i.filterref = Some(filter(&[
+            ("IP", "192.0.2.7"),
+            ("IPV6", "bad"),
+            ("IPV6", "2001:db8::7"),
+        ]));
+        let dom = DomainXml {
+            interfaces: vec![i],
+            nic_metadata: vec![NicMetadata {
+                mac: Some(M1.into()),
+                addresses: vec![addr(" 192.0.2.7"), addr("x")],
+                routes: Vec::new(),
+            }],
+            flat_addresses: vec![FlatAddress {
+                address: addr("192.0.2.8"),
+                ..FlatAddress::default()
+            }],
+            ..DomainXml::default()
+        };
+        let got: Vec<String> = candidate_addresses(&dom)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["192.0.2.7", "192.0.2.8", "2001:db8::7"]);
+        assert!(!has_routed_prefixes(&dom));
+    }
+
+    #[test]
+    fn metadata_blocks_must_name_one_interface_each() {
+        let meta = |mac: Option<&str>| NicMetadata {
+            mac: mac.map(Into::into),
+            ..NicMetadata::default()
+        };
+        let dom = DomainXml {
+            interfaces: vec![iface(0, M1, "cloudbr0")],
+            nic_metadata: vec![
+                meta(None),
+                meta(Some("zz")),
+                meta(Some(M2)),
+                meta(Some(M1)),
+                meta(Some(M1)),
+            ],
+            ..DomainXml::default()
+        };
+        let mut c = Collector::default();
+        check_metadata_blocks(&dom, &interface_macs(&dom), &mut c);
+        assert_eq!(
+            texts(c),
+            [
+                "metadata <nic> block 0: it has no mac attribute".to_string(),
+                "metadata <nic> block 1: its mac \"zz\" is not a MAC address".into(),
+                format!("metadata <nic> block 2: no interface of the domain has MAC {M2}"),
+                format!("metadata <nic> block 4: MAC {M1} has more than one metadata block"),
+            ]
+        );
+    }
+
+    #[test]
+    fn flat_addresses_go_to_exactly_one_managed_interface() {
+        let flat = |a: &str, mac: Option<&str>, bridge: Option<&str>| FlatAddress {
+            address: addr(a),
+            mac: mac.map(Into::into),
+            bridge: bridge.map(Into::into),
+        };
+        let dom = DomainXml {
+            interfaces: vec![
+                iface(0, M1, "cloudbr0"),
+                iface(1, M2, "cloudbr0"),
+                iface(2, "52:54:00:00:00:03", "virbr0"),
+            ],
+            flat_addresses: vec![
+                flat("192.0.2.1", Some(M2), None),
+                flat("192.0.2.2", Some("52:54:00:00:00:03"), None),
+                flat("192.0.2.3", Some("52:54:00:00:00:09"), None),
+                flat("192.0.2.4", None, Some("virbr0")),
+                flat("192.0.2.5", None, None),
+                flat("192.0.2.6", None, Some("cloudbr1")),
+            ],
+            ..DomainXml::default()
+        };
+        let config = Config {
+            bridges: vec!["cloudbr0".into(), "cloudbr1".into()],
+            ..Config::default()
+        };
+        let managed: Vec<&InterfaceXml> = managed_interfaces(&dom, &config).collect();
+        let mut c = Collector::default();
+        let got = assign_flat_addresses(&dom, &config, &managed, &interface_macs(&dom), &mut c);
+        assert_eq!(got, [vec![], vec![&dom.flat_addresses[0].address]]);
+        assert_eq!(
+            texts(c),
+            [
+                "flat metadata address 2 (192.0.2.3): no interface of the domain has MAC 52:54:00:00:00:09",
+                "flat metadata address 4 (192.0.2.5): 2 interfaces are on the routed bridges; add a mac attribute to say which one owns the address",
+                "flat metadata address 5 (192.0.2.6): no interface of the domain is on bridge cloudbr1",
+            ]
+        );
+    }
+
+    #[test]
+    fn sources_in_precedence_order() {
+        let mac: Mac = M1.parse().unwrap();
+        let mut i = iface(0, M1, "cloudbr0");
+        i.filterref = Some(filter(&[("IP", "192.0.2.9"), ("IPV6", "2001:db8::9")]));
+        let mut dom = DomainXml {
+            interfaces: vec![i.clone()],
+            nic_metadata: vec![NicMetadata {
+                mac: Some(M1.into()),
+                addresses: vec![addr("192.0.2.7")],
+                routes: Vec::new(),
+            }],
+            ..DomainXml::default()
+        };
+        let flat = addr("192.0.2.8");
+        let s = address_sources(&dom, &i, mac, &[&flat]);
+        assert_eq!(
+            (s.addresses, s.from_filterref),
+            (vec![addr("192.0.2.7")], false)
+        );
+        dom.nic_metadata.clear();
+        let s = address_sources(&dom, &i, mac, &[&flat]);
+        assert_eq!(s.addresses, vec![flat.clone()]);
+        let s = address_sources(&dom, &i, mac, &[]);
+        assert!(s.from_filterref);
+        assert_eq!(
+            s.addresses
+                .iter()
+                .map(|a| (a.address.clone().unwrap(), a.family.clone().unwrap()))
+                .collect::<Vec<_>>(),
+            [
+                ("192.0.2.9".to_string(), "ipv4".to_string()),
+                ("2001:db8::9".into(), "ipv6".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn filter_parameters_must_agree_with_the_metadata() {
+        let f = filter(&[("IPV6", "2001:db8::9"), ("IP", "192.0.2.9")]);
+        assert_eq!(
+            filterref_disagreement(&f, &[addr("2001:db8::9"), addr("192.0.2.9")]),
+            None
+        );
+        assert_eq!(
+            filterref_disagreement(&filter(&[]), &[addr("192.0.2.1")]),
+            None
+        );
+        assert_eq!(
+            filterref_disagreement(&f, &[addr("192.0.2.9")]).as_deref(),
+            Some(
+                "the filterref's IP/IPV6 parameters (192.0.2.9, 2001:db8::9) differ from the metadata's addresses (192.0.2.9); \
+                 run `virt-l3 nwfilter inject` on the XML"
+            )
+        );
+    }
+
+    #[test]
+    fn address_annotations() {
+        let full = |a: Option<&str>, family: Option<&str>, prefix: Option<&str>| AddressXml {
+            address: a.map(Into::into),
+            family: family.map(Into::into),
+            prefix: prefix.map(Into::into),
+        };
+        assert_eq!(
+            parse_address(&full(Some(" 192.0.2.1 "), Some("IPv4"), Some("32"))),
+            Ok("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address(&full(None, None, None)),
+            Err("an <address> element has no address attribute".into())
+        );
+        assert_eq!(
+            parse_address(&full(Some("nope"), None, None)),
+            Err("address \"nope\" is not an IP address".into())
+        );
+        assert_eq!(
+            parse_address(&full(Some("2001:db8::1"), Some("ipv4"), None)),
+            Err("address 2001:db8::1 is ipv6, but its family says \"ipv4\"".into())
+        );
+        assert_eq!(
+            parse_address(&full(Some("192.0.2.1"), None, Some("33"))),
+            Err("address 192.0.2.1 has an invalid prefix length \"33\"".into())
+        );
+        assert!(parse_address(&full(Some("2001:db8::1"), None, Some("128"))).is_ok());
+    }
+}

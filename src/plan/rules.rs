@@ -332,3 +332,280 @@ pub(super) fn prefix_contains_other_nic(p: &IpNet, nic: &Nic) -> Option<String> 
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::facts::NoOwnership;
+
+    const UUID: &str = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
+    const OTHER: &str = "0b8a2a3e-1f4d-4c59-9d7e-2a6d0f5e7c11";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+    fn owner(uuid: &str) -> Owner {
+        Owner {
+            uuid: uuid.into(),
+            name: "db".into(),
+        }
+    }
+
+    #[test]
+    fn uuid_must_be_there_and_valid() {
+        assert_eq!(domain_uuid(Some(UUID)), Ok(UUID.to_string()));
+        assert_eq!(
+            domain_uuid(Some("x")),
+            Err("the domain UUID \"x\" is not a valid UUID".into())
+        );
+        assert_eq!(
+            domain_uuid(None),
+            Err("the domain XML has no <uuid>".into())
+        );
+    }
+
+    #[test]
+    fn macs_must_be_a_nics() {
+        assert!(nic_mac(Some("52:54:00:aa:bb:cc")).is_ok());
+        let err = |m: Option<&str>| nic_mac(m).unwrap_err();
+        assert_eq!(err(None), "the interface has no MAC address");
+        assert_eq!(err(Some("zz")), "MAC \"zz\" is not a MAC address");
+        assert_eq!(
+            err(Some("00:00:00:00:00:00")),
+            "MAC 00:00:00:00:00:00 is all zeros"
+        );
+        assert_eq!(
+            err(Some("ff:ff:ff:ff:ff:ff")),
+            "MAC ff:ff:ff:ff:ff:ff is the broadcast MAC, not a NIC's"
+        );
+        assert_eq!(
+            err(Some("01:00:5e:00:00:01")),
+            "MAC 01:00:5e:00:00:01 is a multicast MAC, not a NIC's"
+        );
+        let mut seen = BTreeSet::new();
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        assert_eq!(duplicate_mac(mac, &mut seen), None);
+        assert_eq!(
+            duplicate_mac(mac, &mut seen).as_deref(),
+            Some("MAC 52:54:00:aa:bb:cc is used by two routed interfaces")
+        );
+    }
+
+    #[test]
+    fn the_filter_must_be_the_nics_own() {
+        let config = Config::default();
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        let mut iface = InterfaceXml {
+            mac: Some(mac.to_string()),
+            ..InterfaceXml::default()
+        };
+        let none = missing_filter(&iface, &config, &mac).unwrap();
+        assert!(none.contains("(it has no <filterref>)"), "{none}");
+        iface.filterref = Some(crate::domain_xml::FilterRef {
+            filter: nic_filter_name(&config, &mac),
+            parameters: Vec::new(),
+        });
+        assert_eq!(missing_filter(&iface, &config, &mac), None);
+        iface.filterref.as_mut().unwrap().filter = "other".into();
+        let wrong = missing_filter(&iface, &config, &mac).unwrap();
+        assert!(wrong.contains("it has filter \"other\", not \""), "{wrong}");
+    }
+
+    #[test]
+    fn address_rules_one_by_one() {
+        assert_eq!(unroutable_address(ip("192.0.2.1")), None);
+        assert!(unroutable_address(ip("127.0.0.1"))
+            .unwrap()
+            .starts_with("address 127.0.0.1 "));
+        let gateways: BTreeSet<IpAddr> = [ip("192.0.2.1")].into();
+        assert_eq!(
+            gateway_address(ip("192.0.2.1"), &gateways).as_deref(),
+            Some("address 192.0.2.1 is the guests' gateway")
+        );
+        assert_eq!(gateway_address(ip("192.0.2.2"), &gateways), None);
+        assert_eq!(
+            hosts_own_address(ip("192.0.2.5"), &[ip("192.0.2.5")]).as_deref(),
+            Some("address 192.0.2.5 is configured on the hypervisor itself")
+        );
+        assert_eq!(
+            denied_address(ip("10.1.2.3"), &[net("10.0.0.0/8")]).as_deref(),
+            Some("address 10.1.2.3 is inside the denied prefix 10.0.0.0/8")
+        );
+        assert_eq!(denied_address(ip("11.1.2.3"), &[net("10.0.0.0/8")]), None);
+        assert_eq!(address_not_allowed(ip("11.1.2.3"), &[]), None);
+        assert_eq!(
+            address_not_allowed(ip("11.1.2.3"), &[net("10.0.0.0/8")]).as_deref(),
+            Some("address 11.1.2.3 is outside every allowed prefix")
+        );
+        let mut seen = BTreeSet::new();
+        assert_eq!(duplicate_address(ip("192.0.2.9"), &mut seen), None);
+        assert_eq!(
+            duplicate_address(ip("192.0.2.9"), &mut seen).as_deref(),
+            Some("address 192.0.2.9 appears twice in the domain")
+        );
+    }
+
+    #[test]
+    fn addresses_of_other_domains() {
+        let a = ip("192.0.2.9");
+        assert_eq!(address_owned_by_other(a, Some(owner(UUID)), UUID), None);
+        assert_eq!(address_owned_by_other(a, None, UUID), None);
+        assert_eq!(
+            address_owned_by_other(a, Some(owner(OTHER)), UUID),
+            Some(format!(
+                "address 192.0.2.9 is already owned by domain db ({OTHER})"
+            ))
+        );
+        let prefixes = [(net("192.0.2.0/24"), owner(UUID))];
+        assert_eq!(address_in_other_prefix(a, &prefixes, UUID), None);
+        assert_eq!(
+            address_in_other_prefix(a, &prefixes, OTHER),
+            Some(format!(
+                "address 192.0.2.9 is inside prefix 192.0.2.0/24 routed to domain db ({UUID})"
+            ))
+        );
+    }
+
+    #[test]
+    fn the_first_address_rule_that_refuses_is_said_and_duplicates_count_only_past_it() {
+        let config = Config {
+            gateways: vec![ip("192.0.2.1")],
+            ..Config::default()
+        };
+        let host = HostFacts::default();
+        let ctx = Context::new(&config, &host, &NoOwnership, UUID);
+        let mut seen = BTreeSet::new();
+        assert!(address_problem(ip("192.0.2.1"), &ctx, &mut seen)
+            .unwrap()
+            .ends_with("is the guests' gateway"));
+        assert!(seen.is_empty());
+        assert_eq!(address_problem(ip("192.0.2.7"), &ctx, &mut seen), None);
+        assert!(address_problem(ip("192.0.2.7"), &ctx, &mut seen)
+            .unwrap()
+            .ends_with("appears twice in the domain"));
+    }
+
+    #[test]
+    fn routes_must_parse() {
+        let route = |p: Option<&str>, v: Option<&str>| RouteXml {
+            prefix: p.map(Into::into),
+            via: v.map(Into::into),
+        };
+        assert_eq!(
+            parse_route(&route(Some(" 198.51.100.0/24"), Some("192.0.2.7 "))),
+            Ok((net("198.51.100.0/24"), ip("192.0.2.7")))
+        );
+        assert_eq!(
+            parse_route(&route(None, Some("192.0.2.7"))),
+            Err("a <route> element needs both prefix and via".into())
+        );
+        assert_eq!(
+            parse_route(&route(Some("x"), Some("192.0.2.7"))),
+            Err("routed prefix \"x\" is not a prefix".into())
+        );
+        assert_eq!(
+            parse_route(&route(Some("198.51.100.0/24"), Some("y"))),
+            Err("routed prefix 198.51.100.0/24: via \"y\" is not an IP address".into())
+        );
+    }
+
+    #[test]
+    fn prefix_shapes() {
+        assert_eq!(prefix_shape_problem(net("198.51.100.0/24")), None);
+        assert_eq!(
+            prefix_shape_problem(net("198.51.100.1/24")).as_deref(),
+            Some("routed prefix 198.51.100.1/24 has host bits set (did you mean 198.51.100.0/24?)")
+        );
+        assert_eq!(
+            prefix_shape_problem(net("::/0")).as_deref(),
+            Some("routed prefix ::/0 is a default route")
+        );
+        assert!(prefix_shape_problem(net("127.0.0.0/8"))
+            .unwrap()
+            .starts_with("routed prefix 127.0.0.0/8 "));
+    }
+
+    #[test]
+    fn prefix_rules_one_by_one() {
+        let p = net("198.51.100.0/24");
+        let via = ip("192.0.2.7");
+        assert!(via_refused(via, &[], &[via]));
+        assert!(!via_refused(via, &[via], &[via]));
+        assert!(!via_refused(via, &[], &[]));
+        assert_eq!(via_not_of_nic(p, via, &[via]), None);
+        assert_eq!(
+            via_not_of_nic(p, via, &[]).as_deref(),
+            Some("routed prefix 198.51.100.0/24: via 192.0.2.7 is not one of this NIC's addresses")
+        );
+        assert_eq!(
+            via_of_other_family(p, ip("2001:db8::7")).as_deref(),
+            Some("routed prefix 198.51.100.0/24: via 2001:db8::7 is of the other address family")
+        );
+        assert_eq!(via_of_other_family(p, via), None);
+        assert_eq!(
+            prefix_contains_host(p, &[ip("192.0.2.2"), ip("198.51.100.2")]).as_deref(),
+            Some(
+                "routed prefix 198.51.100.0/24 contains 198.51.100.2, an address of the hypervisor"
+            )
+        );
+        let gateways: BTreeSet<IpAddr> = [ip("198.51.100.9"), ip("198.51.100.1")].into();
+        assert_eq!(
+            prefix_contains_gateway(p, &gateways).as_deref(),
+            Some("routed prefix 198.51.100.0/24 contains the gateway 198.51.100.1")
+        );
+        assert_eq!(
+            prefix_denied(p, &[net("198.51.0.0/16")]).as_deref(),
+            Some("routed prefix 198.51.100.0/24 overlaps the denied prefix 198.51.0.0/16")
+        );
+        assert_eq!(
+            prefix_denied(p, &[net("198.51.100.128/25")]).as_deref(),
+            Some("routed prefix 198.51.100.0/24 overlaps the denied prefix 198.51.100.128/25")
+        );
+        assert_eq!(prefix_not_allowed(p, &[]), None);
+        assert_eq!(prefix_not_allowed(p, &[net("198.51.0.0/16")]), None);
+        assert_eq!(
+            prefix_not_allowed(p, &[net("198.51.100.0/25")]).as_deref(),
+            Some("routed prefix 198.51.100.0/24 is outside every allowed prefix")
+        );
+    }
+
+    #[test]
+    fn prefixes_of_other_domains_and_nics() {
+        let p = net("198.51.100.0/24");
+        let theirs = [(net("198.51.100.128/25"), owner(OTHER))];
+        assert_eq!(prefix_overlaps_other_domain(p, &theirs, OTHER), None);
+        assert_eq!(
+            prefix_overlaps_other_domain(p, &theirs, UUID),
+            Some(format!(
+                "routed prefix 198.51.100.0/24 overlaps 198.51.100.128/25, routed to domain db ({OTHER})"
+            ))
+        );
+        let within = Some((ip("198.51.100.3"), owner(OTHER)));
+        assert_eq!(prefix_contains_other_domain(p, within.clone(), OTHER), None);
+        assert_eq!(
+            prefix_contains_other_domain(p, within, UUID),
+            Some(format!(
+                "routed prefix 198.51.100.0/24 contains 198.51.100.3, owned by domain db ({OTHER})"
+            ))
+        );
+        assert_eq!(
+            own_prefixes_overlap(&p, &net("198.51.0.0/16")).as_deref(),
+            Some("routed prefix 198.51.100.0/24 overlaps the domain's other routed prefix 198.51.0.0/16")
+        );
+        assert_eq!(own_prefixes_overlap(&p, &net("198.51.101.0/24")), None);
+        let nic = Nic {
+            mac: "52:54:00:aa:bb:cc".parse().unwrap(),
+            bridge: "br0".into(),
+            tap: None,
+            addresses: vec![ip("192.0.2.7"), ip("198.51.100.4")],
+            routed_prefixes: Vec::new(),
+        };
+        assert_eq!(
+            prefix_contains_other_nic(&p, &nic).as_deref(),
+            Some("routed prefix 198.51.100.0/24 contains 198.51.100.4, an address of another NIC (52:54:00:aa:bb:cc)")
+        );
+    }
+}

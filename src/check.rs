@@ -1612,15 +1612,15 @@ async fn state(config: &Config, kernel: &mut Kernel) -> Item {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };
-    let mut wanted: Vec<crate::netlink::Entry> = Vec::new();
+    let mut wanted: Vec<crate::plan::Entry> = Vec::new();
     for r in &d.keep {
-        wanted.extend(crate::routing::entries(&r.plan, r.metric));
+        wanted.extend(r.plan.entries(r.metric));
     }
     // As reconcile: entries of a missing bridge come back with the bridge (item `bridge`).
     wanted.retain(|e| {
         let b = match e {
-            crate::netlink::Entry::Route(r) => &r.bridge,
-            crate::netlink::Entry::Neighbour(n) => &n.bridge,
+            crate::plan::Entry::Route(r) => &r.bridge,
+            crate::plan::Entry::Neighbour(n) => &n.bridge,
         };
         view.bridges.contains_key(b)
     });

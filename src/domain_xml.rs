@@ -9,6 +9,8 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
+use crate::plan::text::printable;
+
 /// The namespace of CloudStack's per-NIC network metadata.
 pub const CLOUDSTACK_NETWORK_NS: &str = "https://download.cloudstack.org/libvirt/network";
 
@@ -80,24 +82,6 @@ fn escaped_prefix(text: &str, max: usize) -> String {
         out.push_str("...");
     }
     out
-}
-
-/// `s` with its control characters (newlines included) escaped as Rust writes
-/// them (`\n`, `\u{1b}`): text taken from the XML goes into one-line error
-/// messages and logs, where it must not start a line of its own.
-pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// A `<filterref>`: the filter's name and its parameters, in document order.

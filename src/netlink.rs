@@ -25,7 +25,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::address::Mac;
 use crate::batch::BatchSocket;
-use crate::plan::{Neighbour, Route};
+use crate::plan::{Entry, Neighbour, Route};
 
 /// A failed netlink request, described for an operator.
 #[derive(Debug, thiserror::Error)]
@@ -74,22 +74,6 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
         _ => None,
-    }
-}
-
-/// One entry virt-l3 manages in the kernel.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Entry {
-    Route(Route),
-    Neighbour(Neighbour),
-}
-
-impl std::fmt::Display for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Entry::Route(r) => write!(f, "route {r}"),
-            Entry::Neighbour(n) => write!(f, "neighbour {n}"),
-        }
     }
 }
 

@@ -13,9 +13,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, RunState};
-use crate::netlink::{Entry, Kernel, KernelError, KernelNeighbour, KernelRoute};
-use crate::plan::{plan, Checks, HostFacts};
-use crate::routing::entries;
+use crate::netlink::{Kernel, KernelError, KernelNeighbour, KernelRoute};
+use crate::plan::{plan, Checks, Entry, HostFacts};
 use crate::state::{now_ms, Record, StateDir, StateError};
 use crate::status::KernelView;
 
@@ -395,7 +394,7 @@ pub async fn reconcile(
 
     let mut wanted: Vec<Entry> = Vec::new();
     for rec in &d.keep {
-        wanted.extend(entries(&rec.plan, rec.metric));
+        wanted.extend(rec.plan.entries(rec.metric));
     }
     // Entries of bridges that do not exist (yet) cannot be added; they come back with the bridge.
     wanted.retain(|e| {
@@ -434,7 +433,7 @@ pub async fn reconcile(
         let owned: Vec<(Vec<Entry>, &str)> = d
             .keep
             .iter()
-            .map(|rec| (entries(&rec.plan, rec.metric), rec.plan.name.as_str()))
+            .map(|rec| (rec.plan.entries(rec.metric), rec.plan.name.as_str()))
             .collect();
         for (es, name) in &owned {
             for e in es {

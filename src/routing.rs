@@ -4,8 +4,8 @@
 
 use tracing::{info, warn};
 
-use crate::netlink::{Entry, Kernel, KernelError};
-use crate::plan::DomainPlan;
+use crate::netlink::{Kernel, KernelError};
+use crate::plan::Entry;
 use crate::state::{Record, StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +68,6 @@ fn describe(errors: Vec<KernelError>) -> Vec<String> {
             whats.join(", ")
         ));
     }
-    out
-}
-
-/// Every kernel entry a record stands for.
-pub fn entries(plan: &DomainPlan, metric: u32) -> Vec<Entry> {
-    let mut out: Vec<Entry> = plan.routes(metric).into_iter().map(Entry::Route).collect();
-    out.extend(plan.neighbours().into_iter().map(Entry::Neighbour));
     out
 }
 
@@ -158,7 +151,7 @@ pub async fn route_domain(
     }
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.
     state.save_over(record, previous.as_ref())?;
-    let wanted = entries(&record.plan, record.metric);
+    let wanted = record.plan.entries(record.metric);
     let results = kernel.install(&wanted, record.protocol).await;
     // What went in, and so what a rollback takes out (removing what the kernel
     // refused would only fail again, or take out an entry this call never touched).
@@ -194,7 +187,9 @@ pub async fn route_domain(
     // Entries of a previous record that the new one no longer has (metric or address changed).
     if failures.is_empty() {
         if let Some(prev) = previous.filter(|p| p != record) {
-            let stale: Vec<Entry> = entries(&prev.plan, prev.metric)
+            let stale: Vec<Entry> = prev
+                .plan
+                .entries(prev.metric)
                 .into_iter()
                 .filter(|e| !wanted.contains(e))
                 .collect();
@@ -241,7 +236,7 @@ pub async fn unroute_domain(
     state: &StateDir,
     record: &Record,
 ) -> Result<(), RoutingError> {
-    let installed = entries(&record.plan, record.metric);
+    let installed = record.plan.entries(record.metric);
     let failures: Vec<String> = kernel
         .remove(&installed, record.protocol)
         .await

@@ -9,8 +9,8 @@ use crate::address::Mac;
 
 use serde::Serialize;
 
-use crate::netlink::{Entry, Kernel, KernelError, KernelNeighbour, KernelRoute};
-use crate::routing::entries;
+use crate::netlink::{Kernel, KernelError, KernelNeighbour, KernelRoute};
+use crate::plan::Entry;
 use crate::state::{Record, StateDir, StateError};
 
 #[derive(Debug, Serialize)]
@@ -130,7 +130,9 @@ pub fn domain_status(record: &Record, view: &KernelView) -> DomainStatus {
         standby: record.standby,
         metric: record.metric,
         addresses: record.plan.addresses().map(|a| a.to_string()).collect(),
-        entries: entries(&record.plan, record.metric)
+        entries: record
+            .plan
+            .entries(record.metric)
             .iter()
             .map(|e| EntryStatus {
                 entry: e.to_string(),

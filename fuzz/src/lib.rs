@@ -349,7 +349,7 @@ pub fn nwfilter(data: &[u8]) {
         );
     }
     for nic in &p.nics {
-        let name = virt_l3::nwfilter::nic_filter_name(&config, &nic.mac);
+        let name = virt_l3::plan::nic_filter_name(&config, &nic.mac);
         let (_, xml) = filters
             .iter()
             .find(|(n, _)| *n == name)

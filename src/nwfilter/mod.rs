@@ -18,10 +18,9 @@ pub mod policy;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 
-use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
-use crate::plan::{plan, Checks, DomainPlan, HostFacts, NoOwnership, PlanError};
+use crate::plan::{nic_filter_name, plan, Checks, DomainPlan, HostFacts, NoOwnership, PlanError};
 
 /// libvirt refuses rule comments longer than this.
 pub const MAX_COMMENT_LEN: usize = 256;
@@ -39,7 +38,7 @@ pub enum NwfilterError {
         #[source]
         source: std::io::Error,
     },
-    #[error("virt-l3 cannot rewrite the domain XML of {}: {}", crate::domain_xml::printable(.domain), crate::domain_xml::printable(.message))]
+    #[error("virt-l3 cannot rewrite the domain XML of {}: {}", crate::plan::printable(.domain), crate::plan::printable(.message))]
     Inject { domain: String, message: String },
     #[error("cannot define nwfilter {filter} in libvirtd: {message}")]
     Define { filter: String, message: String },
@@ -124,12 +123,6 @@ pub const TEMPLATES: [Template; 4] = [
         xml: include_str!("../../nwfilter-templates/virt-l3-no-other.xml"),
     },
 ];
-
-/// The name of the filter of the NIC with this MAC: `virt-l3-nic-52024576d235`.
-pub fn nic_filter_name(config: &Config, mac: &Mac) -> String {
-    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", config.nwfilter_name)
-}
 
 impl Filter {
     /// The filter as libvirt nwfilter XML.

@@ -1,0 +1,51 @@
+//! What planning needs from outside the domain XML: the host's addresses, what
+//! other domains own, and the checks of the lifecycle step.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Who owns an address or prefix on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub uuid: String,
+    pub name: String,
+}
+
+/// What other domains on this host own. Implemented by the state directory.
+pub trait Ownership {
+    fn owner_of_address(&self, address: IpAddr) -> Option<Owner>;
+    /// Other domains' routed prefixes (usually few).
+    fn routed_prefixes(&self) -> Vec<(IpNet, Owner)>;
+    /// An address owned by any domain inside `prefix`, if one exists.
+    fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)>;
+}
+
+/// Nobody owns anything (a host without other domains).
+pub struct NoOwnership;
+
+impl Ownership for NoOwnership {
+    fn owner_of_address(&self, _: IpAddr) -> Option<Owner> {
+        None
+    }
+    fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
+        Vec::new()
+    }
+    fn address_within(&self, _: &IpNet) -> Option<(IpAddr, Owner)> {
+        None
+    }
+}
+
+/// Facts about the hypervisor that validation needs.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Every address configured on any of the host's interfaces.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Validation options that depend on the lifecycle step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks {
+    /// Refuse managed NICs without virt-l3's nwfilter (`require_nwfilter` at prepare).
+    pub require_filter: bool,
+}

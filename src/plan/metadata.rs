@@ -1,0 +1,555 @@
+//! Reading the domain XML: which interfaces virt-l3 manages, and where each one's
+//! addresses come from (per-NIC metadata, flat metadata, the filterref's
+//! IP/IPV6 parameters), with the problems of the metadata itself.
+
+use std::net::IpAddr;
+
+use crate::address::{family_name, Mac};
+use crate::config::Config;
+use crate::domain_xml::{AddressXml, DomainXml, FilterRef, InterfaceXml, RouteXml};
+
+use super::error::Collector;
+use super::model::nic_filter_name;
+use super::text::{label_value, shown};
+
+/// Whether an interface's `filterref` names virt-l3's filter for that very NIC
+/// (`<nwfilter_name>-<its MAC>`): another NIC's filter would bind it to the wrong
+/// addresses.
+pub fn carries_virt_l3_filter(nic: &InterfaceXml, config: &Config) -> bool {
+    let Some(mac) = nic.mac.as_deref().and_then(|m| m.parse::<Mac>().ok()) else {
+        return false;
+    };
+    nic.filterref
+        .as_ref()
+        .is_some_and(|f| f.filter == nic_filter_name(config, &mac))
+}
+
+/// Every address the domain XML claims anywhere (parsable ones), for host lookups
+/// before planning.
+pub fn candidate_addresses(dom: &DomainXml) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let meta = dom.nic_metadata.iter().flat_map(|n| n.addresses.iter());
+    let flat = dom.flat_addresses.iter().map(|f| &f.address);
+    for a in meta.chain(flat) {
+        if let Some(ip) = a.address.as_deref().and_then(|t| t.trim().parse().ok()) {
+            out.push(ip);
+        }
+    }
+    for f in dom.interfaces.iter().filter_map(|i| i.filterref.as_ref()) {
+        out.extend(filter_addresses(f));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether the domain XML routes whole prefixes to a NIC (they are checked
+/// against every host address, not only their own).
+pub fn has_routed_prefixes(dom: &DomainXml) -> bool {
+    dom.nic_metadata.iter().any(|n| !n.routes.is_empty())
+}
+
+/// The interfaces virt-l3 manages: those on a routed bridge.
+pub fn managed_interfaces<'a>(
+    dom: &'a DomainXml,
+    config: &'a Config,
+) -> impl Iterator<Item = &'a InterfaceXml> + 'a {
+    dom.interfaces.iter().filter(|i| {
+        i.bridge
+            .as_deref()
+            .is_some_and(|b| config.is_routed_bridge(b))
+    })
+}
+
+/// The MAC of every interface of the domain (`None` where it has none or an invalid one).
+pub(super) fn interface_macs(dom: &DomainXml) -> Vec<Option<Mac>> {
+    dom.interfaces
+        .iter()
+        .map(|i| parse_mac(i.mac.as_deref()))
+        .collect()
+}
+
+fn parse_mac(text: Option<&str>) -> Option<Mac> {
+    text.and_then(|m| m.parse().ok())
+}
+
+/// The label of a managed interface's problems.
+pub(super) fn nic_label(i: &InterfaceXml) -> String {
+    format!(
+        "NIC {} (interface {}) on {}",
+        i.mac.as_deref().map_or("without MAC".into(), label_value),
+        i.index,
+        i.bridge.as_deref().map_or("-".into(), label_value)
+    )
+}
+
+/// The problems of the per-NIC metadata blocks: each must name, by a valid MAC,
+/// an interface of the domain, and no other block may name it.
+pub(super) fn check_metadata_blocks(dom: &DomainXml, all_macs: &[Option<Mac>], c: &mut Collector) {
+    for (k, meta) in dom.nic_metadata.iter().enumerate() {
+        c.nic = Some(format!("metadata <nic> block {k}"));
+        match meta.mac.as_deref().map(|m| (m, m.parse::<Mac>())) {
+            None => c.refuse("it has no mac attribute"),
+            Some((m, Err(_))) => c.refuse(format!("its mac {} is not a MAC address", shown(m))),
+            Some((m, Ok(mac))) => {
+                if !all_macs.contains(&Some(mac)) {
+                    c.refuse(format!("no interface of the domain has MAC {m}"));
+                }
+                if dom.nic_metadata[..k]
+                    .iter()
+                    .any(|o| parse_mac(o.mac.as_deref()) == Some(mac))
+                {
+                    c.refuse(format!("MAC {m} has more than one metadata block"));
+                }
+            }
+        }
+    }
+}
+
+/// Where a flat metadata address goes.
+#[derive(Debug, PartialEq, Eq)]
+enum FlatTarget {
+    /// To these managed interfaces (indexes into the managed list).
+    Nics(Vec<usize>),
+    /// To an interface virt-l3 does not manage: not ours.
+    NotOurs,
+    /// Nowhere: the address is refused.
+    Refused(String),
+}
+
+/// The flat metadata addresses of each managed interface (indexed like `managed`):
+/// each must resolve to exactly one interface.
+pub(super) fn assign_flat_addresses<'a>(
+    dom: &'a DomainXml,
+    config: &Config,
+    managed: &[&InterfaceXml],
+    all_macs: &[Option<Mac>],
+    c: &mut Collector,
+) -> Vec<Vec<&'a AddressXml>> {
+    let mut flat_for: Vec<Vec<&AddressXml>> = vec![Vec::new(); managed.len()];
+    for (k, flat) in dom.flat_addresses.iter().enumerate() {
+        c.nic = Some(format!(
+            "flat metadata address {k} ({})",
+            flat.address
+                .address
+                .as_deref()
+                .map_or("-".into(), label_value)
+        ));
+        let target = match flat.mac.as_deref() {
+            Some(m) => flat_target_by_mac(m, managed, all_macs),
+            None => flat_target_by_bridge(flat.bridge.as_deref(), config, managed),
+        };
+        match target {
+            FlatTarget::Nics(hits) => {
+                for n in hits {
+                    flat_for[n].push(&flat.address);
+                }
+            }
+            FlatTarget::NotOurs => {}
+            FlatTarget::Refused(why) => c.refuse(why),
+        }
+    }
+    flat_for
+}
+
+/// The managed interface a flat address with a `mac` attribute goes to.
+fn flat_target_by_mac(m: &str, managed: &[&InterfaceXml], all_macs: &[Option<Mac>]) -> FlatTarget {
+    let Ok(mac) = m.parse::<Mac>() else {
+        return FlatTarget::Refused(format!("its mac {} is not a MAC address", shown(m)));
+    };
+    let hits: Vec<usize> = managed
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| parse_mac(i.mac.as_deref()) == Some(mac))
+        .map(|(n, _)| n)
+        .collect();
+    if !hits.is_empty() {
+        FlatTarget::Nics(hits)
+    } else if !all_macs.contains(&Some(mac)) {
+        FlatTarget::Refused(format!("no interface of the domain has MAC {m}"))
+    } else {
+        FlatTarget::NotOurs
+    }
+}
+
+/// The managed interface a flat address without a `mac` attribute goes to: the
+/// only one on its bridge (or on any routed bridge, without a `bridge` attribute).
+fn flat_target_by_bridge(
+    bridge: Option<&str>,
+    config: &Config,
+    managed: &[&InterfaceXml],
+) -> FlatTarget {
+    if bridge.is_some_and(|b| !config.is_routed_bridge(b)) {
+        return FlatTarget::NotOurs; // addresses for a bridge virt-l3 does not route
+    }
+    let hits: Vec<usize> = managed
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| bridge.is_none() || i.bridge.as_deref() == bridge)
+        .map(|(n, _)| n)
+        .collect();
+    match hits.len() {
+        0 => FlatTarget::Refused(format!(
+            "no interface of the domain is on bridge {}",
+            bridge.unwrap_or("(any routed bridge)")
+        )),
+        1 => FlatTarget::Nics(hits),
+        _ => FlatTarget::Refused(format!(
+            "{} interfaces are on {}; add a mac attribute to say which one owns the address",
+            hits.len(),
+            bridge.unwrap_or("the routed bridges")
+        )),
+    }
+}
+
+/// A managed interface's address annotations and routed prefixes, from the first
+/// source that has any.
+#[derive(Debug, Default)]
+pub(super) struct Sources {
+    pub addresses: Vec<AddressXml>,
+    /// The addresses are the filterref's IP/IPV6 parameters.
+    pub from_filterref: bool,
+    pub routes: Vec<RouteXml>,
+}
+
+/// Address sources, in precedence order: per-NIC metadata, flat metadata, filterref.
+pub(super) fn address_sources(
+    dom: &DomainXml,
+    iface: &InterfaceXml,
+    mac: Mac,
+    flat: &[&AddressXml],
+) -> Sources {
+    let meta = dom
+        .nic_metadata
+        .iter()
+        .find(|m| parse_mac(m.mac.as_deref()) == Some(mac));
+    let mut out = Sources::default();
+    if let Some(meta) = meta.filter(|m| !m.addresses.is_empty() || !m.routes.is_empty()) {
+        out.addresses.extend(meta.addresses.iter().cloned());
+        out.routes.extend(meta.routes.iter().cloned());
+    } else if !flat.is_empty() {
+        out.addresses.extend(flat.iter().map(|a| (*a).clone()));
+    } else if let Some(f) = &iface.filterref {
+        out.from_filterref = true;
+        for (name, family) in [("IP", "ipv4"), ("IPV6", "ipv6")] {
+            for v in f.values(name) {
+                out.addresses.push(AddressXml {
+                    address: Some(v.to_string()),
+                    prefix: None,
+                    family: Some(family.to_string()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The filterref's IP/IPV6 parameters that parse as addresses.
+fn filter_addresses(f: &FilterRef) -> impl Iterator<Item = IpAddr> + '_ {
+    f.values("IP")
+        .chain(f.values("IPV6"))
+        .filter_map(|v| v.trim().parse::<IpAddr>().ok())
+}
+
+/// The IP/IPV6 filter parameters are the third address source: when present
+/// beside metadata (`addresses`), they must say the same.
+pub(super) fn filterref_disagreement(f: &FilterRef, addresses: &[AddressXml]) -> Option<String> {
+    let mut given: Vec<IpAddr> = filter_addresses(f).collect();
+    let mut wanted: Vec<IpAddr> = addresses
+        .iter()
+        .filter_map(|a| a.address.as_deref()?.trim().parse().ok())
+        .collect();
+    given.sort();
+    wanted.sort();
+    if f.values("IP").chain(f.values("IPV6")).next().is_none() || given == wanted {
+        return None;
+    }
+    let list = |v: &[IpAddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "the filterref's IP/IPV6 parameters ({}) differ from the metadata's addresses ({}); \
+         run `virt-l3 nwfilter inject` on the XML",
+        list(&given),
+        list(&wanted)
+    ))
+}
+
+/// Parses one address annotation, checking its family and prefix attributes.
+pub(super) fn parse_address(a: &AddressXml) -> Result<IpAddr, String> {
+    let Some(text) = a.address.as_deref() else {
+        return Err("an <address> element has no address attribute".into());
+    };
+    let Ok(ip) = text.trim().parse::<IpAddr>() else {
+        return Err(format!("address {} is not an IP address", shown(text)));
+    };
+    if let Some(fam) = a.family.as_deref() {
+        if !fam.eq_ignore_ascii_case(family_name(ip)) {
+            return Err(format!(
+                "address {ip} is {}, but its family says {}",
+                family_name(ip),
+                shown(fam)
+            ));
+        }
+    }
+    if let Some(p) = a.prefix.as_deref() {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if !matches!(p.trim().parse::<u8>(), Ok(n) if n <= max) {
+            return Err(format!(
+                "address {ip} has an invalid prefix length {}",
+                shown(p)
+            ));
+        }
+    }
+    Ok(ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain_xml::{FlatAddress, NicMetadata};
+
+    const M1: &str = "52:54:00:00:00:01";
+    const M2: &str = "52:54:00:00:00:02";
+
+    fn iface(index: usize, mac: &str, bridge: &str) -> InterfaceXml {
+        InterfaceXml {
+            index,
+            kind: "bridge".into(),
+            mac: Some(mac.into()),
+            bridge: Some(bridge.into()),
+            ..InterfaceXml::default()
+        }
+    }
+
+    fn addr(a: &str) -> AddressXml {
+        AddressXml {
+            address: Some(a.into()),
+            ..AddressXml::default()
+        }
+    }
+
+    fn filter(params: &[(&str, &str)]) -> FilterRef {
+        FilterRef {
+            filter: "f".into(),
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn texts(c: Collector) -> Vec<String> {
+        c.problems
+            .into_iter()
+            .map(|p| format!("{}: {}", p.nic.unwrap_or_default(), p.text))
+            .collect()
+    }
+
+    #[test]
+    fn managed_interfaces_are_those_on_routed_bridges() {
+        let dom = DomainXml {
+            interfaces: vec![iface(0, M1, "virbr0"), iface(1, M2, "cloudbr0")],
+            ..DomainXml::default()
+        };
+        let config = Config::default();
+        let managed: Vec<usize> = managed_interfaces(&dom, &config).map(|i| i.index).collect();
+        assert_eq!(managed, [1]);
+        assert_eq!(
+            nic_label(&dom.interfaces[1]),
+            format!("NIC {M2} (interface 1) on cloudbr0")
+        );
+        let bare = InterfaceXml::default();
+        assert_eq!(nic_label(&bare), "NIC without MAC (interface 0) on -");
+    }
+
+    #[test]
+    fn candidate_addresses_come_from_every_source_once() {
+        let mut i = iface(0, M1, "cloudbr0");
+        i.filterref = Some(filter(&[
+            ("IP", "192.0.2.7"),
+            ("IPV6", "bad"),
+            ("IPV6", "2001:db8::7"),
+        ]));
+        let dom = DomainXml {
+            interfaces: vec![i],
+            nic_metadata: vec![NicMetadata {
+                mac: Some(M1.into()),
+                addresses: vec![addr(" 192.0.2.7"), addr("x")],
+                routes: Vec::new(),
+            }],
+            flat_addresses: vec![FlatAddress {
+                address: addr("192.0.2.8"),
+                ..FlatAddress::default()
+            }],
+            ..DomainXml::default()
+        };
+        let got: Vec<String> = candidate_addresses(&dom)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["192.0.2.7", "192.0.2.8", "2001:db8::7"]);
+        assert!(!has_routed_prefixes(&dom));
+    }
+
+    #[test]
+    fn metadata_blocks_must_name_one_interface_each() {
+        let meta = |mac: Option<&str>| NicMetadata {
+            mac: mac.map(Into::into),
+            ..NicMetadata::default()
+        };
+        let dom = DomainXml {
+            interfaces: vec![iface(0, M1, "cloudbr0")],
+            nic_metadata: vec![
+                meta(None),
+                meta(Some("zz")),
+                meta(Some(M2)),
+                meta(Some(M1)),
+                meta(Some(M1)),
+            ],
+            ..DomainXml::default()
+        };
+        let mut c = Collector::default();
+        check_metadata_blocks(&dom, &interface_macs(&dom), &mut c);
+        assert_eq!(
+            texts(c),
+            [
+                "metadata <nic> block 0: it has no mac attribute".to_string(),
+                "metadata <nic> block 1: its mac \"zz\" is not a MAC address".into(),
+                format!("metadata <nic> block 2: no interface of the domain has MAC {M2}"),
+                format!("metadata <nic> block 4: MAC {M1} has more than one metadata block"),
+            ]
+        );
+    }
+
+    #[test]
+    fn flat_addresses_go_to_exactly_one_managed_interface() {
+        let flat = |a: &str, mac: Option<&str>, bridge: Option<&str>| FlatAddress {
+            address: addr(a),
+            mac: mac.map(Into::into),
+            bridge: bridge.map(Into::into),
+        };
+        let dom = DomainXml {
+            interfaces: vec![
+                iface(0, M1, "cloudbr0"),
+                iface(1, M2, "cloudbr0"),
+                iface(2, "52:54:00:00:00:03", "virbr0"),
+            ],
+            flat_addresses: vec![
+                flat("192.0.2.1", Some(M2), None),
+                flat("192.0.2.2", Some("52:54:00:00:00:03"), None),
+                flat("192.0.2.3", Some("52:54:00:00:00:09"), None),
+                flat("192.0.2.4", None, Some("virbr0")),
+                flat("192.0.2.5", None, None),
+                flat("192.0.2.6", None, Some("cloudbr1")),
+            ],
+            ..DomainXml::default()
+        };
+        let config = Config {
+            bridges: vec!["cloudbr0".into(), "cloudbr1".into()],
+            ..Config::default()
+        };
+        let managed: Vec<&InterfaceXml> = managed_interfaces(&dom, &config).collect();
+        let mut c = Collector::default();
+        let got = assign_flat_addresses(&dom, &config, &managed, &interface_macs(&dom), &mut c);
+        assert_eq!(got, [vec![], vec![&dom.flat_addresses[0].address]]);
+        assert_eq!(
+            texts(c),
+            [
+                "flat metadata address 2 (192.0.2.3): no interface of the domain has MAC 52:54:00:00:00:09",
+                "flat metadata address 4 (192.0.2.5): 2 interfaces are on the routed bridges; add a mac attribute to say which one owns the address",
+                "flat metadata address 5 (192.0.2.6): no interface of the domain is on bridge cloudbr1",
+            ]
+        );
+    }
+
+    #[test]
+    fn sources_in_precedence_order() {
+        let mac: Mac = M1.parse().unwrap();
+        let mut i = iface(0, M1, "cloudbr0");
+        i.filterref = Some(filter(&[("IP", "192.0.2.9"), ("IPV6", "2001:db8::9")]));
+        let mut dom = DomainXml {
+            interfaces: vec![i.clone()],
+            nic_metadata: vec![NicMetadata {
+                mac: Some(M1.into()),
+                addresses: vec![addr("192.0.2.7")],
+                routes: Vec::new(),
+            }],
+            ..DomainXml::default()
+        };
+        let flat = addr("192.0.2.8");
+        let s = address_sources(&dom, &i, mac, &[&flat]);
+        assert_eq!(
+            (s.addresses, s.from_filterref),
+            (vec![addr("192.0.2.7")], false)
+        );
+        dom.nic_metadata.clear();
+        let s = address_sources(&dom, &i, mac, &[&flat]);
+        assert_eq!(s.addresses, vec![flat.clone()]);
+        let s = address_sources(&dom, &i, mac, &[]);
+        assert!(s.from_filterref);
+        assert_eq!(
+            s.addresses
+                .iter()
+                .map(|a| (a.address.clone().unwrap(), a.family.clone().unwrap()))
+                .collect::<Vec<_>>(),
+            [
+                ("192.0.2.9".to_string(), "ipv4".to_string()),
+                ("2001:db8::9".into(), "ipv6".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn filter_parameters_must_agree_with_the_metadata() {
+        let f = filter(&[("IPV6", "2001:db8::9"), ("IP", "192.0.2.9")]);
+        assert_eq!(
+            filterref_disagreement(&f, &[addr("2001:db8::9"), addr("192.0.2.9")]),
+            None
+        );
+        assert_eq!(
+            filterref_disagreement(&filter(&[]), &[addr("192.0.2.1")]),
+            None
+        );
+        assert_eq!(
+            filterref_disagreement(&f, &[addr("192.0.2.9")]).as_deref(),
+            Some(
+                "the filterref's IP/IPV6 parameters (192.0.2.9, 2001:db8::9) differ from the metadata's addresses (192.0.2.9); \
+                 run `virt-l3 nwfilter inject` on the XML"
+            )
+        );
+    }
+
+    #[test]
+    fn address_annotations() {
+        let full = |a: Option<&str>, family: Option<&str>, prefix: Option<&str>| AddressXml {
+            address: a.map(Into::into),
+            family: family.map(Into::into),
+            prefix: prefix.map(Into::into),
+        };
+        assert_eq!(
+            parse_address(&full(Some(" 192.0.2.1 "), Some("IPv4"), Some("32"))),
+            Ok("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address(&full(None, None, None)),
+            Err("an <address> element has no address attribute".into())
+        );
+        assert_eq!(
+            parse_address(&full(Some("nope"), None, None)),
+            Err("address \"nope\" is not an IP address".into())
+        );
+        assert_eq!(
+            parse_address(&full(Some("2001:db8::1"), Some("ipv4"), None)),
+            Err("address 2001:db8::1 is ipv6, but its family says \"ipv4\"".into())
+        );
+        assert_eq!(
+            parse_address(&full(Some("192.0.2.1"), None, Some("33"))),
+            Err("address 192.0.2.1 has an invalid prefix length \"33\"".into())
+        );
+        assert!(parse_address(&full(Some("2001:db8::1"), None, Some("128"))).is_ok());
+    }
+}

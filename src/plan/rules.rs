@@ -1,0 +1,611 @@
+//! The address and prefix rules, each a small function giving the refusal text
+//! (`None`: the rule lets it through). The checks run in the order of
+//! [`address_problem`] and [`prefix_problem`]: the first refusal is the one said.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::address::{overlaps, unroutable_reason, Mac};
+use crate::config::Config;
+use crate::domain_xml::{InterfaceXml, RouteXml};
+
+use super::facts::{HostFacts, Owner, Ownership};
+use super::metadata::carries_virt_l3_filter;
+use super::model::{nic_filter_name, Nic};
+use super::text::{is_valid_uuid, shown};
+
+/// What the address and prefix rules check against.
+pub(super) struct Context<'a> {
+    pub config: &'a Config,
+    pub host: &'a HostFacts,
+    pub owners: &'a dyn Ownership,
+    /// The domain's own UUID: what it owns already is not a conflict.
+    pub uuid: &'a str,
+    pub gateways: BTreeSet<IpAddr>,
+    /// Every domain's routed prefixes, this one's included.
+    pub other_prefixes: Vec<(IpNet, Owner)>,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(
+        config: &'a Config,
+        host: &'a HostFacts,
+        owners: &'a dyn Ownership,
+        uuid: &'a str,
+    ) -> Self {
+        Context {
+            config,
+            host,
+            owners,
+            uuid,
+            gateways: config.gateways.iter().copied().collect(),
+            other_prefixes: owners.routed_prefixes(),
+        }
+    }
+}
+
+// --- The domain -------------------------------------------------------------
+
+/// The domain's UUID, or why it has none usable.
+pub(super) fn domain_uuid(uuid: Option<&str>) -> Result<String, String> {
+    match uuid {
+        Some(u) if is_valid_uuid(u) => Ok(u.to_string()),
+        Some(u) => Err(format!("the domain UUID {} is not a valid UUID", shown(u))),
+        None => Err("the domain XML has no <uuid>".into()),
+    }
+}
+
+// --- MACs -------------------------------------------------------------------
+
+/// A managed interface's MAC: present, valid, and a NIC's (not zero, broadcast, multicast).
+pub(super) fn nic_mac(text: Option<&str>) -> Result<Mac, String> {
+    let Some(m) = text else {
+        return Err("the interface has no MAC address".into());
+    };
+    match m.parse::<Mac>() {
+        Err(_) => Err(format!("MAC {} is not a MAC address", shown(m))),
+        Ok(mac) if mac.is_zero() => Err(format!("MAC {m} is all zeros")),
+        Ok(mac) if mac.0 == [0xff; 6] => Err(format!("MAC {m} is the broadcast MAC, not a NIC's")),
+        Ok(mac) if mac.is_multicast() => Err(format!("MAC {m} is a multicast MAC, not a NIC's")),
+        Ok(mac) => Ok(mac),
+    }
+}
+
+/// A MAC already used by another routed interface of the domain (records it in `seen`).
+pub(super) fn duplicate_mac(mac: Mac, seen: &mut BTreeSet<Mac>) -> Option<String> {
+    (!seen.insert(mac)).then(|| format!("MAC {mac} is used by two routed interfaces"))
+}
+
+/// An interface without virt-l3's nwfilter for its MAC.
+pub(super) fn missing_filter(iface: &InterfaceXml, config: &Config, mac: &Mac) -> Option<String> {
+    if carries_virt_l3_filter(iface, config) {
+        return None;
+    }
+    Some(format!(
+        "the interface does not carry virt-l3's nwfilter ({}), so the VM could spoof addresses; \
+         run `virt-l3 nwfilter inject` on the XML, or set require_nwfilter = false",
+        match &iface.filterref {
+            Some(f) => format!(
+                "it has filter {:?}, not {:?}",
+                f.filter,
+                nic_filter_name(config, mac)
+            ),
+            None => "it has no <filterref>".to_string(),
+        }
+    ))
+}
+
+// --- Addresses --------------------------------------------------------------
+
+/// Why an address is refused, if it is: the first rule that refuses it.
+/// `seen` gathers the domain's addresses that passed the rules before the duplicate one.
+pub(super) fn address_problem(
+    ip: IpAddr,
+    ctx: &Context<'_>,
+    seen: &mut BTreeSet<IpAddr>,
+) -> Option<String> {
+    unroutable_address(ip)
+        .or_else(|| gateway_address(ip, &ctx.gateways))
+        .or_else(|| hosts_own_address(ip, &ctx.host.addresses))
+        .or_else(|| denied_address(ip, &ctx.config.deny))
+        .or_else(|| address_not_allowed(ip, &ctx.config.allow))
+        .or_else(|| duplicate_address(ip, seen))
+        .or_else(|| address_owned_by_other(ip, ctx.owners.owner_of_address(ip), ctx.uuid))
+        .or_else(|| address_in_other_prefix(ip, &ctx.other_prefixes, ctx.uuid))
+}
+
+/// An address that cannot be a VM's (loopback, multicast, link-local...).
+pub(super) fn unroutable_address(ip: IpAddr) -> Option<String> {
+    unroutable_reason(ip).map(|why| format!("address {ip} {why}"))
+}
+
+/// The guests' gateway.
+pub(super) fn gateway_address(ip: IpAddr, gateways: &BTreeSet<IpAddr>) -> Option<String> {
+    gateways
+        .contains(&ip)
+        .then(|| format!("address {ip} is the guests' gateway"))
+}
+
+/// An address of the hypervisor itself.
+pub(super) fn hosts_own_address(ip: IpAddr, host: &[IpAddr]) -> Option<String> {
+    host.contains(&ip)
+        .then(|| format!("address {ip} is configured on the hypervisor itself"))
+}
+
+/// An address inside a denied prefix.
+pub(super) fn denied_address(ip: IpAddr, deny: &[IpNet]) -> Option<String> {
+    deny.iter()
+        .find(|d| d.contains(&ip))
+        .map(|d| format!("address {ip} is inside the denied prefix {d}"))
+}
+
+/// An address outside every allowed prefix (when some are configured).
+pub(super) fn address_not_allowed(ip: IpAddr, allow: &[IpNet]) -> Option<String> {
+    (!allow.is_empty() && !allow.iter().any(|p| p.contains(&ip)))
+        .then(|| format!("address {ip} is outside every allowed prefix"))
+}
+
+/// An address the domain claims twice (records it in `seen`).
+pub(super) fn duplicate_address(ip: IpAddr, seen: &mut BTreeSet<IpAddr>) -> Option<String> {
+    (!seen.insert(ip)).then(|| format!("address {ip} appears twice in the domain"))
+}
+
+/// An address another domain owns.
+pub(super) fn address_owned_by_other(
+    ip: IpAddr,
+    owner: Option<Owner>,
+    uuid: &str,
+) -> Option<String> {
+    owner.filter(|o| o.uuid != uuid).map(|o| {
+        format!(
+            "address {ip} is already owned by domain {} ({})",
+            o.name, o.uuid
+        )
+    })
+}
+
+/// An address inside a prefix routed to another domain.
+pub(super) fn address_in_other_prefix(
+    ip: IpAddr,
+    prefixes: &[(IpNet, Owner)],
+    uuid: &str,
+) -> Option<String> {
+    prefixes
+        .iter()
+        .find(|(p, o)| o.uuid != uuid && p.contains(&ip))
+        .map(|(p, o)| {
+            format!(
+                "address {ip} is inside prefix {p} routed to domain {} ({})",
+                o.name, o.uuid
+            )
+        })
+}
+
+// --- Routed prefixes --------------------------------------------------------
+
+/// A `<route>` element's prefix and via address.
+pub(super) fn parse_route(r: &RouteXml) -> Result<(IpNet, IpAddr), String> {
+    let (Some(ptext), Some(vtext)) = (r.prefix.as_deref(), r.via.as_deref()) else {
+        return Err("a <route> element needs both prefix and via".into());
+    };
+    let Ok(prefix) = ptext.trim().parse::<IpNet>() else {
+        return Err(format!("routed prefix {} is not a prefix", shown(ptext)));
+    };
+    let Ok(via) = vtext.trim().parse::<IpAddr>() else {
+        return Err(format!(
+            "routed prefix {prefix}: via {} is not an IP address",
+            shown(vtext)
+        ));
+    };
+    Ok((prefix, via))
+}
+
+/// What is wrong with a prefix by itself: host bits, a default route, unroutable.
+pub(super) fn prefix_shape_problem(prefix: IpNet) -> Option<String> {
+    if prefix.trunc() != prefix {
+        Some(format!(
+            "routed prefix {prefix} has host bits set (did you mean {}?)",
+            prefix.trunc()
+        ))
+    } else if prefix.prefix_len() == 0 {
+        Some(format!("routed prefix {prefix} is a default route"))
+    } else {
+        unroutable_reason(prefix.network()).map(|why| format!("routed prefix {prefix} {why}"))
+    }
+}
+
+/// The prefix goes through one of the NIC's addresses that was refused (and said so):
+/// nothing more to say about it.
+pub(super) fn via_refused(via: IpAddr, accepted: &[IpAddr], parsed: &[IpAddr]) -> bool {
+    !accepted.contains(&via) && parsed.contains(&via)
+}
+
+/// Why a well-formed prefix routed through `via` is refused, if it is.
+/// `accepted` are the NIC's addresses.
+pub(super) fn prefix_problem(
+    prefix: IpNet,
+    via: IpAddr,
+    accepted: &[IpAddr],
+    ctx: &Context<'_>,
+) -> Option<String> {
+    via_not_of_nic(prefix, via, accepted)
+        .or_else(|| via_of_other_family(prefix, via))
+        .or_else(|| prefix_contains_host(prefix, &ctx.host.addresses))
+        .or_else(|| prefix_contains_gateway(prefix, &ctx.gateways))
+        .or_else(|| prefix_denied(prefix, &ctx.config.deny))
+        .or_else(|| prefix_not_allowed(prefix, &ctx.config.allow))
+        .or_else(|| prefix_overlaps_other_domain(prefix, &ctx.other_prefixes, ctx.uuid))
+        .or_else(|| {
+            prefix_contains_other_domain(prefix, ctx.owners.address_within(&prefix), ctx.uuid)
+        })
+}
+
+/// A via that is not one of the NIC's addresses.
+pub(super) fn via_not_of_nic(prefix: IpNet, via: IpAddr, accepted: &[IpAddr]) -> Option<String> {
+    (!accepted.contains(&via))
+        .then(|| format!("routed prefix {prefix}: via {via} is not one of this NIC's addresses"))
+}
+
+/// A via of the other address family than the prefix.
+pub(super) fn via_of_other_family(prefix: IpNet, via: IpAddr) -> Option<String> {
+    (prefix.addr().is_ipv4() != via.is_ipv4())
+        .then(|| format!("routed prefix {prefix}: via {via} is of the other address family"))
+}
+
+/// A prefix containing an address of the hypervisor.
+pub(super) fn prefix_contains_host(prefix: IpNet, host: &[IpAddr]) -> Option<String> {
+    host.iter()
+        .find(|h| prefix.contains(*h))
+        .map(|h| format!("routed prefix {prefix} contains {h}, an address of the hypervisor"))
+}
+
+/// A prefix containing the guests' gateway.
+pub(super) fn prefix_contains_gateway(
+    prefix: IpNet,
+    gateways: &BTreeSet<IpAddr>,
+) -> Option<String> {
+    gateways
+        .iter()
+        .find(|g| prefix.contains(*g))
+        .map(|g| format!("routed prefix {prefix} contains the gateway {g}"))
+}
+
+/// A prefix overlapping a denied prefix.
+pub(super) fn prefix_denied(prefix: IpNet, deny: &[IpNet]) -> Option<String> {
+    deny.iter()
+        .find(|d| overlaps(d, &prefix))
+        .map(|d| format!("routed prefix {prefix} overlaps the denied prefix {d}"))
+}
+
+/// A prefix not inside any allowed prefix (when some are configured).
+pub(super) fn prefix_not_allowed(prefix: IpNet, allow: &[IpNet]) -> Option<String> {
+    (!allow.is_empty() && !allow.iter().any(|a| a.contains(&prefix)))
+        .then(|| format!("routed prefix {prefix} is outside every allowed prefix"))
+}
+
+/// A prefix overlapping one routed to another domain.
+pub(super) fn prefix_overlaps_other_domain(
+    prefix: IpNet,
+    prefixes: &[(IpNet, Owner)],
+    uuid: &str,
+) -> Option<String> {
+    prefixes
+        .iter()
+        .find(|(p, o)| o.uuid != uuid && overlaps(p, &prefix))
+        .map(|(p, o)| {
+            format!(
+                "routed prefix {prefix} overlaps {p}, routed to domain {} ({})",
+                o.name, o.uuid
+            )
+        })
+}
+
+/// A prefix containing an address another domain owns (`within`: one address
+/// some domain owns inside the prefix).
+pub(super) fn prefix_contains_other_domain(
+    prefix: IpNet,
+    within: Option<(IpAddr, Owner)>,
+    uuid: &str,
+) -> Option<String> {
+    within.filter(|(_, o)| o.uuid != uuid).map(|(a, o)| {
+        format!(
+            "routed prefix {prefix} contains {a}, owned by domain {} ({})",
+            o.name, o.uuid
+        )
+    })
+}
+
+/// Two routed prefixes of the domain that overlap.
+pub(super) fn own_prefixes_overlap(p: &IpNet, q: &IpNet) -> Option<String> {
+    overlaps(p, q)
+        .then(|| format!("routed prefix {p} overlaps the domain's other routed prefix {q}"))
+}
+
+/// A prefix that would steal an address of another NIC of the domain.
+pub(super) fn prefix_contains_other_nic(p: &IpNet, nic: &Nic) -> Option<String> {
+    nic.addresses.iter().find(|a| p.contains(*a)).map(|a| {
+        format!(
+            "routed prefix {p} contains {a}, an address of another NIC ({})",
+            nic.mac
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::facts::NoOwnership;
+
+    const UUID: &str = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
+    const OTHER: &str = "0b8a2a3e-1f4d-4c59-9d7e-2a6d0f5e7c11";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+    fn owner(uuid: &str) -> Owner {
+        Owner {
+            uuid: uuid.into(),
+            name: "db".into(),
+        }
+    }
+
+    #[test]
+    fn uuid_must_be_there_and_valid() {
+        assert_eq!(domain_uuid(Some(UUID)), Ok(UUID.to_string()));
+        assert_eq!(
+            domain_uuid(Some("x")),
+            Err("the domain UUID \"x\" is not a valid UUID".into())
+        );
+        assert_eq!(
+            domain_uuid(None),
+            Err("the domain XML has no <uuid>".into())
+        );
+    }
+
+    #[test]
+    fn macs_must_be_a_nics() {
+        assert!(nic_mac(Some("52:54:00:aa:bb:cc")).is_ok());
+        let err = |m: Option<&str>| nic_mac(m).unwrap_err();
+        assert_eq!(err(None), "the interface has no MAC address");
+        assert_eq!(err(Some("zz")), "MAC \"zz\" is not a MAC address");
+        assert_eq!(
+            err(Some("00:00:00:00:00:00")),
+            "MAC 00:00:00:00:00:00 is all zeros"
+        );
+        assert_eq!(
+            err(Some("ff:ff:ff:ff:ff:ff")),
+            "MAC ff:ff:ff:ff:ff:ff is the broadcast MAC, not a NIC's"
+        );
+        assert_eq!(
+            err(Some("01:00:5e:00:00:01")),
+            "MAC 01:00:5e:00:00:01 is a multicast MAC, not a NIC's"
+        );
+        let mut seen = BTreeSet::new();
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        assert_eq!(duplicate_mac(mac, &mut seen), None);
+        assert_eq!(
+            duplicate_mac(mac, &mut seen).as_deref(),
+            Some("MAC 52:54:00:aa:bb:cc is used by two routed interfaces")
+        );
+    }
+
+    #[test]
+    fn the_filter_must_be_the_nics_own() {
+        let config = Config::default();
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        let mut iface = InterfaceXml {
+            mac: Some(mac.to_string()),
+            ..InterfaceXml::default()
+        };
+        let none = missing_filter(&iface, &config, &mac).unwrap();
+        assert!(none.contains("(it has no <filterref>)"), "{none}");
+        iface.filterref = Some(crate::domain_xml::FilterRef {
+            filter: nic_filter_name(&config, &mac),
+            parameters: Vec::new(),
+        });
+        assert_eq!(missing_filter(&iface, &config, &mac), None);
+        iface.filterref.as_mut().unwrap().filter = "other".into();
+        let wrong = missing_filter(&iface, &config, &mac).unwrap();
+        assert!(wrong.contains("it has filter \"other\", not \""), "{wrong}");
+    }
+
+    #[test]
+    fn address_rules_one_by_one() {
+        assert_eq!(unroutable_address(ip("192.0.2.1")), None);
+        assert!(unroutable_address(ip("127.0.0.1"))
+            .unwrap()
+            .starts_with("address 127.0.0.1 "));
+        let gateways: BTreeSet<IpAddr> = [ip("192.0.2.1")].into();
+        assert_eq!(
+            gateway_address(ip("192.0.2.1"), &gateways).as_deref(),
+            Some("address 192.0.2.1 is the guests' gateway")
+        );
+        assert_eq!(gateway_address(ip("192.0.2.2"), &gateways), None);
+        assert_eq!(
+            hosts_own_address(ip("192.0.2.5"), &[ip("192.0.2.5")]).as_deref(),
+            Some("address 192.0.2.5 is configured on the hypervisor itself")
+        );
+        assert_eq!(
+            denied_address(ip("10.1.2.3"), &[net("10.0.0.0/8")]).as_deref(),
+            Some("address 10.1.2.3 is inside the denied prefix 10.0.0.0/8")
+        );
+        assert_eq!(denied_address(ip("11.1.2.3"), &[net("10.0.0.0/8")]), None);
+        assert_eq!(address_not_allowed(ip("11.1.2.3"), &[]), None);
+        assert_eq!(
+            address_not_allowed(ip("11.1.2.3"), &[net("10.0.0.0/8")]).as_deref(),
+            Some("address 11.1.2.3 is outside every allowed prefix")
+        );
+        let mut seen = BTreeSet::new();
+        assert_eq!(duplicate_address(ip("192.0.2.9"), &mut seen), None);
+        assert_eq!(
+            duplicate_address(ip("192.0.2.9"), &mut seen).as_deref(),
+            Some("address 192.0.2.9 appears twice in the domain")
+        );
+    }
+
+    #[test]
+    fn addresses_of_other_domains() {
+        let a = ip("192.0.2.9");
+        assert_eq!(address_owned_by_other(a, Some(owner(UUID)), UUID), None);
+        assert_eq!(address_owned_by_other(a, None, UUID), None);
+        assert_eq!(
+            address_owned_by_other(a, Some(owner(OTHER)), UUID),
+            Some(format!(
+                "address 192.0.2.9 is already owned by domain db ({OTHER})"
+            ))
+        );
+        let prefixes = [(net("192.0.2.0/24"), owner(UUID))];
+        assert_eq!(address_in_other_prefix(a, &prefixes, UUID), None);
+        assert_eq!(
+            address_in_other_prefix(a, &prefixes, OTHER),
+            Some(format!(
+                "address 192.0.2.9 is inside prefix 192.0.2.0/24 routed to domain db ({UUID})"
+            ))
+        );
+    }
+
+    #[test]
+    fn the_first_address_rule_that_refuses_is_said_and_duplicates_count_only_past_it() {
+        let config = Config {
+            gateways: vec![ip("192.0.2.1")],
+            ..Config::default()
+        };
+        let host = HostFacts::default();
+        let ctx = Context::new(&config, &host, &NoOwnership, UUID);
+        let mut seen = BTreeSet::new();
+        assert!(address_problem(ip("192.0.2.1"), &ctx, &mut seen)
+            .unwrap()
+            .ends_with("is the guests' gateway"));
+        assert!(seen.is_empty());
+        assert_eq!(address_problem(ip("192.0.2.7"), &ctx, &mut seen), None);
+        assert!(address_problem(ip("192.0.2.7"), &ctx, &mut seen)
+            .unwrap()
+            .ends_with("appears twice in the domain"));
+    }
+
+    #[test]
+    fn routes_must_parse() {
+        let route = |p: Option<&str>, v: Option<&str>| RouteXml {
+            prefix: p.map(Into::into),
+            via: v.map(Into::into),
+        };
+        assert_eq!(
+            parse_route(&route(Some(" 198.51.100.0/24"), Some("192.0.2.7 "))),
+            Ok((net("198.51.100.0/24"), ip("192.0.2.7")))
+        );
+        assert_eq!(
+            parse_route(&route(None, Some("192.0.2.7"))),
+            Err("a <route> element needs both prefix and via".into())
+        );
+        assert_eq!(
+            parse_route(&route(Some("x"), Some("192.0.2.7"))),
+            Err("routed prefix \"x\" is not a prefix".into())
+        );
+        assert_eq!(
+            parse_route(&route(Some("198.51.100.0/24"), Some("y"))),
+            Err("routed prefix 198.51.100.0/24: via \"y\" is not an IP address".into())
+        );
+    }
+
+    #[test]
+    fn prefix_shapes() {
+        assert_eq!(prefix_shape_problem(net("198.51.100.0/24")), None);
+        assert_eq!(
+            prefix_shape_problem(net("198.51.100.1/24")).as_deref(),
+            Some("routed prefix 198.51.100.1/24 has host bits set (did you mean 198.51.100.0/24?)")
+        );
+        assert_eq!(
+            prefix_shape_problem(net("::/0")).as_deref(),
+            Some("routed prefix ::/0 is a default route")
+        );
+        assert!(prefix_shape_problem(net("127.0.0.0/8"))
+            .unwrap()
+            .starts_with("routed prefix 127.0.0.0/8 "));
+    }
+
+    #[test]
+    fn prefix_rules_one_by_one() {
+        let p = net("198.51.100.0/24");
+        let via = ip("192.0.2.7");
+        assert!(via_refused(via, &[], &[via]));
+        assert!(!via_refused(via, &[via], &[via]));
+        assert!(!via_refused(via, &[], &[]));
+        assert_eq!(via_not_of_nic(p, via, &[via]), None);
+        assert_eq!(
+            via_not_of_nic(p, via, &[]).as_deref(),
+            Some("routed prefix 198.51.100.0/24: via 192.0.2.7 is not one of this NIC's addresses")
+        );
+        assert_eq!(
+            via_of_other_family(p, ip("2001:db8::7")).as_deref(),
+            Some("routed prefix 198.51.100.0/24: via 2001:db8::7 is of the other address family")
+        );
+        assert_eq!(via_of_other_family(p, via), None);
+        assert_eq!(
+            prefix_contains_host(p, &[ip("192.0.2.2"), ip("198.51.100.2")]).as_deref(),
+            Some(
+                "routed prefix 198.51.100.0/24 contains 198.51.100.2, an address of the hypervisor"
+            )
+        );
+        let gateways: BTreeSet<IpAddr> = [ip("198.51.100.9"), ip("198.51.100.1")].into();
+        assert_eq!(
+            prefix_contains_gateway(p, &gateways).as_deref(),
+            Some("routed prefix 198.51.100.0/24 contains the gateway 198.51.100.1")
+        );
+        assert_eq!(
+            prefix_denied(p, &[net("198.51.0.0/16")]).as_deref(),
+            Some("routed prefix 198.51.100.0/24 overlaps the denied prefix 198.51.0.0/16")
+        );
+        assert_eq!(
+            prefix_denied(p, &[net("198.51.100.128/25")]).as_deref(),
+            Some("routed prefix 198.51.100.0/24 overlaps the denied prefix 198.51.100.128/25")
+        );
+        assert_eq!(prefix_not_allowed(p, &[]), None);
+        assert_eq!(prefix_not_allowed(p, &[net("198.51.0.0/16")]), None);
+        assert_eq!(
+            prefix_not_allowed(p, &[net("198.51.100.0/25")]).as_deref(),
+            Some("routed prefix 198.51.100.0/24 is outside every allowed prefix")
+        );
+    }
+
+    #[test]
+    fn prefixes_of_other_domains_and_nics() {
+        let p = net("198.51.100.0/24");
+        let theirs = [(net("198.51.100.128/25"), owner(OTHER))];
+        assert_eq!(prefix_overlaps_other_domain(p, &theirs, OTHER), None);
+        assert_eq!(
+            prefix_overlaps_other_domain(p, &theirs, UUID),
+            Some(format!(
+                "routed prefix 198.51.100.0/24 overlaps 198.51.100.128/25, routed to domain db ({OTHER})"
+            ))
+        );
+        let within = Some((ip("198.51.100.3"), owner(OTHER)));
+        assert_eq!(prefix_contains_other_domain(p, within.clone(), OTHER), None);
+        assert_eq!(
+            prefix_contains_other_domain(p, within, UUID),
+            Some(format!(
+                "routed prefix 198.51.100.0/24 contains 198.51.100.3, owned by domain db ({OTHER})"
+            ))
+        );
+        assert_eq!(
+            own_prefixes_overlap(&p, &net("198.51.0.0/16")).as_deref(),
+            Some("routed prefix 198.51.100.0/24 overlaps the domain's other routed prefix 198.51.0.0/16")
+        );
+        assert_eq!(own_prefixes_overlap(&p, &net("198.51.101.0/24")), None);
+        let nic = Nic {
+            mac: "52:54:00:aa:bb:cc".parse().unwrap(),
+            bridge: "br0".into(),
+            tap: None,
+            addresses: vec![ip("192.0.2.7"), ip("198.51.100.4")],
+            routed_prefixes: Vec::new(),
+        };
+        assert_eq!(
+            prefix_contains_other_nic(&p, &nic).as_deref(),
+            Some("routed prefix 198.51.100.0/24 contains 198.51.100.4, an address of another NIC (52:54:00:aa:bb:cc)")
+        );
+    }
+}

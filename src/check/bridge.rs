@@ -264,3 +264,114 @@ fn missing_gateways(config: &Config, facts: &KernelFacts, link: &Link) -> Vec<St
         .map(|g| format!("{g}/{}", expected_prefix(*g)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::check::Status;
+
+    fn link(index: u32, name: &str, kind: Option<&str>, master: Option<u32>) -> Link {
+        Link {
+            index,
+            name: name.to_string(),
+            up: true,
+            kind: kind.map(str::to_string),
+            master,
+            mac: None,
+        }
+    }
+
+    fn addr(index: u32, net: &str) -> Addr {
+        Addr {
+            index,
+            net: net.parse().unwrap(),
+            dad_failed: false,
+        }
+    }
+
+    fn facts(links: Vec<Link>, addresses: Vec<Addr>) -> KernelFacts {
+        KernelFacts {
+            links,
+            addresses,
+            ndp_proxied: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(expected_prefix("169.254.0.1".parse().unwrap()), 32);
+        assert_eq!(expected_prefix("fe80::1".parse().unwrap()), 64);
+        assert_eq!(expected_prefix("2001:db8::1".parse().unwrap()), 128);
+    }
+
+    #[test]
+    fn a_missing_bridge_is_one_failure_with_the_commands() {
+        let items = bridge_items(
+            &Config::default(),
+            &CheckOptions::default(),
+            &facts(vec![], vec![]),
+            "cloudbr0",
+        );
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].status, Status::Fail);
+        assert_eq!(
+            items[0].fix.as_deref(),
+            Some(
+                "Create it in the host's network configuration (ifupdown, netplan or systemd-networkd); by hand: \
+                 ip link add cloudbr0 type bridge; ip link set cloudbr0 up; \
+                 ip address add 169.254.0.1/32 dev cloudbr0; ip address add fe80::1/64 dev cloudbr0."
+            )
+        );
+    }
+
+    #[test]
+    fn a_down_bridge_names_the_gateways_to_put_back() {
+        let mut br = link(2, "cloudbr0", Some("bridge"), None);
+        br.up = false;
+        let f = facts(vec![br], vec![addr(2, "169.254.0.1/32")]);
+        let items = bridge_items(&Config::default(), &CheckOptions::default(), &f, "cloudbr0");
+        assert_eq!(
+            items[0].fix.as_deref(),
+            Some(
+                "ip link set cloudbr0 up; then put back the gateway addresses the kernel removed when it went down: \
+                 ip address add fe80::1/64 dev cloudbr0. Then run `virt-l3 reconcile` to restore the routes of running VMs."
+            )
+        );
+    }
+
+    #[test]
+    fn a_healthy_bridge_and_a_foreign_port() {
+        let f = facts(
+            vec![
+                link(2, "cloudbr0", Some("bridge"), None),
+                link(3, "vnet0", Some("tun"), Some(2)),
+                link(4, "eth1", None, Some(2)),
+            ],
+            vec![addr(2, "169.254.0.1/32"), addr(2, "fe80::1/64")],
+        );
+        let items = bridge_items(&Config::default(), &CheckOptions::default(), &f, "cloudbr0");
+        let ids: Vec<(&str, Status)> = items.iter().map(|i| (i.id, i.status)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("bridge", Status::Ok),
+                ("bridge-gateways", Status::Ok),
+                ("bridge-ports", Status::Fail),
+                ("bridge-mac", Status::Warn),
+            ]
+        );
+        assert_eq!(
+            items[1].summary,
+            "cloudbr0 carries the gateways 169.254.0.1/32, fe80::1/64."
+        );
+        assert_eq!(
+            items[2].fix.as_deref(),
+            Some(
+                "ip link set eth1 nomaster; connect the uplink to the fabric as a routed interface of its own \
+                 (and remove it from the bridge in the host's network configuration)."
+            )
+        );
+    }
+}

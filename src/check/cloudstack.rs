@@ -83,3 +83,35 @@ fn move_control_network(
         current.unwrap_or("unset: the default 169.254.0.0/16"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_control_cidr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.properties");
+        assert_eq!(control_cidr(&p), None);
+        std::fs::write(&p, "a=b\n  control.cidr = 169.254.0.0/16 \n").unwrap();
+        assert_eq!(control_cidr(&p).as_deref(), Some("169.254.0.0/16"));
+        std::fs::write(&p, "control.cidr:10.0.0.0/8\n").unwrap();
+        assert_eq!(control_cidr(&p).as_deref(), Some("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn the_fix_names_the_clash() {
+        let fix = move_control_network(
+            Path::new("/p"),
+            None,
+            "169.254.0.1".parse().unwrap(),
+            "169.254.0.10/16".parse().unwrap(),
+            "cloud0",
+        );
+        assert!(fix.starts_with(
+            "Move CloudStack's control network off the gateway: set control.cidr in /p \
+             (now unset: the default 169.254.0.0/16) to a link-local range without 169.254.0.1,"
+        ));
+        assert!(fix.contains("(ip address del 169.254.0.10/16 dev cloud0)"));
+    }
+}

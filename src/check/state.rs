@@ -1,0 +1,158 @@
+//! The `state` item: virt-l3's records, libvirt's running domains and the kernel agree.
+
+use std::collections::HashSet;
+
+use super::{fail, ok, Item};
+use crate::config::Config;
+use crate::netlink::{Kernel, KernelError};
+use crate::plan::Entry;
+use crate::plan::HostFacts;
+use crate::reconcile::{desired, diff, running_domains, Desired, KernelDiff, ReconcileError};
+use crate::state::StateDir;
+use crate::status::KernelView;
+
+/// Fix of `state` when they disagree.
+const RUN_RECONCILE: &str = "virt-l3 reconcile (`virt-l3 reconcile --dry-run` lists the same changes; `virt-l3 status` shows each domain's entries). Keep virt-l3-watch running: it does this by itself within a second, and promotes live-migrated VMs.";
+
+/// State and kernel agree when `virt-l3 reconcile` would change nothing: the same
+/// decisions (records against libvirt's status files: adopt, prune, promote, demote)
+/// and the same kernel diff, without its lock, its writes or its MAC pinning.
+pub(super) async fn state(config: &Config, kernel: &mut Kernel) -> Item {
+    let store = StateDir::new(&config.state_dir);
+    let records = match store.records() {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                "state",
+                None,
+                format!("Cannot read virt-l3's records: {e}."),
+                format!(
+                    "Check {} (virt-l3's state_dir): it must be readable by root.",
+                    config.state_dir.display()
+                ),
+            )
+        }
+    };
+    let recorded = records.len();
+    let (d, libvirt_note) = match running_domains(&config.libvirt_status_dir) {
+        Ok(running) => {
+            let host = match kernel.host_addresses().await {
+                Ok(a) => HostFacts { addresses: a },
+                Err(e) => return cannot_read_kernel(e),
+            };
+            let incoming: HashSet<String> = store.incoming().into_iter().collect();
+            let d = desired(
+                config,
+                records,
+                &running,
+                &incoming,
+                &host,
+                &store,
+                crate::state::now_ms(),
+            );
+            (d, String::new())
+        }
+        Err(ReconcileError::NoStatusDir(dir)) => (
+            Desired {
+                keep: records,
+                ..Desired::default()
+            },
+            format!(
+                " (libvirt's status directory {dir} does not exist: records not compared with running domains)"
+            ),
+        ),
+        Err(e) => {
+            return fail(
+                "state",
+                None,
+                format!("{e}."),
+                "Run check as root.".to_string(),
+            )
+        }
+    };
+    let view = match KernelView::read(kernel, &config.bridges).await {
+        Ok(v) => v,
+        Err(e) => return cannot_read_kernel(e),
+    };
+    let kd = kernel_diff(config, &d, &view);
+    let found = disagreements(&d, &kd);
+    if found.is_empty() {
+        return ok(
+            "state",
+            None,
+            format!(
+                "virt-l3's records ({recorded}), libvirt's running domains and the kernel agree: reconcile would change nothing{libvirt_note}."
+            ),
+        );
+    }
+    fail(
+        "state",
+        None,
+        format!(
+            "virt-l3's records, libvirt's running domains and the kernel disagree{libvirt_note}: {}.",
+            found.join("; ")
+        ),
+        RUN_RECONCILE.to_string(),
+    )
+}
+
+fn cannot_read_kernel(e: KernelError) -> Item {
+    fail(
+        "state",
+        None,
+        format!("Cannot read the kernel's routes and neighbours: {e}."),
+        "Run check as root.".to_string(),
+    )
+}
+
+/// What reconcile would change, one phrase each: its decisions, then the kernel diff.
+fn disagreements(d: &Desired, kd: &KernelDiff) -> Vec<String> {
+    let mut found: Vec<String> = d
+        .changes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}{}",
+                c.action,
+                c.what,
+                c.domain
+                    .as_ref()
+                    .map(|n| format!(" (domain {n})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    found.extend(kd.add.iter().map(|e| format!("missing {e}")));
+    found.extend(kd.remove_routes.iter().map(|r| {
+        format!(
+            "stray protocol-{} route {} metric {}",
+            r.protocol, r.destination, r.metric
+        )
+    }));
+    found.extend(
+        kd.remove_neighbours
+            .iter()
+            .map(|n| format!("stray neighbour {}", n.address)),
+    );
+    found
+}
+
+/// The kernel changes reconcile would make for the records it keeps: their entries,
+/// less those of a missing bridge (they come back with the bridge: item `bridge`),
+/// against the kernel's view. A copy of reconcile's sequence.
+// TODO(lead): call reconcile::decide
+fn kernel_diff(config: &Config, d: &Desired, view: &KernelView) -> KernelDiff {
+    let mut wanted: Vec<Entry> = Vec::new();
+    for r in &d.keep {
+        wanted.extend(r.plan.entries(r.metric));
+    }
+    // As reconcile: entries of a missing bridge come back with the bridge (item `bridge`).
+    wanted.retain(|e| {
+        let b = match e {
+            Entry::Route(r) => &r.bridge,
+            Entry::Neighbour(n) => &n.bridge,
+        };
+        view.bridges.contains_key(b)
+    });
+    diff(&wanted, view, config.route_protocol)
+}

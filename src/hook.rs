@@ -10,10 +10,11 @@ use tracing::{debug, error, warn};
 
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
+use crate::host_facts::host_facts;
 use crate::netlink::{Kernel, KernelError};
 use crate::plan::{
-    candidate_addresses, display_name, has_routed_prefixes, is_valid_uuid, managed_interfaces,
-    plan, Checks, DomainPlan, HostFacts, PlanError, Problem,
+    candidate_addresses, display_name, is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan,
+    PlanError, Problem,
 };
 use crate::routing::{route_domain, unroute_domain, HostSettings, OnFailure, RoutingError};
 use crate::state::{Record, StateDir, StateError};
@@ -153,16 +154,7 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
     let rt = runtime()?;
     rt.block_on(async {
         let mut kernel = Kernel::connect().map_err(kernel_err)?;
-        // Only the addresses the domain claims need checking, unless it routes whole
-        // prefixes: then every host address matters.
-        let addresses = if has_routed_prefixes(&dom) {
-            kernel.host_addresses().await
-        } else {
-            kernel.local_among(&candidate_addresses(&dom)).await
-        };
-        let host = HostFacts {
-            addresses: addresses.map_err(kernel_err)?,
-        };
+        let host = host_facts(&kernel, &dom).await.map_err(kernel_err)?;
         let checks = Checks {
             require_filter: config.require_nwfilter,
         };

@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain_xml;
 pub mod guest_config;
 pub mod hook;
+pub mod host_facts;
 pub mod netlink;
 pub mod nwfilter;
 pub mod plan;

@@ -1,0 +1,71 @@
+//! `virt-l3 nwfilter render|inject|define`: libvirt nwfilter security groups for
+//! routed NICs (domain XML on stdin).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use virt_l3::config::Config;
+use virt_l3::nwfilter::{self, define};
+
+use super::error::CliError;
+use super::output;
+use super::support::read_stdin;
+
+#[derive(clap::Args)]
+pub struct NwfilterArgs {
+    #[command(subcommand)]
+    command: NwfilterCommand,
+}
+
+#[derive(Subcommand)]
+enum NwfilterCommand {
+    /// Write every filter the domain's routed NICs need to DIR/<filter>.xml.
+    Render {
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Print the domain XML with virt-l3's <filterref> on every routed NIC.
+    Inject,
+    /// Define the domain's filters in a running libvirtd with virsh (never from a hook).
+    Define {
+        /// The virsh program.
+        #[arg(long, default_value = "virsh")]
+        virsh: PathBuf,
+        /// libvirt connection URI (virsh --connect).
+        #[arg(long, short = 'c', value_name = "URI")]
+        connect: Option<String>,
+    },
+}
+
+impl NwfilterArgs {
+    pub fn run(self, config: &Config) -> Result<ExitCode, CliError> {
+        let xml = read_stdin()?;
+        match self.command {
+            NwfilterCommand::Inject => {
+                let out = nwfilter::inject::inject(&xml, config)?;
+                std::io::stdout()
+                    .write_all(&out)
+                    .map_err(CliError::Stdout)?;
+            }
+            NwfilterCommand::Render { out_dir } => {
+                let plan = nwfilter::plan_for_filters(&xml, config)?;
+                let filters = nwfilter::render(&plan, config);
+                let written = nwfilter::write_all(&filters, &out_dir)?;
+                print!("{}", output::paths(&written));
+            }
+            NwfilterCommand::Define { virsh, connect } => {
+                let plan = nwfilter::plan_for_filters(&xml, config)?;
+                let filters = nwfilter::render(&plan, config);
+                let virsh = define::Virsh {
+                    program: virsh,
+                    connect,
+                };
+                let outcomes = define::define_all(&virsh, &filters)?;
+                print!("{}", output::defined(&outcomes));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,132 @@
+//! Every result the commands print, as the exact text (or `--json` document)
+//! they write on stdout. Errors are rendered by [`super::error::CliError`].
+
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use virt_l3::config::Config;
+use virt_l3::nwfilter::define::Defined;
+use virt_l3::plan::DomainPlan;
+use virt_l3::status::DomainStatus;
+
+use super::error::CliError;
+
+/// A pretty-printed JSON document and a newline.
+pub fn json(value: &impl Serialize) -> Result<String, CliError> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// `plan`: the domain, its NICs and the `ip` commands its entries amount to.
+pub fn plan(p: &DomainPlan, config: &Config, as_json: bool) -> Result<String, CliError> {
+    let routes = p.routes(config.route_metric);
+    let neighbours = p.neighbours();
+    if as_json {
+        return json(&serde_json::json!({
+            "domain": p.name, "uuid": p.uuid, "nics": p.nics,
+            "route_protocol": config.route_protocol,
+            "routes": routes, "neighbours": neighbours,
+        }));
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "domain {} ({})", p.name, p.uuid);
+    for n in &p.nics {
+        let tap = n.tap.as_deref().unwrap_or("-");
+        let _ = writeln!(out, "  nic {} on {} tap {tap}", n.mac, n.bridge);
+    }
+    for r in &routes {
+        let _ = writeln!(
+            out,
+            "  ip route replace {r} proto {}",
+            config.route_protocol
+        );
+    }
+    for n in &neighbours {
+        let _ = writeln!(out, "  ip neigh replace {n}");
+    }
+    Ok(out)
+}
+
+/// `status`: each routed domain and a mark for each of its entries.
+pub fn status(report: &[DomainStatus], as_json: bool) -> Result<String, CliError> {
+    if as_json {
+        return json(&report);
+    }
+    let mut out = String::new();
+    if report.is_empty() {
+        out.push_str("no routed domains\n");
+    }
+    for d in report {
+        let mark = if d.healthy() { "ok" } else { "MISSING ENTRIES" };
+        let standby = if d.standby {
+            " (standby: incoming migration)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "{} {} {mark}{standby}", d.name, d.uuid);
+        for e in &d.entries {
+            let present = if e.present { "x" } else { " " };
+            let _ = writeln!(out, "  [{present}] {}", e.entry);
+        }
+    }
+    Ok(out)
+}
+
+/// `reconcile`: what was (or would be) changed. The errors go to stderr, see
+/// [`reconcile_errors`].
+pub fn reconcile(report: &virt_l3::reconcile::Report, as_json: bool) -> Result<String, CliError> {
+    if as_json {
+        return json(report);
+    }
+    let verb = if report.dry_run { "would" } else { "did" };
+    let mut out = String::new();
+    if report.changes.is_empty() {
+        let _ = writeln!(out, "nothing to do ({} routed domains)", report.domains);
+    }
+    for c in &report.changes {
+        let domain = c
+            .domain
+            .as_ref()
+            .map(|d| format!(" (domain {d})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "{verb} {} {}{domain}", c.action, c.what);
+    }
+    Ok(out)
+}
+
+/// The errors of a text `reconcile` report, for stderr (the JSON holds them).
+pub fn reconcile_errors(report: &virt_l3::reconcile::Report, as_json: bool) -> String {
+    if as_json {
+        return String::new();
+    }
+    report
+        .errors
+        .iter()
+        .map(|e| format!("error: {e}\n"))
+        .collect()
+}
+
+/// `check`: the items (format: docs/TROUBLESHOOTING.md).
+pub fn check(report: &virt_l3::check::Report, as_json: bool) -> Result<String, CliError> {
+    if as_json {
+        return json(report);
+    }
+    Ok(virt_l3::check::render_text(report))
+}
+
+/// The files a command wrote, one a line.
+pub fn paths(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| format!("{}\n", p.display())).collect()
+}
+
+/// `nwfilter define`: each filter and whether libvirtd created or redefined it.
+pub fn defined(outcomes: &[(String, Defined)]) -> String {
+    let mut out = String::new();
+    for (name, outcome) in outcomes {
+        let _ = match outcome {
+            Defined::Created => writeln!(out, "defined {name}"),
+            Defined::Updated(uuid) => writeln!(out, "redefined {name} (uuid {uuid})"),
+        };
+    }
+    out
+}

@@ -1,0 +1,35 @@
+//! `virt-l3 reconcile [--dry-run] [--json]`: make the kernel match the running domains.
+
+use std::process::ExitCode;
+
+use virt_l3::config::Config;
+use virt_l3::netlink::Kernel;
+
+use super::error::CliError;
+use super::output;
+use super::support::runtime;
+
+#[derive(clap::Args)]
+pub struct ReconcileArgs {
+    /// Report the changes without making them.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+impl ReconcileArgs {
+    pub fn run(self, config: &Config) -> Result<ExitCode, CliError> {
+        let report = runtime()?.block_on(async {
+            let mut k = Kernel::connect()?;
+            Ok::<_, CliError>(virt_l3::reconcile::reconcile(&mut k, config, self.dry_run).await?)
+        })?;
+        print!("{}", output::reconcile(&report, self.json)?);
+        eprint!("{}", output::reconcile_errors(&report, self.json));
+        Ok(if report.errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    }
+}

@@ -63,13 +63,23 @@ pub fn install(r: &Ruleset) -> Result<(), FirewallError> {
 /// Whether every table is installed and carries `r`'s version.
 pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
     let want = format!("comment \"{COMMENT_PREFIX}{}\"", render::version(r));
+    let rendered = render::render(r);
     for (family, name) in TABLES {
+        // `nft flush table` keeps a table's comment and sets but empties its chains.
+        let start = rendered
+            .find(&format!("table {family} {name} {{"))
+            .unwrap_or(0);
+        let end = rendered[start..]
+            .find("\n}\n")
+            .map_or(rendered.len(), |e| start + e);
+        let expected = rule_count(&rendered[start..end]);
         match run(
             &["list", "table", family, name],
             None,
             "list virt-l3's tables",
         ) {
-            Ok(text) if text.lines().any(|l| l.trim() == want) => {}
+            Ok(text) if text.lines().any(|l| l.trim() == want) && rule_count(&text) == expected => {
+            }
             Ok(_) => return Ok(false),
             Err(FirewallError::Nft { detail, .. }) if detail.contains("No such file") => {
                 return Ok(false)
@@ -78,6 +88,20 @@ pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
         }
     }
     Ok(true)
+}
+
+/// The number of rules in a table's text (one line each; hook lines excluded).
+pub(crate) fn rule_count(text: &str) -> usize {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("type ") && !l.starts_with("comment"))
+        .filter(|l| {
+            [" accept", " drop", "jump ", "vmap ", " return"]
+                .iter()
+                .any(|w| l.contains(w))
+                || *l == "return"
+        })
+        .count()
 }
 
 /// Removes every table virt-l3 owns (nothing to do when absent).

@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [demo|test|bench|package|fuzz]
 set -euo pipefail
 what=${1:-test}
-need=(iproute2 jq)
+need=(iproute2 jq nftables)
 case "$what" in
   demo) ;;
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init groovy strace) ;;

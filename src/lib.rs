@@ -11,6 +11,7 @@ pub mod batch;
 pub mod check;
 pub mod config;
 pub mod domain_xml;
+pub mod firewall;
 pub mod guest_config;
 pub mod hook;
 pub mod host_facts;

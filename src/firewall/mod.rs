@@ -1,0 +1,96 @@
+//! virt-l3's nftables tables (issue 14): host protection, protected networks,
+//! reverse-path check, fail-closed bridge ports, link-local control frames.
+//! See docs/FIREWALL.md for each chain and the facts measured on the kernel.
+//!
+//! - [`model`]: the pure model ([`Ruleset`], built from the configuration and [`HostNetworks`]);
+//! - [`render`](mod@render): the model as one atomic `nft -f` transaction;
+//! - [`nft`]: whole-table install/compare/remove through the `nft` binary;
+//! - [`nfnetlink`]: the hook's path, set elements changed in-process;
+//! - [`gather`]: the host's facts, read from the kernel.
+//!
+//! API for hook, watch and reconcile: [`ensure`], [`accept_port`],
+//! [`forget_port`], [`render_for_host`].
+
+pub mod gather;
+pub mod model;
+pub mod nfnetlink;
+pub mod nft;
+pub mod render;
+
+pub use gather::gather;
+pub use model::{EntryError, FirewallConfig, HostNetworks, HostService, Protected, Proto, Ruleset};
+pub use nft::{install, installed_matches, remove};
+pub use render::{render, version, TABLE};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("cannot {what}: {detail}")]
+    Nft { what: String, detail: String },
+    #[error("cannot {what}: {detail}")]
+    Netlink { what: String, detail: String },
+    #[error("cannot read the host's networks for the firewall: {0}")]
+    Gather(String),
+}
+
+/// What [`ensure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// The tables were installed and current.
+    Current,
+    /// The tables were (re)installed.
+    Installed,
+}
+
+/// The ruleset this host needs now: configuration + kernel facts, keeping the
+/// ports the installed table has accepted.
+pub async fn desired(config: &Config, fw: &FirewallConfig) -> Result<Ruleset, FirewallError> {
+    let host = gather(config).await?;
+    Ok(Ruleset::build(config, fw, &host))
+}
+
+/// Installs the tables unless they are installed and current (reconcile at
+/// boot, the hook at `start`, `watch`). Keeps the accepted ports.
+pub async fn ensure(config: &Config, fw: &FirewallConfig) -> Result<Ensured, FirewallError> {
+    let r = desired(config, fw).await?;
+    if installed_matches(&r)? {
+        return Ok(Ensured::Current);
+    }
+    install(&r)?;
+    Ok(Ensured::Installed)
+}
+
+/// The transaction [`ensure`] would install on this host (`virt-l3 firewall render`).
+pub async fn render_for_host(
+    config: &Config,
+    fw: &FirewallConfig,
+) -> Result<String, FirewallError> {
+    Ok(render(&desired(config, fw).await?))
+}
+
+/// Lets a bridge port pass frames (the start hook, for its own taps): one
+/// in-process netlink transaction, no `nft` fork.
+pub fn accept_port(name: &str) -> Result<(), FirewallError> {
+    nfnetlink::change_ifname(
+        nfnetlink::NFPROTO_BRIDGE,
+        TABLE,
+        "accepted_ports",
+        name,
+        true,
+    )
+}
+
+/// Stops a port passing frames (the `stopped`/`release` hook); absent is fine.
+pub fn forget_port(name: &str) -> Result<(), FirewallError> {
+    nfnetlink::change_ifname(
+        nfnetlink::NFPROTO_BRIDGE,
+        TABLE,
+        "accepted_ports",
+        name,
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! In-process set element changes (the hook's path: no `nft` fork): one
+//! nfnetlink batch `BATCH_BEGIN, NEWSETELEM|DELSETELEM, BATCH_END` on a
+//! NETLINK_NETFILTER socket, acknowledged by the kernel.
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use super::FirewallError;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLMSG_ERROR: u16 = 2;
+const NLA_F_NESTED: u16 = 0x8000;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+/// `NFPROTO_*` of the table.
+pub const NFPROTO_BRIDGE: u8 = 7;
+
+/// Adds (`add = true`) or deletes one interface name in the set `table`/`set`
+/// of `family`. Adding a present name or deleting an absent one is not an error.
+pub fn change_ifname(
+    family: u8,
+    table: &str,
+    set: &str,
+    name: &str,
+    add: bool,
+) -> Result<(), FirewallError> {
+    let what = format!(
+        "{} port {name:?} {} the set {table}/{set}",
+        if add { "add" } else { "remove" },
+        if add { "to" } else { "from" }
+    );
+    let fail = |detail: String| FirewallError::Netlink {
+        what: what.clone(),
+        detail,
+    };
+    if name.is_empty() || name.len() > 15 {
+        return Err(fail("not an interface name".into()));
+    }
+    let mut key = [0u8; 16];
+    key[..name.len()].copy_from_slice(name.as_bytes());
+    let seq = std::process::id() ^ 0x5e70_0000;
+    let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
+        | if add {
+            NFT_MSG_NEWSETELEM
+        } else {
+            NFT_MSG_DELSETELEM
+        };
+    let mut body = Vec::new();
+    attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+    attr(&mut body, NFTA_SET_ELEM_LIST_SET, &cstr(set));
+    let value = nla(NFTA_DATA_VALUE, &key);
+    let elem = nla(
+        NFTA_LIST_ELEM | NLA_F_NESTED,
+        &nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+    );
+    attr(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem);
+    let mut batch = message(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        seq,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    );
+    let flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
+    batch.extend(message(msg_type, flags, seq + 1, family, 0, &body));
+    batch.extend(message(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq + 2,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    ));
+
+    let mut socket = Socket::new(NETLINK_NETFILTER)
+        .map_err(|e| fail(format!("cannot open a netfilter socket: {e}")))?;
+    socket
+        .bind_auto()
+        .map_err(|e| fail(format!("cannot bind a netfilter socket: {e}")))?;
+    socket
+        .send_to(&batch, &SocketAddr::new(0, 0), 0)
+        .map_err(|e| fail(format!("cannot send: {e}")))?;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = socket
+            .recv(&mut &mut buf[..], 0)
+            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let mut at = 0;
+        while at + 20 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
+            let mseq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
+            if ty == NLMSG_ERROR && mseq == seq + 1 {
+                let code = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
+                return match -code {
+                    0 => Ok(()),
+                    libc::ENOENT if !add => Ok(()),
+                    errno => Err(fail(std::io::Error::from_raw_os_error(errno).to_string())),
+                };
+            }
+            if len < 16 {
+                break;
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    attr(&mut v, ty, payload);
+    v
+}
+
+fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    out.extend(((4 + payload.len()) as u16).to_ne_bytes());
+    out.extend(ty.to_ne_bytes());
+    out.extend(payload);
+    out.resize((out.len() + 3) & !3, 0);
+}
+
+fn message(ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: &[u8]) -> Vec<u8> {
+    let len = 16 + 4 + body.len();
+    let mut v = Vec::with_capacity(len);
+    v.extend((len as u32).to_ne_bytes());
+    v.extend(ty.to_ne_bytes());
+    v.extend(flags.to_ne_bytes());
+    v.extend(seq.to_ne_bytes());
+    v.extend(0u32.to_ne_bytes());
+    v.extend([family, 0]);
+    v.extend(res_id.to_be_bytes());
+    v.extend(body);
+    v
+}

@@ -1,0 +1,302 @@
+//! Renders a [`Ruleset`] as `nft -f` text (pure, deterministic).
+//!
+//! One transaction replaces all three tables: each is first created empty (so
+//! that `delete` cannot fail), deleted, then defined in full; the kernel applies
+//! the whole file or nothing, so there is never a moment without the tables.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::model::{HostService, Ruleset};
+
+/// The tables virt-l3 owns, as `(family, name)`.
+pub const TABLES: [(&str, &str); 3] = [("inet", TABLE), ("bridge", TABLE), ("netdev", TABLE)];
+/// The name of each of virt-l3's tables (one per family).
+pub const TABLE: &str = "virt_l3";
+/// Start of the comment carried by every table: `virt-l3 ruleset <hash>`.
+pub const COMMENT_PREFIX: &str = "virt-l3 ruleset ";
+
+/// The full transaction: replace every table with its definition.
+pub fn render(r: &Ruleset) -> String {
+    let hash = version(r);
+    let mut out = String::from(
+        "#!/usr/sbin/nft -f\n# virt-l3's tables (docs/FIREWALL.md); generated, do not edit.\n",
+    );
+    for (family, name) in TABLES {
+        let _ = writeln!(out, "table {family} {name}\ndelete table {family} {name}");
+    }
+    out.push_str(&inet_table(r, &hash));
+    out.push_str(&bridge_table(r, &hash, true));
+    out.push_str(&netdev_table(r, &hash, true));
+    out
+}
+
+/// The version of a ruleset: a hash of everything but the accepted ports (which
+/// the hook changes element by element), carried in every table's comment.
+pub fn version(r: &Ruleset) -> String {
+    let mut text = inet_table(r, "");
+    text.push_str(&bridge_table(r, "", false));
+    text.push_str(&netdev_table(r, "", false));
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn quoted<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    names.into_iter().map(|n| format!("\"{n}\"")).collect()
+}
+
+fn set(out: &mut String, name: &str, ty: &str, flags: &str, elements: &[String]) {
+    let kind = if ty.contains(':') { "map" } else { "set" };
+    let _ = writeln!(out, "\t{kind} {name} {{\n\t\ttype {ty}");
+    if !flags.is_empty() {
+        let _ = writeln!(out, "\t\tflags {flags}");
+    }
+    if !elements.is_empty() {
+        let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(", "));
+    }
+    out.push_str("\t}\n");
+}
+
+fn chain(out: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
+    let _ = writeln!(out, "\tchain {name} {{");
+    if let Some(h) = hook {
+        let _ = writeln!(out, "\t\t{h}");
+    }
+    for r in rules {
+        let _ = writeln!(out, "\t\t{r}");
+    }
+    out.push_str("\t}\n");
+}
+
+fn service_rule(s: &HostService) -> String {
+    let ports = if s.ports.0 == s.ports.1 {
+        s.ports.0.to_string()
+    } else {
+        format!("{}-{}", s.ports.0, s.ports.1)
+    };
+    let addr = match s.address {
+        Some(IpAddr::V4(a)) => format!("ip daddr {a} "),
+        Some(IpAddr::V6(a)) => format!("ip6 daddr {a} "),
+        None => String::new(),
+    };
+    format!(
+        "{addr}{} dport {ports} accept comment \"host_allow {s}\"",
+        s.proto
+    )
+}
+
+fn inet_table(r: &Ruleset, hash: &str) -> String {
+    let mut out = format!("table inet {TABLE} {{\n\tcomment \"{COMMENT_PREFIX}{hash}\"\n");
+    set(
+        &mut out,
+        "routed_bridges",
+        "ifname",
+        "",
+        &quoted(&r.routed_bridges),
+    );
+    let (gw4, gw6): (Vec<&IpAddr>, Vec<&IpAddr>) = r.gateways.iter().partition(|g| g.is_ipv4());
+    set(
+        &mut out,
+        "gateways4",
+        "ipv4_addr",
+        "",
+        &gw4.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    set(
+        &mut out,
+        "gateways6",
+        "ipv6_addr",
+        "",
+        &gw6.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let (p4, p6): (Vec<&IpNet>, Vec<&IpNet>) =
+        r.protected.iter().partition(|n| matches!(n, IpNet::V4(_)));
+    set(
+        &mut out,
+        "protected4",
+        "ipv4_addr",
+        "interval",
+        &p4.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    );
+    set(
+        &mut out,
+        "protected6",
+        "ipv6_addr",
+        "interval",
+        &p6.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    );
+    // Security groups (issue 16): address -> `jump sg_<vm>` verdict maps, empty until then.
+    for (name, ty) in [
+        ("vm_ingress4", "ipv4_addr"),
+        ("vm_ingress6", "ipv6_addr"),
+        ("vm_egress4", "ipv4_addr"),
+        ("vm_egress6", "ipv6_addr"),
+    ] {
+        set(&mut out, name, &format!("{ty} : verdict"), "", &[]);
+    }
+    chain(
+        &mut out,
+        "prerouting",
+        Some("type filter hook prerouting priority raw; policy accept;"),
+        &[
+            "iifname @routed_bridges ip saddr != 0.0.0.0 fib saddr . iif oif missing counter drop comment \"reverse path\"".into(),
+            "iifname @routed_bridges ip6 saddr != :: fib saddr . iif oif missing counter drop comment \"reverse path\"".into(),
+        ],
+    );
+    chain(
+        &mut out,
+        "input",
+        Some("type filter hook input priority filter; policy accept;"),
+        &["iifname @routed_bridges jump guest_to_host".into()],
+    );
+    let mut to_host = vec![
+        "ct state established,related accept".to_string(),
+        "ct state invalid drop".into(),
+        "ip6 hoplimit 255 icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept".into(),
+        "ip daddr @gateways4 icmp type echo-request accept".into(),
+        "ip6 daddr @gateways6 icmpv6 type echo-request accept".into(),
+    ];
+    to_host.extend(r.host_allow.iter().map(service_rule));
+    to_host.push("counter drop comment \"guest to host\"".into());
+    chain(&mut out, "guest_to_host", None, &to_host);
+    chain(
+        &mut out,
+        "forward",
+        Some("type filter hook forward priority filter; policy accept;"),
+        &[
+            "iifname @routed_bridges jump guest_egress".into(),
+            "oifname @routed_bridges jump guest_ingress".into(),
+        ],
+    );
+    chain(
+        &mut out,
+        "guest_egress",
+        None,
+        &[
+            "ip daddr @protected4 jump protected".into(),
+            "ip6 daddr @protected6 jump protected".into(),
+            "ip saddr vmap @vm_egress4".into(),
+            "ip6 saddr vmap @vm_egress6".into(),
+        ],
+    );
+    chain(
+        &mut out,
+        "protected",
+        None,
+        &[
+            "ct state established,related return".into(),
+            "counter drop comment \"guest to a protected network\"".into(),
+        ],
+    );
+    chain(
+        &mut out,
+        "guest_ingress",
+        None,
+        &[
+            "ip daddr vmap @vm_ingress4".into(),
+            "ip6 daddr vmap @vm_ingress6".into(),
+        ],
+    );
+    out.push_str("}\n");
+    out
+}
+
+/// The bridge table: fail-closed ports and link-local control frames.
+/// `meta ibrname` scopes the rules to the routed bridges where the kernel has
+/// it; elsewhere the rules cover every bridge port but `foreign_ports`.
+fn bridge_table(r: &Ruleset, hash: &str, elements: bool) -> String {
+    let mut out = format!("table bridge {TABLE} {{\n\tcomment \"{COMMENT_PREFIX}{hash}\"\n");
+    let accepted = if elements {
+        quoted(&r.accepted_ports)
+    } else {
+        Vec::new()
+    };
+    set(&mut out, "accepted_ports", "ifname", "", &accepted);
+    let (scope_in, scope_out) = if r.bridge_meta {
+        set(
+            &mut out,
+            "routed_bridges",
+            "ifname",
+            "",
+            &quoted(&r.routed_bridges),
+        );
+        (
+            "meta ibrname @routed_bridges ",
+            "meta obrname @routed_bridges ",
+        )
+    } else {
+        set(
+            &mut out,
+            "foreign_ports",
+            "ifname",
+            "",
+            &quoted(&r.foreign_ports),
+        );
+        ("iifname != @foreign_ports ", "oifname != @foreign_ports ")
+    };
+    let link_local = format!("{scope_in}ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f counter drop comment \"link-local control frame\"");
+    let from =
+        format!("{scope_in}iifname != @accepted_ports counter drop comment \"port not accepted\"");
+    let to =
+        format!("{scope_out}oifname != @accepted_ports counter drop comment \"port not accepted\"");
+    chain(
+        &mut out,
+        "prerouting",
+        Some("type filter hook prerouting priority filter; policy accept;"),
+        &[from.clone(), link_local.clone()],
+    );
+    chain(
+        &mut out,
+        "input",
+        Some("type filter hook input priority filter; policy accept;"),
+        &[from, link_local],
+    );
+    chain(
+        &mut out,
+        "forward",
+        Some("type filter hook forward priority filter; policy accept;"),
+        std::slice::from_ref(&to),
+    );
+    chain(
+        &mut out,
+        "output",
+        Some("type filter hook output priority filter; policy accept;"),
+        &[to],
+    );
+    out.push_str("}\n");
+    out
+}
+
+/// The netdev table: drops link-local control frames on each accepted port
+/// before the bridge (LLDP and, with STP on, BPDUs pass no bridge hook).
+/// Without ports it holds no chain (a netdev base chain needs a device).
+fn netdev_table(r: &Ruleset, hash: &str, devices: bool) -> String {
+    let mut out = format!("table netdev {TABLE} {{\n\tcomment \"{COMMENT_PREFIX}{hash}\"\n");
+    let ports: BTreeSet<&String> = if devices {
+        r.accepted_ports.iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    if !ports.is_empty() {
+        let hook = format!(
+            "type filter hook ingress devices = {{ {} }} priority -500; policy accept;",
+            quoted(ports).join(", ")
+        );
+        chain(
+            &mut out,
+            "guard",
+            Some(&hook),
+            &["ether daddr 01:80:c2:00:00:00-01:80:c2:00:00:0f counter drop comment \"link-local control frame\"".into()],
+        );
+    }
+    out.push_str("}\n");
+    out
+}

@@ -1,0 +1,213 @@
+//! virt-l3's nftables tables in network namespaces (root): each test builds a
+//! host namespace with cloudbr0 (169.254.0.1/32, fe80::1/64), guest namespaces
+//! on veth ports, an upstream namespace (203.0.113.1 "the internet") and a
+//! management namespace (192.0.2.0/24, protected by default).
+
+use std::process::{Command, Output};
+
+use virt_l3::config::Config;
+use virt_l3::firewall::{self, FirewallConfig, HostNetworks, Ruleset};
+
+fn sh(cmd: &str) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("sh runs")
+}
+
+fn ok(cmd: &str) {
+    let o = sh(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+struct Lab {
+    p: String,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        let p = format!("fw{}{name}", std::process::id() % 10000);
+        let (h, u, m) = (format!("{p}h"), format!("{p}u"), format!("{p}m"));
+        for ns in [&h, &u, &m] {
+            ok(&format!("ip netns add {ns}; ip -n {ns} link set lo up"));
+        }
+        ok(&format!(
+            "ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1;
+             ip -n {h} link add cloudbr0 type bridge; ip -n {h} link set cloudbr0 up;
+             ip -n {h} addr add 169.254.0.1/32 dev cloudbr0; ip -n {h} addr add fe80::1/64 dev cloudbr0 nodad;
+             ip -n {h} link add up0 type veth peer name eth0 netns {u}; ip -n {h} link set up0 up;
+             ip -n {h} addr add 198.51.100.1/24 dev up0; ip -n {u} link set eth0 up; ip -n {u} addr add 198.51.100.2/24 dev eth0;
+             ip -n {u} addr add 203.0.113.1/32 dev lo; ip -n {u} route add default via 198.51.100.1;
+             ip -n {h} route add 203.0.113.1/32 via 198.51.100.2;
+             ip -n {h} link add mg0 type veth peer name eth0 netns {m}; ip -n {h} link set mg0 up;
+             ip -n {h} addr add 192.0.2.1/24 dev mg0; ip -n {m} link set eth0 up; ip -n {m} addr add 192.0.2.2/24 dev eth0;
+             ip -n {m} route add default via 192.0.2.1"
+        ));
+        Lab { p }
+    }
+    fn h(&self) -> String {
+        format!("{}h", self.p)
+    }
+    /// A guest `n` on port `tap`, address 100.64.0.n/32.
+    fn guest(&self, n: u8, tap: &str) -> String {
+        let (h, g) = (self.h(), format!("{}g{n}", self.p));
+        ok(&format!(
+            "ip netns add {g}; ip -n {g} link set lo up;
+             ip -n {h} link add {tap} type veth peer name eth0 netns {g}; ip -n {h} link set {tap} master cloudbr0 up;
+             ip -n {g} link set eth0 up; ip -n {g} addr add 100.64.0.{n}/32 dev eth0;
+             ip -n {g} route add 169.254.0.1 dev eth0; ip -n {g} route add default via 169.254.0.1;
+             ip -n {h} route add 100.64.0.{n}/32 dev cloudbr0"
+        ));
+        g
+    }
+    /// Runs `f` on a thread inside the host namespace.
+    fn in_host<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.h());
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(path).expect("namespace file");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on an open namespace fd changes only this thread.
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+    fn ruleset(&self, ports: &[&str]) -> Ruleset {
+        let ports: Vec<String> = ports.iter().map(|s| s.to_string()).collect();
+        self.in_host(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let mut host: HostNetworks = rt
+                .block_on(firewall::gather(&Config::default()))
+                .expect("gather");
+            host.accepted_ports = ports;
+            Ruleset::build(&Config::default(), &FirewallConfig::default(), &host)
+        })
+    }
+    fn install(&self, r: &Ruleset) {
+        let r = r.clone();
+        self.in_host(move || firewall::install(&r))
+            .expect("install");
+    }
+    fn matches(&self, r: &Ruleset) -> bool {
+        let r = r.clone();
+        self.in_host(move || firewall::installed_matches(&r))
+            .expect("compare")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = sh(&format!("for n in $(ip netns list | grep -o '^{}[a-z0-9]*'); do ip netns pids $n | xargs -r kill; ip netns del $n; done", self.p));
+    }
+}
+
+fn works(ns: &str, cmd: &str) -> bool {
+    sh(&format!("ip netns exec {ns} {cmd}")).status.success()
+}
+
+fn tcp(ns: &str, addr: &str, port: u16) -> bool {
+    works(ns, &format!("timeout 3 python3 -c 'import socket; socket.create_connection((\"{addr}\", {port}), timeout=2)'"))
+}
+
+fn listen(ns: &str, port: u16) {
+    ok(&format!("ip netns exec {ns} python3 -c 'import socket,time\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0);s.bind((\"::\",{port}));s.listen(50)\nwhile True: s.accept()' >/dev/null 2>&1 & sleep 0.3"));
+}
+
+#[test]
+fn install_is_atomic_idempotent_and_restorable_netns() {
+    let lab = Lab::new("a");
+    let r = lab.ruleset(&["vg1"]);
+    assert!(!lab.matches(&r));
+    lab.install(&r);
+    assert!(lab.matches(&r));
+    lab.install(&r);
+    assert!(lab.matches(&r));
+    let h = lab.h();
+    ok(&format!("ip netns exec {h} nft flush table inet virt_l3"));
+    assert!(
+        !lab.matches(&r),
+        "a flushed table keeps its comment but is not current"
+    );
+    lab.install(&r);
+    ok(&format!(
+        "ip netns exec {h} nft delete table bridge virt_l3"
+    ));
+    assert!(!lab.matches(&r));
+    lab.install(&r);
+    assert!(lab.matches(&r));
+    lab.in_host(firewall::remove).expect("remove");
+    assert!(!lab.matches(&r));
+    lab.in_host(firewall::remove).expect("remove twice");
+}
+
+#[test]
+fn guests_reach_gateways_and_the_internet_not_the_host_netns() {
+    let lab = Lab::new("b");
+    let g = lab.guest(10, "vg1");
+    let (h, u, m) = (lab.h(), format!("{}u", lab.p), format!("{}m", lab.p));
+    listen(&h, 22);
+    listen(&m, 22);
+    listen(&u, 80);
+    listen(&g, 8080);
+    // Without the table, a guest reaches the host's sshd and the management network.
+    assert!(tcp(&g, "192.0.2.1", 22));
+    assert!(tcp(&g, "192.0.2.2", 22));
+    let r = lab.ruleset(&["vg1"]);
+    lab.install(&r);
+    assert!(!tcp(&g, "192.0.2.1", 22), "the host's other address");
+    assert!(!tcp(&g, "169.254.0.1", 22), "the gateway's TCP");
+    assert!(!tcp(&g, "192.0.2.2", 22), "a protected network");
+    assert!(works(&g, "ping -c1 -W2 169.254.0.1"));
+    assert!(works(&g, "ping -6 -c1 -W2 fe80::1%eth0"));
+    assert!(tcp(&g, "203.0.113.1", 80), "guest to upstream");
+    assert!(tcp(&u, "100.64.0.10", 8080), "upstream to guest");
+    assert!(
+        tcp(&m, "100.64.0.10", 8080),
+        "the management network opens connections to guests"
+    );
+    // A spoofed source fails the reverse-path check.
+    ok(&format!("ip -n {g} addr add 198.51.100.77/32 dev eth0"));
+    assert!(!works(&g, "timeout 3 python3 -c 'import socket; s=socket.socket(); s.bind((\"198.51.100.77\",0)); s.settimeout(2); s.connect((\"203.0.113.1\",80))'"));
+}
+
+#[test]
+fn only_accepted_ports_pass_frames_netns() {
+    let lab = Lab::new("c");
+    let g = lab.guest(11, "vg2");
+    let r = lab.ruleset(&[]);
+    lab.install(&r);
+    assert!(
+        !works(&g, "ping -c1 -W2 169.254.0.1"),
+        "an unaccepted port passes nothing"
+    );
+    lab.in_host(|| firewall::accept_port("vg2"))
+        .expect("accept");
+    lab.in_host(|| firewall::accept_port("vg2"))
+        .expect("accept twice");
+    assert!(
+        works(&g, "ping -c1 -W2 169.254.0.1"),
+        "an accepted port passes"
+    );
+    assert!(lab.matches(&r), "accepting a port keeps the version");
+    assert_eq!(
+        lab.in_host(firewall::nft::accepted_ports).expect("list"),
+        ["vg2"]
+    );
+    lab.in_host(|| firewall::forget_port("vg2"))
+        .expect("forget");
+    lab.in_host(|| firewall::forget_port("vg2"))
+        .expect("forget twice");
+    assert!(!works(&g, "ping -c1 -W2 169.254.0.1"));
+}

@@ -20,10 +20,10 @@ use serde::Serialize;
 
 use crate::address::Mac;
 use crate::config::Config;
-use crate::netlink::Kernel;
+use crate::kernel::KernelView;
+use crate::kernel::{Kernel as _, NetlinkKernel as Kernel};
 use crate::plan::HostFacts;
 use crate::state::StateDir;
-use crate::status::KernelView;
 
 /// Where `check` finds what it inspects. Every path and program can be overridden,
 /// so that a test lab (or an unusual host) can point it at its own files.
@@ -1612,15 +1612,15 @@ async fn state(config: &Config, kernel: &mut Kernel) -> Item {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };
-    let mut wanted: Vec<crate::netlink::Entry> = Vec::new();
+    let mut wanted: Vec<crate::plan::Entry> = Vec::new();
     for r in &d.keep {
-        wanted.extend(crate::routing::entries(&r.plan, r.metric));
+        wanted.extend(r.plan.entries(r.metric));
     }
     // As reconcile: entries of a missing bridge come back with the bridge (item `bridge`).
     wanted.retain(|e| {
         let b = match e {
-            crate::netlink::Entry::Route(r) => &r.bridge,
-            crate::netlink::Entry::Neighbour(n) => &n.bridge,
+            crate::plan::Entry::Route(r) => &r.bridge,
+            crate::plan::Entry::Neighbour(n) => &n.bridge,
         };
         view.bridges.contains_key(b)
     });
@@ -1672,7 +1672,7 @@ async fn state(config: &Config, kernel: &mut Kernel) -> Item {
     )
 }
 
-fn cannot_read_kernel(e: crate::netlink::KernelError) -> Item {
+fn cannot_read_kernel(e: crate::kernel::KernelError) -> Item {
     fail(
         "state",
         None,

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use virt_l3::config::Config;
 use virt_l3::domain_xml::{DomainXml, MAX_XML_BYTES};
 use virt_l3::hook::{self, Invocation, Operation};
-use virt_l3::netlink::Kernel;
+use virt_l3::kernel::{Kernel as _, NetlinkKernel as Kernel};
 use virt_l3::plan::{plan, Checks, DomainPlan, HostFacts};
 use virt_l3::state::StateDir;
 

@@ -84,7 +84,30 @@ impl fmt::Display for Neighbour {
     }
 }
 
+/// One entry virt-l3 manages in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entry {
+    Route(Route),
+    Neighbour(Neighbour),
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Entry::Route(r) => write!(f, "route {r}"),
+            Entry::Neighbour(n) => write!(f, "neighbour {n}"),
+        }
+    }
+}
+
 impl DomainPlan {
+    /// Every kernel entry a record of this plan with `metric` stands for.
+    pub fn entries(&self, metric: u32) -> Vec<Entry> {
+        let mut out: Vec<Entry> = self.routes(metric).into_iter().map(Entry::Route).collect();
+        out.extend(self.neighbours().into_iter().map(Entry::Neighbour));
+        out
+    }
+
     pub fn routes(&self, metric: u32) -> Vec<Route> {
         let mut out = Vec::new();
         for nic in &self.nics {

@@ -19,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::netlink::Kernel;
+use crate::kernel::{Kernel as _, NetlinkKernel};
 use crate::reconcile::reconcile;
 
 /// How long events must be quiet before reconciling.
@@ -104,8 +104,8 @@ pub async fn watch(
     ])
     .map_err(WatchError::Netlink)?;
     tokio::spawn(conn);
-    let mut kernel =
-        Kernel::connect().map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
+    let mut kernel = NetlinkKernel::connect()
+        .map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
 
     let mut status = match inotify_on(&config.libvirt_status_dir) {
         Ok(i) => Some(i),
@@ -203,7 +203,7 @@ pub async fn watch(
                             tokio::time::Instant::now() + Duration::from_millis(wait + 10)
                         });
                         for c in &report.changes {
-                            info!(action = c.action, domain = c.domain.as_deref().unwrap_or("-"), "{}", c.what);
+                            info!(action = c.action.as_str(), domain = c.domain.as_deref().unwrap_or("-"), "{}", c.what);
                         }
                         for e in &report.errors {
                             warn!("{e}");

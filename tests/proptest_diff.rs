@@ -13,10 +13,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use proptest::prelude::*;
 use virt_l3::address::Mac;
-use virt_l3::netlink::{Entry, KernelNeighbour, KernelRoute};
-use virt_l3::plan::{Neighbour, Route};
+use virt_l3::kernel::{KernelNeighbour, KernelRoute, KernelView};
+use virt_l3::plan::{Entry, Neighbour, Route};
 use virt_l3::reconcile::{diff, KernelDiff};
-use virt_l3::status::KernelView;
 
 const PROTO: u8 = 52;
 const MAIN: u32 = 254;

@@ -84,7 +84,7 @@ step "namespaces and configuration"
 new_ns "$NS_EMPTY"
 new_ns "$NS_FULL"
 for c in empty full; do
-  mkdir -p "$W/state-$c"
+  mkdir -p -m 0700 "$W/state-$c"  # virt-l3 refuses a state_dir others can write
   # The fixtures carry virt-l3's per-NIC filterref, but the check (a string
   # comparison) is off so that the bench does not depend on the filter naming
   # scheme. Port isolation is off: the taps do not exist, and the alternatives

@@ -31,7 +31,7 @@ ip netns add "$NS"
 ip -n "$NS" link set lo up
 ip -n "$NS" link add cloudbr0 type bridge
 ip -n "$NS" addr add 169.254.0.1/32 dev cloudbr0
-ip -n "$NS" addr add fe80::1/64 dev cloudbr0
+ip -n "$NS" addr add fe80::1/64 dev cloudbr0 nodad
 ip -n "$NS" link set cloudbr0 up
 ip -n "$NS" link add vnet3 type veth peer name guest0
 ip -n "$NS" link set vnet3 master cloudbr0 up

@@ -6,7 +6,7 @@
 //! - `lock`: flock(2)ed for the length of every change;
 //! - `domains/<uuid>.json`: one [`Record`] per domain with routes on this host;
 //! - `owners/<address>`: a symlink to `<uuid> <name>` of the domain owning that address
-//!   (one atomic `symlink(2)` to claim, one `readlink(2)` to look up);
+//!   (one atomic `symlinkat(2)` to claim, one `readlinkat(2)` to look up);
 //! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
 //! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
@@ -17,18 +17,25 @@
 //! Claims are taken before a record is written and released after it is
 //! deleted, so a kill at any point leaves only whole records and claims that
 //! block (never free) an address; docs/CONCURRENCY.md has each kill point.
+//!
+//! The directories are created 0700 and must stay owned by the effective user
+//! (root) and not writable by group or others; nothing in them is followed
+//! through a symbolic link (`state/dirfd.rs`; docs/CONCURRENCY.md, "The state
+//! directory's safety").
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
+
+mod dirfd;
+
+use dirfd::{Dir, Kind, LinkText};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -41,14 +48,19 @@ pub enum StateError {
     },
     #[error("the state record {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
-}
-
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
-    move |source| StateError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+    /// A symbolic link where virt-l3 keeps a directory, record, claim, lock,
+    /// marker or temporary file: refused, never followed.
+    #[error("{what} {path} is a symbolic link: virt-l3 does not follow symbolic links in its state directory; remove it")]
+    Symlink { what: &'static str, path: PathBuf },
+    /// A state directory others could write into (or owned by someone else).
+    #[error("state directory {path} is mode {mode:04o}, owned by uid {uid}: it must be owned by {must_owner} and not writable by group or others (chmod 0700 {path}; chown {chown_to} {path})", path = .path.display())]
+    Unsafe {
+        path: PathBuf,
+        mode: u32,
+        uid: u32,
+        must_owner: String,
+        chown_to: String,
+    },
 }
 
 /// What virt-l3 applied for one domain on this host.
@@ -85,7 +97,18 @@ pub struct StateDir {
 
 /// Held while the state (and the kernel entries it describes) is being changed.
 pub struct StateLock {
-    _lock: Flock<File>,
+    _lock: Flock<std::fs::File>,
+}
+
+/// The subdirectories reconcile's sweep looks into.
+const SUBDIRS: [&str; 4] = ["domains", "owners", "prefixes", "incoming"];
+
+/// The subdirectories created (mode 0700) with the state directory.
+const CREATED: [&str; 5] = ["domains", "owners", "prefixes", "incoming", "stopping"];
+
+/// Whether a claim's text is `<uuid> <name>`, as [`StateDir::claim`] writes it.
+fn is_owner_text(text: &str) -> bool {
+    text.split_once(' ').is_some_and(|(u, _)| is_valid_uuid(u))
 }
 
 impl StateDir {
@@ -97,51 +120,76 @@ impl StateDir {
         &self.root
     }
 
-    fn dir(&self, sub: &str) -> PathBuf {
-        self.root.join(sub)
+    /// Opens the state directory, checked (`None` when it does not exist).
+    fn open_root(&self) -> Result<Option<Dir>, StateError> {
+        Dir::open_root(&self.root, false)
     }
 
-    fn ensure_dirs(&self) -> Result<(), StateError> {
-        for sub in ["domains", "owners", "prefixes", "incoming"] {
-            let d = self.dir(sub);
-            fs::create_dir_all(&d).map_err(io("create", &d))?;
+    /// Opens a subdirectory, checked (`None` when it or the state directory does not exist).
+    fn open_sub(&self, sub: &str) -> Result<Option<Dir>, StateError> {
+        match self.open_root()? {
+            Some(root) => root.sub(sub, false),
+            None => Ok(None),
         }
-        Ok(())
+    }
+
+    /// A subdirectory that must exist (callers hold the lock, which exists
+    /// only once the subdirectories do).
+    fn need_sub(&self, sub: &str) -> Result<Dir, StateError> {
+        self.open_sub(sub)?.ok_or_else(|| StateError::Io {
+            what: "open",
+            path: self.root.join(sub),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    /// Checks the state directory if it exists: owned by the effective user
+    /// (root), not writable by group or others, not a symbolic link. Every
+    /// operation checks it too; this is for callers that want the refusal early.
+    pub fn check(&self) -> Result<(), StateError> {
+        self.open_root().map(drop)
     }
 
     /// Whether the lock file exists: it is created last, after the directories,
     /// and before any record; without it the state directory holds nothing.
+    /// (Not following links: a planted link is refused by [`StateDir::lock`].)
     pub fn has_lock_file(&self) -> bool {
-        self.root.join("lock").exists()
+        std::fs::symlink_metadata(self.root.join("lock")).is_ok()
     }
 
-    /// Takes the state lock (blocking), creating the directory if needed.
+    /// Takes the state lock (blocking), creating the directory if needed
+    /// (mode 0700, its subdirectories too).
     pub fn lock(&self) -> Result<StateLock, StateError> {
-        let path = self.root.join("lock");
+        let root = Dir::open_root(&self.root, true)?.ok_or_else(|| StateError::Io {
+            what: "create",
+            path: self.root.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
         // The lock file is created after the directories: when it exists, they do.
-        let f = match OpenOptions::new().write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.ensure_dirs()?;
-                OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io("open", &path))?
+        let f = match root.open("lock file", "lock", OFlag::O_WRONLY)? {
+            Some(f) => f,
+            None => {
+                for sub in CREATED {
+                    root.sub(sub, true)?;
+                }
+                root.open("lock file", "lock", OFlag::O_WRONLY | OFlag::O_CREAT)?
+                    .ok_or_else(|| StateError::Io {
+                        what: "create",
+                        path: root.path("lock"),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    })?
             }
-            Err(e) => return Err(io("open", &path)(e)),
         };
         let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
             what: "lock",
-            path: path.clone(),
+            path: root.path("lock"),
             source: std::io::Error::from(e),
         })?;
         Ok(StateLock { _lock: lock })
     }
 
-    fn record_path(&self, uuid: &str) -> PathBuf {
-        self.dir("domains").join(format!("{uuid}.json"))
+    fn record_name(uuid: &str) -> String {
+        format!("{uuid}.json")
     }
 
     /// The record of a domain, if it has one.
@@ -149,37 +197,39 @@ impl StateDir {
         if !is_valid_uuid(uuid) {
             return Ok(None);
         }
-        let path = self.record_path(uuid);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| StateError::Corrupt {
-                        path,
-                        message: e.to_string(),
-                    })
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path)(e)),
+        match self.open_sub("domains")? {
+            Some(dir) => Self::read_record(&dir, uuid),
+            None => Ok(None),
         }
+    }
+
+    fn read_record(dir: &Dir, uuid: &str) -> Result<Option<Record>, StateError> {
+        let name = Self::record_name(uuid);
+        let Some(bytes) = dir.read("record", &name)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path: dir.path(&name),
+                message: e.to_string(),
+            })
     }
 
     /// Every record (for status, reconcile and name lookups; not on the hook's hot path).
     pub fn records(&self) -> Result<Vec<Record>, StateError> {
-        let dir = self.dir("domains");
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io("list", &dir)(e)),
+        let Some(dir) = self.open_sub("domains")? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io("list", &dir))?;
-            let name = entry.file_name();
-            let Some(uuid) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+        for name in dir.names()? {
+            let Some(uuid) = name.strip_suffix(".json") else {
                 continue;
             };
-            if let Some(r) = self.record(uuid)? {
+            if !is_valid_uuid(uuid) {
+                continue;
+            }
+            if let Some(r) = Self::read_record(&dir, uuid)? {
                 out.push(r);
             }
         }
@@ -197,25 +247,34 @@ impl StateDir {
         Ok(self.records()?.into_iter().find(|r| r.plan.name == name))
     }
 
-    /// Writes `path` whole or not at all: a temporary file beside it (one fixed
-    /// name per target: writers hold the lock), flushed to its disk, then renamed
-    /// over it. A kill leaves at most the temporary file, which nothing reads and
-    /// [`StateDir::forget`] or reconcile's sweep removes. The flush costs nothing
-    /// on the default tmpfs `/run`; on a disk it keeps a power cut from leaving an
-    /// empty record behind the rename.
-    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-        let tmp = temp_path(path);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_data().map_err(io("write", &tmp))?;
+    /// Writes `name` in `dir` whole or not at all: a temporary file beside it
+    /// (one fixed name per target: writers hold the lock), flushed to its disk,
+    /// then renamed over it. A kill leaves at most the temporary file, which
+    /// nothing reads and [`StateDir::forget`] or reconcile's sweep removes. The
+    /// flush costs nothing on the default tmpfs `/run`; on a disk it keeps a
+    /// power cut from leaving an empty record behind the rename. Neither the
+    /// target nor the temporary file may be a symbolic link.
+    fn write_atomic(
+        dir: &Dir,
+        what: &'static str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), StateError> {
+        dir.refuse_symlink(what, name)?;
+        let tmp = temp_name(name);
+        let mut f = dir.create_temp(&tmp)?;
+        f.write_all(bytes).map_err(|source| StateError::Io {
+            what: "write",
+            path: dir.path(&tmp),
+            source,
+        })?;
+        f.sync_data().map_err(|source| StateError::Io {
+            what: "write",
+            path: dir.path(&tmp),
+            source,
+        })?;
         drop(f);
-        fs::rename(&tmp, path).map_err(io("replace", path))
+        dir.rename(&tmp, name)
     }
 
     fn owner_text(plan: &DomainPlan) -> String {
@@ -225,32 +284,55 @@ impl StateDir {
     /// Claims an address or prefix for a domain: a symlink whose target is
     /// `<uuid> <name>`. Creating one is a single atomic system call; an existing
     /// claim is left alone when it already names the domain, and replaced
-    /// atomically (symlink beside it, then rename) otherwise.
-    fn claim(&self, path: &Path, owner: &str) -> Result<(), StateError> {
-        if Self::owner_text_at(path).as_deref() == Some(owner) {
+    /// atomically (symlink beside it, then rename) otherwise. A symbolic link
+    /// that is not a claim (its target is not `<uuid> <name>`: a path) is refused.
+    fn claim(dir: &Dir, name: &str, owner: &str) -> Result<(), StateError> {
+        let existing = Self::owner_text_at(dir, name)?;
+        if existing.as_deref() == Some(owner) {
             return Ok(());
         }
-        match std::os::unix::fs::symlink(owner, path) {
+        match dir.symlink(owner, name) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let dir = path.parent().unwrap_or(&self.root);
-                let tmp = dir.join(format!(".claim-{}", std::process::id()));
-                let _ = fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(owner, &tmp).map_err(io("create", &tmp))?;
-                fs::rename(&tmp, path).map_err(io("replace", path))
+            Err(nix::errno::Errno::EEXIST) => {
+                if let LinkText::Link(t) = dir.read_link(name) {
+                    if !t.to_str().is_some_and(is_owner_text) {
+                        return Err(StateError::Symlink {
+                            what: "claim",
+                            path: dir.path(name),
+                        });
+                    }
+                }
+                let tmp = format!(".claim-{}", std::process::id());
+                let _ = dir.remove(&tmp);
+                dir.symlink(owner, &tmp).map_err(|e| StateError::Io {
+                    what: "create",
+                    path: dir.path(&tmp),
+                    source: e.into(),
+                })?;
+                dir.rename(&tmp, name)
             }
-            Err(e) => Err(io("create", path)(e)),
+            Err(e) => Err(StateError::Io {
+                what: "create",
+                path: dir.path(name),
+                source: e.into(),
+            }),
         }
     }
 
-    /// The `<uuid> <name>` a claim holds (a symlink's target, or a file's text).
-    fn owner_text_at(path: &Path) -> Option<String> {
-        match fs::read_link(path) {
-            Ok(target) => target.into_os_string().into_string().ok(),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim_end().to_string()),
-            Err(_) => None,
+    /// The `<uuid> <name>` a claim holds (a symlink's target, or a legacy
+    /// file's text, read without following a link).
+    fn owner_text_at(dir: &Dir, name: &str) -> Result<Option<String>, StateError> {
+        match dir.read_link(name) {
+            LinkText::Link(target) => Ok(target.into_string().ok()),
+            LinkText::NotLink => match dir.read("claim", name) {
+                Ok(bytes) => Ok(bytes
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .map(|t| t.trim_end().to_string())),
+                // A link put there since readlink: refused; anything else unreadable.
+                Err(e @ StateError::Symlink { .. }) => Err(e),
+                Err(_) => Ok(None),
+            },
+            LinkText::Missing => Ok(None),
         }
     }
 
@@ -264,33 +346,37 @@ impl StateDir {
     /// [`StateDir::save`] when the caller already read the previous record.
     pub fn save_over(&self, record: &Record, previous: Option<&Record>) -> Result<(), StateError> {
         let owner = Self::owner_text(&record.plan);
+        let owners = self.need_sub("owners")?;
+        let prefixes = self.need_sub("prefixes")?;
         // Claims first, record last: a crash in between leaves claims that the
         // next save or release of this domain cleans, never a record without claims.
         for a in record.plan.addresses() {
-            self.claim(&self.address_path(a), &owner)?;
+            Self::claim(&owners, &a.to_string(), &owner)?;
         }
         for p in record.plan.prefixes() {
-            self.claim(&self.prefix_path(&p), &owner)?;
+            Self::claim(&prefixes, &prefix_name(&p), &owner)?;
         }
+        let domains = self.need_sub("domains")?;
+        let name = Self::record_name(&record.plan.uuid);
         let json = serde_json::to_vec_pretty(record).map_err(|e| StateError::Corrupt {
-            path: self.record_path(&record.plan.uuid),
+            path: domains.path(&name),
             message: e.to_string(),
         })?;
-        self.write_atomic(&self.record_path(&record.plan.uuid), &json)?;
+        Self::write_atomic(&domains, "record", &name, &json)?;
         if let Some(prev) = previous {
             for a in prev
                 .plan
                 .addresses()
                 .filter(|a| !record.plan.addresses().any(|b| b == *a))
             {
-                self.release_path(&self.address_path(a), &prev.plan.uuid)?;
+                Self::release_path(&owners, &a.to_string(), &prev.plan.uuid)?;
             }
             for p in prev
                 .plan
                 .prefixes()
                 .filter(|p| !record.plan.prefixes().any(|q| q == *p))
             {
-                self.release_path(&self.prefix_path(&p), &prev.plan.uuid)?;
+                Self::release_path(&prefixes, &prefix_name(&p), &prev.plan.uuid)?;
             }
         }
         Ok(())
@@ -304,9 +390,11 @@ impl StateDir {
     /// `stopped`/`release` ([`StateDir::release_claims`]) or reconcile's sweep
     /// removes them; never a record whose addresses another domain could claim.
     pub fn forget(&self, record: &Record) -> Result<(), StateError> {
-        let path = self.record_path(&record.plan.uuid);
-        remove_if_exists(&path)?;
-        remove_if_exists(&temp_path(&path))?;
+        let name = Self::record_name(&record.plan.uuid);
+        if let Some(domains) = self.open_sub("domains")? {
+            domains.remove(&name)?;
+            domains.remove(&temp_name(&name))?;
+        }
         self.clear_incoming(&record.plan.uuid)?;
         self.release_claims(
             &record.plan.uuid,
@@ -328,12 +416,18 @@ impl StateDir {
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        remove_if_exists(&temp_path(&self.record_path(uuid)))?;
-        for a in addresses {
-            self.release_path(&self.address_path(a), uuid)?;
+        if let Some(domains) = self.open_sub("domains")? {
+            domains.remove(&temp_name(&Self::record_name(uuid)))?;
         }
-        for p in prefixes {
-            self.release_path(&self.prefix_path(&p), uuid)?;
+        if let Some(owners) = self.open_sub("owners")? {
+            for a in addresses {
+                Self::release_path(&owners, &a.to_string(), uuid)?;
+            }
+        }
+        if let Some(dir) = self.open_sub("prefixes")? {
+            for p in prefixes {
+                Self::release_path(&dir, &prefix_name(&p), uuid)?;
+            }
         }
         Ok(())
     }
@@ -351,28 +445,21 @@ impl StateDir {
                 owned.insert(("owners", a.to_string(), r.plan.uuid.as_str()));
             }
             for p in r.plan.prefixes() {
-                owned.insert((
-                    "prefixes",
-                    p.to_string().replace('/', "_"),
-                    r.plan.uuid.as_str(),
-                ));
+                owned.insert(("prefixes", prefix_name(&p), r.plan.uuid.as_str()));
             }
         }
         let mut removed = Vec::new();
-        for sub in ["domains", "owners", "prefixes", "incoming"] {
-            let dir = self.dir(sub);
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("list", &dir)(e)),
+        for sub in SUBDIRS {
+            let Some(dir) = self.open_sub(sub)? else {
+                continue;
             };
-            for e in entries {
-                let e = e.map_err(io("list", &dir))?;
-                let name = e.file_name().to_string_lossy().into_owned();
+            for name in dir.names()? {
                 let stale = if name.starts_with('.') {
                     Some(format!("temporary file {sub}/{name}"))
                 } else if sub == "owners" || sub == "prefixes" {
-                    match Self::owner_text_at(&e.path()) {
+                    // A claim that cannot be read (a file linked elsewhere
+                    // included) is unreadable: removing it follows nothing.
+                    match Self::owner_text_at(&dir, &name).ok().flatten() {
                         Some(text) => {
                             let uuid = text.split_whitespace().next().unwrap_or_default();
                             (!owned.contains(&(sub, name.clone(), uuid)))
@@ -385,7 +472,7 @@ impl StateDir {
                 };
                 if let Some(what) = stale {
                     if apply {
-                        remove_if_exists(&e.path())?;
+                        dir.remove(&name)?;
                     }
                     removed.push(what);
                 }
@@ -395,24 +482,16 @@ impl StateDir {
         Ok(removed)
     }
 
-    /// Removes a claim file if (and only if) it names `uuid`.
-    fn release_path(&self, path: &Path, uuid: &str) -> Result<(), StateError> {
-        match Self::owner_text_at(path) {
-            Some(text) if text.split_whitespace().next() == Some(uuid) => remove_if_exists(path),
+    /// Removes a claim if (and only if) it names `uuid`.
+    fn release_path(dir: &Dir, name: &str, uuid: &str) -> Result<(), StateError> {
+        match Self::owner_text_at(dir, name)? {
+            Some(text) if text.split_whitespace().next() == Some(uuid) => dir.remove(name),
             _ => Ok(()),
         }
     }
 
-    fn address_path(&self, a: IpAddr) -> PathBuf {
-        self.dir("owners").join(a.to_string())
-    }
-
-    fn prefix_path(&self, p: &IpNet) -> PathBuf {
-        self.dir("prefixes").join(p.to_string().replace('/', "_"))
-    }
-
-    fn read_owner(path: &Path) -> Option<Owner> {
-        let text = Self::owner_text_at(path)?;
+    fn read_owner(dir: &Dir, name: &str) -> Option<Owner> {
+        let text = Self::owner_text_at(dir, name).ok()??;
         let (uuid, name) = text.split_once(' ')?;
         Some(Owner {
             uuid: uuid.to_string(),
@@ -422,22 +501,47 @@ impl StateDir {
 
     /// Marks a domain as arriving by live migration.
     pub fn mark_incoming(&self, uuid: &str) -> Result<(), StateError> {
-        self.ensure_dirs()?;
+        let root = Dir::open_root(&self.root, true)?.ok_or_else(|| StateError::Io {
+            what: "create",
+            path: self.root.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        let mut incoming = None;
+        for sub in CREATED {
+            let d = root.sub(sub, true)?;
+            if sub == "incoming" {
+                incoming = d;
+            }
+        }
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        self.write_atomic(&self.dir("incoming").join(uuid), b"")
+        let Some(dir) = incoming else {
+            return Ok(());
+        };
+        Self::write_atomic(&dir, "marker", uuid, b"")
     }
 
+    /// Whether a domain is marked incoming (a regular file: a link is no mark).
     pub fn is_incoming(&self, uuid: &str) -> bool {
-        is_valid_uuid(uuid) && self.dir("incoming").join(uuid).exists()
+        is_valid_uuid(uuid)
+            && matches!(
+                self.open_sub("incoming")
+                    .ok()
+                    .flatten()
+                    .map(|d| d.kind(uuid)),
+                Some(Ok(Kind::File))
+            )
     }
 
     pub fn clear_incoming(&self, uuid: &str) -> Result<(), StateError> {
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        remove_if_exists(&self.dir("incoming").join(uuid))
+        match self.open_sub("incoming")? {
+            Some(dir) => dir.remove(uuid),
+            None => Ok(()),
+        }
     }
 
     /// Marks a domain as stopping: its `stopped` hook ran, libvirt has not yet
@@ -447,10 +551,15 @@ impl StateDir {
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        let dir = self.dir("stopping");
-        fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-        let path = dir.join(uuid);
-        File::create(&path).map_err(io("create", &path))?;
+        let root = self.open_root()?.ok_or_else(|| StateError::Io {
+            what: "open",
+            path: self.root.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        let Some(dir) = root.sub("stopping", true)? else {
+            return Ok(());
+        };
+        dir.open("marker", uuid, OFlag::O_WRONLY | OFlag::O_CREAT)?;
         Ok(())
     }
 
@@ -458,84 +567,81 @@ impl StateDir {
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        remove_if_exists(&self.dir("stopping").join(uuid))
+        match self.open_sub("stopping")? {
+            Some(dir) => dir.remove(uuid),
+            None => Ok(()),
+        }
     }
 
     /// UUIDs marked stopping (for reconcile).
     pub fn stopping(&self) -> Vec<String> {
-        fs::read_dir(self.dir("stopping"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|u| is_valid_uuid(u))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.marks("stopping")
     }
 
     /// UUIDs marked incoming (for reconcile).
     pub fn incoming(&self) -> Vec<String> {
-        fs::read_dir(self.dir("incoming"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter(|u| is_valid_uuid(u))
-                    .collect()
-            })
+        self.marks("incoming")
+    }
+
+    fn marks(&self, sub: &str) -> Vec<String> {
+        self.open_sub(sub)
+            .ok()
+            .flatten()
+            .and_then(|d| d.names().ok())
+            .map(|names| names.into_iter().filter(|u| is_valid_uuid(u)).collect())
             .unwrap_or_default()
     }
 }
 
-/// The temporary file [`StateDir::write_atomic`] writes `path` through.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+/// The temporary file [`StateDir::write_atomic`] writes `name` through.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp")
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), StateError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io("remove", path)(e)),
-    }
+/// A claim's file name for a routed prefix (`/` is `_`).
+fn prefix_name(p: &IpNet) -> String {
+    p.to_string().replace('/', "_")
 }
 
 impl Ownership for StateDir {
     fn owner_of_address(&self, address: IpAddr) -> Option<Owner> {
-        Self::read_owner(&self.address_path(address))
+        let dir = self.open_sub("owners").ok()??;
+        Self::read_owner(&dir, &address.to_string())
     }
 
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
-        let Ok(dir) = fs::read_dir(self.dir("prefixes")) else {
+        let Some(dir) = self.open_sub("prefixes").ok().flatten() else {
             return Vec::new();
         };
-        dir.filter_map(|e| {
-            let e = e.ok()?;
-            let net: IpNet = e.file_name().to_str()?.replace('_', "/").parse().ok()?;
-            Some((net, Self::read_owner(&e.path())?))
-        })
-        .collect()
+        let Ok(names) = dir.names() else {
+            return Vec::new();
+        };
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let net: IpNet = n.replace('_', "/").parse().ok()?;
+                Some((net, Self::read_owner(&dir, &n)?))
+            })
+            .collect()
     }
 
     fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
+        let dir = self.open_sub("owners").ok()??;
         // A small prefix (a /28 is typical for IPv4) is cheaper to probe address by
-        // address, one failed open(2) each, than the claims directory, which holds
+        // address, one failed readlink(2) each, than the claims directory, which holds
         // every address of every domain on the host (see docs/BENCHMARKS.md).
         if prefix.max_prefix_len() - prefix.prefix_len() <= PROBE_HOST_BITS {
-            return prefix_addresses(prefix).find_map(|a| Some((a, self.owner_of_address(a)?)));
+            return prefix_addresses(prefix)
+                .find_map(|a| Some((a, Self::read_owner(&dir, &a.to_string())?)));
         }
-        let dir = fs::read_dir(self.dir("owners")).ok()?;
-        dir.filter_map(|e| {
-            let e = e.ok()?;
-            let a: IpAddr = e.file_name().to_str()?.parse().ok()?;
+        dir.names().ok()?.into_iter().find_map(|n| {
+            let a: IpAddr = n.parse().ok()?;
             if prefix.contains(&a) {
-                Some((a, Self::read_owner(&e.path())?))
+                Some((a, Self::read_owner(&dir, &n)?))
             } else {
                 None
             }
         })
-        .next()
     }
 }
 
@@ -555,70 +661,4 @@ fn prefix_addresses(prefix: &IpNet) -> Box<dyn Iterator<Item = IpAddr>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::{Nic, Ownership};
-
-    fn claim(state: &StateDir, uuid: &str, addresses: &[&str]) {
-        let record = Record {
-            plan: DomainPlan {
-                name: format!("vm-{uuid}"),
-                uuid: uuid.to_string(),
-                nics: vec![Nic {
-                    mac: "52:54:00:00:00:01".parse().unwrap(),
-                    bridge: "cloudbr0".into(),
-                    tap: None,
-                    addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
-                    routed_prefixes: Vec::new(),
-                }],
-            },
-            metric: 100,
-            protocol: 52,
-            standby: false,
-            since_ms: 0,
-        };
-        state.save(&record).unwrap();
-    }
-
-    #[test]
-    fn address_within_probes_small_prefixes_and_scans_large_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::new(dir.path());
-        let _lock = state.lock().unwrap();
-        let a = "aaaaaaaa-0000-4000-8000-000000000001";
-        let b = "bbbbbbbb-0000-4000-8000-000000000002";
-        claim(&state, a, &["192.0.2.16", "2001:db8::1:ff"]);
-        claim(&state, b, &["198.51.100.7", "2001:db8:5::9"]);
-        let within = |p: &str| {
-            state
-                .address_within(&p.parse().unwrap())
-                .map(|(ip, o)| (ip.to_string(), o.uuid))
-        };
-        // Probed (few host bits), the network address included.
-        assert_eq!(
-            within("192.0.2.16/28"),
-            Some(("192.0.2.16".into(), a.into()))
-        );
-        assert_eq!(
-            within("198.51.100.0/24"),
-            Some(("198.51.100.7".into(), b.into()))
-        );
-        assert_eq!(
-            within("2001:db8::1:0/120"),
-            Some(("2001:db8::1:ff".into(), a.into()))
-        );
-        assert_eq!(within("192.0.2.32/28"), None);
-        assert_eq!(within("192.0.2.17/32"), None);
-        // Scanned (many host bits).
-        assert_eq!(
-            within("198.51.0.0/16"),
-            Some(("198.51.100.7".into(), b.into()))
-        );
-        assert_eq!(
-            within("2001:db8:5::/64"),
-            Some(("2001:db8:5::9".into(), b.into()))
-        );
-        assert_eq!(within("2001:db8:6::/64"), None);
-        assert_eq!(within("203.0.113.0/23"), None);
-    }
-}
+mod tests;

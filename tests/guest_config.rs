@@ -542,7 +542,9 @@ impl Networkd {
         for (name, text) in files {
             // A veth has no permanent MAC (a virtio NIC has): match the current one.
             let text = text.replace("PermanentMACAddress=", "MACAddress=");
-            std::fs::write(dir.path().join(name), text).unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lib/networkd-guest.sh");
         let child = Command::new("ip")
@@ -678,17 +680,95 @@ fn the_netplan_bridge_example_generates_the_networkd_examples() {
         config_lines(&files[0].1),
         config_lines(&read("cloudbr0.netdev"))
     );
-    assert_eq!(
-        config_lines(&files[1].1),
-        config_lines(&read("cloudbr0.network"))
-    );
+    // netplan cannot turn off duplicate address detection: the gateways come
+    // from the networkd drop-in shipped beside it.
+    let network = read("cloudbr0.network");
+    let mut rendered = config_lines(&files[1].1);
+    rendered.extend(config_lines(&read("cloudbr0.netplan-gateways.conf")));
+    assert_eq!(rendered, config_lines(&network));
     for want in [
         "Address=169.254.0.1/32",
         "Address=fe80::1/64",
         "ConfigureWithoutCarrier=yes",
     ] {
-        assert!(files[1].1.contains(want), "{want} missing");
+        assert!(network.contains(want), "{want} missing");
     }
+    assert_eq!(
+        sections(&network, "Address"),
+        [
+            v(&["Address=169.254.0.1/32", "DuplicateAddressDetection=none"]),
+            v(&["Address=fe80::1/64", "DuplicateAddressDetection=none"]),
+        ]
+    );
+    assert!(
+        sections(&network, "Network")
+            .concat()
+            .iter()
+            .all(|l| !l.starts_with("Address=")),
+        "every gateway in an [Address] section"
+    );
+}
+
+/// The gateways of a bridge configured by systemd-networkd from `files`, as
+/// `ip address` shows them, once both are there (or after 10 s).
+fn bridge_gateways_by_networkd(files: &[(String, String)]) -> Vec<String> {
+    let ns = format!("vl3-br-{}", std::process::id());
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let host = common::Guest { ns: ns.clone() };
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
+    host.ip(&["link", "set", "lo", "up"]);
+    host.ip(&["link", "add", "cloudbr0", "type", "bridge"]);
+    let mut networkd = Networkd::start(&host, files);
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = host
+            .ip(&["-o", "address", "show", "dev", "cloudbr0"])
+            .lines()
+            .filter(|l| l.contains(" 169.254.0.1/") || l.contains(" fe80::1/"))
+            .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        if lines.len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = networkd.stop();
+    assert_eq!(lines.len(), 2, "{lines:?}\nnetworkd:\n{log}");
+    lines.sort();
+    lines
+}
+
+/// Run by the real systemd-networkd on a bridge without carrier (no guest yet):
+/// both gateways there at once, fe80::1 `nodad` (never tentative, so no guest
+/// can make it fail duplicate address detection), 169.254.0.1 not held back by
+/// networkd's IPv4 address conflict detection either.
+#[test]
+fn the_networkd_bridge_example_adds_the_gateways_without_dad() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
+    let lines =
+        bridge_gateways_by_networkd(&[("cloudbr0.network".into(), read("cloudbr0.network"))]);
+    assert!(lines[0].starts_with("inet 169.254.0.1/32 "), "{lines:?}");
+    assert!(
+        lines[1].starts_with("inet6 fe80::1/64 scope link nodad"),
+        "{lines:?}"
+    );
+    assert!(!lines[1].contains("tentative"), "{lines:?}");
+    // The netplan example: what netplan renders plus the drop-in, the same.
+    let mut files = netplan_generate(&read("cloudbr0.netplan.yaml"));
+    files.retain(|(n, _)| n.ends_with(".network"));
+    files.push((
+        "10-netplan-cloudbr0.network.d/virt-l3-gateways.conf".into(),
+        read("cloudbr0.netplan-gateways.conf"),
+    ));
+    assert_eq!(bridge_gateways_by_networkd(&files), lines);
 }
 
 // ---- the command line ----

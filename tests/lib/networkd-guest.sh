@@ -8,11 +8,18 @@
 # script stops it at once.
 set -eu
 dir=$1 seconds=$2
+if [ ! -d /run/udev ]; then
+  # A host without udev (a container): a private /run for what networkd needs.
+  mount -t tmpfs tmpfs /run
+  mkdir -p /run/systemd /run/udev
+fi
 mount -t tmpfs tmpfs /run/systemd
 mkdir -p /run/systemd/network /run/systemd/netif
 chown systemd-network:systemd-network /run/systemd/netif
 mount -t tmpfs tmpfs /etc/systemd/network
 cp "$dir"/*.network /run/systemd/network/
+# Drop-in directories (NAME.network.d/*.conf), if any.
+for d in "$dir"/*.network.d; do [ -d "$d" ] && cp -r "$d" /run/systemd/network/; done
 mount -t tmpfs tmpfs /run/udev
 mkdir -p /run/udev/data
 for i in /sys/class/net/*; do printf 'I:1\n' >"/run/udev/data/n$(cat "$i/ifindex")"; done

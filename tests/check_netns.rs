@@ -320,7 +320,7 @@ fn cases() -> Vec<Case> {
             },
             fails: &["bridge"],
             // The kernel dropped fe80::1 with the link: the fix says to put it back.
-            fix: "ip address add fe80::1/64 dev cloudbr0",
+            fix: "ip address add fe80::1/64 dev cloudbr0 nodad",
             summary: "is down",
         },
         Case {

@@ -51,11 +51,22 @@ pub(super) fn bridge_items(
     ]
 }
 
+/// `ip address add` for a gateway: an IPv6 gateway without duplicate address
+/// detection, which a guest could otherwise fail (it answers for fe80::1 while the
+/// address is tentative: IPv6 breaks for every guest on the bridge).
+fn add_gateway(g: &str, b: &str) -> String {
+    if g.contains(':') {
+        format!("ip address add {g} dev {b} nodad")
+    } else {
+        format!("ip address add {g} dev {b}")
+    }
+}
+
 fn absent(config: &Config, b: &str) -> Item {
     let add_gateways = config
         .gateways
         .iter()
-        .map(|g| format!("ip address add {g}/{} dev {b}", expected_prefix(*g)))
+        .map(|g| add_gateway(&format!("{g}/{}", expected_prefix(*g)), b))
         .collect::<Vec<_>>()
         .join("; ");
     fail(
@@ -85,7 +96,7 @@ fn down(config: &Config, facts: &KernelFacts, link: &Link, b: &str) -> Item {
     // The kernel drops a link's IPv6 addresses when it goes down: say so in the fix.
     let missing: Vec<String> = missing_gateways(config, facts, link)
         .into_iter()
-        .map(|g| format!("ip address add {g} dev {b}"))
+        .map(|g| add_gateway(&g, b))
         .collect();
     let mut fix = format!("ip link set {b} up");
     if !missing.is_empty() {
@@ -118,22 +129,32 @@ fn gateways_item(config: &Config, facts: &KernelFacts, link: &Link, b: &str) -> 
         match on.first() {
             None => {
                 problems.push(format!("{g}/{want} is missing"));
-                fixes.push(format!("ip address add {g}/{want} dev {b}"));
+                fixes.push(add_gateway(&format!("{g}/{want}"), b));
             }
             Some(a) if a.net.prefix_len() != want => {
                 problems.push(format!("{} has the wrong prefix length", a.net));
                 fixes.push(format!(
-                    "ip address del {} dev {b}; ip address add {g}/{want} dev {b}",
-                    a.net
+                    "ip address del {} dev {b}; {}",
+                    a.net,
+                    add_gateway(&format!("{g}/{want}"), b)
                 ));
             }
             Some(a) if a.dad_failed => {
                 problems.push(format!(
-                    "{} failed duplicate address detection (another machine on this bridge's layer 2 has it: an uplink in the bridge?)",
+                    "{} failed duplicate address detection (something on this bridge's layer 2 answered for it: an uplink in the bridge, or a guest)",
                     a.net
                 ));
                 fixes.push(format!(
-                    "take the other machine off the bridge, then: ip address del {g}/{want} dev {b}; ip address add {g}/{want} nodad dev {b}"
+                    "take the other machine off the bridge, then: ip address del {g}/{want} dev {b}; ip address add {g}/{want} dev {b} nodad (and nodad in the host's network configuration: packaging/examples/)"
+                ));
+            }
+            Some(a) if a.tentative => {
+                problems.push(format!(
+                    "{} is tentative (duplicate address detection is running: any guest can make it fail)",
+                    a.net
+                ));
+                fixes.push(format!(
+                    "ip address del {g}/{want} dev {b}; ip address add {g}/{want} dev {b} nodad (and nodad in the host's network configuration: packaging/examples/)"
                 ));
             }
             Some(_) => {}
@@ -288,6 +309,7 @@ mod tests {
             index,
             net: net.parse().unwrap(),
             dad_failed: false,
+            tentative: false,
         }
     }
 
@@ -321,7 +343,7 @@ mod tests {
             Some(
                 "Create it in the host's network configuration (ifupdown, netplan or systemd-networkd); by hand: \
                  ip link add cloudbr0 type bridge; ip link set cloudbr0 up; \
-                 ip address add 169.254.0.1/32 dev cloudbr0; ip address add fe80::1/64 dev cloudbr0."
+                 ip address add 169.254.0.1/32 dev cloudbr0; ip address add fe80::1/64 dev cloudbr0 nodad."
             )
         );
     }
@@ -336,7 +358,7 @@ mod tests {
             items[0].fix.as_deref(),
             Some(
                 "ip link set cloudbr0 up; then put back the gateway addresses the kernel removed when it went down: \
-                 ip address add fe80::1/64 dev cloudbr0. Then run `virt-l3 reconcile` to restore the routes of running VMs."
+                 ip address add fe80::1/64 dev cloudbr0 nodad. Then run `virt-l3 reconcile` to restore the routes of running VMs."
             )
         );
     }
@@ -372,6 +394,47 @@ mod tests {
                 "ip link set eth1 nomaster; connect the uplink to the fabric as a routed interface of its own \
                  (and remove it from the bridge in the host's network configuration)."
             )
+        );
+    }
+
+    #[test]
+    fn a_tentative_or_dadfailed_gateway_fails_with_a_nodad_fix() {
+        for (tentative, dad_failed, word) in [
+            (true, false, "tentative"),
+            (false, true, "failed duplicate"),
+        ] {
+            let mut fe80 = addr(2, "fe80::1/64");
+            fe80.tentative = tentative;
+            fe80.dad_failed = dad_failed;
+            let f = facts(
+                vec![link(2, "cloudbr0", Some("bridge"), None)],
+                vec![addr(2, "169.254.0.1/32"), fe80],
+            );
+            let items = bridge_items(&Config::default(), &CheckOptions::default(), &f, "cloudbr0");
+            let gw = items.iter().find(|i| i.id == "bridge-gateways").unwrap();
+            assert_eq!(gw.status, Status::Fail);
+            assert!(gw.summary.contains(word), "{}", gw.summary);
+            let fix = gw.fix.as_deref().unwrap();
+            assert!(
+                fix.contains("ip address add fe80::1/64 dev cloudbr0 nodad"),
+                "{fix}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_ipv6_gateway_is_added_without_dad_and_ipv4_as_is() {
+        let f = facts(vec![link(2, "cloudbr0", Some("bridge"), None)], vec![]);
+        let items = bridge_items(&Config::default(), &CheckOptions::default(), &f, "cloudbr0");
+        let gw = items.iter().find(|i| i.id == "bridge-gateways").unwrap();
+        let fix = gw.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("ip address add 169.254.0.1/32 dev cloudbr0;"),
+            "{fix}"
+        );
+        assert!(
+            fix.contains("ip address add fe80::1/64 dev cloudbr0 nodad"),
+            "{fix}"
         );
     }
 }

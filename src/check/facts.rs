@@ -29,6 +29,8 @@ pub(super) struct Addr {
     pub(super) index: u32,
     pub(super) net: IpNet,
     pub(super) dad_failed: bool,
+    /// Duplicate address detection has not finished (`IFA_F_TENTATIVE`).
+    pub(super) tentative: bool,
 }
 
 /// What the kernel of the current network namespace says.
@@ -117,11 +119,15 @@ fn link_from(m: LinkMessage) -> Link {
 fn addr_from(m: &AddressMessage) -> Option<Addr> {
     let mut ip = None;
     let mut dad_failed = m.header.flags.contains(AddressHeaderFlags::Dadfailed);
+    let mut tentative = m.header.flags.contains(AddressHeaderFlags::Tentative);
     for a in &m.attributes {
         match a {
             AddressAttribute::Local(x) => ip = Some(*x),
             AddressAttribute::Address(x) if ip.is_none() => ip = Some(*x),
-            AddressAttribute::Flags(f) => dad_failed |= f.contains(AddressFlags::Dadfailed),
+            AddressAttribute::Flags(f) => {
+                dad_failed |= f.contains(AddressFlags::Dadfailed);
+                tentative |= f.contains(AddressFlags::Tentative);
+            }
             _ => {}
         }
     }
@@ -130,5 +136,6 @@ fn addr_from(m: &AddressMessage) -> Option<Addr> {
         index: m.header.index,
         net,
         dad_failed,
+        tentative,
     })
 }

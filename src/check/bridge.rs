@@ -145,7 +145,7 @@ fn gateways_item(config: &Config, facts: &KernelFacts, link: &Link, b: &str) -> 
                     a.net
                 ));
                 fixes.push(format!(
-                    "take the other machine off the bridge, then: ip address del {g}/{want} dev {b}; ip address add {g}/{want} dev {b} nodad (and nodad in the host's network configuration: packaging/examples/)"
+                    "take the other machine off the bridge, then: ip address del {g}/{want} dev {b}; ip address add {g}/{want} dev {b} nodad"
                 ));
             }
             Some(a) if a.tentative => {
@@ -154,7 +154,7 @@ fn gateways_item(config: &Config, facts: &KernelFacts, link: &Link, b: &str) -> 
                     a.net
                 ));
                 fixes.push(format!(
-                    "ip address del {g}/{want} dev {b}; ip address add {g}/{want} dev {b} nodad (and nodad in the host's network configuration: packaging/examples/)"
+                    "ip address del {g}/{want} dev {b}; ip address add {g}/{want} dev {b} nodad"
                 ));
             }
             Some(_) => {}

@@ -54,7 +54,7 @@ impl Lab {
         lab.ip(&["link", "add", "cloudbr0", "type", "bridge"]);
         lab.ip(&["link", "set", "cloudbr0", "up"]);
         lab.ip(&["addr", "add", "169.254.0.1/32", "dev", "cloudbr0"]);
-        lab.ip(&["addr", "add", "fe80::1/64", "dev", "cloudbr0"]);
+        lab.ip(&["addr", "add", "fe80::1/64", "dev", "cloudbr0", "nodad"]);
         for t in taps {
             lab.add_tap(t, "cloudbr0");
         }

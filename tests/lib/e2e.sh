@@ -55,7 +55,7 @@ e2e_lab_start() {
   E2E_BIN=$dir/tmp/virt-l3
   lab_exec "$name" ip link add cloudbr0 type bridge
   lab_exec "$name" ip addr add 169.254.0.1/32 dev cloudbr0
-  lab_exec "$name" ip addr add fe80::1/64 dev cloudbr0
+  lab_exec "$name" ip addr add fe80::1/64 dev cloudbr0 nodad
   lab_exec "$name" ip link set cloudbr0 up
   if [ "${E2E_NWFILTER:-auto}" != off ] && e2e_have_nwfilter; then nwf=true; fi
   E2E_USE_NWFILTER=$nwf

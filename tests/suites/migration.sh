@@ -148,7 +148,7 @@ for h in A B; do
   # The routed bridge, as on every hypervisor; a veth in it gives it carrier (a tap).
   ip -n "$ns" link add cloudbr0 address "$GW_MAC" type bridge
   ip -n "$ns" addr add 169.254.0.1/32 dev cloudbr0
-  ip -n "$ns" addr add fe80::1/64 dev cloudbr0
+  ip -n "$ns" addr add fe80::1/64 dev cloudbr0 nodad
   ip -n "$ns" link add vnet3 type veth peer name vnet3-guest
   ip -n "$ns" link set vnet3 master cloudbr0
   ip -n "$ns" link set vnet3 up

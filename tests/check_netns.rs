@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -757,6 +758,7 @@ fn frr_vtysh(h: &Host, iface: &str) {
 
 #[test]
 fn check_reports_exactly_the_broken_item() {
+    require_root!();
     let mut problems = Vec::new();
     for case in cases() {
         let mut h = host(case.gateway_mac);
@@ -811,6 +813,7 @@ fn check_reports_exactly_the_broken_item() {
 
 #[test]
 fn check_covers_every_item_and_explains_in_text() {
+    require_root!();
     let mut h = host(false);
     let (code, report, _) = h.check();
     assert_eq!(code, 0, "{report}");

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -360,6 +361,7 @@ fn run_guest_config(lab: &Lab, xml: &[u8], format: &str) -> std::process::Output
 
 #[test]
 fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let unfiltered = String::from_utf8(fixture("dual-stack.xml"))
         .unwrap()
@@ -382,6 +384,7 @@ fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
 
 #[test]
 fn guest_addresses_and_macs_equal_what_the_hook_installs() {
+    require_root!();
     let lab = Lab::new(&["vnet101", "vnet102"]);
     let xml = fixture("multi-nic.xml");
     for op in ["prepare", "start", "started"] {
@@ -631,6 +634,7 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
 
 #[test]
 fn a_guest_configured_by_networkd_from_the_netplan_output_reaches_both_gateways() {
+    require_root!();
     let c = Config::default();
     let p = planned("dual-stack.xml", &c);
     let files = netplan_generate(&guest_config::netplan(&p, &c, &Options::default()).unwrap());
@@ -639,6 +643,7 @@ fn a_guest_configured_by_networkd_from_the_netplan_output_reaches_both_gateways(
 
 #[test]
 fn a_guest_configured_from_network_data_json_by_cloud_init_and_networkd_reaches_both_gateways() {
+    require_root!();
     let c = Config::default();
     let p = planned("dual-stack.xml", &c);
     let json = guest_config::network_data_text(&p, &c).unwrap();
@@ -776,6 +781,7 @@ fn an_invalid_interface_name_is_refused_naming_domain_nic_and_name() {
 
 #[test]
 fn a_two_nic_guest_configured_by_networkd_sends_each_nics_traffic_out_of_that_nic() {
+    require_root!();
     let lab = Lab::new(&["vnet101", "vnet102"]);
     let xml = fixture("multi-nic.xml");
     for op in ["prepare", "start", "started"] {

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 mod snapshot;
 
@@ -285,6 +286,7 @@ fn judge(case: &Case, step: &str, code: Option<i32>, stdout: &[u8], stderr: &str
 
 #[test]
 fn every_hostile_input_is_refused_and_changes_nothing() {
+    require_root!();
     let m = manifest();
     let lab = Lab::new(&[]);
     // An address of the hypervisor itself, for the cases that claim it.
@@ -395,6 +397,7 @@ fn every_hostile_input_is_refused_and_changes_nothing() {
 /// of exactly that name would match).
 #[test]
 fn a_hostile_domain_argument_is_only_quoted() {
+    require_root!();
     let lab = Lab::new(&[]);
     let owner = std::fs::read(corpus_dir().join("setup/owner.xml")).unwrap();
     let o = lab.hook("owner-vm", "start", "begin", &owner);

@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{fixture, stderr, Lab};
@@ -22,7 +22,7 @@ use virt_l3::guest_config::{self, Options};
 use virt_l3::plan::{plan, Checks, DomainPlan, HostFacts, NoOwnership};
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/guest-config")
+    common::repo_path("testdata/guest-config")
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -183,19 +183,7 @@ fn netplan_generate(yaml: &str) -> Vec<(String, String)> {
         "netplan generate refused the output: {}\n{yaml}",
         stderr(&out)
     );
-    let mut files: Vec<(String, String)> =
-        std::fs::read_dir(root.path().join("run/systemd/network"))
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(e.path()).unwrap(),
-                )
-            })
-            .collect();
-    files.sort();
-    files
+    common::files_with_contents(&root.path().join("run/systemd/network"))
 }
 
 /// The `[Route]` sections of a networkd file, each as its sorted `key=value` lines.
@@ -518,18 +506,7 @@ fn cloud_init_render(json: &str, renderer: &str, mac: &str) -> Vec<(String, Stri
     } else {
         "out/etc/systemd/network"
     };
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path().join(sub))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_to_string(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
+    common::files_with_contents(&dir.path().join(sub))
 }
 
 /// systemd-networkd running in a guest's namespace with these .network files
@@ -547,7 +524,7 @@ impl Networkd {
             let text = text.replace("PermanentMACAddress=", "MACAddress=");
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lib/networkd-guest.sh");
+        let script = common::repo_path("tests/lib/networkd-guest.sh");
         let child = Command::new("ip")
             .args(["netns", "exec", &guest.ns])
             .args(["unshare", "-m", "--propagation", "private", "bash"])
@@ -671,7 +648,7 @@ fn config_lines(text: &str) -> Vec<String> {
 
 #[test]
 fn the_netplan_bridge_example_generates_the_networkd_examples() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    let examples = common::repo_path("packaging/examples");
     let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
     let files = netplan_generate(&read("cloudbr0.netplan.yaml"));
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();

@@ -47,7 +47,7 @@ struct Case {
 }
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hostile")
+    common::repo_path("testdata/hostile")
 }
 
 fn manifest() -> Manifest {
@@ -58,13 +58,9 @@ fn manifest() -> Manifest {
 
 /// Files directly in `dir` (sorted), relative to the corpus directory.
 fn files_in(sub: &str) -> BTreeSet<String> {
-    let dir = corpus_dir().join(sub);
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            let name = e.file_name().into_string().unwrap();
+    common::file_names(&corpus_dir().join(sub))
+        .into_iter()
+        .map(|name| {
             if sub.is_empty() {
                 name
             } else {

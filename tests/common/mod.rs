@@ -52,16 +52,55 @@ pub fn report_skipped(here: &str) {
     eprintln!("{name}: skipped: needs root (CAP_NET_ADMIN)");
 }
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/domains")
-            .join(name),
-    )
-    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+/// A path in the source tree (`repo_path("testdata/domains")`).
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo_path("testdata/domains").join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// The proptest configuration of the property tests: `PROPTEST_CASES` cases
+/// (default 2000), no failure persistence files.
+pub fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: env_number("PROPTEST_CASES", 2000) as u32,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// The entries directly in `dir` (all files: a directory fails), as (name, content), sorted by name.
+pub fn files_with_contents(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_else(|err| panic!("{}: {err}", e.path().display())),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The names of the regular files directly in `dir`, sorted.
+pub fn file_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs `cmd`, asserting that it succeeds (its stderr in the message).
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));

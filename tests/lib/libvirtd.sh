@@ -159,6 +159,8 @@ lab_start() {
   local name=$1 dir ns pid
   [ -n "$name" ] || lab__die "usage: lab_start NAME" || return 1
   [ "$(id -u)" = 0 ] || lab__die "lab_start needs root" || return 1
+  # QEMU's tap NICs; a container or a minimal VM may lack the device (modprobe tun).
+  [ -c /dev/net/tun ] || lab__die "lab_start needs /dev/net/tun for the domains' taps (modprobe tun)" || return 1
   dir=$(lab_dir "$name")
   ns=$(lab_netns "$name")
   if lab__alive "$name"; then

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -13,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixture, stderr, Lab};
+use common::{fixture, repo_path, run, stderr, Lab};
 
 const GATEWAY_MAC: &str = "02:00:00:00:00:01";
 
@@ -129,27 +130,19 @@ impl Drop for Host {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
-    o
-}
-
 /// The shipped BIRD example with its placeholders filled in, logging to a file.
 fn example_bird_conf(dir: &Path) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples/bird.conf"),
-    )
-    .unwrap()
-    .replace(
-        "log syslog all;",
-        &format!("log \"{}/bird.log\" all;", dir.display()),
-    )
-    .replace("@ROUTER_ID@", "192.0.2.2")
-    .replace("@LOCAL_AS@", "65010")
-    .replace("@PEER_AS@", "65001")
-    .replace("@PEER_V4@", "192.0.2.1")
-    .replace("@PEER_V6@", "2001:db8::1")
+    std::fs::read_to_string(repo_path("packaging/examples/bird.conf"))
+        .unwrap()
+        .replace(
+            "log syslog all;",
+            &format!("log \"{}/bird.log\" all;", dir.display()),
+        )
+        .replace("@ROUTER_ID@", "192.0.2.2")
+        .replace("@LOCAL_AS@", "65010")
+        .replace("@PEER_AS@", "65001")
+        .replace("@PEER_V4@", "192.0.2.1")
+        .replace("@PEER_V6@", "2001:db8::1")
 }
 
 /// A hypervisor prepared the way docs/TROUBLESHOOTING.md says it should be.
@@ -737,14 +730,12 @@ fn cases() -> Vec<Case> {
 /// A vtysh stand-in answering `show running-config` with the shipped FRR example
 /// (its `match interface` set to `iface`).
 fn frr_vtysh(h: &Host, iface: &str) {
-    let conf = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples/frr.conf"),
-    )
-    .unwrap()
-    .replace(
-        "match interface cloudbr0",
-        &format!("match interface {iface}"),
-    );
+    let conf = std::fs::read_to_string(repo_path("packaging/examples/frr.conf"))
+        .unwrap()
+        .replace(
+            "match interface cloudbr0",
+            &format!("match interface {iface}"),
+        );
     std::fs::write(h.path("frr-running.conf"), conf).unwrap();
     h.script(
         "vtysh",
@@ -757,6 +748,7 @@ fn frr_vtysh(h: &Host, iface: &str) {
 
 #[test]
 fn check_reports_exactly_the_broken_item() {
+    require_root!();
     let mut problems = Vec::new();
     for case in cases() {
         let mut h = host(case.gateway_mac);
@@ -811,6 +803,7 @@ fn check_reports_exactly_the_broken_item() {
 
 #[test]
 fn check_covers_every_item_and_explains_in_text() {
+    require_root!();
     let mut h = host(false);
     let (code, report, _) = h.check();
     assert_eq!(code, 0, "{report}");

@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -500,6 +501,7 @@ fn trial(w: &World, s: Scenario, kill: Kill, seed: u64) -> (bool, Duration) {
 
 #[test]
 fn sigkill_at_every_change_and_at_random_instants_converges_exactly() {
+    require_root!();
     let seed = seed_from_env("VIRT_L3_CRASH_SEED");
     let random = env_number("VIRT_L3_CRASH_RANDOM", 12);
     eprintln!("crash: seed {seed} (VIRT_L3_CRASH_SEED={seed} replays), {random} random kills per scenario");

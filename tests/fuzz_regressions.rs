@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +17,7 @@ use virt_l3::nwfilter::{inject::inject, plan_for_filters};
 use virt_l3::plan::{plan, Checks, HostFacts, NoOwnership};
 
 fn dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/fuzz")
-        .join(target)
+    common::repo_path("testdata/fuzz").join(target)
 }
 
 fn input(target: &str, name: &str) -> Vec<u8> {
@@ -46,9 +45,7 @@ fn every_regression_input_passes_its_targets_checks() {
     assert!(replay("nwfilter", checks::nwfilter) >= 1);
     replay("config", checks::config);
     // Every domain fixture also passes all three XML targets' checks.
-    for e in
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/domains")).unwrap()
-    {
+    for e in std::fs::read_dir(common::repo_path("testdata/domains")).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();
         checks::domain_xml(&data);
         checks::plan_input(&data);
@@ -126,10 +123,7 @@ fn truncated_documents_are_refused() {
     assert!(plan_for_filters(&xml, &Config::default()).is_err());
     assert!(inject(&xml, &Config::default()).is_err());
     // Every strict prefix of a valid domain is refused (stdin cut short).
-    let full = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/domains/dual-stack.xml"),
-    )
-    .unwrap();
+    let full = std::fs::read(common::repo_path("testdata/domains/dual-stack.xml")).unwrap();
     let end = full.len()
         - full
             .iter()

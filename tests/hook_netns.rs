@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use common::{fixture, stderr, Lab};
@@ -32,6 +33,7 @@ fn dual_neighbours() -> Vec<String> {
 
 #[test]
 fn start_installs_exactly_the_plan_rerun_changes_nothing_stopped_removes_all() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let xml = fixture(DUAL);
     for op in ["prepare", "start", "started"] {
@@ -66,6 +68,7 @@ fn start_installs_exactly_the_plan_rerun_changes_nothing_stopped_removes_all() {
 
 #[test]
 fn ipv4_only_and_ipv6_only() {
+    require_root!();
     let lab = Lab::new(&["vnet41", "vnet61"]);
     assert!(lab
         .hook("v4only", "start", "begin", &fixture("ipv4-only.xml"))
@@ -106,6 +109,7 @@ fn ipv4_only_and_ipv6_only() {
 
 #[test]
 fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
+    require_root!();
     let lab = Lab::new(&["vnet101", "vnet102"]);
     lab.add_bridge("br-vlan100");
     lab.add_tap("vnet103", "br-vlan100");
@@ -136,6 +140,7 @@ fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
 
 #[test]
 fn invalid_input_at_prepare_fails_clearly_and_changes_nothing() {
+    require_root!();
     let lab = Lab::new(&[]);
     let before = lab.all_routes();
     let o = lab.hook(
@@ -178,6 +183,7 @@ fn invalid_input_at_prepare_fails_clearly_and_changes_nothing() {
 
 #[test]
 fn hostile_xml_is_refused_without_effects() {
+    require_root!();
     let lab = Lab::new(&[]);
     for f in ["hostile-billion-laughs.xml", "hostile-xxe.xml"] {
         for op in ["prepare", "start", "migrate", "restore"] {
@@ -196,6 +202,7 @@ fn hostile_xml_is_refused_without_effects() {
 
 #[test]
 fn a_domain_cannot_claim_another_domains_address() {
+    require_root!();
     let lab = Lab::new(&["vnet3", "vnet9"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -240,6 +247,7 @@ fn a_domain_cannot_claim_another_domains_address() {
 
 #[test]
 fn an_address_of_the_hypervisor_is_refused() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     lab.ip(&["addr", "add", "192.0.2.42/32", "dev", "lo"]);
     let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
@@ -264,6 +272,7 @@ fn an_address_of_the_hypervisor_is_refused() {
 
 #[test]
 fn a_failed_start_is_rolled_back() {
+    require_root!();
     // The tap named in <target dev> does not exist: isolation fails after routes went in.
     let lab = Lab::new(&[]);
     let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
@@ -285,6 +294,7 @@ fn a_failed_start_is_rolled_back() {
 
 #[test]
 fn stopped_removes_what_a_partial_apply_left() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -311,6 +321,7 @@ fn stopped_removes_what_a_partial_apply_left() {
 
 #[test]
 fn reconnect_restores_deleted_entries_and_never_fails() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -329,6 +340,7 @@ fn reconnect_restores_deleted_entries_and_never_fails() {
 
 #[test]
 fn migrate_and_restore_print_nothing_and_validate() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     for op in ["migrate", "restore"] {
         let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
@@ -343,6 +355,7 @@ fn migrate_and_restore_print_nothing_and_validate() {
 
 #[test]
 fn incoming_migration_installs_standby_routes() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     for op in ["migrate", "prepare", "start", "started"] {
         let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
@@ -364,6 +377,7 @@ fn incoming_migration_installs_standby_routes() {
 
 #[test]
 fn a_routed_nic_without_virt_l3_filter_is_refused_at_prepare() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let xml = String::from_utf8(fixture(DUAL))
         .unwrap()
@@ -378,6 +392,7 @@ fn a_routed_nic_without_virt_l3_filter_is_refused_at_prepare() {
 
 #[test]
 fn configured_protocol_and_metric_are_used() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     lab.write_config("route_protocol = 77\nroute_metric = 33");
     assert!(lab
@@ -399,6 +414,7 @@ fn configured_protocol_and_metric_are_used() {
 
 #[test]
 fn bad_config_refuses_start_but_not_stop() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     lab.write_config("bridgez = [\"x\"]");
     let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
@@ -410,6 +426,7 @@ fn bad_config_refuses_start_but_not_stop() {
 
 #[test]
 fn runs_as_hook_when_installed_in_qemu_d() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     let hookdir = lab.dir.path().join("hooks/qemu.d");
     std::fs::create_dir_all(&hookdir).unwrap();
@@ -544,6 +561,7 @@ fn sys(lab: &Lab, path: &str) -> String {
 
 #[test]
 fn a_tap_joining_or_leaving_the_bridge_does_not_flush_the_neighbours() {
+    require_root!();
     // A bridge whose MAC was never set takes its lowest port MAC; every change of
     // it flushes the neighbour table, permanent entries included.
     let lab = Lab::new(&["vnet3"]);
@@ -579,6 +597,7 @@ fn a_tap_joining_or_leaving_the_bridge_does_not_flush_the_neighbours() {
 
 #[test]
 fn gateway_mac_is_given_to_the_bridge() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     lab.write_config("gateway_mac = \"02:00:00:00:00:01\"");
     assert!(lab
@@ -594,6 +613,7 @@ fn gateway_mac_is_given_to_the_bridge() {
 
 #[test]
 fn plan_shows_what_start_would_do_as_text_and_json() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let o = lab.virt_l3(&["plan", "--json"], &fixture(DUAL));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -616,6 +636,7 @@ fn plan_shows_what_start_would_do_as_text_and_json() {
 
 #[test]
 fn status_reports_each_entry_and_fails_when_one_is_missing() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 mod snapshot;
 
@@ -82,6 +83,7 @@ fn refused_at_every_step(lab: &Lab, name: &str, xml: &[u8], line: &str) {
 
 #[test]
 fn a_missing_bridge_is_refused_at_prepare_and_start() {
+    require_root!();
     let lab = Lab::new(&[]);
     settle(&lab);
     lab.ip(&["link", "del", "cloudbr0"]);
@@ -101,6 +103,7 @@ fn a_missing_bridge_is_refused_at_prepare_and_start() {
 
 #[test]
 fn a_routed_bridge_name_on_something_else_is_refused() {
+    require_root!();
     let lab = Lab::new(&[]);
     settle(&lab);
     lab.ip(&["link", "del", "cloudbr0"]);
@@ -127,6 +130,7 @@ fn a_routed_bridge_name_on_something_else_is_refused() {
 
 #[test]
 fn a_bridge_that_is_down_is_refused_at_prepare_and_start() {
+    require_root!();
     let lab = Lab::new(&[]);
     settle(&lab);
     lab.ip(&["link", "set", "cloudbr0", "down"]);
@@ -184,6 +188,7 @@ fn a_bridge_that_is_down_is_refused_at_prepare_and_start() {
 /// and the start rolls back what went in.
 #[test]
 fn a_kernel_refusal_in_the_middle_of_a_start_is_rolled_back() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     settle(&lab);
     let sysctl = Command::new("ip")
@@ -236,6 +241,7 @@ fn a_kernel_refusal_in_the_middle_of_a_start_is_rolled_back() {
 /// entries than the host's gc_thresh3 in one namespace.
 #[test]
 fn permanent_neighbours_are_not_limited_by_the_neighbour_table_size() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     let in_ns = Command::new("ip")
         .args(["netns", "exec", &lab.ns, "test", "-e"])
@@ -325,6 +331,7 @@ fn hook_via(lab: &Lab, wrapper: &[&str], name: &str, op: &str, xml: &[u8]) -> Ou
 /// it): refused at prepare already, and at start before anything is recorded.
 #[test]
 fn without_cap_net_admin_a_start_is_refused_at_prepare() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     settle(&lab);
     let drop = [
@@ -353,6 +360,7 @@ fn without_cap_net_admin_a_start_is_refused_at_prepare() {
 /// no route, neighbour, record or claim.
 #[test]
 fn netlink_permission_denied_at_start_is_rolled_back() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     // The state directory exists (created by a previous domain), as on a host.
     std::fs::create_dir_all(lab.state_dir()).unwrap();
@@ -381,6 +389,7 @@ fn netlink_permission_denied_at_start_is_rolled_back() {
 /// included; the start that sets it puts the other domains' neighbours back.
 #[test]
 fn a_bridge_mac_change_does_not_lose_other_domains_neighbours() {
+    require_root!();
     let lab = Lab::new(&["vnet41", "vnet61"]);
     let o = lab.hook(V4_NAME, "start", "begin", &fixture(V4));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -486,19 +487,8 @@ fn oracle(spec: &DomainSpec) -> Option<Vec<Expected>> {
     valid.then_some(expected)
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(2000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config())]
 
     /// `plan` accepts a domain iff the oracle says it is valid, and then plans
     /// exactly the oracle's NICs, addresses and prefixes, with a /32 or /128 host

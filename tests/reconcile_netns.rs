@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -81,6 +82,7 @@ fn expected_routes() -> Vec<String> {
 
 #[test]
 fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
+    require_root!();
     let lab = routed_lab();
     let neighbours = lab.neighbours();
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
@@ -114,6 +116,7 @@ fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
 
 #[test]
 fn reconcile_removes_orphans_and_touches_nothing_else() {
+    require_root!();
     let lab = routed_lab();
     // An orphan of virt-l3 (protocol 52) and entries of other daemons.
     lab.ip(&[
@@ -193,6 +196,7 @@ fn reconcile_removes_orphans_and_touches_nothing_else() {
 
 #[test]
 fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
+    require_root!();
     let lab = lab();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 60",
@@ -209,6 +213,7 @@ fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
 
 #[test]
 fn reconcile_refuses_without_a_status_directory() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     lab.write_config("libvirt_status_dir = \"/nonexistent/qemu\"\nrequire_nwfilter = false");
     assert!(lab
@@ -227,6 +232,7 @@ fn reconcile_refuses_without_a_status_directory() {
 
 #[test]
 fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
+    require_root!();
     let lab = lab_with("arrived_hold_seconds = 1");
     migrate_in(&lab);
     reconcile(&lab, &[]);
@@ -258,6 +264,7 @@ fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
 
 #[test]
 fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
+    require_root!();
     let lab = lab_with("arrived_hold_seconds = 1");
     migrate_in(&lab);
     let _w = watch(&lab);
@@ -273,6 +280,7 @@ fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
 
 #[test]
 fn reconcile_demotes_the_source_while_it_hands_over() {
+    require_root!();
     let lab = routed_lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
@@ -331,6 +339,7 @@ fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration 
 
 #[test]
 fn watch_heals_within_a_second_and_stops_on_sigterm() {
+    require_root!();
     let lab = routed_lab();
     let neighbours = lab.neighbours();
     let mut w = watch(&lab);

@@ -165,6 +165,7 @@ in_lab /bin/sh -e -c "
 check "libvirtd answers in the lab" virsh_lab version >/dev/null
 check "no hook in the lab before installation" test -z "$(in_lab ls -A /etc/libvirt/hooks/qemu.d)"
 check "no /etc/libvirt/hooks/qemu in the lab (only the packaged hook can route)" absent /etc/libvirt/hooks/qemu
+check "no virt-l3 nwfilter in the lab before installation (the host's are not the lab's)" test -z "$(filter_uuids)"
 in_lab ip link add cloudbr0 type bridge
 in_lab ip link set cloudbr0 up
 sed -e "/<filterref/d" -e "/<target dev=/d" testdata/domains/dual-stack.xml >"$tmp/domain.xml"

@@ -570,6 +570,7 @@ mod tests {
                     tap: None,
                     addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
                     routed_prefixes: Vec::new(),
+                    link_local: None,
                 }],
             },
             metric: 100,

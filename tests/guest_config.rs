@@ -616,10 +616,16 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
             results.push((target, ok, last));
         }
     }
+    let link_local = guest.ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"]);
     let log = networkd.stop();
     assert!(
         configured,
         "{what}: networkd did not install both default routes; guest:\n{routes}\nnetworkd:\n{log}"
+    );
+    // The NIC's filter accepts IPv6 only from the EUI-64 link-local of its MAC.
+    assert!(
+        link_local.contains("inet6 fe80::5002:45ff:fe76:d235/64"),
+        "{what}: the guest's link-local is not the EUI-64 one of its MAC:\n{link_local}"
     );
     for (target, ok, last) in results {
         assert!(

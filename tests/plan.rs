@@ -77,6 +77,7 @@ fn per_nic_metadata_gives_routes_and_neighbours() {
         vec![
             "2.57.57.30 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
             "2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
+            "fe80::5002:45ff:fe76:d235 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
         ]
     );
     assert_eq!(p.nics[0].tap.as_deref(), Some("vnet3"));

@@ -394,6 +394,7 @@ fn a_bridge_mac_change_does_not_lose_other_domains_neighbours() {
             "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+            "fe80::5054:ff:fe00:601 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
         ]
     );
 }

@@ -85,6 +85,24 @@ pub struct Config {
     /// DNS servers written into the guests' network configuration by
     /// `virt-l3 guest-config` (none when empty).
     pub guest_nameservers: Vec<IpAddr>,
+    /// Which IPv6 link-local address each NIC may use (docs/SECURITY-MODEL.md):
+    /// `eui64` (default) the one derived from its MAC, `metadata` the one its
+    /// CloudStack metadata names (`<link-local address=.../>`), `any` every
+    /// fe80::/10 source (weaker: a guest can claim another guest's link-local).
+    pub link_local: LinkLocal,
+}
+
+/// Where a NIC's pinned IPv6 link-local address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkLocal {
+    /// The modified EUI-64 address of the NIC's MAC (RFC 4291 appendix A).
+    #[default]
+    Eui64,
+    /// The `<link-local address=.../>` element of the NIC's CloudStack metadata.
+    Metadata,
+    /// Not pinned: any fe80::/10 source (the behaviour before pinning; weaker).
+    Any,
 }
 
 impl Default for Config {
@@ -113,6 +131,7 @@ impl Default for Config {
             disable_redirects: true,
             log_level: "warn".to_string(),
             guest_nameservers: Vec::new(),
+            link_local: LinkLocal::Eui64,
         }
     }
 }

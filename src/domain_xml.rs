@@ -136,6 +136,9 @@ pub struct NicMetadata {
     pub mac: Option<String>,
     pub addresses: Vec<AddressXml>,
     pub routes: Vec<RouteXml>,
+    /// `<cloudstack:link-local address=.../>`: the NIC's IPv6 link-local address
+    /// (read when `link_local = "metadata"`), as written.
+    pub link_local: Option<String>,
 }
 
 /// A flat `<network:address ... bridge= mac=>` annotation (the upstream proposal's shape).
@@ -282,6 +285,13 @@ impl DomainXml {
                             let a = attrs(e.attributes(), position)?;
                             if let Some(nic) = dom.nic_metadata.last_mut() {
                                 nic.addresses.push(address_xml(&a));
+                            }
+                            Ctx::Other
+                        }
+                        (Some(Ctx::CsNic), b"link-local") if is_cs => {
+                            let a = attrs(e.attributes(), position)?;
+                            if let Some(nic) = dom.nic_metadata.last_mut() {
+                                nic.link_local = get(&a, "address");
                             }
                             Ctx::Other
                         }

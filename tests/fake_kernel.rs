@@ -122,7 +122,8 @@ fn start_installs_records_isolates_and_turns_redirects_off() {
     assert!(lab.routes().is_empty(), "prepare changes nothing");
     lab.hook("start").unwrap();
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
-    assert_eq!(lab.neighbours(), 2);
+    // Its two addresses and its pinned (EUI-64) link-local.
+    assert_eq!(lab.neighbours(), 3);
     let rec = lab.state().record(UUID).unwrap().unwrap();
     assert_eq!((rec.metric, rec.standby, rec.protocol), (100, false, PROTO));
     let m = lab.kernel.snapshot();
@@ -137,7 +138,7 @@ fn start_installs_records_isolates_and_turns_redirects_off() {
 #[test]
 fn a_half_applied_start_is_rolled_back() {
     let lab = Lab::new();
-    // The third of the five entries fails.
+    // The third of the six entries fails.
     lab.kernel.inject(Fault::Nth {
         n: 3,
         errno: libc::ENETUNREACH,
@@ -148,7 +149,7 @@ fn a_half_applied_start_is_rolled_back() {
         "{err}"
     );
     assert!(
-        err.contains("1 of 5 kernel changes for domain i-2-10-VM failed, all rolled back"),
+        err.contains("1 of 6 kernel changes for domain i-2-10-VM failed, all rolled back"),
         "{err}"
     );
     assert!(err.contains("Network is unreachable"), "{err}");
@@ -159,12 +160,12 @@ fn a_half_applied_start_is_rolled_back() {
     let log = lab.kernel.snapshot().log;
     assert_eq!(
         log.iter().filter(|l| l.starts_with("add ")).count(),
-        4,
+        5,
         "{log:?}"
     );
     assert_eq!(
         log.iter().filter(|l| l.starts_with("remove ")).count(),
-        4,
+        5,
         "{log:?}"
     );
     // Once the kernel takes it, the start goes through.
@@ -183,19 +184,20 @@ fn started_and_reconnect_keep_what_worked() {
     // started fails (libvirt aborts) but keeps the record and what went in.
     let err = lab.hook("started").unwrap_err().to_string();
     assert!(
-        err.contains("1 of 5 kernel changes for domain i-2-10-VM failed: "),
+        err.contains("1 of 6 kernel changes for domain i-2-10-VM failed: "),
         "{err}"
     );
     assert!(!err.contains("rolled back"), "{err}");
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
-    assert_eq!(lab.neighbours(), 1);
+    // The IPv6 address and the pinned link-local went in.
+    assert_eq!(lab.neighbours(), 2);
     assert!(lab.state().record(UUID).unwrap().is_some());
     // reconnect never fails: a failure would kill the running VM.
     lab.hook("reconnect").unwrap();
     assert!(lab.state().record(UUID).unwrap().is_some());
     lab.kernel.clear_faults();
     lab.hook("reconnect").unwrap();
-    assert_eq!(lab.neighbours(), 2);
+    assert_eq!(lab.neighbours(), 3);
 }
 
 #[test]
@@ -369,7 +371,7 @@ fn reconcile_adds_fixes_and_removes_only_its_own() {
     );
     assert_eq!(
         r.changes.iter().filter(|c| c.action == Action::Add).count(),
-        3,
+        4, // with the pinned link-local's neighbour
         "{:?}",
         r.changes
     );

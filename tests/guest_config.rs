@@ -380,11 +380,25 @@ fn guest_addresses_and_macs_equal_what_the_hook_installs() {
         assert!(o.status.success(), "{op}: {}", stderr(&o));
     }
     // The kernel's view: address -> MAC (neighbours), host routes, routed prefixes.
+    // The pinned link-locals are neighbours too: each the EUI-64 one of its MAC,
+    // which the netplan output makes the guest use (ipv6-address-generation).
     let mut kernel_pairs = BTreeSet::new();
+    let mut link_locals = BTreeSet::new();
     for l in lab.neighbours() {
         let w: Vec<&str> = l.split_whitespace().collect();
-        kernel_pairs.insert((w[0].to_string(), w[4].to_string()));
+        let pair = (w[0].to_string(), w[4].to_string());
+        if w[0].starts_with("fe80:") {
+            link_locals.insert(pair);
+        } else {
+            kernel_pairs.insert(pair);
+        }
     }
+    let eui64 = |mac: &str| virt_l3::address::eui64_link_local(mac.parse().unwrap()).to_string();
+    let want: BTreeSet<(String, String)> = ["52:54:00:00:0a:01", "52:54:00:00:0a:02"]
+        .iter()
+        .map(|m| (eui64(m), m.to_string()))
+        .collect();
+    assert_eq!(link_locals, want, "the kernel's link-local neighbours");
     let mut host_routes = BTreeSet::new();
     let mut prefix_routes = BTreeSet::new();
     for r in lab.routes() {
@@ -598,10 +612,16 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
             results.push((target, ok, last));
         }
     }
+    let link_local = guest.ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"]);
     let log = networkd.stop();
     assert!(
         configured,
         "{what}: networkd did not install both default routes; guest:\n{routes}\nnetworkd:\n{log}"
+    );
+    // The NIC's filter accepts IPv6 only from the EUI-64 link-local of its MAC.
+    assert!(
+        link_local.contains("inet6 fe80::5002:45ff:fe76:d235/64"),
+        "{what}: the guest's link-local is not the EUI-64 one of its MAC:\n{link_local}"
     );
     for (target, ok, last) in results {
         assert!(

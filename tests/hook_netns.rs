@@ -28,6 +28,8 @@ fn dual_neighbours() -> Vec<String> {
     s(&[
         "2.57.57.30 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
         "2001:678:3a4:100::80 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
+        // The pinned link-local (EUI-64 of the MAC): a neighbour, no route.
+        "fe80::5002:45ff:fe76:d235 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
     ])
 }
 
@@ -92,6 +94,7 @@ fn ipv4_only_and_ipv6_only() {
             "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+            "fe80::5054:ff:fe00:601 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
         ])
     );
     assert!(lab
@@ -126,7 +129,8 @@ fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
             "2001:db8:a::2 dev cloudbr0 metric 100",
         ])
     );
-    assert_eq!(lab.neighbours().len(), 4);
+    // Four addresses and the two NICs' pinned link-locals.
+    assert_eq!(lab.neighbours().len(), 6);
     assert!(lab.neighbours().iter().all(|n| !n.contains("10.1.0.5")));
     assert!(lab.isolated("vnet101") && lab.isolated("vnet102"));
     assert!(
@@ -646,7 +650,7 @@ fn status_reports_each_entry_and_fails_when_one_is_missing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let entries = v[0]["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 5);
+    assert_eq!(entries.len(), 6, "with the pinned link-local's neighbour");
     assert!(entries.iter().all(|e| e["present"] == true), "{v}");
     lab.ip(&[
         "route",

@@ -212,14 +212,17 @@ fn a_kernel_refusal_in_the_middle_of_a_start_is_rolled_back() {
         "{err}"
     );
     let head = format!(
-        "virt-l3 cannot route domain {DUAL_NAME}: 3 of 5 kernel changes for domain {DUAL_NAME} failed, \
+        "virt-l3 cannot route domain {DUAL_NAME}: 4 of 6 kernel changes for domain {DUAL_NAME} failed, \
          all rolled back: the kernel refused to add route 2001:678:3a4:100::80/128 dev cloudbr0 metric 100, \
          add route 2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0 onlink metric 100: \
          IPv6 is disabled on nexthop device: Permission denied (os error 13)"
     );
     for needle in [
         head.as_str(),
-        "the kernel refused to add neighbour 2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent: IPv6 is disabled on this device: Invalid argument (os error 22)",
+        // With the pinned link-local's neighbour.
+        "the kernel refused to add neighbour 2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent, \
+         add neighbour fe80::5002:45ff:fe76:d235 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent: \
+         IPv6 is disabled on this device: Invalid argument (os error 22)",
     ] {
         assert!(err.contains(needle), "lacks {needle:?}: {err}");
     }
@@ -403,6 +406,7 @@ fn a_bridge_mac_change_does_not_lose_other_domains_neighbours() {
             "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+            "fe80::5054:ff:fe00:601 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
         ]
     );
 }

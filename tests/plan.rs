@@ -77,6 +77,7 @@ fn per_nic_metadata_gives_routes_and_neighbours() {
         vec![
             "2.57.57.30 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
             "2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
+            "fe80::5002:45ff:fe76:d235 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
         ]
     );
     assert_eq!(p.nics[0].tap.as_deref(), Some("vnet3"));
@@ -350,4 +351,57 @@ fn the_uuid_must_be_a_uuid() {
     let xml = domain(&addrs(M1, &["192.0.2.1"]), &nic(M1, "cloudbr0"))
         .replace("aaaaaaaa-0000-4000-8000-000000000001", "../../etc/passwd");
     assert!(err_of(&xml).contains("not a valid UUID"));
+}
+
+#[test]
+fn the_link_local_is_pinned_per_configuration() {
+    use virt_l3::config::LinkLocal;
+    let with = |ll: &str| {
+        domain(
+            &format!(
+                "<cs:nic mac='{M1}'><cs:address address='2001:db8::7'/><cs:address address='192.0.2.7'/>{ll}</cs:nic>"
+            ),
+            &nic(M1, "cloudbr0"),
+        )
+    };
+    let config = |mode| Config {
+        link_local: mode,
+        ..Config::default()
+    };
+    let pinned = |xml: &str, mode| {
+        plan_of(xml, &config(mode)).unwrap().nics[0]
+            .link_local
+            .map(|a| a.to_string())
+    };
+    let named = with("<cs:link-local address='fe80::7'/>");
+    assert_eq!(
+        pinned(&named, LinkLocal::Eui64).as_deref(),
+        Some("fe80::5054:ff:fe00:1")
+    );
+    assert_eq!(
+        pinned(&named, LinkLocal::Metadata).as_deref(),
+        Some("fe80::7")
+    );
+    assert_eq!(pinned(&named, LinkLocal::Any), None);
+    // An IPv4-only NIC pins nothing.
+    let v4 = domain(&addrs(M1, &["192.0.2.7"]), &nic(M1, "cloudbr0"));
+    assert_eq!(pinned(&v4, LinkLocal::Eui64), None);
+    // In mode metadata, an IPv6 NIC without the element, or with a bad one, is refused.
+    for (ll, why) in [
+        ("", "has no <link-local"),
+        (
+            "<cs:link-local address='2001:db8::1'/>",
+            "is not a unicast fe80::/10",
+        ),
+        ("<cs:link-local address='fe80::1'/>", "is a gateway address"),
+    ] {
+        let e = plan_of(&with(ll), &config(LinkLocal::Metadata))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{ll}: {e}");
+    }
+    // The configuration key reads as documented.
+    let c = Config::from_toml("link_local = \"metadata\"", std::path::Path::new("x")).unwrap();
+    assert_eq!(c.link_local, LinkLocal::Metadata);
+    assert!(Config::from_toml("link_local = \"random\"", std::path::Path::new("x")).is_err());
 }

@@ -217,11 +217,22 @@ pub fn check_plan(
         }
         assert_eq!(r.metric, 100);
     }
+    // ...and one per pinned link-local (an IPv6 NIC's), with its NIC's MAC.
     let neighbours = p.neighbours();
-    assert_eq!(neighbours.len(), addresses.len());
+    let pinned = p.nics.iter().filter(|x| x.link_local.is_some()).count();
+    assert_eq!(neighbours.len(), addresses.len() + pinned);
     for n in &neighbours {
-        let nic = p.nics.iter().find(|x| x.addresses.contains(&n.address));
+        let nic = p.nics.iter().find(|x| {
+            x.addresses.contains(&n.address) || x.link_local.map(IpAddr::V6) == Some(n.address)
+        });
         assert_eq!(nic.map(|x| x.mac), Some(n.mac));
+    }
+    for x in &p.nics {
+        assert_eq!(
+            x.link_local.is_some(),
+            x.addresses.iter().any(IpAddr::is_ipv6),
+            "the default (eui64) pins exactly the IPv6 NICs"
+        );
     }
     // Routed prefixes of the domain never overlap each other.
     let prefixes: Vec<IpNet> = p.prefixes().collect();

@@ -19,6 +19,12 @@ pub const TABLE: &str = "virt_l3";
 /// Start of the comment carried by every table: `virt-l3 ruleset <hash>`.
 pub const COMMENT_PREFIX: &str = "virt-l3 ruleset ";
 
+/// A first fragment from a guest whose header after the fragment header is
+/// another extension header (hop-by-hop 0, routing 43, fragment 44, destination
+/// options 60): its upper-layer header may sit in a later fragment (RFC 7112),
+/// out of sight of every port and protocol rule.
+pub const FIRST_FRAGMENT_RULE: &str = "iifname @routed_bridges exthdr frag exists frag frag-off 0 frag nexthdr { 0, 43, 44, 60 } counter drop comment \"first fragment without the upper-layer header (RFC 7112)\"";
+
 /// The full transaction: replace every table with its definition.
 pub fn render(r: &Ruleset) -> String {
     let hash = version(r);
@@ -150,6 +156,14 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
             "iifname @routed_bridges ip saddr != 0.0.0.0 fib saddr . iif oif missing counter drop comment \"reverse path\"".into(),
             "iifname @routed_bridges ip6 saddr != :: fib saddr . iif oif missing counter drop comment \"reverse path\"".into(),
         ],
+    );
+    // Before conntrack's defragmentation (-400): the kernel drops a first fragment
+    // without the upper-layer header when it reassembles; this is the second line.
+    chain(
+        &mut out,
+        "fragments",
+        Some("type filter hook prerouting priority -450; policy accept;"),
+        &[FIRST_FRAGMENT_RULE.into()],
     );
     chain(
         &mut out,

@@ -162,6 +162,8 @@ fn rules_hold_what_issue_14_asks() {
         "devices = { \"vnet0\", \"vnet1\" }",
         "elements = { 169.254.0.1 }",
         "elements = { fe80::1 }",
+        "type filter hook prerouting priority -450; policy accept;",
+        "exthdr frag exists frag frag-off 0 frag nexthdr { 0, 43, 44, 60 } counter drop",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }

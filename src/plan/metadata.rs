@@ -210,6 +210,8 @@ pub(super) struct Sources {
     /// The addresses are the filterref's IP/IPV6 parameters.
     pub from_filterref: bool,
     pub routes: Vec<RouteXml>,
+    /// The NIC metadata's `<link-local address>`, whatever the address source.
+    pub link_local: Option<String>,
 }
 
 /// Address sources, in precedence order: per-NIC metadata, flat metadata, filterref.
@@ -223,7 +225,10 @@ pub(super) fn address_sources(
         .nic_metadata
         .iter()
         .find(|m| parse_mac(m.mac.as_deref()) == Some(mac));
-    let mut out = Sources::default();
+    let mut out = Sources {
+        link_local: meta.and_then(|m| m.link_local.clone()),
+        ..Sources::default()
+    };
     if let Some(meta) = meta.filter(|m| !m.addresses.is_empty() || !m.routes.is_empty()) {
         out.addresses.extend(meta.addresses.iter().cloned());
         out.routes.extend(meta.routes.iter().cloned());
@@ -380,6 +385,7 @@ mod tests {
                 mac: Some(M1.into()),
                 addresses: vec![addr(" 192.0.2.7"), addr("x")],
                 routes: Vec::new(),
+                link_local: None,
             }],
             flat_addresses: vec![FlatAddress {
                 address: addr("192.0.2.8"),
@@ -477,6 +483,7 @@ mod tests {
                 mac: Some(M1.into()),
                 addresses: vec![addr("192.0.2.7")],
                 routes: Vec::new(),
+                link_local: None,
             }],
             ..DomainXml::default()
         };

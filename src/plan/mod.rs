@@ -5,11 +5,12 @@
 //! - [`model`]: the desired state ([`DomainPlan`], [`Nic`], [`Route`], [`Neighbour`], [`Entry`]).
 //! - `metadata`: reading the managed interfaces and their address sources from the XML.
 //! - `rules`: each address and prefix rule, a small function.
-//! - `nic`: one managed interface, through the rules.
+//! - `nic`: one managed interface, through the rules; `link_local`: its pinned IPv6 link-local.
 //! - `error`, `text`: the refusal and its one-line text.
 
 mod error;
 mod facts;
+mod link_local;
 mod metadata;
 pub mod model;
 mod nic;

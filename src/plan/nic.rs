@@ -11,6 +11,7 @@ use crate::domain_xml::{AddressXml, DomainXml, InterfaceXml, RouteXml};
 
 use super::error::Collector;
 use super::facts::Checks;
+use super::link_local;
 use super::metadata::{address_sources, filterref_disagreement, parse_address};
 use super::model::{Nic, RoutedPrefix};
 use super::rules::{self, Context};
@@ -55,12 +56,21 @@ pub(super) fn plan_nic(
         );
     }
     let routed_prefixes = accept_prefixes(&sources.routes, &addresses, &parsed, ctx, c);
+    let has_ipv6 = parsed.iter().any(IpAddr::is_ipv6);
+    let written = sources.link_local.as_deref();
+    let link_local =
+        link_local::pinned(ctx.config.link_local, mac, written, has_ipv6, &ctx.gateways)
+            .unwrap_or_else(|why| {
+                c.refuse(why);
+                None
+            });
     Some(Nic {
         mac,
         bridge: iface.bridge.clone().unwrap_or_default(),
         tap: iface.target_dev.clone(),
         addresses,
         routed_prefixes,
+        link_local,
     })
 }
 

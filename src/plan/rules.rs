@@ -602,6 +602,7 @@ mod tests {
             tap: None,
             addresses: vec![ip("192.0.2.7"), ip("198.51.100.4")],
             routed_prefixes: Vec::new(),
+            link_local: None,
         };
         assert_eq!(
             prefix_contains_other_nic(&p, &nic).as_deref(),

@@ -14,6 +14,7 @@ fn record(uuid: &str, addresses: &[&str]) -> Record {
                 tap: None,
                 addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
                 routed_prefixes: Vec::new(),
+                link_local: None,
             }],
         },
         metric: 100,

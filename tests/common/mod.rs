@@ -479,7 +479,8 @@ impl TestDomain {
     pub fn neighbours(&self) -> Vec<String> {
         let mut v = Vec::new();
         for n in &self.nics {
-            for a in [&n.v4, &n.v6] {
+            let link_local = virt_l3::address::eui64_link_local(n.mac.parse().unwrap()).to_string();
+            for a in [&n.v4, &n.v6, &link_local] {
                 v.push(format!(
                     "{a} dev cloudbr0 lladdr {} PERMANENT proto 52",
                     n.mac
@@ -518,6 +519,8 @@ impl TestDomain {
                     "bridge": "cloudbr0",
                     "tap": n.tap,
                     "addresses": [n.v4, n.v6],
+                    // Dual-stack: the pinned (EUI-64) link-local.
+                    "link_local": virt_l3::address::eui64_link_local(n.mac.parse().unwrap()).to_string(),
                 });
                 // Serialised only when there is one.
                 if !prefixes.is_empty() {

@@ -753,7 +753,7 @@ fn bridge_gateways_by_networkd(files: &[(String, String)]) -> Vec<String> {
 /// networkd's IPv4 address conflict detection either.
 #[test]
 fn the_networkd_bridge_example_adds_the_gateways_without_dad() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    let examples = common::repo_path("packaging/examples");
     let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
     let lines =
         bridge_gateways_by_networkd(&[("cloudbr0.network".into(), read("cloudbr0.network"))]);

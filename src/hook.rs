@@ -160,7 +160,7 @@ fn apply_or_check<K: Kernel>(
     let rt = runtime()?;
     rt.block_on(async {
         let mut kernel = connect().map_err(failed(&dom.name))?;
-        let host = host_facts(&kernel, &dom)
+        let host = host_facts(&kernel, &dom, config)
             .await
             .map_err(failed(&dom.name))?;
         let step = Step {
@@ -406,5 +406,9 @@ fn release_orphan_claims(
         .iter()
         .flat_map(|n| n.routes.iter())
         .filter_map(|r| r.prefix.as_deref()?.parse::<ipnet::IpNet>().ok());
-    state.release_claims(uuid, candidate_addresses(dom), prefixes)
+    let macs = dom
+        .interfaces
+        .iter()
+        .filter_map(|i| i.mac.as_deref()?.parse::<crate::address::Mac>().ok());
+    state.release_claims(uuid, candidate_addresses(dom), prefixes, macs)
 }

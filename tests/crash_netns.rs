@@ -154,7 +154,7 @@ impl World {
     }
 
     /// What a kill may leave: every record whole and one of the known domains'
-    /// (exactly), every claim a symlink naming a known domain that has the address,
+    /// (exactly), every claim a symlink naming a known domain that has the address (prefix, MAC),
     /// the running domain untouched, and no kernel entry of anyone else.
     fn check_reachable(&self, when: &str) -> Result<(), String> {
         let known = [&self.bg, &self.victim, &self.ghost];
@@ -184,7 +184,7 @@ impl World {
                 if rec != d.record_json(100) {
                     return Err(format!("{when}: {f} is {rec}"));
                 }
-            } else if sub == "owners" || sub == "prefixes" {
+            } else if sub == "owners" || sub == "prefixes" || sub == "macs" {
                 let target = std::fs::read_link(&path)
                     .map_err(|e| format!("{when}: claim {f} is not a symlink: {e}"))?;
                 let target = target.to_string_lossy();

@@ -250,6 +250,88 @@ fn a_domain_cannot_claim_another_domains_address() {
 }
 
 #[test]
+fn a_domain_cannot_use_another_domains_mac_and_the_claim_is_released_at_stop() {
+    let lab = Lab::new(&["vnet3", "vnet9"]);
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
+    assert!(
+        lab.state_files()
+            .contains(&"macs/52:02:45:76:d2:35".to_string()),
+        "{:?}",
+        lab.state_files()
+    );
+    // Same MAC (and so the same nwfilter name), other addresses.
+    let twin = String::from_utf8(fixture(DUAL))
+        .unwrap()
+        .replace("i-2-10-VM", "twin")
+        .replace(
+            "6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b",
+            "00000000-1111-4222-8333-444444444444",
+        )
+        .replace("2.57.57.30", "2.57.57.31")
+        .replace("2001:678:3a4:100::80", "2001:678:3a4:100::81")
+        .replace("2001:678:3a4:8000::/56", "2001:678:3a4:9000::/56")
+        .replace("vnet3", "vnet9");
+    for op in ["prepare", "start"] {
+        let o = lab.hook("twin", op, "begin", twin.as_bytes());
+        assert!(!o.status.success(), "{op} accepted another domain's MAC");
+        let err = stderr(&o);
+        assert!(
+            err.contains("twin")
+                && err.contains("NIC 52:02:45:76:d2:35")
+                && err.contains(
+                    "MAC 52:02:45:76:d2:35 is already used on a routed bridge by domain i-2-10-VM (6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b)"
+                ),
+            "{err}"
+        );
+    }
+    assert_eq!(lab.routes(), dual_routes());
+    assert_eq!(lab.neighbours(), dual_neighbours());
+    // The twin's stop after its failed start releases nothing of the owner's.
+    assert!(lab
+        .hook("twin", "stopped", "end", twin.as_bytes())
+        .status
+        .success());
+    assert!(lab
+        .state_files()
+        .contains(&"macs/52:02:45:76:d2:35".to_string()));
+    for op in ["stopped", "release"] {
+        assert!(lab
+            .hook("i-2-10-VM", op, "end", &fixture(DUAL))
+            .status
+            .success());
+    }
+    assert!(lab.state_files().is_empty(), "{:?}", lab.state_files());
+    let o = lab.hook("twin", "prepare", "begin", twin.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_nic_with_the_gateway_mac_or_the_bridges_mac_is_refused() {
+    let lab = Lab::new(&["vnet3"]);
+    lab.write_config("gateway_mac = \"52:02:45:76:d2:35\"");
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("MAC 52:02:45:76:d2:35 is the guests' gateway MAC (gateway_mac)"),
+        "{err}"
+    );
+    lab.write_config("");
+    lab.ip(&["link", "set", "cloudbr0", "address", "52:02:45:76:d2:35"]);
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("MAC 52:02:45:76:d2:35 is the MAC of the routed bridge cloudbr0"),
+        "{err}"
+    );
+    assert!(lab.routes().is_empty());
+}
+
+#[test]
 fn an_address_of_the_hypervisor_is_refused() {
     require_root!();
     let lab = Lab::new(&["vnet41"]);

@@ -272,6 +272,9 @@ impl Ownership for Owned {
     fn owner_of_address(&self, a: IpAddr) -> Option<Owner> {
         self.0.get(&a).cloned()
     }
+    fn owner_of_mac(&self, _: virt_l3::address::Mac) -> Option<Owner> {
+        None
+    }
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
         self.1.clone()
     }

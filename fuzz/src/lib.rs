@@ -62,6 +62,9 @@ impl Ownership for Owners {
             .find(|(a, _)| *a == address)
             .map(|(_, o)| o.clone())
     }
+    fn owner_of_mac(&self, _: virt_l3::address::Mac) -> Option<Owner> {
+        None
+    }
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
         self.prefixes.clone()
     }
@@ -92,6 +95,7 @@ pub fn host_config(variant: usize) -> (Config, HostFacts) {
     }
     let host = HostFacts {
         addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        ..HostFacts::default()
     };
     (config, host)
 }

@@ -92,8 +92,9 @@ impl CliError {
 fn nwfilter_line(e: &NwfilterError) -> String {
     match e {
         NwfilterError::Plan(_) | NwfilterError::Inject { .. } => e.to_string(),
-        NwfilterError::Xml(_) | NwfilterError::Write { .. } | NwfilterError::Define { .. } => {
-            format!("virt-l3: {e}")
-        }
+        NwfilterError::Xml(_)
+        | NwfilterError::Write { .. }
+        | NwfilterError::Define { .. }
+        | NwfilterError::OtherDomain { .. } => format!("virt-l3: {e}"),
     }
 }

@@ -310,6 +310,11 @@ impl Kernel for FakeKernel {
         })
     }
 
+    async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError> {
+        self.read_fault(&format!("look up interface {name}"))?;
+        Ok(self.with(|m| m.links.get(name).and_then(|l| l.mac)))
+    }
+
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
         self.read_fault("look up an address")?;
         Ok(self.with(|m| {

@@ -95,6 +95,9 @@ pub trait Kernel {
     /// not a Linux bridge, or is administratively down. `None` when it is usable.
     async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError>;
 
+    /// The current MAC of an interface (one link read), or `None` if it does not exist.
+    async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError>;
+
     /// Which of `candidates` are addresses of this host.
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError>;
 

@@ -157,6 +157,32 @@ impl Kernel for NetlinkKernel {
         self.links.clear();
     }
 
+    /// The current MAC of an interface: one `RTM_GETLINK` for that name.
+    async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(link)) => Ok(link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(b);
+                    Some(Mac(m))
+                }
+                _ => None,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("look up interface {name}"),
+                e,
+            )),
+        }
+    }
+
     /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
     /// not a Linux bridge, or is administratively down (the kernel refuses
     /// routes through a device that is down). `None` when it is usable.

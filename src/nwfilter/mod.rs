@@ -42,6 +42,15 @@ pub enum NwfilterError {
     Inject { domain: String, message: String },
     #[error("cannot define nwfilter {filter} in libvirtd: {message}")]
     Define { filter: String, message: String },
+    /// The filter (or its NIC's MAC) belongs to another domain: defining it
+    /// would re-instantiate that domain's live filter with this one's addresses.
+    #[error("refusing to define nwfilter {filter} for domain {} ({uuid}): {why}", crate::plan::printable(.domain))]
+    OtherDomain {
+        filter: String,
+        domain: String,
+        uuid: String,
+        why: String,
+    },
 }
 
 /// Which way a rule looks, in libvirt's words: `out` leaves the guest, `in` goes to it.
@@ -194,7 +203,7 @@ pub fn render(plan: &DomainPlan, config: &Config) -> Vec<(String, Vec<u8>)> {
         out.push((t.name.to_string(), t.xml.as_bytes().to_vec()));
     }
     for nic in &plan.nics {
-        let f = policy::nic_filter(nic, config);
+        let f = policy::nic_filter_of(&plan.uuid, nic, config);
         out.push((f.name.clone(), f.to_xml()));
     }
     out

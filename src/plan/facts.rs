@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::address::Mac;
+
 /// Who owns an address or prefix on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -15,6 +17,8 @@ pub struct Owner {
 /// What other domains on this host own. Implemented by the state directory.
 pub trait Ownership {
     fn owner_of_address(&self, address: IpAddr) -> Option<Owner>;
+    /// Who uses this MAC on a routed bridge.
+    fn owner_of_mac(&self, mac: Mac) -> Option<Owner>;
     /// Other domains' routed prefixes (usually few).
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)>;
     /// An address owned by any domain inside `prefix`, if one exists.
@@ -26,6 +30,9 @@ pub struct NoOwnership;
 
 impl Ownership for NoOwnership {
     fn owner_of_address(&self, _: IpAddr) -> Option<Owner> {
+        None
+    }
+    fn owner_of_mac(&self, _: Mac) -> Option<Owner> {
         None
     }
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
@@ -41,6 +48,8 @@ impl Ownership for NoOwnership {
 pub struct HostFacts {
     /// Every address configured on any of the host's interfaces.
     pub addresses: Vec<IpAddr>,
+    /// The current MAC of each routed bridge the domain uses (no NIC may have it).
+    pub bridge_macs: Vec<(String, Mac)>,
 }
 
 /// Validation options that depend on the lifecycle step.

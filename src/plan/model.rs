@@ -161,6 +161,11 @@ impl DomainPlan {
         self.nics.iter().flat_map(|n| n.addresses.iter().copied())
     }
 
+    /// The MAC of every routed NIC of the domain.
+    pub fn macs(&self) -> impl Iterator<Item = Mac> + '_ {
+        self.nics.iter().map(|n| n.mac)
+    }
+
     /// Every prefix routed to the domain.
     pub fn prefixes(&self) -> impl Iterator<Item = IpNet> + '_ {
         self.nics

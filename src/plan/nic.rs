@@ -42,6 +42,7 @@ pub(super) fn plan_nic(
         }
     };
     c.refused(rules::duplicate_mac(mac, &mut seen.macs));
+    c.refused(rules::mac_problem(mac, ctx));
     if checks.require_filter {
         c.refused(rules::missing_filter(iface, ctx.config, &mac));
     }

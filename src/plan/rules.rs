@@ -78,6 +78,37 @@ pub(super) fn duplicate_mac(mac: Mac, seen: &mut BTreeSet<Mac>) -> Option<String
     (!seen.insert(mac)).then(|| format!("MAC {mac} is used by two routed interfaces"))
 }
 
+/// Why a NIC's MAC is refused on this host, if it is: the gateway's, a routed
+/// bridge's, or another domain's.
+pub(super) fn mac_problem(mac: Mac, ctx: &Context<'_>) -> Option<String> {
+    mac_is_gateway(mac, ctx.config.gateway_mac)
+        .or_else(|| mac_is_bridge(mac, &ctx.host.bridge_macs))
+        .or_else(|| mac_owned_by_other(mac, ctx.owners.owner_of_mac(mac), ctx.uuid))
+}
+
+/// The configured gateway MAC: the guests' neighbour entry for their gateway.
+pub(super) fn mac_is_gateway(mac: Mac, gateway: Option<Mac>) -> Option<String> {
+    (gateway == Some(mac)).then(|| format!("MAC {mac} is the guests' gateway MAC (gateway_mac)"))
+}
+
+/// The current MAC of a routed bridge: the gateway the guests see.
+pub(super) fn mac_is_bridge(mac: Mac, bridges: &[(String, Mac)]) -> Option<String> {
+    bridges.iter().find(|(_, m)| *m == mac).map(|(b, _)| {
+        format!("MAC {mac} is the MAC of the routed bridge {b} (the guests' gateway)")
+    })
+}
+
+/// A MAC another domain uses on a routed bridge: the two would share one nwfilter
+/// and one permanent neighbour entry.
+pub(super) fn mac_owned_by_other(mac: Mac, owner: Option<Owner>, uuid: &str) -> Option<String> {
+    owner.filter(|o| o.uuid != uuid).map(|o| {
+        format!(
+            "MAC {mac} is already used on a routed bridge by domain {} ({})",
+            o.name, o.uuid
+        )
+    })
+}
+
 /// An interface without virt-l3's nwfilter for its MAC.
 pub(super) fn missing_filter(iface: &InterfaceXml, config: &Config, mac: &Mac) -> Option<String> {
     if carries_virt_l3_filter(iface, config) {
@@ -391,6 +422,46 @@ mod tests {
         assert_eq!(
             duplicate_mac(mac, &mut seen).as_deref(),
             Some("MAC 52:54:00:aa:bb:cc is used by two routed interfaces")
+        );
+    }
+
+    #[test]
+    fn macs_of_the_gateway_bridges_and_other_domains() {
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        let other: Mac = "02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(mac_is_gateway(mac, None), None);
+        assert_eq!(mac_is_gateway(mac, Some(other)), None);
+        assert_eq!(
+            mac_is_gateway(mac, Some(mac)).as_deref(),
+            Some("MAC 52:54:00:aa:bb:cc is the guests' gateway MAC (gateway_mac)")
+        );
+        let bridges = [("cloudbr0".to_string(), other), ("br1".to_string(), mac)];
+        assert_eq!(mac_is_bridge(mac, &bridges[..1]), None);
+        assert_eq!(
+            mac_is_bridge(mac, &bridges).as_deref(),
+            Some("MAC 52:54:00:aa:bb:cc is the MAC of the routed bridge br1 (the guests' gateway)")
+        );
+        assert_eq!(mac_owned_by_other(mac, None, UUID), None);
+        assert_eq!(mac_owned_by_other(mac, Some(owner(UUID)), UUID), None);
+        assert_eq!(
+            mac_owned_by_other(mac, Some(owner(OTHER)), UUID),
+            Some(format!(
+                "MAC 52:54:00:aa:bb:cc is already used on a routed bridge by domain db ({OTHER})"
+            ))
+        );
+        let config = Config {
+            gateway_mac: Some(mac),
+            ..Config::default()
+        };
+        let host = HostFacts {
+            bridge_macs: bridges.to_vec(),
+            ..HostFacts::default()
+        };
+        let ctx = Context::new(&config, &host, &NoOwnership, UUID);
+        assert!(mac_problem(mac, &ctx).unwrap().contains("gateway MAC"));
+        assert_eq!(
+            mac_problem("52:54:00:00:00:01".parse().unwrap(), &ctx),
+            None
         );
     }
 

@@ -240,7 +240,7 @@ impl Lab {
     /// Files under the state directory (relative paths), sorted.
     pub fn state_files(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for sub in ["domains", "owners", "prefixes", "incoming"] {
+        for sub in ["domains", "owners", "prefixes", "macs", "incoming"] {
             if let Ok(d) = std::fs::read_dir(self.state_dir().join(sub)) {
                 for e in d.flatten() {
                     v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
@@ -496,6 +496,7 @@ impl TestDomain {
         for n in &self.nics {
             v.push(format!("owners/{}", n.v4));
             v.push(format!("owners/{}", n.v6));
+            v.push(format!("macs/{}", n.mac));
             if let Some((p, _)) = &n.prefix {
                 v.push(format!("prefixes/{}", p.replace('/', "_")));
             }
@@ -600,7 +601,9 @@ impl Lab {
     /// (temporary files) included, sorted.
     pub fn all_state_files(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for sub in ["domains", "owners", "prefixes", "incoming", "stopping"] {
+        for sub in [
+            "domains", "owners", "prefixes", "macs", "incoming", "stopping",
+        ] {
             if let Ok(d) = std::fs::read_dir(self.state_dir().join(sub)) {
                 for e in d.flatten() {
                     v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));

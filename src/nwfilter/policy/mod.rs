@@ -76,5 +76,31 @@ pub fn nic_filter(nic: &Nic, config: &Config) -> Filter {
     }
 }
 
+/// Written into the comment of a per-NIC filter's first rule, before the UUID of
+/// the domain the filter was rendered for: libvirt keeps rule comments (not XML
+/// comments), so `virsh nwfilter-dumpxml` shows whose filter it is, and
+/// `nwfilter define` refuses to overwrite another domain's.
+pub const OWNER_MARK: &str = "filter of domain ";
+
+/// [`nic_filter`] recording the domain it belongs to (`owner`: its UUID).
+pub fn nic_filter_of(owner: &str, nic: &Nic, config: &Config) -> Filter {
+    let mut f = nic_filter(nic, config);
+    if let Some(first) = f.rules.first_mut() {
+        first.comment = format!("{} ({OWNER_MARK}{owner})", first.comment);
+    }
+    f.header.insert(
+        1,
+        format!("Domain: {owner} (nwfilter define refuses to overwrite another domain's filter)."),
+    );
+    f
+}
+
+/// The UUID of the domain a defined filter's XML says it belongs to, if it says so.
+pub fn recorded_owner(xml: &str) -> Option<String> {
+    let at = xml.find(OWNER_MARK)? + OWNER_MARK.len();
+    let uuid = xml.get(at..at + 36)?;
+    crate::plan::is_valid_uuid(uuid).then(|| uuid.to_string())
+}
+
 #[cfg(test)]
 mod tests;

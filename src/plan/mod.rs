@@ -57,13 +57,14 @@ pub fn plan(
     // Flat addresses must resolve to exactly one interface.
     let flat_for = metadata::assign_flat_addresses(dom, config, &managed, &all_macs, &mut c);
 
+    let meta = metadata::metadata_by_mac(dom);
     let ctx = Context::new(config, host, owners, &uuid);
     let mut seen = Seen::default();
     let mut nics: Vec<Nic> = Vec::new();
     let mut pending_prefixes = Vec::new();
     for (iface, flat) in managed.iter().zip(&flat_for) {
         c.nic = Some(metadata::nic_label(iface));
-        let Some(nic) = nic::plan_nic(iface, dom, flat, &ctx, checks, &mut seen, &mut c) else {
+        let Some(nic) = nic::plan_nic(iface, &meta, flat, &ctx, checks, &mut seen, &mut c) else {
             continue;
         };
         let label = c.nic.clone().unwrap_or_default();

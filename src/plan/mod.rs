@@ -17,7 +17,7 @@ mod rules;
 pub(crate) mod text;
 
 pub use error::{PlanError, Problem, MAX_PROBLEMS_SHOWN};
-pub use facts::{Checks, HostFacts, NoOwnership, Owner, Ownership};
+pub use facts::{Checks, HostFacts, HostRoute, NoOwnership, Owner, Ownership};
 pub use metadata::{
     candidate_addresses, carries_virt_l3_filter, has_routed_prefixes, managed_interfaces,
 };

@@ -481,3 +481,49 @@ fn a_control_character_in_a_domain_name_never_reaches_the_log_raw() {
     assert!(!log.contains("\nforged"), "{log}");
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
 }
+
+#[test]
+fn reconcile_adopts_only_what_the_hook_would_accept() {
+    let lab = Lab::new();
+    // Running, no record (virt-l3 installed after it started), and without
+    // virt-l3's nwfilter: prepare would refuse it (require_nwfilter), so
+    // reconcile does not route it, and says so.
+    let unfiltered = String::from_utf8(xml())
+        .unwrap()
+        .replace("<filterref filter='virt-l3-nic-52024576d235'/>", "");
+    let text = format!(
+        "<domstatus state='running' reason='booted' pid='4242'>\n{unfiltered}\n</domstatus>\n"
+    );
+    std::fs::write(
+        lab.config.libvirt_status_dir.join(format!("{NAME}.xml")),
+        text,
+    )
+    .unwrap();
+    let r = lab.reconcile();
+    let refused: Vec<_> = r
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Refuse)
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", r.changes);
+    assert_eq!(refused[0].domain.as_deref(), Some(NAME));
+    assert!(
+        refused[0]
+            .what
+            .contains("does not carry virt-l3's nwfilter"),
+        "{}",
+        refused[0].what
+    );
+    assert!(!r.changes.iter().any(|c| c.action == Action::Adopt));
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().record(UUID).unwrap().is_none());
+    // With its filter, the same domain is adopted.
+    lab.running("running", "booted");
+    let r = lab.reconcile();
+    assert!(
+        r.changes.iter().any(|c| c.action == Action::Adopt),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
+}

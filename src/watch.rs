@@ -253,7 +253,7 @@ async fn reconcile_now(
             for c in &report.changes {
                 info!(
                     action = c.action.as_str(),
-                    domain = c.domain.as_deref().unwrap_or("-"),
+                    domain = %c.domain.as_deref().map_or("-".into(), crate::plan::display_name),
                     "{}",
                     c.what
                 );

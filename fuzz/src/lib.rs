@@ -92,6 +92,7 @@ pub fn host_config(variant: usize) -> (Config, HostFacts) {
     }
     let host = HostFacts {
         addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        ..HostFacts::default()
     };
     (config, host)
 }

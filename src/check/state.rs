@@ -36,7 +36,10 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
     let (d, libvirt_note) = match running_domains(&config.libvirt_status_dir) {
         Ok(running) => {
             let host = match kernel.host_addresses().await {
-                Ok(a) => HostFacts { addresses: a },
+                Ok(a) => HostFacts {
+                    addresses: a,
+                    ..HostFacts::default()
+                },
                 Err(e) => return cannot_read_kernel(e),
             };
             let incoming: HashSet<String> = store.incoming().into_iter().collect();

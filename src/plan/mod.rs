@@ -17,7 +17,7 @@ mod rules;
 pub(crate) mod text;
 
 pub use error::{PlanError, Problem, MAX_PROBLEMS_SHOWN};
-pub use facts::{Checks, HostFacts, NoOwnership, Owner, Ownership};
+pub use facts::{Checks, HostFacts, HostRoute, NoOwnership, Owner, Ownership};
 pub use metadata::{
     candidate_addresses, carries_virt_l3_filter, has_routed_prefixes, managed_interfaces,
 };
@@ -57,13 +57,14 @@ pub fn plan(
     // Flat addresses must resolve to exactly one interface.
     let flat_for = metadata::assign_flat_addresses(dom, config, &managed, &all_macs, &mut c);
 
+    let meta = metadata::metadata_by_mac(dom);
     let ctx = Context::new(config, host, owners, &uuid);
     let mut seen = Seen::default();
     let mut nics: Vec<Nic> = Vec::new();
     let mut pending_prefixes = Vec::new();
     for (iface, flat) in managed.iter().zip(&flat_for) {
         c.nic = Some(metadata::nic_label(iface));
-        let Some(nic) = nic::plan_nic(iface, dom, flat, &ctx, checks, &mut seen, &mut c) else {
+        let Some(nic) = nic::plan_nic(iface, &meta, flat, &ctx, checks, &mut seen, &mut c) else {
             continue;
         };
         let label = c.nic.clone().unwrap_or_default();

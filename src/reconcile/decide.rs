@@ -14,7 +14,9 @@ use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::RunState;
 use crate::kernel::{bridge_of, KernelNeighbour, KernelRoute, KernelView};
-use crate::plan::{managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership};
+use crate::plan::{
+    display_name, managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership,
+};
 use crate::state::Record;
 
 /// What a [`Change`] does, serialized as its word ("add", "pin-mac", ...).
@@ -29,6 +31,8 @@ pub enum Action {
     PinMac,
     Promote,
     Prune,
+    /// A running domain reconcile will not adopt: the hook would refuse it.
+    Refuse,
     Remove,
     Sysctl,
 }
@@ -43,6 +47,7 @@ impl Action {
             Action::PinMac => "pin-mac",
             Action::Promote => "promote",
             Action::Prune => "prune",
+            Action::Refuse => "refuse",
             Action::Remove => "remove",
             Action::Sysctl => "sysctl",
         }
@@ -206,14 +211,25 @@ pub fn desired(
         if recorded.contains(uuid) || managed_interfaces(&run.xml, config).next().is_none() {
             continue;
         }
-        match plan(&run.xml, config, host, state, Checks::default()) {
+        // The checks the hook applies at prepare: what it would refuse is not adopted.
+        let checks = Checks {
+            require_filter: config.require_nwfilter,
+        };
+        match plan(&run.xml, config, host, state, checks) {
             Ok(p) => {
                 let standby = incoming.contains(uuid);
                 let (rec, change) = adopt(config, p, standby, &run.run_state, now_ms);
                 out.changes.push(change);
                 out.keep.push(rec);
             }
-            Err(e) => warn!("not adopting a running domain: {e}"),
+            Err(e) => {
+                warn!("not adopting a running domain: {e}");
+                out.changes.push(Change {
+                    action: Action::Refuse,
+                    domain: Some(display_name(&run.xml.name)),
+                    what: format!("not adopting running domain {uuid}: {e}"),
+                });
+            }
         }
     }
     out

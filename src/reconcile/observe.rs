@@ -72,5 +72,6 @@ pub fn incoming(state: &StateDir) -> HashSet<String> {
 pub async fn host_facts<K: Kernel>(kernel: &K) -> Result<HostFacts, KernelError> {
     Ok(HostFacts {
         addresses: kernel.host_addresses().await?,
+        ..HostFacts::default()
     })
 }

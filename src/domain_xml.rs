@@ -13,6 +13,10 @@ use crate::plan::text::printable;
 
 /// The namespace of CloudStack's per-NIC network metadata.
 pub const CLOUDSTACK_NETWORK_NS: &str = "https://download.cloudstack.org/libvirt/network";
+/// The same namespace spelled with `http://`: a different namespace to XML, which
+/// virt-l3 does not read but refuses (metadata an operator meant for virt-l3 would
+/// otherwise be silently ignored).
+pub const CLOUDSTACK_NETWORK_NS_HTTP: &str = "http://download.cloudstack.org/libvirt/network";
 
 /// Domain XML larger than this is refused (libvirt's own limit for a domain
 /// definition is 10 MiB; a sane domain is a few kilobytes).
@@ -113,6 +117,9 @@ pub struct InterfaceXml {
     /// `<target dev=...>`: the tap, known once libvirt created it.
     pub target_dev: Option<String>,
     pub filterref: Option<FilterRef>,
+    /// `<virtualport type=...>` (empty when it has no type): the port belongs to
+    /// another switch than a Linux bridge (Open vSwitch, MidoNet).
+    pub virtualport: Option<String>,
 }
 
 /// An `<address>` annotation, as written.
@@ -162,6 +169,8 @@ pub struct DomainXml {
     pub interfaces: Vec<InterfaceXml>,
     pub nic_metadata: Vec<NicMetadata>,
     pub flat_addresses: Vec<FlatAddress>,
+    /// Whether `<metadata>` holds an element in [`CLOUDSTACK_NETWORK_NS_HTTP`].
+    pub http_namespace_metadata: bool,
 }
 
 /// Where the parser is, as far as virt-l3 cares.
@@ -232,8 +241,14 @@ impl DomainXml {
             let (ns, event) = reader
                 .read_resolved_event_into(&mut buf)
                 .map_err(|e| malformed(position, e))?;
-            let is_cs = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes());
-            if !p.event(event, is_cs, position)? {
+            let ns = match ns {
+                ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes() => Ns::Cs,
+                ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS_HTTP.as_bytes() => {
+                    Ns::CsHttp
+                }
+                _ => Ns::Other,
+            };
+            if !p.event(event, ns, position)? {
                 break;
             }
             buf.clear();
@@ -244,11 +259,11 @@ impl DomainXml {
 
 impl Parser {
     /// Handles one event; false at the end of the document.
-    fn event(&mut self, event: Event<'_>, is_cs: bool, position: u64) -> Result<bool, XmlError> {
+    fn event(&mut self, event: Event<'_>, ns: Ns, position: u64) -> Result<bool, XmlError> {
         match event {
             Event::DocType(_) => return Err(XmlError::Doctype),
-            Event::Start(ref e) => self.start(e, is_cs, position, false)?,
-            Event::Empty(ref e) => self.start(e, is_cs, position, true)?,
+            Event::Start(ref e) => self.start(e, ns, position, false)?,
+            Event::Empty(ref e) => self.start(e, ns, position, true)?,
             Event::Text(ref t) if self.stack.is_empty() => {
                 let bytes: &[u8] = t.as_ref();
                 let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
@@ -288,7 +303,7 @@ impl Parser {
     fn start(
         &mut self,
         e: &BytesStart<'_>,
-        is_cs: bool,
+        ns: Ns,
         position: u64,
         empty: bool,
     ) -> Result<(), XmlError> {
@@ -304,14 +319,17 @@ impl Parser {
         let el = Element {
             local: local.as_ref(),
             start: e,
-            is_cs,
+            is_cs: ns == Ns::Cs,
             position,
         };
         let ctx = match self.stack.last().copied() {
             None => self.root(&el)?,
             Some(Ctx::DomStatus) if el.local == b"domain" => self.root(&el)?,
             Some(Ctx::Domain) => domain_child(el.local),
-            Some(Ctx::Metadata) => metadata_child(&el),
+            Some(Ctx::Metadata) => {
+                self.dom.http_namespace_metadata |= ns == Ns::CsHttp;
+                metadata_child(&el)
+            }
             Some(Ctx::CsNetwork) => self.cs_network_child(&el)?,
             Some(Ctx::CsNic) => self.cs_nic_child(&el)?,
             Some(Ctx::Devices) => self.devices_child(&el)?,
@@ -422,6 +440,7 @@ impl Parser {
                 }
             }
             b"target" => nic.target_dev = get(&a, "dev"),
+            b"virtualport" => nic.virtualport = Some(get(&a, "type").unwrap_or_default()),
             b"filterref" => {
                 nic.filterref = Some(FilterRef {
                     filter: get(&a, "filter").unwrap_or_default(),
@@ -491,6 +510,16 @@ impl Parser {
         }
         Ok(self.dom)
     }
+}
+
+/// The namespace of an element, as far as virt-l3 cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ns {
+    /// [`CLOUDSTACK_NETWORK_NS`].
+    Cs,
+    /// [`CLOUDSTACK_NETWORK_NS_HTTP`].
+    CsHttp,
+    Other,
 }
 
 /// An element being started, with what its handler needs.

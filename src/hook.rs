@@ -13,7 +13,7 @@ use crate::domain_xml::{DomainXml, XmlError};
 use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError, NetlinkKernel};
 use crate::plan::{
-    candidate_addresses, display_name, is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan,
+    candidate_addresses, display_name, is_valid_uuid, plan, routes_nothing, Checks, DomainPlan,
     HostFacts, PlanError, Problem,
 };
 use crate::reconcile::{standing_at_install, Standing};
@@ -149,10 +149,7 @@ fn apply_or_check<K: Kernel>(
         domain: display_name(&inv.domain),
         source,
     })?;
-    if managed_interfaces(&dom, config).next().is_none()
-        && dom.nic_metadata.is_empty()
-        && dom.flat_addresses.is_empty()
-    {
+    if routes_nothing(&dom, config) {
         debug!(domain = %display_name(&dom.name), "no interface on a routed bridge; nothing to do");
         return Ok(());
     }

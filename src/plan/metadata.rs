@@ -50,6 +50,17 @@ pub fn has_routed_prefixes(dom: &DomainXml) -> bool {
     dom.nic_metadata.iter().any(|n| !n.routes.is_empty())
 }
 
+/// Whether virt-l3 has nothing to do for the domain: no interface on a routed
+/// bridge and no network metadata (in either spelling of its namespace). The hook
+/// then accepts the domain unread, and `plan`, `guest-config` and `nwfilter`
+/// accept it with an empty plan (without requiring a `<uuid>`).
+pub fn routes_nothing(dom: &DomainXml, config: &Config) -> bool {
+    managed_interfaces(dom, config).next().is_none()
+        && dom.nic_metadata.is_empty()
+        && dom.flat_addresses.is_empty()
+        && !dom.http_namespace_metadata
+}
+
 /// The interfaces virt-l3 manages: those on a routed bridge.
 pub fn managed_interfaces<'a>(
     dom: &'a DomainXml,

@@ -20,6 +20,7 @@ pub use error::{PlanError, Problem, MAX_PROBLEMS_SHOWN};
 pub use facts::{Checks, HostFacts, HostRoute, NoOwnership, Owner, Ownership};
 pub use metadata::{
     candidate_addresses, carries_virt_l3_filter, has_routed_prefixes, managed_interfaces,
+    routes_nothing,
 };
 pub use model::{nic_filter_name, DomainPlan, Entry, Neighbour, Nic, Route, RoutedPrefix};
 pub use text::{display_name, is_valid_uuid, name_problem, printable, shown, MAX_NAME_BYTES};
@@ -41,6 +42,14 @@ pub fn plan(
     owners: &dyn Ownership,
     checks: Checks,
 ) -> Result<DomainPlan, PlanError> {
+    if routes_nothing(dom, config) {
+        // What the hook accepts unread: nothing to plan, nothing to refuse.
+        return Ok(DomainPlan {
+            name: dom.name.clone(),
+            uuid: rules::domain_uuid(dom.uuid.as_deref()).unwrap_or_default(),
+            nics: Vec::new(),
+        });
+    }
     let mut c = Collector::default();
     let uuid = rules::domain_uuid(dom.uuid.as_deref()).unwrap_or_else(|why| {
         c.refuse(why);
@@ -49,6 +58,7 @@ pub fn plan(
     if let Some(why) = name_problem(&dom.name) {
         c.refuse(why);
     }
+    c.refused(rules::http_namespace(dom));
 
     let managed: Vec<&InterfaceXml> = managed_interfaces(dom, config).collect();
     let all_macs = metadata::interface_macs(dom);
@@ -64,6 +74,7 @@ pub fn plan(
     let mut pending_prefixes = Vec::new();
     for (iface, flat) in managed.iter().zip(&flat_for) {
         c.nic = Some(metadata::nic_label(iface));
+        c.refused(rules::foreign_virtualport(iface));
         let Some(nic) = nic::plan_nic(iface, &meta, flat, &ctx, checks, &mut seen, &mut c) else {
             continue;
         };

@@ -9,7 +9,9 @@ use ipnet::IpNet;
 
 use crate::address::{overlaps, unroutable_reason, Mac};
 use crate::config::Config;
-use crate::domain_xml::{InterfaceXml, RouteXml};
+use crate::domain_xml::{
+    DomainXml, InterfaceXml, RouteXml, CLOUDSTACK_NETWORK_NS, CLOUDSTACK_NETWORK_NS_HTTP,
+};
 
 use super::facts::{HostFacts, HostRoute, Owner, Ownership};
 use super::metadata::carries_virt_l3_filter;
@@ -62,6 +64,31 @@ pub(super) fn domain_uuid(uuid: Option<&str>) -> Result<String, String> {
         Some(u) => Err(format!("the domain UUID {} is not a valid UUID", shown(u))),
         None => Err("the domain XML has no <uuid>".into()),
     }
+}
+
+/// Metadata in the `http://` spelling of CloudStack's namespace: another namespace
+/// to XML, which virt-l3 would silently ignore.
+pub(super) fn http_namespace(dom: &DomainXml) -> Option<String> {
+    dom.http_namespace_metadata.then(|| {
+        format!(
+            "its <metadata> uses the namespace {CLOUDSTACK_NETWORK_NS_HTTP}, which virt-l3 does not read: \
+             the namespace of CloudStack's network metadata is {CLOUDSTACK_NETWORK_NS}"
+        )
+    })
+}
+
+// --- The interface ----------------------------------------------------------
+
+/// A port of another switch than a Linux bridge (`<virtualport type='openvswitch'>`):
+/// port isolation and nwfilter, which keep a routed guest to its own addresses,
+/// do not apply to it.
+pub(super) fn foreign_virtualport(iface: &InterfaceXml) -> Option<String> {
+    let kind = iface.virtualport.as_deref().filter(|t| !t.is_empty())?;
+    Some(format!(
+        "it is a <virtualport type={}> port: virt-l3 routes Linux bridge ports only \
+         (port isolation and nwfilter, which hold a guest to its addresses, do not apply to it)",
+        shown(kind)
+    ))
 }
 
 // --- MACs -------------------------------------------------------------------

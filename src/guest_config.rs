@@ -136,7 +136,12 @@ pub fn netplan(
     };
     w(format!(
         "# virt-l3 guest-config for domain {} ({}): the guest side of the routes",
-        plan.name, plan.uuid
+        plan.name,
+        if plan.uuid.is_empty() {
+            "no uuid"
+        } else {
+            &plan.uuid
+        }
     ));
     w("# virt-l3 installs on the hypervisor. Generated; do not edit.".into());
     w("network:".into());

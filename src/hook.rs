@@ -13,7 +13,7 @@ use crate::domain_xml::{DomainXml, XmlError};
 use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError, NetlinkKernel};
 use crate::plan::{
-    candidate_addresses, display_name, is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan,
+    candidate_addresses, display_name, is_valid_uuid, plan, routes_nothing, Checks, DomainPlan,
     HostFacts, PlanError, Problem,
 };
 use crate::reconcile::{standing_at_install, Standing};
@@ -116,7 +116,7 @@ pub fn run_with<K: Kernel>(
     xml: &[u8],
     connect: impl FnOnce() -> Result<K, KernelError>,
 ) -> Result<(), HookError> {
-    debug!(domain = %inv.domain, op = %inv.op_text, subop = %inv.subop, extra = %inv.extra, "hook called");
+    debug!(domain = %display_name(&inv.domain), op = %inv.op_text, subop = %inv.subop, extra = %inv.extra, "hook called");
     let result = match inv.op {
         Operation::Other => Ok(()),
         Operation::Stopped | Operation::Release => remove(config, inv, xml, connect),
@@ -124,7 +124,7 @@ pub fn run_with<K: Kernel>(
     };
     match result {
         Err(e) if !inv.op.failure_aborts() => {
-            error!(domain = %inv.domain, op = %inv.op_text, "{e}");
+            error!(domain = %display_name(&inv.domain), op = %inv.op_text, "{e}");
             Ok(())
         }
         other => other,
@@ -149,11 +149,8 @@ fn apply_or_check<K: Kernel>(
         domain: display_name(&inv.domain),
         source,
     })?;
-    if managed_interfaces(&dom, config).next().is_none()
-        && dom.nic_metadata.is_empty()
-        && dom.flat_addresses.is_empty()
-    {
-        debug!(domain = %dom.name, "no interface on a routed bridge; nothing to do");
+    if routes_nothing(&dom, config) {
+        debug!(domain = %display_name(&dom.name), "no interface on a routed bridge; nothing to do");
         return Ok(());
     }
     let state = StateDir::new(&config.state_dir);
@@ -183,7 +180,7 @@ fn apply_or_check<K: Kernel>(
     .or_else(|e| {
         if inv.op == Operation::Reconnect {
             // A failing reconnect kills a running VM: log loudly and let it live.
-            error!(domain = %inv.domain, "reconnect could not restore every route (reconcile will retry): {e}");
+            error!(domain = %display_name(&inv.domain), "reconnect could not restore every route (reconcile will retry): {e}");
             Ok(())
         } else {
             Err(e)
@@ -263,7 +260,7 @@ impl Step<'_> {
         match self.plan() {
             Ok(p) => Ok(p),
             Err(e) if self.op == Operation::Reconnect => {
-                warn!(domain = %self.dom.name, "{e}; re-applying the recorded state instead");
+                warn!(domain = %display_name(&self.dom.name), "{e}; re-applying the recorded state instead");
                 match self.dom.uuid.as_deref().map(|u| self.state.record(u)) {
                     Some(Ok(Some(r))) => Ok(r.plan),
                     _ => Err(e.into()),
@@ -358,7 +355,7 @@ fn remove<K: Kernel>(
     if !state.has_lock_file() {
         // Records are written only under the lock, which is created first: without
         // it there is nothing to remove, and nothing to create either.
-        debug!(domain = %inv.domain, "no state directory: nothing to remove");
+        debug!(domain = %display_name(&inv.domain), "no state directory: nothing to remove");
         return Ok(());
     }
     let _lock = state.lock().map_err(failed(domain))?;
@@ -381,7 +378,7 @@ fn remove<K: Kernel>(
         if let (Some(u), Some(dom)) = (&uuid, &dom) {
             release_orphan_claims(&state, u, dom).map_err(failed(domain))?;
         }
-        debug!(domain = %inv.domain, "no record: nothing to remove");
+        debug!(domain = %display_name(&inv.domain), "no record: nothing to remove");
         return Ok(());
     };
     let rt = runtime()?;

@@ -5,7 +5,7 @@
 use tracing::{info, warn};
 
 use crate::kernel::{Kernel, KernelError};
-use crate::plan::Entry;
+use crate::plan::{display_name, Entry};
 use crate::state::{Record, StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +138,7 @@ pub async fn route_domain<K: Kernel>(
         if let Some(prev) = previous.filter(|p| p != record) {
             remove_stale(kernel, record, &prev, &wanted).await;
         }
-        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
+        info!(domain = %display_name(&record.plan.name), uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
         return Ok(());
     }
     let domain = record.plan.name.clone();
@@ -148,7 +148,7 @@ pub async fn route_domain<K: Kernel>(
         OnFailure::RollBack => {
             for r in kernel.remove(&installed, record.protocol).await {
                 if let Err(e) = r {
-                    warn!(domain = %record.plan.name, "rollback could not remove an entry: {e}");
+                    warn!(domain = %display_name(&record.plan.name), "rollback could not remove an entry: {e}");
                 }
             }
             state.forget(record)?;
@@ -207,7 +207,7 @@ async fn pin_bridges<K: Kernel>(
             .collect();
         for r in kernel.install(&lost, other.protocol).await {
             if let Err(e) = r {
-                warn!(domain = %other.plan.name, "could not restore a neighbour after pinning the bridge MAC: {e}");
+                warn!(domain = %display_name(&other.plan.name), "could not restore a neighbour after pinning the bridge MAC: {e}");
             }
         }
     }
@@ -255,7 +255,7 @@ async fn remove_stale<K: Kernel>(kernel: &mut K, record: &Record, prev: &Record,
         .collect();
     for r in kernel.remove(&stale, prev.protocol).await {
         if let Err(e) = r {
-            warn!(domain = %record.plan.name, "could not remove a stale entry: {e}");
+            warn!(domain = %display_name(&record.plan.name), "could not remove a stale entry: {e}");
         }
     }
 }
@@ -277,7 +277,7 @@ pub async fn unroute_domain<K: Kernel>(
         .collect();
     if failures.is_empty() {
         state.forget(record)?;
-        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = installed.len(), "unrouted");
+        info!(domain = %display_name(&record.plan.name), uuid = %record.plan.uuid, entries = installed.len(), "unrouted");
         Ok(())
     } else {
         Err(RoutingError::Partial {

@@ -5,6 +5,7 @@
 //! once things have been quiet for a moment, so a burst costs one pass and memory
 //! stays bounded. No polling: the process sleeps until the kernel wakes it.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::kernel::{Kernel as _, NetlinkKernel};
-use crate::reconcile::reconcile;
+use crate::reconcile::{reconcile, Action, Change};
 
 /// How long events must be quiet before reconciling.
 pub const SETTLE: Duration = Duration::from_millis(50);
@@ -189,6 +190,7 @@ pub async fn watch(
         next_change: None,
     };
     let mut bridge_indexes: Vec<u32> = Vec::new();
+    let mut refused = Refused::default();
     info!(status_dir = %config.libvirt_status_dir.display(), "watching");
     loop {
         tokio::select! {
@@ -229,10 +231,33 @@ pub async fn watch(
             _ = pending.settled() => {
                 pending.dirty = false;
                 pending.first_event = None;
-                reconcile_now(&mut kernel, config, &mut pending.next_change).await;
+                reconcile_now(&mut kernel, config, &mut pending.next_change, &mut refused).await;
                 bridge_indexes = routed_bridge_indexes(&mut kernel, config).await;
             }
         }
+    }
+}
+
+/// The running domains reconcile refuses to adopt, as last reported: each run
+/// reports them again, but a refusal is logged once, when it appears (or its
+/// reason changes), not on every event.
+#[derive(Debug, Default)]
+pub struct Refused(BTreeSet<Change>);
+
+impl Refused {
+    /// The refusals of this run that were not in the previous one; remembers this run's.
+    pub fn new_ones<'a>(&mut self, changes: &'a [Change]) -> Vec<&'a Change> {
+        let now: BTreeSet<Change> = changes
+            .iter()
+            .filter(|c| c.action == Action::Refuse)
+            .cloned()
+            .collect();
+        let fresh = changes
+            .iter()
+            .filter(|c| c.action == Action::Refuse && !self.0.contains(*c))
+            .collect();
+        self.0 = now;
+        fresh
     }
 }
 
@@ -242,6 +267,7 @@ async fn reconcile_now(
     kernel: &mut NetlinkKernel,
     config: &Config,
     next_change: &mut Option<Instant>,
+    refused: &mut Refused,
 ) {
     match reconcile(kernel, config, false).await {
         Ok(report) => {
@@ -250,10 +276,17 @@ async fn reconcile_now(
                 let wait = at.saturating_sub(crate::state::now_ms());
                 Instant::now() + Duration::from_millis(wait + 10)
             });
-            for c in &report.changes {
+            for c in refused.new_ones(&report.changes) {
+                warn!(
+                    domain = %c.domain.as_deref().unwrap_or("-"),
+                    "{}",
+                    c.what
+                );
+            }
+            for c in report.changes.iter().filter(|c| c.action != Action::Refuse) {
                 info!(
                     action = c.action.as_str(),
-                    domain = c.domain.as_deref().unwrap_or("-"),
+                    domain = %c.domain.as_deref().map_or("-".into(), crate::plan::display_name),
                     "{}",
                     c.what
                 );
@@ -289,5 +322,35 @@ pub async fn termination() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(action: Action, domain: &str, what: &str) -> Change {
+        Change {
+            action,
+            domain: Some(domain.into()),
+            what: what.into(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_logged_once_until_it_changes_or_returns() {
+        let mut refused = Refused::default();
+        let a = change(Action::Refuse, "a", "not adopting running domain A: x");
+        let b = change(Action::Refuse, "b", "not adopting running domain B: y");
+        let add = change(Action::Add, "c", "route 192.0.2.1/32");
+        assert_eq!(refused.new_ones(&[a.clone(), add.clone()]), [&a]);
+        // Every later run reports it again: not logged again.
+        assert!(refused.new_ones(&[a.clone(), add]).is_empty());
+        assert_eq!(refused.new_ones(&[a.clone(), b.clone()]), [&b]);
+        // A new reason is news; so is a refusal that went away and came back.
+        let a2 = change(Action::Refuse, "a", "not adopting running domain A: z");
+        assert_eq!(refused.new_ones(&[a2.clone(), b.clone()]), [&a2]);
+        assert!(refused.new_ones(std::slice::from_ref(&b)).is_empty());
+        assert_eq!(refused.new_ones(&[a2.clone(), b]), [&a2]);
     }
 }

@@ -826,6 +826,7 @@ fn check_covers_every_item_and_explains_in_text() {
         "proxy_ndp",
         "send_redirects",
         "control-network",
+        "allow",
         "libvirt",
         "hook",
         "nwfilter",

@@ -49,15 +49,19 @@ impl Lab {
     }
 
     fn hook(&self, op: &str) -> Result<(), HookError> {
+        self.hook_with(op, NAME, &xml())
+    }
+
+    fn hook_with(&self, op: &str, name: &str, xml: &[u8]) -> Result<(), HookError> {
         let inv = Invocation {
-            domain: NAME.to_string(),
+            domain: name.to_string(),
             op: Operation::parse(op),
             op_text: op.to_string(),
             subop: "begin".to_string(),
             extra: "-".to_string(),
         };
         let kernel = self.kernel.clone();
-        run_with(&self.config, &inv, &xml(), move || Ok(kernel))
+        run_with(&self.config, &inv, xml, move || Ok(kernel))
     }
 
     fn state(&self) -> StateDir {
@@ -425,4 +429,103 @@ fn reconcile_prunes_a_domain_that_no_longer_runs() {
     );
     assert!(lab.routes().is_empty());
     assert!(lab.state().record(UUID).unwrap().is_none());
+}
+
+/// Everything logged (at debug and above) while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn a_control_character_in_a_domain_name_never_reaches_the_log_raw() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    // The same domain (same UUID), renamed with a newline and an escape: its plan
+    // fails, and reconnect re-applies the record, saying so in the log.
+    let text = String::from_utf8(xml()).unwrap().replace(
+        "<name>i-2-10-VM</name>",
+        "<name>i-2-10-VM&#10;forged line&#27;[31m</name>",
+    );
+    let log = logged(|| {
+        lab.hook_with(
+            "reconnect",
+            "i-2-10-VM\nforged line\u{1b}[31m",
+            text.as_bytes(),
+        )
+        .unwrap();
+    });
+    assert!(
+        log.contains("re-applying the recorded state instead"),
+        "{log}"
+    );
+    assert!(log.contains(r#"i-2-10-VM\nforged line\u{1b}[31m"#), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(!log.contains("\nforged"), "{log}");
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
+}
+
+#[test]
+fn reconcile_adopts_only_what_the_hook_would_accept() {
+    let lab = Lab::new();
+    // Running, no record (virt-l3 installed after it started), and without
+    // virt-l3's nwfilter: prepare would refuse it (require_nwfilter), so
+    // reconcile does not route it, and says so.
+    let unfiltered = String::from_utf8(xml())
+        .unwrap()
+        .replace("<filterref filter='virt-l3-nic-52024576d235'/>", "");
+    let text = format!(
+        "<domstatus state='running' reason='booted' pid='4242'>\n{unfiltered}\n</domstatus>\n"
+    );
+    std::fs::write(
+        lab.config.libvirt_status_dir.join(format!("{NAME}.xml")),
+        text,
+    )
+    .unwrap();
+    let r = lab.reconcile();
+    let refused: Vec<_> = r
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Refuse)
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", r.changes);
+    assert_eq!(refused[0].domain.as_deref(), Some(NAME));
+    assert!(
+        refused[0]
+            .what
+            .contains("does not carry virt-l3's nwfilter"),
+        "{}",
+        refused[0].what
+    );
+    assert!(!r.changes.iter().any(|c| c.action == Action::Adopt));
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().record(UUID).unwrap().is_none());
+    // With its filter, the same domain is adopted.
+    lab.running("running", "booted");
+    let r = lab.reconcile();
+    assert!(
+        r.changes.iter().any(|c| c.action == Action::Adopt),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
 }

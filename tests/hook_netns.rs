@@ -813,3 +813,45 @@ fn a_state_directory_that_is_a_link_is_refused_not_followed() {
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert!(lab.routes().is_empty(), "{:?}", lab.routes());
 }
+
+#[test]
+fn an_address_on_link_on_or_the_next_hop_through_another_interface_is_refused() {
+    // On-link on eth0 (a connected /24): the upstream's neighbours live there.
+    let lab = Lab::new(&["vnet41"]);
+    lab.add_bridge("eth0");
+    lab.ip(&["link", "set", "eth0", "up"]);
+    lab.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("address 192.0.2.42 is on-link on eth0 (192.0.2.0/24)"),
+        "{}",
+        stderr(&o)
+    );
+    // The next hop of the host's default route through eth1.
+    let lab = Lab::new(&["vnet41"]);
+    lab.add_bridge("eth1");
+    lab.ip(&["link", "set", "eth1", "up"]);
+    lab.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.42",
+        "dev",
+        "eth1",
+        "onlink",
+    ]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("address 192.0.2.42 is the next hop of a route via eth1"),
+        "{}",
+        stderr(&o)
+    );
+    // On-link on the routed bridge itself: that is virt-l3's business, accepted.
+    let lab = Lab::new(&["vnet41"]);
+    lab.ip(&["route", "add", "192.0.2.0/24", "dev", "cloudbr0"]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -408,3 +408,87 @@ fn the_link_local_is_pinned_per_configuration() {
     assert_eq!(c.link_local, LinkLocal::Metadata);
     assert!(Config::from_toml("link_local = \"random\"", std::path::Path::new("x")).is_err());
 }
+
+// --- From libvirt's own test corpus (issue 15, item 10) ----------------------
+
+#[test]
+fn a_domain_without_uuid_and_nothing_routed_is_accepted_like_the_hook_does() {
+    // No <uuid>, one NIC on a bridge virt-l3 does not route: the hook accepts it
+    // unread, so `plan`, `guest-config` and `nwfilter` accept it with nothing to do.
+    let xml = "<domain type='qemu'><name>plain</name><devices>\
+               <interface type='bridge'><mac address='52:54:00:00:00:09'/><source bridge='virbr0'/></interface>\
+               </devices></domain>";
+    let p = plan_of(xml, &Config::default()).unwrap();
+    assert!(p.nics.is_empty());
+    assert_eq!((p.name.as_str(), p.uuid.as_str()), ("plain", ""));
+    let none = "<domain><name>bare</name></domain>";
+    assert!(plan_of(none, &Config::default()).unwrap().nics.is_empty());
+    // A routed NIC still needs the <uuid>.
+    let routed = domain(&addrs(M1, &["192.0.2.10"]), &nic(M1, "cloudbr0"))
+        .replace("<uuid>aaaaaaaa-0000-4000-8000-000000000001</uuid>", "");
+    assert!(err_of(&routed).contains("the domain XML has no <uuid>"));
+}
+
+#[test]
+fn an_open_vswitch_port_on_a_routed_bridge_is_refused() {
+    let ovs = nic(M1, "cloudbr0").replace(
+        "</interface>",
+        "<virtualport type='openvswitch'><parameters interfaceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport></interface>",
+    );
+    let e = err_of(&domain(&addrs(M1, &["192.0.2.10"]), &ovs));
+    assert!(
+        e.starts_with("virt-l3 refuses domain vm1: NIC 52:54:00:00:00:01 (interface 0) on cloudbr0: \
+                       it is a <virtualport type=\"openvswitch\"> port: virt-l3 routes Linux bridge ports only \
+                       (port isolation and nwfilter, which hold a guest to its addresses, do not apply to it)"),
+        "{e}"
+    );
+    // On a bridge virt-l3 does not route, it is none of virt-l3's business.
+    let unrouted = ovs.replace("cloudbr0", "br-ovs");
+    assert!(plan_of(&domain("", &unrouted), &Config::default()).is_ok());
+}
+
+#[test]
+fn metadata_in_the_http_spelling_of_the_namespace_is_refused() {
+    let https = domain(&addrs(M1, &["192.0.2.10"]), &nic(M1, "cloudbr0"));
+    let http = https.replace("https://download.cloudstack", "http://download.cloudstack");
+    let e = err_of(&http);
+    assert!(
+        e.contains(
+            "its <metadata> uses the namespace http://download.cloudstack.org/libvirt/network, \
+             which virt-l3 does not read: the namespace of CloudStack's network metadata is \
+             https://download.cloudstack.org/libvirt/network"
+        ),
+        "{e}"
+    );
+    // Also without a routed NIC: the metadata was meant for virt-l3 (the hook refuses it too).
+    let unrouted = http.replace("cloudbr0", "virbr0");
+    assert!(err_of(&unrouted).contains("uses the namespace http://"));
+}
+
+#[test]
+fn inject_refuses_to_replace_a_foreign_filterref() {
+    use virt_l3::nwfilter::inject::inject;
+    let c = Config::default();
+    let foreign = nic(M1, "cloudbr0").replace(
+        "filter='virt-l3-nic-525400000001'/>",
+        "filter='clean-traffic'><parameter name='IP' value='192.0.2.10'/></filterref>",
+    );
+    let xml = domain(&addrs(M1, &["192.0.2.10"]), &foreign);
+    let e = inject(xml.as_bytes(), &c).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "virt-l3 will not replace the nwfilter \"clean-traffic\" of NIC 52:54:00:00:00:01 on cloudbr0 \
+         of domain vm1: it is not one of virt-l3's filters (virt-l3-nic-<mac>), so an operator must \
+         decide: remove that <filterref> and run `virt-l3 nwfilter inject` again, or keep it and set \
+         require_nwfilter = false"
+    );
+    // virt-l3's own filter, this NIC's or another NIC's (a cloned XML), is replaced.
+    for own in ["virt-l3-nic-525400000001", "virt-l3-nic-525400000002"] {
+        let xml = domain(
+            &addrs(M1, &["192.0.2.10"]),
+            &nic(M1, "cloudbr0").replace("virt-l3-nic-525400000001", own),
+        );
+        let out = String::from_utf8(inject(xml.as_bytes(), &c).unwrap()).unwrap();
+        assert!(out.contains("filter=\"virt-l3-nic-525400000001\""), "{out}");
+    }
+}

@@ -195,6 +195,50 @@ fn reconcile_removes_orphans_and_touches_nothing_else() {
 }
 
 #[test]
+fn reconcile_does_not_adopt_a_running_domain_the_hook_would_refuse() {
+    // The dual-stack domain runs (its status file) without a record, and its
+    // address 2.57.57.30 is on-link on eth0, an interface virt-l3 does not route
+    // (the upstream's neighbours live there): `prepare` would refuse it.
+    let lab = lab();
+    lab.add_bridge("eth0");
+    lab.ip(&["addr", "add", "2.57.57.1/24", "dev", "eth0"]);
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
+    assert!(!o.status.success(), "the hook refuses it");
+    let why = "address 2.57.57.30 is on-link on eth0 (2.57.57.0/24)";
+    assert!(stderr(&o).contains(why), "{}", stderr(&o));
+    for dry_run in [&["--dry-run"][..], &[]] {
+        let out = reconcile(&lab, dry_run);
+        let line = out
+            .lines()
+            .find(|l| l.contains(" refuse "))
+            .unwrap_or_else(|| panic!("no refuse change: {out}"));
+        assert!(
+            line.contains("not adopting running domain 6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b")
+                && line.contains(why)
+                && line.ends_with("(domain i-2-10-VM)"),
+            "{line}"
+        );
+        assert!(!out.contains(" adopt "), "{out}");
+        assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+        assert!(lab.neighbours().is_empty(), "{:?}", lab.neighbours());
+    }
+    // `check`'s state item compares with the same decision: nothing is missing.
+    let o = lab.virt_l3(&["check"], b"");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("MISSING ENTRIES"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The address leaves eth0: the same domain is adopted, as the hook would accept it.
+    lab.ip(&["addr", "del", "2.57.57.1/24", "dev", "eth0"]);
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("did adopt"), "{out}");
+    assert!(!out.contains(" refuse "), "{out}");
+    assert_eq!(lab.routes(), expected_routes());
+}
+
+#[test]
 fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
     require_root!();
     let lab = lab();

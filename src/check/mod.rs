@@ -6,6 +6,7 @@
 //! virt-l3 check` inspects NS. Files and programs are found at the paths of
 //! [`CheckOptions`], all overridable. docs/TROUBLESHOOTING.md explains every item.
 
+mod allow;
 mod bridge;
 mod cloudstack;
 mod facts;
@@ -183,6 +184,7 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(sysctls::proxy_ndp(opts, &facts, &uplinks));
     items.push(sysctls::send_redirects(opts, &existing));
     items.push(cloudstack::control_network(config, opts, &facts));
+    items.push(allow::allow_list(config));
     items.push(libvirt::libvirt_version(opts));
     items.push(libvirt::hook_installed(opts));
     items.push(libvirt::nwfilter(opts));

@@ -91,7 +91,9 @@ impl CliError {
 /// A refused domain and a domain XML that cannot be rewritten name virt-l3 already.
 fn nwfilter_line(e: &NwfilterError) -> String {
     match e {
-        NwfilterError::Plan(_) | NwfilterError::Inject { .. } => e.to_string(),
+        NwfilterError::Plan(_)
+        | NwfilterError::Inject { .. }
+        | NwfilterError::ForeignFilter { .. } => e.to_string(),
         NwfilterError::Xml(_)
         | NwfilterError::Write { .. }
         | NwfilterError::Define { .. }

@@ -29,6 +29,15 @@ pub fn plan(p: &DomainPlan, config: &Config, as_json: bool) -> Result<String, Cl
         }));
     }
     let mut out = String::new();
+    if p.nics.is_empty() {
+        // What the hook accepts without reading further (no <uuid> needed).
+        let _ = writeln!(
+            out,
+            "domain {}: no interface on a routed bridge, nothing to do",
+            p.name
+        );
+        return Ok(out);
+    }
     let _ = writeln!(out, "domain {} ({})", p.name, p.uuid);
     for n in &p.nics {
         let tap = n.tap.as_deref().unwrap_or("-");

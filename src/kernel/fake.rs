@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::{bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute};
+use super::{
+    bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
+};
 use crate::address::Mac;
 use crate::plan::Entry;
 
@@ -326,6 +328,30 @@ impl Kernel for FakeKernel {
         }))
     }
 
+    async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError> {
+        self.read_fault("look up an address")?;
+        Ok(self.with(|m| {
+            addresses
+                .iter()
+                .map(|a| RouteLookup {
+                    address: *a,
+                    local: m.host_addresses.contains(a),
+                    route: longest_match(&m.routes, *a),
+                })
+                .collect()
+        }))
+    }
+
+    async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError> {
+        self.read_fault("look up an interface")?;
+        Ok(self.with(|m| {
+            m.links
+                .iter()
+                .find(|(_, l)| l.index == index)
+                .map(|(n, _)| n.clone())
+        }))
+    }
+
     async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError> {
         self.read_fault("list the host's addresses")?;
         Ok(self.with(|m| m.host_addresses.clone()))
@@ -511,4 +537,14 @@ impl Kernel for FakeKernel {
     fn has_net_admin(&self) -> bool {
         self.with(|m| m.has_net_admin)
     }
+}
+
+/// The main-table route the kernel would match for `a`: the longest prefix, then
+/// the lowest metric.
+fn longest_match(routes: &[KernelRoute], a: IpAddr) -> Option<KernelRoute> {
+    routes
+        .iter()
+        .filter(|r| r.table == 254 && r.destination.contains(&a))
+        .min_by_key(|r| (std::cmp::Reverse(r.destination.prefix_len()), r.metric))
+        .cloned()
 }

@@ -16,6 +16,7 @@ use crate::plan::Entry;
 
 pub mod batch;
 pub mod fake;
+mod lookup;
 pub mod netlink;
 pub mod sysctl;
 pub mod view;
@@ -71,6 +72,17 @@ pub struct KernelNeighbour {
     pub protocol: u8,
 }
 
+/// What a FIB lookup of one address found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLookup {
+    pub address: IpAddr,
+    /// The address is one of the host's (a `local` route answers).
+    pub local: bool,
+    /// The main-table unicast route the address matches, if any (the default
+    /// route included).
+    pub route: Option<KernelRoute>,
+}
+
 /// The bridge an entry is on.
 pub(crate) fn bridge_of(e: &Entry) -> &str {
     match e {
@@ -100,6 +112,13 @@ pub trait Kernel {
 
     /// Which of `candidates` are addresses of this host.
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError>;
+
+    /// One FIB lookup per address (one request each): is it local, and which
+    /// route of the main table does it match.
+    async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError>;
+
+    /// The name of the interface with this index, if it exists.
+    async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError>;
 
     /// Every address configured on the host's interfaces.
     async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError>;

@@ -24,7 +24,9 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::batch::BatchSocket;
-use super::{bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute};
+use super::{
+    bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
+};
 use crate::address::Mac;
 use crate::plan::{Entry, Neighbour, Route};
 
@@ -44,7 +46,7 @@ impl KernelError {
     }
 }
 
-fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
         _ => None,
@@ -232,41 +234,20 @@ impl Kernel for NetlinkKernel {
     /// address (a `local` route answers), all in flight together, so the cost does
     /// not grow with the number of interfaces (each VM's tap has addresses too).
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
-        let lookups = candidates.iter().map(|ip| {
-            let mut handle = self.handle.clone();
-            let ip = *ip;
-            async move {
-                let mut m = RouteMessage::default();
-                m.header.address_family = family(ip);
-                m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
-                m.attributes
-                    .push(RouteAttribute::Destination(route_address(ip)));
-                let mut req =
-                    netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
-                req.header.flags = netlink_packet_core::NLM_F_REQUEST;
-                let mut answers = handle
-                    .request(req)
-                    .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
-                let mut local = false;
-                while let Some(msg) = futures::StreamExt::next(&mut answers).await {
-                    if let netlink_packet_core::NetlinkPayload::InnerMessage(
-                        RouteNetlinkMessage::NewRoute(r),
-                    ) = msg.payload
-                    {
-                        local |= r.header.kind == RouteType::Local;
-                    }
-                    // An error (no route at all) means: not local.
-                }
-                Ok::<_, KernelError>(local.then_some(ip))
-            }
-        });
-        let mut out = Vec::new();
-        for r in futures::future::join_all(lookups).await {
-            if let Some(ip) = r? {
-                out.push(ip);
-            }
-        }
-        Ok(out)
+        let found = super::lookup::lookups(&self.handle, candidates).await?;
+        Ok(found
+            .into_iter()
+            .filter(|l| l.local)
+            .map(|l| l.address)
+            .collect())
+    }
+
+    async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError> {
+        super::lookup::lookups(&self.handle, addresses).await
+    }
+
+    async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError> {
+        super::lookup::link_name(&self.handle, index).await
     }
 
     /// Every address configured on the host's interfaces.
@@ -566,7 +547,7 @@ impl Kernel for NetlinkKernel {
     }
 }
 
-fn family(ip: IpAddr) -> AddressFamily {
+pub(super) fn family(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -623,7 +604,7 @@ fn neighbour_message(n: &Neighbour, ifindex: u32) -> NeighbourMessage {
     m
 }
 
-fn route_address(ip: IpAddr) -> RouteAddress {
+pub(super) fn route_address(ip: IpAddr) -> RouteAddress {
     match ip {
         IpAddr::V4(a) => RouteAddress::Inet(a),
         IpAddr::V6(a) => RouteAddress::Inet6(a),
@@ -638,7 +619,7 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn kernel_route(m: &RouteMessage) -> Option<KernelRoute> {
+pub(super) fn kernel_route(m: &RouteMessage) -> Option<KernelRoute> {
     if m.header.kind != RouteType::Unicast {
         return None;
     }

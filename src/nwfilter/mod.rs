@@ -18,6 +18,7 @@ pub mod policy;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 
+use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
 use crate::plan::{nic_filter_name, plan, Checks, DomainPlan, HostFacts, NoOwnership, PlanError};
@@ -40,6 +41,19 @@ pub enum NwfilterError {
     },
     #[error("virt-l3 cannot rewrite the domain XML of {}: {}", crate::plan::printable(.domain), crate::plan::printable(.message))]
     Inject { domain: String, message: String },
+    #[error(
+        "virt-l3 will not replace the nwfilter {} of NIC {nic} on {} of domain {}: it is not one of \
+         virt-l3's filters ({prefix}-<mac>), so an operator must decide: remove that <filterref> and run \
+         `virt-l3 nwfilter inject` again, or keep it and set require_nwfilter = false",
+        crate::plan::shown(.filter), crate::plan::printable(.bridge), crate::plan::display_name(.domain)
+    )]
+    ForeignFilter {
+        domain: String,
+        nic: Mac,
+        bridge: String,
+        filter: String,
+        prefix: String,
+    },
     #[error("cannot define nwfilter {filter} in libvirtd: {message}")]
     Define { filter: String, message: String },
     /// The filter (or its NIC's MAC) belongs to another domain: defining it

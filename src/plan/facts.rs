@@ -43,13 +43,29 @@ impl Ownership for NoOwnership {
     }
 }
 
+/// A route of the host that a domain's address or prefix falls into (or whose
+/// next hop it is), read by a FIB lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostRoute {
+    pub destination: IpNet,
+    pub gateway: Option<IpAddr>,
+    /// The interface the route goes through, by name.
+    pub interface: String,
+}
+
 /// Facts about the hypervisor that validation needs.
 #[derive(Debug, Clone, Default)]
 pub struct HostFacts {
-    /// Every address configured on any of the host's interfaces.
+    /// Every address configured on any of the host's interfaces (or, without
+    /// routed prefixes, those of them the domain claims).
     pub addresses: Vec<IpAddr>,
     /// The current MAC of each routed bridge the domain uses (no NIC may have it).
     pub bridge_macs: Vec<(String, Mac)>,
+    /// The routes the domain's addresses (and its routed prefixes' first
+    /// addresses) match that are on-link (not the default route) or whose next
+    /// hop is the address itself; on any interface, routed bridges included
+    /// (the rules skip those).
+    pub routes: Vec<HostRoute>,
 }
 
 /// Validation options that depend on the lifecycle step.

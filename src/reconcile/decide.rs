@@ -7,14 +7,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
-use tracing::warn;
 
 use super::observe::RunningDomain;
 use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::RunState;
 use crate::kernel::{bridge_of, KernelNeighbour, KernelRoute, KernelView};
-use crate::plan::{managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership};
+use crate::plan::{
+    display_name, managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership,
+};
 use crate::state::Record;
 
 /// What a [`Change`] does, serialized as its word ("add", "pin-mac", ...).
@@ -29,6 +30,8 @@ pub enum Action {
     PinMac,
     Promote,
     Prune,
+    /// A running domain reconcile will not adopt: the hook would refuse it.
+    Refuse,
     Remove,
     Sysctl,
 }
@@ -43,6 +46,7 @@ impl Action {
             Action::PinMac => "pin-mac",
             Action::Promote => "promote",
             Action::Prune => "prune",
+            Action::Refuse => "refuse",
             Action::Remove => "remove",
             Action::Sysctl => "sysctl",
         }
@@ -157,6 +161,24 @@ pub fn still_running(
         .collect()
 }
 
+/// The host facts each domain reconcile may adopt is planned against, by UUID
+/// ([`super::observe::adoption_facts`]).
+pub type DomainFacts = HashMap<String, HostFacts>;
+
+/// The running domains reconcile may adopt, with their UUIDs: a UUID, no record,
+/// and an interface on a routed bridge.
+pub fn adoption_candidates<'a>(
+    config: &'a Config,
+    recorded: &'a HashSet<String>,
+    running: &'a [RunningDomain],
+) -> impl Iterator<Item = (&'a str, &'a RunningDomain)> + 'a {
+    running.iter().filter_map(move |run| {
+        let uuid = run.xml.uuid.as_deref()?;
+        let managed = managed_interfaces(&run.xml, config).next().is_some();
+        (managed && !recorded.contains(uuid)).then_some((uuid, run))
+    })
+}
+
 /// Decides, from the records and the running domains, which records to keep
 /// (with which metric), which to adopt and which to prune. Pure.
 pub fn desired(
@@ -164,7 +186,7 @@ pub fn desired(
     records: Vec<Record>,
     running: &[RunningDomain],
     incoming: &HashSet<String>,
-    host: &HostFacts,
+    facts: &DomainFacts,
     state: &dyn Ownership,
     now_ms: u64,
 ) -> Desired {
@@ -198,22 +220,27 @@ pub fn desired(
         }
     }
     // Running domains with routed NICs but no record (virt-l3 installed after they
-    // started, a state dir lost): adopt them if their XML is valid.
-    for run in running {
-        let Some(uuid) = run.xml.uuid.as_deref() else {
-            continue;
+    // started, a state dir lost): adopt them if the hook would accept them.
+    for (uuid, run) in adoption_candidates(config, &recorded, running) {
+        // The checks and host facts the hook applies at prepare: what it would
+        // refuse is not adopted. (`watch` logs the refusal once per domain.)
+        let checks = Checks {
+            require_filter: config.require_nwfilter,
         };
-        if recorded.contains(uuid) || managed_interfaces(&run.xml, config).next().is_none() {
-            continue;
-        }
-        match plan(&run.xml, config, host, state, Checks::default()) {
+        let no_facts = HostFacts::default();
+        let host = facts.get(uuid).unwrap_or(&no_facts);
+        match plan(&run.xml, config, host, state, checks) {
             Ok(p) => {
                 let standby = incoming.contains(uuid);
                 let (rec, change) = adopt(config, p, standby, &run.run_state, now_ms);
                 out.changes.push(change);
                 out.keep.push(rec);
             }
-            Err(e) => warn!("not adopting a running domain: {e}"),
+            Err(e) => out.changes.push(Change {
+                action: Action::Refuse,
+                domain: Some(display_name(&run.xml.name)),
+                what: format!("not adopting running domain {uuid}: {e}"),
+            }),
         }
     }
     out

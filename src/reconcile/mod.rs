@@ -7,7 +7,7 @@
 //! diff) → [`apply`] (the kernel, then the records).
 //!
 //! To compare without changing anything (`check`'s state item), call the same
-//! steps: [`running_domains`], [`observe::host_facts`], [`observe::incoming`],
+//! steps: [`running_domains`], [`observe::adoption_facts`], [`observe::incoming`],
 //! [`desired`], [`KernelView::read`], [`decide::wanted_entries`], [`diff`].
 
 use serde::Serialize;
@@ -78,13 +78,13 @@ pub async fn reconcile<K: Kernel>(
         }
     }
     let incoming = observe::incoming(&state);
-    let host = observe::host_facts(kernel).await?;
+    let facts = observe::adoption_facts(kernel, config, &records, &running).await?;
     let d = desired(
         config,
         records,
         &running,
         &incoming,
-        &host,
+        &facts,
         &state,
         now_ms(),
     );
@@ -124,12 +124,14 @@ pub async fn reconcile<K: Kernel>(
     }
     apply::apply(kernel, config, &state, &d, &kd, &view, &mut report).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), "kernel changed, state written");
-    if !report.changes.is_empty() {
-        info!(
-            changes = report.changes.len(),
-            errors = report.errors.len(),
-            "reconciled"
-        );
+    // A refused domain is refused again on every run: not a change made.
+    let made = report
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Refuse)
+        .count();
+    if made > 0 {
+        info!(changes = made, errors = report.errors.len(), "reconciled");
     }
     Ok(report)
 }

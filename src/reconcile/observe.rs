@@ -1,5 +1,6 @@
 //! Observing, the I/O reconcile decides from: libvirt's status files of running
-//! domains, virt-l3's records and marks, and the host's addresses. (The kernel's
+//! domains, virt-l3's records and marks, and the host facts of the domains it
+//! may adopt. (The kernel's
 //! tables are read as a [`crate::kernel::KernelView`].)
 
 use std::collections::HashSet;
@@ -7,11 +8,13 @@ use std::path::Path;
 
 use tracing::warn;
 
+use super::decide::{adoption_candidates, DomainFacts};
 use super::ReconcileError;
+use crate::config::Config;
 use crate::domain_xml::{DomainXml, RunState};
+use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError};
-use crate::plan::HostFacts;
-use crate::state::StateDir;
+use crate::state::{Record, StateDir};
 
 /// A domain libvirt reports running on this host.
 #[derive(Debug, Clone)]
@@ -68,10 +71,23 @@ pub fn incoming(state: &StateDir) -> HashSet<String> {
     state.incoming().into_iter().collect()
 }
 
-/// The host's addresses, which no domain may claim.
-pub async fn host_facts<K: Kernel>(kernel: &K) -> Result<HostFacts, KernelError> {
-    Ok(HostFacts {
-        addresses: kernel.host_addresses().await?,
-        ..HostFacts::default()
-    })
+/// The host facts of every domain reconcile may adopt, by UUID: read as the
+/// hook reads them at `prepare` ([`crate::host_facts::host_facts`]: the host's
+/// addresses and the routes through other interfaces that the domain's
+/// addresses fall into), so that reconcile adopts only what the hook would accept.
+pub async fn adoption_facts<K: Kernel>(
+    kernel: &K,
+    config: &Config,
+    records: &[Record],
+    running: &[RunningDomain],
+) -> Result<DomainFacts, KernelError> {
+    let recorded: HashSet<String> = records.iter().map(|r| r.plan.uuid.clone()).collect();
+    let mut out = DomainFacts::new();
+    for (uuid, run) in adoption_candidates(config, &recorded, running) {
+        out.insert(
+            uuid.to_string(),
+            host_facts(kernel, &run.xml, config).await?,
+        );
+    }
+    Ok(out)
 }

@@ -6,6 +6,8 @@ what=${1:-test}
 need=(iproute2 jq nftables)
 case "$what" in
   demo) ;;
+  # The real guest of tests/lib/guest.sh is not installed: its kernel (linux-image-cloud-amd64's
+  # versioned package) and busybox-static are `apt-get download`ed into target/guest.
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init groovy strace) ;;
   bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
   package) need+=(rpm) ;;

@@ -161,6 +161,11 @@ migrate() { # SRC DST DST_MIGRATION_ADDR LABEL
   check "$label: the guest runs on the destination" test "$(lab_virsh "$dst" domstate "$DOM" 2>/dev/null)" = running
   check "$label: the source no longer has it" gone_from "$src"
   analyse "$label" "$src" "$dst" "$t0"
+  for f in 4 6; do
+    check "$label: no duplicated ping reply (IPv$f)" test "$(grep -c 'DUP!' "$W/$label.ping$f")" = 0
+  done
+  check "$label: the upstream reaches $V4 after the migration" poll 10 reach "$V4"
+  check "$label: the upstream reaches $V6 after the migration" poll 10 reach "$V6"
 }
 name_of() { case $1 in "$H1") echo hv1 ;; "$H2") echo hv2 ;; *) echo upstream ;; esac }
 gone_from() { ! lab_virsh "$1" domstate "$DOM" >/dev/null 2>&1; }

@@ -13,8 +13,12 @@
 # the destination's "Resumed Migrated" event): source suspended, kernel route changes on
 # both hypervisors, upstream route change (its kernel, fed by BIRD). Results go to
 # REAL_MIGRATION_RESULTS (default target/guest/migration-results.txt).
-# Measures; asserts only what must hold (migration succeeds, the guest answers after each,
-# no duplicate, the source left clean). Needs root, qemu-system-x86, bird2; ~2 minutes.
+# Then a migration hv1 -> hv2 cancelled mid-way (--bandwidth 1, virsh domjobabort): the
+# source keeps running and stays the upstream's path (metric 100), no ping is lost, the
+# destination is left without the domain or any proto-52 route.
+# Measures the timings; asserts only what must hold (migration succeeds, the guest answers
+# after each, no duplicate, the source left clean; the cancelled case above).
+# Needs root, qemu-system-x86, bird2; ~1.5 minutes.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/libvirtd.sh
@@ -217,6 +221,45 @@ check "hv1 has no proto 52 route left" test -z "$(e2e_all_routes "$H1")"
 step "migrate hv2 -> hv1"
 migrate "$H2" "$H1" "$M1" hv2-to-hv1
 check "hv2 has no proto 52 route left" test -z "$(e2e_all_routes "$H2")"
+
+# A migration cancelled mid-way (virsh domjobabort on the source while the memory is
+# still being copied, slowed to 1 MiB/s): the source must stay the preferred path and
+# the destination be left clean.
+step "a cancelled migration hv1 -> hv2"
+for f in 4 6; do
+  p=$V4
+  [ $f = 6 ] && p=$V6
+  ip netns exec "$UP" ping -$f -D -i 0.02 "$p" >"$W/cancel.ping$f" 2>&1 &
+  eval "PING$f=\$!"
+done
+lab_exec "$H1" virsh -c qemu:///system migrate --live --persistent --undefinesource --bandwidth 1 "$DOM" \
+  "qemu+unix:///system?socket=$(sock "$H2")" "tcp://$M2" >"$W/cancel.migrate" 2>&1 &
+mpid=$!
+incoming() { lab_virsh "$H2" domstate "$DOM" >/dev/null 2>&1; }
+check "cancel: the destination has the incoming domain" poll 30 incoming
+sleep 2
+check "cancel: virsh domjobabort on the source" lab_virsh "$H1" domjobabort "$DOM"
+wait "$mpid"
+mrc=$?
+check "cancel: virsh migrate fails (exit $mrc: $(tr '\n' ' ' <"$W/cancel.migrate" | cut -c1-100))" test "$mrc" != 0
+runs_on() { [ "$(lab_virsh "$1" domstate "$DOM" 2>/dev/null)" = running ]; }
+clean() { [ -z "$(e2e_all_routes "$1")" ]; }
+check "cancel: the guest runs on the source" poll 10 runs_on "$H1"
+check "cancel: the destination has no domain" poll 20 gone_from "$H2"
+check "cancel: the destination has no proto 52 route left" poll 10 clean "$H2"
+src_metric_100() { lab_exec "$H1" ip route show exact "$V4/32" proto 52 | grep -q 'metric 100' &&
+  lab_exec "$H1" ip -6 route show exact "$V6/128" proto 52 | grep -q 'metric 100'; }
+check "cancel: the source's routes are active (100)" poll 10 src_metric_100
+via_src() { ip -n "$UP" route show exact "$V4/32" | grep -q "via $A1 " && ip -n "$UP" -6 route show exact "$V6/128" | grep -q "via $A16 "; }
+check "cancel: the upstream's path is the source's" via_src
+sleep 1
+kill -INT "$PING4" "$PING6"
+wait "$PING4" "$PING6" 2>/dev/null
+for f in 4 6; do
+  lost=$(awk '/packets transmitted/ { print $1 - $4 }' "$W/cancel.ping$f")
+  echo "== cancelled hv1 -> hv2, IPv$f: $(grep 'packets transmitted' "$W/cancel.ping$f")" | tee -a "$RESULTS"
+  check "cancel: no ping lost (IPv$f; the reply to the last one may still be in flight)" test "${lost:-99}" -le 1
+done
 echo "results: $RESULTS"
 echo "real-guest-migration: $SECONDS s"
 e2e_summary

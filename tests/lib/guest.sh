@@ -262,6 +262,8 @@ guest_build() {
   mv "$dir/vmlinuz.new" "$GUEST_KERNEL"
   mv "$dir/base.cpio.gz.new" "$GUEST_BASE_INITRD"
   rm -rf "$work"
+  # Older builds (other versions or another guest.sh): only the newest is kept.
+  find "$GUEST_CACHE" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-*' ! -path "$dir" -exec rm -rf {} +
 }
 
 guest_initrd() { # LAB NAME OUT

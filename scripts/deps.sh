@@ -12,6 +12,8 @@ what=${1:-test}
 need=(iproute2 jq nftables util-linux procps gcc libc6-dev)
 case "$what" in
   demo) ;;
+  # The real guest of tests/lib/guest.sh is not installed: its kernel (linux-image-cloud-amd64's
+  # versioned package) and busybox-static are `apt-get download`ed into target/guest.
   # g++: cargo-fuzz builds libFuzzer (tests/suites/fuzz.sh); rpm, dpkg-dev, man-db:
   # tests/suites/package.sh (cargo-deb runs dpkg-shlibdeps, the suite renders the man page).
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3 python3-scapy tcpdump

@@ -165,15 +165,23 @@ fn warn(id: &'static str, subject: Option<&str>, summary: String, fix: String) -
 pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, CheckError> {
     let facts = facts::kernel_facts().await?;
     let mut items = Vec::new();
-    let existing: Vec<&str> = config
-        .bridges
+    // The literal names (present or not) and every bridge a pattern matches.
+    let routed = config.routed_bridges_among(
+        facts
+            .links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .map(|l| l.name.as_str()),
+    );
+    let existing: Vec<&str> = routed
         .iter()
         .filter(|b| facts.link(b).is_some())
         .map(String::as_str)
         .collect();
-    for b in &config.bridges {
+    for b in &routed {
         items.extend(bridge::bridge_items(config, opts, &facts, b));
     }
+    items.extend(bridge::idle_patterns(config, &routed));
     let mut kernel = NetlinkKernel::connect()?;
     let uplinks = uplinks(config, &facts, &mut kernel).await?;
     items.push(sysctls::forwarding(opts, &existing, &uplinks, 4));

@@ -26,6 +26,8 @@ pub enum Action {
     Add,
     Adopt,
     Demote,
+    /// A gateway address put on a routed bridge (`manage_gateways`).
+    Gateway,
     Isolate,
     PinMac,
     Promote,
@@ -42,6 +44,7 @@ impl Action {
             Action::Add => "add",
             Action::Adopt => "adopt",
             Action::Demote => "demote",
+            Action::Gateway => "gateway",
             Action::Isolate => "isolate",
             Action::PinMac => "pin-mac",
             Action::Promote => "promote",

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what virt-l3's demo and tests need on Debian 12, only when missing.
-# Usage: scripts/deps.sh [demo|test|bench|package|fuzz]
+# Usage: scripts/deps.sh [demo|test|bench|package|fuzz|cloud-init]
+# cloud-init: newer cloud-init releases than Debian's, as source trees under
+# /var/cache/virt-l3/cloud-init/TAG, run with Debian's python3 by tests/guest_config.rs
+# (tests/common/cloud_init.rs); VIRT_L3_CLOUD_INIT_TAGS overrides the tags.
 set -euo pipefail
 what=${1:-test}
 # Every package a command of the scripts, tests and suites comes from; a fresh Debian 12
@@ -22,6 +25,9 @@ case "$what" in
   bench) need+=(hyperfine valgrind python3 python3-pyroute2 time bc) ;;
   package) need+=(rpm dpkg-dev) ;;
   fuzz) need=(gcc g++ libc6-dev) ;;
+  # What newer cloud-init's net-convert imports (Debian's cloud-init pulls in the rest).
+  cloud-init) need+=(git python3 python3-yaml python3-jinja2 python3-jsonschema python3-configobj
+    python3-requests python3-jsonpatch python3-netifaces cloud-init) ;;
 esac
 # Rust: the machine's toolchain, else rustup's (Debian 12's rustc is too old for the dependencies).
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -48,4 +54,22 @@ fi
 # cargo-fuzz for tests/suites/fuzz.sh (libFuzzer targets in fuzz/).
 if [ "$what" = test ] || [ "$what" = fuzz ]; then
   command -v cargo-fuzz >/dev/null 2>&1 || { echo "deps: installing cargo-fuzz" >&2; cargo install cargo-fuzz --locked --quiet; }
+fi
+# Newer cloud-init releases, unpacked from their git tags: cloudinit/ only, plus the
+# meson_versions.py a meson build would generate (from 26.1 on, version.py reads it).
+if [ "$what" = cloud-init ]; then
+  cache=/var/cache/virt-l3/cloud-init
+  mkdir -p "$cache"
+  repo="$cache/.git-mirror"
+  [ -d "$repo" ] || git clone -q --bare --filter=blob:none https://github.com/canonical/cloud-init "$repo"
+  for tag in ${VIRT_L3_CLOUD_INIT_TAGS:-23.1 24.2 25.1 26.1}; do
+    [ -d "$cache/$tag/cloudinit" ] && continue
+    echo "deps: unpacking cloud-init $tag into $cache/$tag" >&2
+    mkdir -p "$cache/$tag"
+    git -C "$repo" archive "refs/tags/$tag" cloudinit | tar -x -C "$cache/$tag"
+    if ! grep -q '^__VERSION__ = "' "$cache/$tag/cloudinit/version.py"; then
+      printf 'UPSTREAM_VERSION = "%s"\nDOWNSTREAM_VERSION = "@DOWNSTREAM_VERSION@"\n' "$tag" \
+        >"$cache/$tag/cloudinit/meson_versions.py"
+    fi
+  done
 fi

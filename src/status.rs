@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::kernel::foreign::Foreign;
 use crate::kernel::{Kernel, KernelError, KernelView};
 use crate::state::{Record, StateDir, StateError};
 
@@ -19,11 +20,14 @@ pub struct DomainStatus {
     pub metric: u32,
     pub addresses: Vec<String>,
     pub entries: Vec<EntryStatus>,
+    /// Other tools' routes and permanent neighbours for the domain's addresses
+    /// on the routed bridges (crate::kernel::foreign).
+    pub conflicts: Vec<Foreign>,
 }
 
 impl DomainStatus {
     pub fn healthy(&self) -> bool {
-        self.entries.iter().all(|e| e.present)
+        self.entries.iter().all(|e| e.present) && self.conflicts.is_empty()
     }
 }
 
@@ -36,21 +40,26 @@ pub enum StatusError {
 }
 
 pub fn domain_status(record: &Record, view: &KernelView) -> DomainStatus {
+    let entries = record.plan.entries(record.metric);
+    let mut conflicts: Vec<Foreign> = entries
+        .iter()
+        .flat_map(|e| view.foreign(e, record.protocol))
+        .collect();
+    conflicts.dedup();
     DomainStatus {
         name: record.plan.name.clone(),
         uuid: record.plan.uuid.clone(),
         standby: record.standby,
         metric: record.metric,
         addresses: record.plan.addresses().map(|a| a.to_string()).collect(),
-        entries: record
-            .plan
-            .entries(record.metric)
+        entries: entries
             .iter()
             .map(|e| EntryStatus {
                 entry: e.to_string(),
                 present: view.has(e, record.protocol),
             })
             .collect(),
+        conflicts,
     }
 }
 

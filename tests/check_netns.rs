@@ -834,6 +834,7 @@ fn check_covers_every_item_and_explains_in_text() {
         "routing-daemon",
         "routing-config",
         "state",
+        "foreign-entries",
     ];
     assert_eq!(ids, all.into_iter().collect::<BTreeSet<_>>());
     // Without gateway_mac the bridge MAC is a warning, with its fix.

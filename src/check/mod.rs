@@ -9,6 +9,7 @@
 mod allow;
 mod bridge;
 mod cloudstack;
+mod coexistence;
 mod facts;
 mod libvirt;
 mod routing_daemon;
@@ -199,6 +200,7 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(libvirt::ebtables(opts));
     items.extend(routing_daemon::routing_daemon(config, opts));
     items.push(state::state(config, &mut kernel).await);
+    items.extend(coexistence::foreign_entries(config, &mut kernel).await);
     Ok(Report {
         ready: items.iter().all(|i| i.status != Status::Fail),
         items,

@@ -17,6 +17,7 @@ use crate::plan::Entry;
 pub mod batch;
 pub mod bridges;
 pub mod fake;
+pub mod foreign;
 mod lookup;
 pub mod netlink;
 pub mod sysctl;

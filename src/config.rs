@@ -33,9 +33,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Bridges whose interfaces virt-l3 routes: names and glob patterns (`*`, `?`),
-    /// e.g. `["cloudbr0", "brdr-*"]`; a pattern covers every kernel bridge it matches,
-    /// including bridges created later. Every other interface is left alone.
+    /// Bridges whose interfaces virt-l3 routes: names and patterns (a name's start
+    /// followed by `*`, as nftables' interface wildcards), e.g. `["cloudbr0", "brdr-*"]`;
+    /// a pattern covers every kernel bridge it matches, including bridges created
+    /// later. Every other interface is left alone.
     pub bridges: Vec<String>,
     /// Where per-domain records and address ownership live (tmpfs: gone at reboot,
     /// like the routes themselves).
@@ -233,9 +234,13 @@ impl Config {
             ));
         }
         for b in &self.bridges {
-            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', '\0', '[', ']']) {
+            let stem = b.strip_suffix('*').unwrap_or(b);
+            if stem.is_empty()
+                || b.len() > 15
+                || stem.contains(['/', ' ', '\0', '*', '?', '[', ']'])
+            {
                 return Err(invalid(format!(
-                    "`bridges` holds an invalid interface name or pattern {b:?} (names and `*`, `?` patterns)"
+                    "`bridges` holds an invalid interface name or pattern {b:?} (a name, or the start of names followed by `*`)"
                 )));
             }
         }
@@ -388,7 +393,10 @@ mod tests {
         );
         let e = Config::from_toml("gateway_mac = \"derived\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("derive"), "{e}");
-        assert!(Config::from_toml("bridges = [\"br[0-9]\"]\n", Path::new("x")).is_err());
+        for bad in ["br[0-9]", "br?", "*", "br*x", "b**"] {
+            let text = format!("bridges = [{bad:?}]\n");
+            assert!(Config::from_toml(&text, Path::new("x")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -198,7 +198,7 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(libvirt::hook_installed(opts));
     items.push(libvirt::nwfilter(opts));
     items.push(libvirt::ebtables(opts));
-    items.extend(routing_daemon::routing_daemon(config, opts));
+    items.extend(routing_daemon::routing_daemon(config, opts, &routed));
     items.push(state::state(config, &mut kernel).await);
     items.extend(coexistence::foreign_entries(config, &mut kernel).await);
     Ok(Report {

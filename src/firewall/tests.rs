@@ -220,3 +220,23 @@ fn golden_files() {
         assert_eq!(text, want, "{name} differs (UPDATE_GOLDEN=1 rewrites it)");
     }
 }
+
+#[test]
+fn a_bridge_pattern_is_an_interface_wildcard_in_an_interval_set() {
+    let base = render(&Ruleset::from_config(&Config::default(), &host()));
+    assert!(
+        base.contains("set routed_bridges {\n\t\ttype ifname\n\t\telements"),
+        "{base}"
+    );
+    let config = Config {
+        bridges: vec!["cloudbr0".into(), "brdr-*".into()],
+        ..Config::default()
+    };
+    let text = render(&Ruleset::from_config(&config, &host()));
+    assert!(
+        text.contains(
+            "set routed_bridges {\n\t\ttype ifname\n\t\tflags interval\n\t\telements = { \"brdr-*\", \"cloudbr0\" }"
+        ),
+        "{text}"
+    );
+}

@@ -1,7 +1,8 @@
 //! Routed bridges named by patterns, and the gateway MAC derived from a bridge's name.
 //!
-//! `bridges` in the configuration holds names and glob patterns (`*` any run of
-//! characters, `?` one character): `["cloudbr0", "brdr-*"]`. The routed bridges are
+//! `bridges` in the configuration holds names and patterns (a name's start then
+//! `*`; the configuration refuses other globs, which nftables' interface
+//! wildcards could not express): `["cloudbr0", "brdr-*"]`. The routed bridges are
 //! the literal names plus the kernel's bridges that match a pattern.
 //!
 //! `gateway_mac = "derive"` gives each routed bridge the MAC

@@ -159,3 +159,29 @@ fn the_derived_mac_is_the_same_in_two_namespaces() {
     assert_ne!(mac_of(&a, "brdr-43"), want);
     assert_eq!(mac_of(&a, "brdr-43"), derived_mac("brdr-43").to_string());
 }
+
+#[test]
+fn with_manage_gateways_the_hook_puts_the_gateways_on_a_new_bridge() {
+    require_root!();
+    let lab = lab();
+    lab.add_bridge("brdr-9");
+    lab.add_tap("vnet3", "brdr-9");
+    let xml = String::from_utf8(fixture("dual-stack.xml"))
+        .unwrap()
+        .replace("bridge='cloudbr0'", "bridge='brdr-9'");
+    let o = lab.hook("i-2-10-VM", "start", "begin", xml.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = addresses_of(&lab, "brdr-9");
+    assert!(
+        a.contains("169.254.0.1/32") && a.contains("fe80::1/64"),
+        "{a}"
+    );
+    assert_eq!(mac_of(&lab, "brdr-9"), derived_mac("brdr-9").to_string());
+    assert!(
+        lab.routes()
+            .iter()
+            .any(|r| r.starts_with("2.57.57.30 dev brdr-9")),
+        "{:?}",
+        lab.routes()
+    );
+}

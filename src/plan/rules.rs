@@ -557,6 +557,18 @@ mod tests {
             mac_problem("52:54:00:00:00:01".parse().unwrap(), &ctx),
             None
         );
+        // Derived: each routed bridge's own gateway MAC is refused.
+        let derive = Config {
+            gateway_mac: Some(crate::config::GatewayMac::Derive),
+            ..Config::default()
+        };
+        let ctx = Context::new(&derive, &host, &NoOwnership, UUID);
+        let br1 = crate::plan::bridge_names::derived_mac("br1");
+        assert!(mac_problem(br1, &ctx).unwrap().contains("gateway MAC"));
+        assert_eq!(
+            mac_problem("52:54:00:00:00:01".parse().unwrap(), &ctx),
+            None
+        );
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct Config {
     /// DNS servers written into the guests' network configuration by
     /// `virt-l3 guest-config` (none when empty).
     pub guest_nameservers: Vec<IpAddr>,
+    /// Enforce security groups (issue 16, docs/SECURITY-GROUPS.md): every running VM
+    /// gets its rules, or CloudStack's default (ingress closed) when none are known.
+    /// Off by default: a host without a cloud controller must not find every VM closed.
+    pub security_groups: bool,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             disable_redirects: true,
             log_level: "warn".to_string(),
             guest_nameservers: Vec::new(),
+            security_groups: false,
         }
     }
 }

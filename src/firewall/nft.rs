@@ -103,9 +103,14 @@ pub(crate) fn static_part(text: &str) -> String {
             skipping = t != "}";
             continue;
         }
-        if t.ends_with('{')
-            && (t.starts_with("chain sg_") || t.starts_with("set ") || t.starts_with("map "))
-        {
+        if t.ends_with('{') && t.starts_with("chain sg_") {
+            skipping = true;
+            continue;
+        }
+        if t.ends_with('{') && (t.starts_with("set ") || t.starts_with("map ")) {
+            // The header stays (the rendering's count includes it), the body goes.
+            out.push_str(line);
+            out.push_str("\n}\n");
             skipping = true;
             continue;
         }

@@ -90,6 +90,10 @@ pub struct Config {
     /// CloudStack metadata names (`<link-local address=.../>`), `any` every
     /// fe80::/10 source (weaker: a guest can claim another guest's link-local).
     pub link_local: LinkLocal,
+    /// Enforce security groups (issue 16, docs/SECURITY-GROUPS.md): every running VM
+    /// gets its rules, or CloudStack's default (ingress closed) when none are known.
+    /// Off by default: a host without a cloud controller must not find every VM closed.
+    pub security_groups: bool,
 }
 
 /// Where a NIC's pinned IPv6 link-local address comes from.
@@ -132,6 +136,7 @@ impl Default for Config {
             log_level: "warn".to_string(),
             guest_nameservers: Vec::new(),
             link_local: LinkLocal::Eui64,
+            security_groups: false,
         }
     }
 }

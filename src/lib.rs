@@ -19,6 +19,7 @@ pub mod nwfilter;
 pub mod plan;
 pub mod reconcile;
 pub mod routing;
+pub mod security_group;
 pub mod state;
 pub mod status;
 pub mod watch;

@@ -12,7 +12,9 @@
 //!   would share one nwfilter and one neighbour entry);
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
 //! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
-//!   adopted by reconcile while libvirt still lists it).
+//!   adopted by reconcile while libvirt still lists it);
+//! - `security-groups/<uuid>.json` (or `name=<name>.json`): a domain's security-group
+//!   rules (`state/security_groups.rs`, issue 16).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!
@@ -37,8 +39,10 @@ use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
 mod dirfd;
+mod security_groups;
 
 use dirfd::{Dir, Kind, LinkText};
+pub use security_groups::SgKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

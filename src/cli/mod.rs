@@ -11,6 +11,7 @@ mod nwfilter;
 mod output;
 mod plan;
 mod reconcile;
+mod security_group;
 mod status;
 mod support;
 mod watch;
@@ -61,6 +62,9 @@ enum Command {
     GuestConfig(guest_config::GuestConfigArgs),
     /// libvirt nwfilter security groups for routed NICs (domain XML on stdin).
     Nwfilter(nwfilter::NwfilterArgs),
+    /// Security-group rules of a domain (CloudStack's rule string), stateful, on
+    /// the routed path; enforced when `security_groups = true`.
+    SecurityGroup(security_group::SecurityGroupArgs),
 }
 
 impl Cli {
@@ -100,6 +104,7 @@ impl Cli {
             Command::Check(args) => args.run(&config),
             Command::GuestConfig(args) => args.run(&config),
             Command::Nwfilter(args) => args.run(&config),
+            Command::SecurityGroup(args) => args.run(&config),
         }
     }
 }

@@ -78,8 +78,9 @@ pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
             None,
             "list virt-l3's tables",
         ) {
-            Ok(text) if text.lines().any(|l| l.trim() == want) && rule_count(&text) == expected => {
-            }
+            Ok(text)
+                if text.lines().any(|l| l.trim() == want)
+                    && rule_count(&static_part(&text)) == expected => {}
             Ok(_) => return Ok(false),
             Err(FirewallError::Nft { detail, .. }) if detail.contains("No such file") => {
                 return Ok(false)
@@ -88,6 +89,35 @@ pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
         }
     }
     Ok(true)
+}
+
+/// A listed table without what changes at run time: set and map bodies (the
+/// accepted ports, the security groups' map elements) and the per-VM security
+/// group chains (`sg_*`, issue 16), which a full install would wipe.
+pub(crate) fn static_part(text: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if skipping {
+            skipping = t != "}";
+            continue;
+        }
+        if t.ends_with('{') && t.starts_with("chain sg_") {
+            skipping = true;
+            continue;
+        }
+        if t.ends_with('{') && (t.starts_with("set ") || t.starts_with("map ")) {
+            // The header stays (the rendering's count includes it), the body goes.
+            out.push_str(line);
+            out.push_str("\n}\n");
+            skipping = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The number of rules in a table's text (one line each; hook lines excluded).

@@ -9,8 +9,8 @@
 //!   (one atomic `symlinkat(2)` to claim, one `readlinkat(2)` to look up);
 //! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
-//! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
-//!   adopted by reconcile while libvirt still lists it).
+//! - `stopping/<uuid>`: a domain whose `stopped` hook ran while libvirt still lists it
+//!   (not to be adopted by reconcile until its status file is gone).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!
@@ -546,7 +546,8 @@ impl StateDir {
 
     /// Marks a domain as stopping: its `stopped` hook ran, libvirt has not yet
     /// removed its status file. Reconcile must not adopt it then (it would put
-    /// back what `stopped` just removed). `release` or the next `start` clears it.
+    /// back what `stopped` just removed). `release` (once the status file is gone),
+    /// reconcile (when the status file is gone) or the next `start` clears it.
     pub fn mark_stopping(&self, uuid: &str) -> Result<(), StateError> {
         if !is_valid_uuid(uuid) {
             return Ok(());

@@ -362,8 +362,14 @@ fn remove<K: Kernel>(
     if let Some(u) = &uuid {
         // Between `stopped` and libvirt removing the status file, reconcile would
         // otherwise see a running domain without a record and adopt it again.
+        // libvirt removes the file before `release`; should it still be there (a
+        // caller with another order), the mark stays, and reconcile clears it once
+        // the file is gone.
         let marked = if inv.op == Operation::Stopped {
             state.mark_stopping(u)
+        } else if status_file_present(config, domain) {
+            debug!(domain = %inv.domain, "libvirt's status file is still there: the stopping mark stays");
+            Ok(())
         } else {
             state.clear_stopping(u)
         };
@@ -388,6 +394,18 @@ fn remove<K: Kernel>(
             .await
             .map_err(failed(domain))
     })
+}
+
+/// Whether libvirt's status file of the domain named `name` (`<name>.xml` in
+/// its status directory) still exists.
+fn status_file_present(config: &Config, name: &str) -> bool {
+    let plain = std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+    plain
+        && config
+            .libvirt_status_dir
+            .join(format!("{name}.xml"))
+            .symlink_metadata()
+            .is_ok()
 }
 
 /// A start killed between claiming the addresses and writing the record left

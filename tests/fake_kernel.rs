@@ -529,3 +529,36 @@ fn reconcile_adopts_only_what_the_hook_would_accept() {
     );
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
 }
+
+/// libvirt removes the status file after `stopped` and before `release`
+/// (qemuProcessStop). Whatever the order, a reconcile in between must not adopt
+/// the stopped domain back: with the file still there when `release` runs, the
+/// stopping mark stays until reconcile sees the file gone.
+#[test]
+fn a_stopped_domain_is_not_adopted_back_whatever_the_status_file_order() {
+    let lab = Lab::new();
+    let adopted = |r: &Report| r.changes.iter().any(|c| c.action == Action::Adopt);
+    // libvirt's order: stopped, status file removed, release.
+    lab.hook("start").unwrap();
+    lab.running("paused", "migration");
+    lab.hook("stopped").unwrap();
+    assert!(!adopted(&lab.reconcile()));
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{NAME}.xml"))).unwrap();
+    lab.hook("release").unwrap();
+    assert!(lab.state().stopping().is_empty());
+    // The status file outlives `release` (the source of a migration, paused).
+    lab.hook("start").unwrap();
+    lab.running("paused", "migration");
+    lab.hook("stopped").unwrap();
+    lab.hook("release").unwrap();
+    let r = lab.reconcile();
+    assert!(!adopted(&r), "{:?}", r.changes);
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().record(UUID).unwrap().is_none());
+    assert_eq!(lab.state().stopping(), vec![UUID.to_string()]);
+    // The file gone, reconcile clears the mark (and adopts nothing).
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{NAME}.xml"))).unwrap();
+    assert!(!adopted(&lab.reconcile()));
+    assert!(lab.state().stopping().is_empty());
+    assert!(lab.routes().is_empty());
+}

@@ -431,6 +431,27 @@ fn reconcile_prunes_a_domain_that_no_longer_runs() {
     assert!(lab.state().record(UUID).unwrap().is_none());
 }
 
+/// A record whose domain libvirt does not list is kept for the grace period, and
+/// reconcile asks to run again when that period ends (`watch` sleeps until then),
+/// so that its routes go even on a host where nothing else happens.
+#[test]
+fn reconcile_asks_to_run_again_when_a_grace_period_ends() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let since = lab.state().record(UUID).unwrap().unwrap().since_ms;
+    let r = lab.reconcile();
+    assert!(
+        !r.changes.iter().any(|c| c.action == Action::Prune),
+        "{:?}",
+        r.changes
+    );
+    assert!(!lab.routes().is_empty());
+    assert_eq!(
+        r.next_change,
+        Some(since + lab.config.reconcile_grace_seconds * 1000)
+    );
+}
+
 /// Everything logged (at debug and above) while `f` runs.
 fn logged(f: impl FnOnce()) -> String {
     #[derive(Clone, Default)]

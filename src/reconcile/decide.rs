@@ -77,6 +77,10 @@ pub struct Desired {
     pub prune: Vec<Record>,
     /// Record changes (adopt, promote, demote, prune), for the report.
     pub changes: Vec<Change>,
+    /// When the earliest grace period of a kept record whose domain libvirt does
+    /// not list ends (ms since the epoch): a reconcile then prunes it if it is
+    /// still not listed, even on a host where nothing else happens.
+    pub grace_ends: Option<u64>,
 }
 
 /// Where a domain's routes stand, as far as the metric goes.
@@ -207,6 +211,8 @@ pub fn desired(
             }
             None if now_ms.saturating_sub(rec.since_ms) < config.reconcile_grace_seconds * 1000 => {
                 // Between the start hook and QEMU running: not in the status dir yet.
+                let ends = rec.since_ms + config.reconcile_grace_seconds * 1000;
+                out.grace_ends = Some(out.grace_ends.map_or(ends, |e| e.min(ends)));
                 out.keep.push(rec);
             }
             None => {
@@ -297,12 +303,14 @@ fn adopt(
     (rec, change)
 }
 
-/// When a kept domain's metric is due to change by itself (an arrived domain's
-/// hold ends), in milliseconds since the epoch.
-pub fn next_change(config: &Config, keep: &[Record]) -> Option<u64> {
-    keep.iter()
+/// When reconcile has something to do by itself: an arrived domain's hold ends, or
+/// the grace period of a record libvirt does not list (ms since the epoch).
+pub fn next_change(config: &Config, d: &Desired) -> Option<u64> {
+    d.keep
+        .iter()
         .filter(|r| r.metric == config.arrived_metric && !r.standby)
         .map(|r| r.since_ms + config.arrived_hold_seconds * 1000)
+        .chain(d.grace_ends)
         .min()
 }
 

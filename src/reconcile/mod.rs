@@ -103,7 +103,7 @@ pub async fn reconcile<K: Kernel>(
         config.route_protocol,
     );
     let mut report = Report {
-        next_change: decide::next_change(config, &d.keep),
+        next_change: decide::next_change(config, &d),
         dry_run,
         domains: d.keep.len(),
         changes: d.changes.clone(),

@@ -4,6 +4,7 @@
 
 mod check;
 pub mod error;
+mod firewall;
 mod guest_config;
 pub mod hook;
 mod manpages;
@@ -61,6 +62,9 @@ enum Command {
     GuestConfig(guest_config::GuestConfigArgs),
     /// libvirt nwfilter security groups for routed NICs (domain XML on stdin).
     Nwfilter(nwfilter::NwfilterArgs),
+    /// virt-l3's nftables tables: fail-closed bridge ports, the host protected
+    /// from its guests (render for audit, install, remove).
+    Firewall(firewall::FirewallArgs),
 }
 
 impl Cli {
@@ -100,6 +104,7 @@ impl Cli {
             Command::Check(args) => args.run(&config),
             Command::GuestConfig(args) => args.run(&config),
             Command::Nwfilter(args) => args.run(&config),
+            Command::Firewall(args) => args.run(&config),
         }
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn run(args: &[&str], input: Option<&str>, what: &str) -> Result<Stri
             .find(|l| l.starts_with("Error"))
             .or(err.lines().next())
             .unwrap_or("no message");
-        return Err(fail(crate::domain_xml::printable(first.trim()).to_string()));
+        return Err(fail(crate::plan::printable(first.trim()).to_string()));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

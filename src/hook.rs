@@ -11,13 +11,14 @@ use tracing::{debug, error, warn};
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
 use crate::host_facts::host_facts;
-use crate::netlink::{Kernel, KernelError};
+use crate::kernel::{Kernel, KernelError, NetlinkKernel};
 use crate::plan::{
     candidate_addresses, display_name, is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan,
-    PlanError, Problem,
+    HostFacts, PlanError, Problem,
 };
+use crate::reconcile::{standing_at_install, Standing};
 use crate::routing::{route_domain, unroute_domain, HostSettings, OnFailure, RoutingError};
-use crate::state::{Record, StateDir, StateError};
+use crate::state::{Record, StateDir};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -71,20 +72,10 @@ pub enum HookError {
     },
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The kernel, the state directory or routing failed (`source` is one of
+    /// [`RoutingError`]'s variants, which says which).
     #[error("virt-l3 cannot route domain {domain}: {source}")]
-    Kernel {
-        domain: String,
-        #[source]
-        source: KernelError,
-    },
-    #[error("virt-l3 cannot route domain {domain}: {source}")]
-    State {
-        domain: String,
-        #[source]
-        source: StateError,
-    },
-    #[error("virt-l3 cannot route domain {domain}: {source}")]
-    Routing {
+    Route {
         domain: String,
         #[source]
         source: RoutingError,
@@ -103,14 +94,33 @@ pub struct Invocation {
     pub extra: String,
 }
 
+/// The error of a step that failed in the kernel, the state directory or routing.
+fn failed<E: Into<RoutingError>>(domain: &str) -> impl Fn(E) -> HookError + '_ {
+    move |e| HookError::Route {
+        domain: domain.to_string(),
+        source: e.into(),
+    }
+}
+
 /// Runs one hook step. Returns Err only when the step should fail (exit non-zero);
 /// steps whose failure libvirt ignores or that must not kill a VM log and return Ok.
 pub fn run(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError> {
+    run_with(config, inv, xml, NetlinkKernel::connect)
+}
+
+/// [`run`] with another kernel: `connect` is called, inside the runtime, only
+/// when the step needs the kernel.
+pub fn run_with<K: Kernel>(
+    config: &Config,
+    inv: &Invocation,
+    xml: &[u8],
+    connect: impl FnOnce() -> Result<K, KernelError>,
+) -> Result<(), HookError> {
     debug!(domain = %inv.domain, op = %inv.op_text, subop = %inv.subop, extra = %inv.extra, "hook called");
     let result = match inv.op {
         Operation::Other => Ok(()),
-        Operation::Stopped | Operation::Release => remove(config, inv, xml),
-        _ => apply_or_check(config, inv, xml),
+        Operation::Stopped | Operation::Release => remove(config, inv, xml, connect),
+        _ => apply_or_check(config, inv, xml, connect),
     };
     match result {
         Err(e) if !inv.op.failure_aborts() => {
@@ -129,7 +139,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, HookError> {
         .map_err(HookError::Runtime)
 }
 
-fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError> {
+fn apply_or_check<K: Kernel>(
+    config: &Config,
+    inv: &Invocation,
+    xml: &[u8],
+    connect: impl FnOnce() -> Result<K, KernelError>,
+) -> Result<(), HookError> {
     let dom = DomainXml::parse(xml).map_err(|source| HookError::Xml {
         domain: display_name(&inv.domain),
         source,
@@ -142,77 +157,25 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
         return Ok(());
     }
     let state = StateDir::new(&config.state_dir);
-    let name = dom.name.clone();
-    let kernel_err = |source| HookError::Kernel {
-        domain: name.clone(),
-        source,
-    };
-    let state_err = |source| HookError::State {
-        domain: name.clone(),
-        source,
-    };
     let rt = runtime()?;
     rt.block_on(async {
-        let mut kernel = Kernel::connect().map_err(kernel_err)?;
-        let host = host_facts(&kernel, &dom).await.map_err(kernel_err)?;
-        let checks = Checks {
-            require_filter: config.require_nwfilter,
+        let mut kernel = connect().map_err(failed(&dom.name))?;
+        let host = host_facts(&kernel, &dom)
+            .await
+            .map_err(failed(&dom.name))?;
+        let step = Step {
+            config,
+            op: inv.op,
+            dom: &dom,
+            host: &host,
+            state: &state,
         };
         match inv.op {
             Operation::Prepare | Operation::Restore | Operation::Migrate => {
-                let p = plan(&dom, config, &host, &state, checks)?;
-                check_host(&mut kernel, &p).await?;
-                if inv.op == Operation::Migrate {
-                    // Routes installed before the VM runs here are standby until promoted.
-                    let _lock = state.lock().map_err(state_err)?;
-                    state.mark_incoming(&p.uuid).map_err(state_err)?;
-                }
-                Ok(())
+                step.check(&mut kernel).await
             }
             Operation::Start | Operation::Started | Operation::Reconnect => {
-                // Taking the lock creates the state directory the first time. On a host
-                // without one, refuse before that, so that a refused domain leaves it
-                // exactly as it was (not even created). Otherwise taking the lock changes
-                // nothing, and the domain is planned once, under the lock.
-                let checked_early = inv.op != Operation::Reconnect && !state.has_lock_file();
-                if checked_early {
-                    let p = plan(&dom, config, &host, &state, checks)?;
-                    check_host(&mut kernel, &p).await?;
-                }
-                let _lock = state.lock().map_err(state_err)?;
-                // Planned under the lock: ownership may have changed since prepare.
-                let p = match plan(&dom, config, &host, &state, checks) {
-                    Ok(p) => p,
-                    Err(e) if inv.op == Operation::Reconnect => {
-                        // The VM already runs: keep serving what was recorded for it.
-                        warn!(domain = %name, "{e}; re-applying the recorded state instead");
-                        match dom.uuid.as_deref().map(|u| state.record(u)) {
-                            Some(Ok(Some(r))) => r.plan,
-                            _ => return Err(e.into()),
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if inv.op != Operation::Reconnect && !checked_early {
-                    check_host(&mut kernel, &p).await?;
-                }
-                if inv.op == Operation::Start {
-                    // A restart after a stop whose `release` never came.
-                    state.clear_stopping(&p.uuid).map_err(state_err)?;
-                }
-                let previous = state.record(&p.uuid).map_err(state_err)?;
-                let record = record_for(config, &state, p, previous.as_ref());
-                let on_failure = if inv.op == Operation::Start {
-                    OnFailure::RollBack
-                } else {
-                    OnFailure::Keep
-                };
-                route_domain(&mut kernel, &state, &record, previous, HostSettings::from_config(config), on_failure)
-                    .await
-                    .map_err(|source| HookError::Routing {
-                        domain: name.clone(),
-                        source,
-                    })
+                step.route(&mut kernel).await
             }
             _ => Ok(()),
         }
@@ -228,28 +191,96 @@ fn apply_or_check(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), H
     })
 }
 
-/// Whether this process may change the network: `CAP_NET_ADMIN` in its effective
-/// set (`/proc/self/status`; when that cannot be read, assume so and let the
-/// kernel say).
-fn has_net_admin() -> bool {
-    const CAP_NET_ADMIN: u32 = 12;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
+/// One prepare/start-like step of one domain.
+struct Step<'a> {
+    config: &'a Config,
+    op: Operation,
+    dom: &'a DomainXml,
+    host: &'a HostFacts,
+    state: &'a StateDir,
+}
+
+impl Step<'_> {
+    fn plan(&self) -> Result<DomainPlan, PlanError> {
+        let checks = Checks {
+            require_filter: self.config.require_nwfilter,
+        };
+        plan(self.dom, self.config, self.host, self.state, checks)
+    }
+
+    /// prepare, restore, migrate: validate, change nothing (but mark an incoming
+    /// migration, whose routes are standby until promoted).
+    async fn check<K: Kernel>(&self, kernel: &mut K) -> Result<(), HookError> {
+        let p = self.plan()?;
+        check_host(kernel, &p).await?;
+        if self.op == Operation::Migrate {
+            let name = &self.dom.name;
+            let _lock = self.state.lock().map_err(failed(name))?;
+            self.state.mark_incoming(&p.uuid).map_err(failed(name))?;
+        }
+        Ok(())
+    }
+
+    /// start, started, reconnect: record and install.
+    async fn route<K: Kernel>(&self, kernel: &mut K) -> Result<(), HookError> {
+        let name = &self.dom.name;
+        let state = self.state;
+        // Taking the lock creates the state directory the first time. On a host
+        // without one, refuse before that, so that a refused domain leaves it
+        // exactly as it was (not even created). Otherwise taking the lock changes
+        // nothing, and the domain is planned once, under the lock.
+        let checked_early = self.op != Operation::Reconnect && !state.has_lock_file();
+        if checked_early {
+            let p = self.plan()?;
+            check_host(kernel, &p).await?;
+        }
+        let _lock = state.lock().map_err(failed(name))?;
+        // Planned under the lock: ownership may have changed since prepare.
+        let p = self.plan_under_lock()?;
+        if self.op != Operation::Reconnect && !checked_early {
+            check_host(kernel, &p).await?;
+        }
+        if self.op == Operation::Start {
+            // A restart after a stop whose `release` never came.
+            state.clear_stopping(&p.uuid).map_err(failed(name))?;
+        }
+        let previous = state.record(&p.uuid).map_err(failed(name))?;
+        let record = record_for(self.config, state, p, previous.as_ref());
+        let on_failure = if self.op == Operation::Start {
+            OnFailure::RollBack
+        } else {
+            OnFailure::Keep
+        };
+        let host = HostSettings::from_config(self.config);
+        route_domain(kernel, state, &record, previous, host, on_failure)
+            .await
+            .map_err(failed(name))
+    }
+
+    /// The plan; at reconnect, a domain that no longer plans keeps what was
+    /// recorded for it (the VM already runs).
+    fn plan_under_lock(&self) -> Result<DomainPlan, HookError> {
+        match self.plan() {
+            Ok(p) => Ok(p),
+            Err(e) if self.op == Operation::Reconnect => {
+                warn!(domain = %self.dom.name, "{e}; re-applying the recorded state instead");
+                match self.dom.uuid.as_deref().map(|u| self.state.record(u)) {
+                    Some(Ok(Some(r))) => Ok(r.plan),
+                    _ => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Refuses a domain this host cannot route now: virt-l3 lacks `CAP_NET_ADMIN`,
 /// or a routed bridge is missing, not a bridge, or down. At prepare, before
 /// libvirt allocates anything, and again at start, before anything is recorded
 /// or installed.
-async fn check_host(kernel: &mut Kernel, p: &DomainPlan) -> Result<(), HookError> {
+async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
     let mut problems = Vec::new();
-    if !has_net_admin() {
+    if !kernel.has_net_admin() {
         problems.push(Problem {
             nic: None,
             text:
@@ -263,12 +294,10 @@ async fn check_host(kernel: &mut Kernel, p: &DomainPlan) -> Result<(), HookError
         let problem = match checked.iter().find(|(b, _)| *b == nic.bridge) {
             Some((_, problem)) => problem.clone(),
             None => {
-                let problem = kernel.bridge_problem(&nic.bridge).await.map_err(|source| {
-                    HookError::Kernel {
-                        domain: p.name.clone(),
-                        source,
-                    }
-                })?;
+                let problem = kernel
+                    .bridge_problem(&nic.bridge)
+                    .await
+                    .map_err(failed(&p.name))?;
                 checked.push((&nic.bridge, problem.clone()));
                 problem
             }
@@ -290,6 +319,8 @@ async fn check_host(kernel: &mut Kernel, p: &DomainPlan) -> Result<(), HookError
     }
 }
 
+/// The record a start installs: standby (see [`standing_at_install`]) for an
+/// incoming migration, or a re-apply of a standby record with the same plan.
 fn record_for(
     config: &Config,
     state: &StateDir,
@@ -300,12 +331,9 @@ fn record_for(
         || previous
             .as_ref()
             .is_some_and(|r| r.standby && r.plan == plan);
+    let Standing { metric, standby } = standing_at_install(config, standby);
     Record {
-        metric: if standby {
-            config.standby_metric
-        } else {
-            config.route_metric
-        },
+        metric,
         protocol: config.route_protocol,
         standby,
         since_ms: crate::state::now_ms(),
@@ -313,13 +341,14 @@ fn record_for(
     }
 }
 
-fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError> {
+fn remove<K: Kernel>(
+    config: &Config,
+    inv: &Invocation,
+    xml: &[u8],
+    connect: impl FnOnce() -> Result<K, KernelError>,
+) -> Result<(), HookError> {
     let state = StateDir::new(&config.state_dir);
-    let domain = inv.domain.clone();
-    let state_err = |source| HookError::State {
-        domain: domain.clone(),
-        source,
-    };
+    let domain = inv.domain.as_str();
     // The record decides; the XML only tells which domain (and may be unreadable).
     let dom = DomainXml::parse(xml).ok();
     let uuid = dom
@@ -332,7 +361,7 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         debug!(domain = %inv.domain, "no state directory: nothing to remove");
         return Ok(());
     }
-    let _lock = state.lock().map_err(state_err)?;
+    let _lock = state.lock().map_err(failed(domain))?;
     if let Some(u) = &uuid {
         // Between `stopped` and libvirt removing the status file, reconcile would
         // otherwise see a running domain without a record and adopt it again.
@@ -341,40 +370,41 @@ fn remove(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookError
         } else {
             state.clear_stopping(u)
         };
-        marked.map_err(state_err)?;
+        marked.map_err(failed(domain))?;
     }
     let record = match &uuid {
-        Some(u) => state.record(u).map_err(state_err)?,
-        None => state.record_by_name(&inv.domain).map_err(state_err)?,
-    };
+        Some(u) => state.record(u),
+        None => state.record_by_name(&inv.domain),
+    }
+    .map_err(failed(domain))?;
     let Some(record) = record else {
         if let (Some(u), Some(dom)) = (&uuid, &dom) {
-            state.clear_incoming(u).map_err(state_err)?;
-            // A start killed between claiming the addresses and writing the record
-            // left claims naming this domain: the XML says which ones to look at.
-            let prefixes = dom
-                .nic_metadata
-                .iter()
-                .flat_map(|n| n.routes.iter())
-                .filter_map(|r| r.prefix.as_deref()?.parse::<ipnet::IpNet>().ok());
-            state
-                .release_claims(u, candidate_addresses(dom), prefixes)
-                .map_err(state_err)?;
+            release_orphan_claims(&state, u, dom).map_err(failed(domain))?;
         }
         debug!(domain = %inv.domain, "no record: nothing to remove");
         return Ok(());
     };
     let rt = runtime()?;
     rt.block_on(async {
-        let mut kernel = Kernel::connect().map_err(|source| HookError::Kernel {
-            domain: domain.clone(),
-            source,
-        })?;
+        let mut kernel = connect().map_err(failed(domain))?;
         unroute_domain(&mut kernel, &state, &record)
             .await
-            .map_err(|source| HookError::Routing {
-                domain: domain.clone(),
-                source,
-            })
+            .map_err(failed(domain))
     })
+}
+
+/// A start killed between claiming the addresses and writing the record left
+/// claims naming this domain: the XML says which ones to look at.
+fn release_orphan_claims(
+    state: &StateDir,
+    uuid: &str,
+    dom: &DomainXml,
+) -> Result<(), crate::state::StateError> {
+    state.clear_incoming(uuid)?;
+    let prefixes = dom
+        .nic_metadata
+        .iter()
+        .flat_map(|n| n.routes.iter())
+        .filter_map(|r| r.prefix.as_deref()?.parse::<ipnet::IpNet>().ok());
+    state.release_claims(uuid, candidate_addresses(dom), prefixes)
 }

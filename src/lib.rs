@@ -2,12 +2,11 @@
 //!
 //! Reading order: [`hook`] (what happens at each libvirt lifecycle step) →
 //! [`domain_xml`] (what is read) → [`plan`] (validation and desired state, pure) →
-//! [`routing`] (install/remove a domain) → [`netlink`] (the kernel) and
+//! [`routing`] (install/remove a domain) → [`kernel`] (the kernel) and
 //! [`state`] (records and address ownership). [`nwfilter`] renders the
 //! per-NIC libvirt nwfilter security groups; [`guest_config`] the guest side of the routes.
 
 pub mod address;
-pub mod batch;
 pub mod check;
 pub mod config;
 pub mod domain_xml;
@@ -15,12 +14,11 @@ pub mod firewall;
 pub mod guest_config;
 pub mod hook;
 pub mod host_facts;
-pub mod netlink;
+pub mod kernel;
 pub mod nwfilter;
 pub mod plan;
 pub mod reconcile;
 pub mod routing;
 pub mod state;
 pub mod status;
-pub mod sysctl;
 pub mod watch;

@@ -4,7 +4,7 @@
 
 use tracing::{info, warn};
 
-use crate::netlink::{Kernel, KernelError};
+use crate::kernel::{Kernel, KernelError};
 use crate::plan::Entry;
 use crate::state::{Record, StateDir, StateError};
 
@@ -103,52 +103,18 @@ pub enum OnFailure {
 
 /// Records and installs a domain's routes, neighbours and tap isolation.
 /// Call under the state lock.
-pub async fn route_domain(
-    kernel: &mut Kernel,
+pub async fn route_domain<K: Kernel>(
+    kernel: &mut K,
     state: &StateDir,
     record: &Record,
     previous: Option<Record>,
     host: HostSettings,
     on_failure: OnFailure,
 ) -> Result<(), RoutingError> {
-    // A bridge MAC that follows its ports would flush these neighbours at the next
-    // tap change: pin it before installing anything.
     let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
     bridges.sort_unstable();
     bridges.dedup();
-    let mut repinned: Vec<&str> = Vec::new();
-    for b in &bridges {
-        match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
-            Ok(Some(done)) => {
-                warn!("{done} (it followed its ports; set gateway_mac to choose it)");
-                repinned.push(b);
-            }
-            Ok(None) => {}
-            Err(e) => warn!("{e}"),
-        }
-    }
-    if !repinned.is_empty() {
-        // Setting a bridge's MAC, even to the one it has, flushes its neighbour
-        // table, permanent entries included: put the other domains' back now
-        // rather than leave them to reconcile.
-        for other in state.records()? {
-            if other.plan.uuid == record.plan.uuid {
-                continue;
-            }
-            let lost: Vec<Entry> = other
-                .plan
-                .neighbours()
-                .into_iter()
-                .filter(|n| repinned.contains(&n.bridge.as_str()))
-                .map(Entry::Neighbour)
-                .collect();
-            for r in kernel.install(&lost, other.protocol).await {
-                if let Err(e) = r {
-                    warn!(domain = %other.plan.name, "could not restore a neighbour after pinning the bridge MAC: {e}");
-                }
-            }
-        }
-    }
+    pin_bridges(kernel, state, record, &bridges, host).await?;
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.
     state.save_over(record, previous.as_ref())?;
     let wanted = record.plan.entries(record.metric);
@@ -165,9 +131,100 @@ pub async fn route_domain(
     let refused_count = refused.len();
     let mut failures = describe(refused);
     let described = failures.len();
-    if failures.is_empty() && host.disable_redirects {
+    if failures.is_empty() {
+        failures = apply_host_settings(kernel, record, &bridges, host).await;
+    }
+    if failures.is_empty() {
+        if let Some(prev) = previous.filter(|p| p != record) {
+            remove_stale(kernel, record, &prev, &wanted).await;
+        }
+        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
+        return Ok(());
+    }
+    let domain = record.plan.name.clone();
+    let total = wanted.len();
+    let failed = refused_count + failures.len() - described;
+    match on_failure {
+        OnFailure::RollBack => {
+            for r in kernel.remove(&installed, record.protocol).await {
+                if let Err(e) = r {
+                    warn!(domain = %record.plan.name, "rollback could not remove an entry: {e}");
+                }
+            }
+            state.forget(record)?;
+            Err(RoutingError::Apply {
+                domain,
+                total,
+                failed,
+                failures,
+            })
+        }
+        OnFailure::Keep => Err(RoutingError::Partial {
+            domain,
+            total,
+            failed,
+            failures,
+        }),
+    }
+}
+
+/// Pins the MAC of the domain's bridges before installing anything: a bridge MAC
+/// that follows its ports would flush these neighbours at the next tap change.
+async fn pin_bridges<K: Kernel>(
+    kernel: &mut K,
+    state: &StateDir,
+    record: &Record,
+    bridges: &[&str],
+    host: HostSettings,
+) -> Result<(), RoutingError> {
+    let mut repinned: Vec<&str> = Vec::new();
+    for b in bridges {
+        match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
+            Ok(Some(done)) => {
+                warn!("{done} (it followed its ports; set gateway_mac to choose it)");
+                repinned.push(b);
+            }
+            Ok(None) => {}
+            Err(e) => warn!("{e}"),
+        }
+    }
+    if repinned.is_empty() {
+        return Ok(());
+    }
+    // Setting a bridge's MAC, even to the one it has, flushes its neighbour
+    // table, permanent entries included: put the other domains' back now
+    // rather than leave them to reconcile.
+    for other in state.records()? {
+        if other.plan.uuid == record.plan.uuid {
+            continue;
+        }
+        let lost: Vec<Entry> = other
+            .plan
+            .neighbours()
+            .into_iter()
+            .filter(|n| repinned.contains(&n.bridge.as_str()))
+            .map(Entry::Neighbour)
+            .collect();
+        for r in kernel.install(&lost, other.protocol).await {
+            if let Err(e) = r {
+                warn!(domain = %other.plan.name, "could not restore a neighbour after pinning the bridge MAC: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ICMP redirects off on the bridges, isolation on the taps; returns the failures.
+async fn apply_host_settings<K: Kernel>(
+    kernel: &mut K,
+    record: &Record,
+    bridges: &[&str],
+    host: HostSettings,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if host.disable_redirects {
         for b in bridges.iter().copied() {
-            match crate::sysctl::disable_redirects(b) {
+            match kernel.disable_redirects(b) {
                 Ok(changed) => {
                     for c in changed {
                         info!("set {c}");
@@ -184,55 +241,30 @@ pub async fn route_domain(
             }
         }
     }
-    // Entries of a previous record that the new one no longer has (metric or address changed).
-    if failures.is_empty() {
-        if let Some(prev) = previous.filter(|p| p != record) {
-            let stale: Vec<Entry> = prev
-                .plan
-                .entries(prev.metric)
-                .into_iter()
-                .filter(|e| !wanted.contains(e))
-                .collect();
-            for r in kernel.remove(&stale, prev.protocol).await {
-                if let Err(e) = r {
-                    warn!(domain = %record.plan.name, "could not remove a stale entry: {e}");
-                }
-            }
+    failures
+}
+
+/// Removes the entries of a previous record that the new one no longer has
+/// (metric or address changed).
+async fn remove_stale<K: Kernel>(kernel: &mut K, record: &Record, prev: &Record, wanted: &[Entry]) {
+    let stale: Vec<Entry> = prev
+        .plan
+        .entries(prev.metric)
+        .into_iter()
+        .filter(|e| !wanted.contains(e))
+        .collect();
+    for r in kernel.remove(&stale, prev.protocol).await {
+        if let Err(e) = r {
+            warn!(domain = %record.plan.name, "could not remove a stale entry: {e}");
         }
-    }
-    if failures.is_empty() {
-        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
-        return Ok(());
-    }
-    match on_failure {
-        OnFailure::RollBack => {
-            for r in kernel.remove(&installed, record.protocol).await {
-                if let Err(e) = r {
-                    warn!(domain = %record.plan.name, "rollback could not remove an entry: {e}");
-                }
-            }
-            state.forget(record)?;
-            Err(RoutingError::Apply {
-                domain: record.plan.name.clone(),
-                total: wanted.len(),
-                failed: refused_count + failures.len() - described,
-                failures,
-            })
-        }
-        OnFailure::Keep => Err(RoutingError::Partial {
-            domain: record.plan.name.clone(),
-            total: wanted.len(),
-            failed: refused_count + failures.len() - described,
-            failures,
-        }),
     }
 }
 
 /// Removes everything a record says was installed, then forgets the record.
 /// Every removal is attempted; if one fails the record stays, so that
 /// reconcile can finish the job. Call under the state lock.
-pub async fn unroute_domain(
-    kernel: &mut Kernel,
+pub async fn unroute_domain<K: Kernel>(
+    kernel: &mut K,
     state: &StateDir,
     record: &Record,
 ) -> Result<(), RoutingError> {

@@ -16,10 +16,11 @@ use netlink_packet_route::RouteNetlinkMessage;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rtnetlink::MulticastGroup;
 use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::netlink::Kernel;
+use crate::kernel::{Kernel as _, NetlinkKernel};
 use crate::reconcile::reconcile;
 
 /// How long events must be quiet before reconciling.
@@ -91,6 +92,72 @@ fn inotify_on(dir: &Path) -> Result<AsyncFd<Watched>, WatchError> {
     })
 }
 
+/// Whether a reconcile is due, and since when.
+struct Pending {
+    dirty: bool,
+    /// The first event of the current burst.
+    first_event: Option<Instant>,
+    /// When a domain's metric is due to change by itself.
+    next_change: Option<Instant>,
+}
+
+impl Pending {
+    /// An event: a reconcile is due once things settle.
+    fn mark(&mut self) {
+        if !self.dirty {
+            self.first_event = Some(Instant::now());
+        }
+        self.dirty = true;
+    }
+
+    /// A reconcile is due, counting from now.
+    fn restart(&mut self) {
+        self.dirty = true;
+        self.first_event = Some(Instant::now());
+    }
+
+    /// Resolves when events have been quiet for [`SETTLE`], or [`MAX_DELAY`]
+    /// after the first of them; never when nothing is due.
+    async fn settled(&self) {
+        match self.first_event {
+            Some(t0) if self.dirty => {
+                let deadline = (Instant::now() + SETTLE).min(t0 + MAX_DELAY);
+                tokio::time::sleep_until(deadline).await
+            }
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Resolves when a domain's metric is due to change by itself.
+    async fn metric_due(&self) {
+        match self.next_change {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Resolves when libvirt's status directory changed; drains the events (their
+/// content does not matter). Never without a watch.
+async fn status_changed(status: &Option<AsyncFd<Watched>>) -> std::io::Result<()> {
+    match status {
+        Some(fd) => fd.readable().await.map(|mut g| {
+            let _ = g.get_inner().0.read_events();
+            g.clear_ready();
+        }),
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves after a while when there is no status directory watch to retry.
+async fn retry_due(status: &Option<AsyncFd<Watched>>) {
+    if status.is_none() {
+        tokio::time::sleep(Duration::from_secs(5)).await
+    } else {
+        std::future::pending().await
+    }
+}
+
 /// Runs until `shutdown` resolves.
 pub async fn watch(
     config: &Config,
@@ -104,8 +171,8 @@ pub async fn watch(
     ])
     .map_err(WatchError::Netlink)?;
     tokio::spawn(conn);
-    let mut kernel =
-        Kernel::connect().map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
+    let mut kernel = NetlinkKernel::connect()
+        .map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
 
     let mut status = match inotify_on(&config.libvirt_status_dir) {
         Ok(i) => Some(i),
@@ -115,44 +182,15 @@ pub async fn watch(
         }
     };
     tokio::pin!(shutdown);
-    let mut dirty = true; // reconcile once at start
-    let mut first_event: Option<tokio::time::Instant> = Some(tokio::time::Instant::now());
+    // Reconcile once at start.
+    let mut pending = Pending {
+        dirty: true,
+        first_event: Some(Instant::now()),
+        next_change: None,
+    };
     let mut bridge_indexes: Vec<u32> = Vec::new();
-    let mut next_change: Option<tokio::time::Instant> = None;
     info!(status_dir = %config.libvirt_status_dir.display(), "watching");
     loop {
-        let settle = async {
-            match first_event {
-                Some(t0) if dirty => {
-                    let deadline = (tokio::time::Instant::now() + SETTLE).min(t0 + MAX_DELAY);
-                    tokio::time::sleep_until(deadline).await
-                }
-                _ => std::future::pending().await,
-            }
-        };
-        let inotify_ready = async {
-            match &status {
-                Some(fd) => fd.readable().await.map(|mut g| {
-                    // Drain the events; their content does not matter.
-                    let _ = g.get_inner().0.read_events();
-                    g.clear_ready();
-                }),
-                None => std::future::pending().await,
-            }
-        };
-        let timer = async {
-            match next_change {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let retry_inotify = async {
-            if status.is_none() {
-                tokio::time::sleep(Duration::from_secs(5)).await
-            } else {
-                std::future::pending().await
-            }
-        };
         tokio::select! {
             _ = &mut shutdown => {
                 info!("stopping");
@@ -168,58 +206,75 @@ pub async fn watch(
                         kernel.forget_links();
                     }
                     if relevant(m, config, &bridge_indexes) {
-                        if !dirty { first_event = Some(tokio::time::Instant::now()); }
-                        dirty = true;
+                        pending.mark();
                     }
                 }
             }
-            r = inotify_ready => {
+            r = status_changed(&status) => {
                 if r.is_ok() {
-                    if !dirty { first_event = Some(tokio::time::Instant::now()); }
-                    dirty = true;
+                    pending.mark();
                 }
             }
-            _ = timer => {
-                next_change = None;
-                dirty = true;
-                first_event = Some(tokio::time::Instant::now());
+            _ = pending.metric_due() => {
+                pending.next_change = None;
+                pending.restart();
             }
-            _ = retry_inotify => {
+            _ = retry_due(&status) => {
                 if let Ok(i) = inotify_on(&config.libvirt_status_dir) {
                     info!("libvirt's status directory appeared");
                     status = Some(i);
-                    dirty = true;
-                    first_event = Some(tokio::time::Instant::now());
+                    pending.restart();
                 }
             }
-            _ = settle => {
-                dirty = false;
-                first_event = None;
-                match reconcile(&mut kernel, config, false).await {
-                    Ok(report) => {
-                        // A metric due to change by itself (an arrived VM's hold ends).
-                        next_change = report.next_change.map(|at| {
-                            let wait = at.saturating_sub(crate::state::now_ms());
-                            tokio::time::Instant::now() + Duration::from_millis(wait + 10)
-                        });
-                        for c in &report.changes {
-                            info!(action = c.action, domain = c.domain.as_deref().unwrap_or("-"), "{}", c.what);
-                        }
-                        for e in &report.errors {
-                            warn!("{e}");
-                        }
-                    }
-                    Err(e) => warn!("reconcile failed: {e}"),
-                }
-                bridge_indexes.clear();
-                for b in &config.bridges {
-                    if let Ok(Some(i)) = kernel.link_index(b).await {
-                        bridge_indexes.push(i);
-                    }
-                }
+            _ = pending.settled() => {
+                pending.dirty = false;
+                pending.first_event = None;
+                reconcile_now(&mut kernel, config, &mut pending.next_change).await;
+                bridge_indexes = routed_bridge_indexes(&mut kernel, config).await;
             }
         }
     }
+}
+
+/// One reconcile, logged; sets when the next one is due by itself (left as it
+/// was when the reconcile failed).
+async fn reconcile_now(
+    kernel: &mut NetlinkKernel,
+    config: &Config,
+    next_change: &mut Option<Instant>,
+) {
+    match reconcile(kernel, config, false).await {
+        Ok(report) => {
+            // A metric due to change by itself (an arrived VM's hold ends).
+            *next_change = report.next_change.map(|at| {
+                let wait = at.saturating_sub(crate::state::now_ms());
+                Instant::now() + Duration::from_millis(wait + 10)
+            });
+            for c in &report.changes {
+                info!(
+                    action = c.action.as_str(),
+                    domain = c.domain.as_deref().unwrap_or("-"),
+                    "{}",
+                    c.what
+                );
+            }
+            for e in &report.errors {
+                warn!("{e}");
+            }
+        }
+        Err(e) => warn!("reconcile failed: {e}"),
+    }
+}
+
+/// The interface indexes of the routed bridges that exist.
+async fn routed_bridge_indexes(kernel: &mut NetlinkKernel, config: &Config) -> Vec<u32> {
+    let mut out = Vec::new();
+    for b in &config.bridges {
+        if let Ok(Some(i)) = kernel.link_index(b).await {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,6 +4,7 @@
 //! neighbour of the same address and interface; RTM_DELROUTE removes the first
 //! route matching what the request gives; RTM_DELNEIGH the entry of that address
 //! and interface), applied in reconcile's order: additions, then removals.
+//! The model's install and delete are the fake kernel's (`virt_l3::kernel::fake`).
 //! `PROPTEST_CASES` raises the number of cases (default 2000).
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
@@ -13,10 +14,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use proptest::prelude::*;
 use virt_l3::address::Mac;
-use virt_l3::netlink::{KernelNeighbour, KernelRoute};
+use virt_l3::kernel::fake::{FakeKernel, Link};
+use virt_l3::kernel::{Kernel, KernelNeighbour, KernelRoute, KernelView};
 use virt_l3::plan::{Entry, Neighbour, Route};
 use virt_l3::reconcile::{diff, KernelDiff};
-use virt_l3::status::KernelView;
 
 const PROTO: u8 = 52;
 const MAIN: u32 = 254;
@@ -74,66 +75,54 @@ impl Model {
         KernelView::new(self.routes.clone(), on_bridges, bridges)
     }
 
-    /// `Kernel::install`: NLM_F_CREATE | NLM_F_REPLACE.
-    fn install(&mut self, e: &Entry) {
-        match e {
-            Entry::Route(r) => {
-                let new = KernelRoute {
-                    destination: r.destination,
-                    ifindex: Some(index_of(&r.bridge)),
-                    gateway: r.via,
-                    metric: r.metric,
-                    protocol: PROTO,
-                    table: MAIN,
-                };
-                match self
-                    .routes
-                    .iter()
-                    .position(|k| k.destination == new.destination && k.metric == new.metric)
-                {
-                    Some(i) => self.routes[i] = new,
-                    None => self.routes.push(new),
-                }
+    /// The fake kernel (`virt_l3::kernel::fake`) holding this model's tables,
+    /// with the routed bridges at their indexes; `f` runs on it, and its tables
+    /// become the model's.
+    fn on_fake_kernel(&mut self, f: impl FnOnce(&mut FakeKernel)) {
+        let mut k = FakeKernel::new();
+        k.with(|m| {
+            for (b, i) in BRIDGES {
+                m.links.insert(
+                    b.to_string(),
+                    Link {
+                        index: i,
+                        bridge: true,
+                        up: true,
+                        mac: None,
+                        mac_pinned: true,
+                        isolated: None,
+                    },
+                );
             }
-            Entry::Neighbour(n) => {
-                let new = KernelNeighbour {
-                    address: n.address,
-                    ifindex: index_of(&n.bridge),
-                    mac: Some(n.mac),
-                    permanent: true,
-                    protocol: PROTO,
-                };
-                match self
-                    .neighbours
-                    .iter()
-                    .position(|k| k.address == new.address && k.ifindex == new.ifindex)
-                {
-                    Some(i) => self.neighbours[i] = new,
-                    None => self.neighbours.push(new),
-                }
-            }
-        }
+            m.routes = std::mem::take(&mut self.routes);
+            m.neighbours = std::mem::take(&mut self.neighbours);
+        });
+        f(&mut k);
+        let after = k.snapshot();
+        self.routes = after.routes;
+        self.neighbours = after.neighbours;
     }
 
-    /// `Kernel::remove_kernel_entries`: a route is matched on destination, metric
-    /// and protocol, and on interface and gateway when it has them; a neighbour on
-    /// address and interface.
-    fn delete(&mut self, routes: &[KernelRoute], neighbours: &[KernelNeighbour]) {
-        for r in routes {
-            if let Some(i) = self.routes.iter().position(|k| {
-                k.destination == r.destination
-                    && k.metric == r.metric
-                    && k.protocol == r.protocol
-                    && r.ifindex.map_or(true, |x| k.ifindex == Some(x))
-                    && r.gateway.map_or(true, |g| k.gateway == Some(g))
-            }) {
-                self.routes.remove(i);
+    /// `Kernel::install`: NLM_F_CREATE | NLM_F_REPLACE, as the fake kernel models
+    /// it (the route of the same destination and metric, the neighbour of the
+    /// same address and interface, is replaced).
+    fn install(&mut self, e: &Entry) {
+        self.on_fake_kernel(|k| {
+            for r in futures::executor::block_on(k.install(std::slice::from_ref(e), PROTO)) {
+                r.unwrap();
             }
-        }
-        for n in neighbours {
-            self.neighbours
-                .retain(|k| !(k.address == n.address && k.ifindex == n.ifindex));
-        }
+        });
+    }
+
+    /// `Kernel::remove_kernel_entries`, as the fake kernel models it: a route is
+    /// matched on destination, metric and protocol, and on interface and gateway
+    /// when it has them; a neighbour on address and interface.
+    fn delete(&mut self, routes: &[KernelRoute], neighbours: &[KernelNeighbour]) {
+        self.on_fake_kernel(|k| {
+            for r in k.remove_kernel_entries(routes, neighbours) {
+                r.unwrap();
+            }
+        });
     }
 
     /// What `reconcile` does with a diff: install, then remove.

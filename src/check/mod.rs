@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::netlink::{Kernel, KernelError};
+use crate::kernel::{Kernel as _, KernelError, NetlinkKernel};
 
 pub use libvirt::parse_version;
 pub use routing_daemon::{bird_selects, frr_selects};
@@ -174,7 +174,7 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     for b in &config.bridges {
         items.extend(bridge::bridge_items(config, opts, &facts, b));
     }
-    let mut kernel = Kernel::connect()?;
+    let mut kernel = NetlinkKernel::connect()?;
     let uplinks = uplinks(config, &facts, &mut kernel).await?;
     items.push(sysctls::forwarding(opts, &existing, &uplinks, 4));
     items.push(sysctls::forwarding(opts, &existing, &uplinks, 6));
@@ -203,7 +203,7 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
 async fn uplinks(
     config: &Config,
     facts: &facts::KernelFacts,
-    kernel: &mut Kernel,
+    kernel: &mut NetlinkKernel,
 ) -> Result<Vec<String>, CheckError> {
     let routes = kernel.routes().await?;
     let mut uplinks: Vec<String> = routes

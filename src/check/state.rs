@@ -4,12 +4,11 @@ use std::collections::HashSet;
 
 use super::{fail, ok, Item};
 use crate::config::Config;
-use crate::netlink::{Kernel, KernelError};
-use crate::plan::Entry;
+use crate::kernel::{Kernel as _, KernelError, KernelView, NetlinkKernel};
 use crate::plan::HostFacts;
+use crate::reconcile::decide::wanted_entries;
 use crate::reconcile::{desired, diff, running_domains, Desired, KernelDiff, ReconcileError};
 use crate::state::StateDir;
-use crate::status::KernelView;
 
 /// Fix of `state` when they disagree.
 const RUN_RECONCILE: &str = "virt-l3 reconcile (`virt-l3 reconcile --dry-run` lists the same changes; `virt-l3 status` shows each domain's entries). Keep virt-l3-watch running: it does this by itself within a second, and promotes live-migrated VMs.";
@@ -17,7 +16,7 @@ const RUN_RECONCILE: &str = "virt-l3 reconcile (`virt-l3 reconcile --dry-run` li
 /// State and kernel agree when `virt-l3 reconcile` would change nothing: the same
 /// decisions (records against libvirt's status files: adopt, prune, promote, demote)
 /// and the same kernel diff, without its lock, its writes or its MAC pinning.
-pub(super) async fn state(config: &Config, kernel: &mut Kernel) -> Item {
+pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
     let store = StateDir::new(&config.state_dir);
     let records = match store.records() {
         Ok(r) => r,
@@ -137,22 +136,8 @@ fn disagreements(d: &Desired, kd: &KernelDiff) -> Vec<String> {
     found
 }
 
-/// The kernel changes reconcile would make for the records it keeps: their entries,
-/// less those of a missing bridge (they come back with the bridge: item `bridge`),
-/// against the kernel's view. A copy of reconcile's sequence.
-// TODO(lead): call reconcile::decide
+/// The kernel changes reconcile would make for the records it keeps: reconcile's
+/// own decision (entries of a missing bridge come back with the bridge: item `bridge`).
 fn kernel_diff(config: &Config, d: &Desired, view: &KernelView) -> KernelDiff {
-    let mut wanted: Vec<Entry> = Vec::new();
-    for r in &d.keep {
-        wanted.extend(r.plan.entries(r.metric));
-    }
-    // As reconcile: entries of a missing bridge come back with the bridge (item `bridge`).
-    wanted.retain(|e| {
-        let b = match e {
-            Entry::Route(r) => &r.bridge,
-            Entry::Neighbour(n) => &n.bridge,
-        };
-        view.bridges.contains_key(b)
-    });
-    diff(&wanted, view, config.route_protocol)
+    diff(&wanted_entries(&d.keep, view), view, config.route_protocol)
 }

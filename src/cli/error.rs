@@ -9,7 +9,7 @@ use virt_l3::domain_xml::XmlError;
 use virt_l3::firewall::FirewallError;
 use virt_l3::guest_config::GuestConfigError;
 use virt_l3::hook::HookError;
-use virt_l3::netlink::KernelError;
+use virt_l3::kernel::KernelError;
 use virt_l3::nwfilter::NwfilterError;
 use virt_l3::plan::PlanError;
 use virt_l3::reconcile::ReconcileError;

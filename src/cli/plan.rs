@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use virt_l3::config::Config;
 use virt_l3::domain_xml::DomainXml;
 use virt_l3::host_facts::host_facts;
-use virt_l3::netlink::Kernel;
+use virt_l3::kernel::NetlinkKernel;
 use virt_l3::plan::{plan, Checks, DomainPlan};
 use virt_l3::state::StateDir;
 
@@ -38,7 +38,7 @@ pub fn plan_from_stdin(config: &Config) -> Result<DomainPlan, CliError> {
     let state = StateDir::new(&config.state_dir);
     let host = runtime()?
         .block_on(async {
-            let k = Kernel::connect()?;
+            let k = NetlinkKernel::connect()?;
             host_facts(&k, &dom).await
         })
         .unwrap_or_default();

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use virt_l3::config::Config;
-use virt_l3::netlink::Kernel;
+use virt_l3::kernel::NetlinkKernel;
 
 use super::error::CliError;
 use super::output;
@@ -21,7 +21,7 @@ pub struct ReconcileArgs {
 impl ReconcileArgs {
     pub fn run(self, config: &Config) -> Result<ExitCode, CliError> {
         let report = runtime()?.block_on(async {
-            let mut k = Kernel::connect()?;
+            let mut k = NetlinkKernel::connect()?;
             Ok::<_, CliError>(virt_l3::reconcile::reconcile(&mut k, config, self.dry_run).await?)
         })?;
         print!("{}", output::reconcile(&report, self.json)?);

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use virt_l3::config::Config;
-use virt_l3::netlink::Kernel;
+use virt_l3::kernel::NetlinkKernel;
 use virt_l3::state::StateDir;
 
 use super::error::CliError;
@@ -21,7 +21,7 @@ impl StatusArgs {
     pub fn run(self, config: &Config) -> Result<ExitCode, CliError> {
         let state = StateDir::new(&config.state_dir);
         let report = runtime()?.block_on(async {
-            let mut k = Kernel::connect()?;
+            let mut k = NetlinkKernel::connect()?;
             Ok::<_, CliError>(virt_l3::status::status(&mut k, &state, &config.bridges).await?)
         })?;
         print!("{}", output::status(&report, self.json)?);

@@ -1,4 +1,4 @@
-//! The kernel side: routes, neighbours, links and addresses over rtnetlink.
+//! The real kernel: routes, neighbours, links and addresses over rtnetlink.
 //!
 //! Requests are sent together and their acknowledgements awaited together, so a
 //! domain's dozen entries cost one round trip's worth of waiting, and a bulk
@@ -23,29 +23,13 @@ use rtnetlink::{Handle, LinkBridgePort, RouteMessageBuilder};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use super::batch::BatchSocket;
+use super::{bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute};
 use crate::address::Mac;
-use crate::batch::BatchSocket;
 use crate::plan::{Entry, Neighbour, Route};
 
-/// A failed netlink request, described for an operator.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    #[error("cannot open a netlink socket")]
-    Socket(#[source] std::io::Error),
-    #[error("bridge {0} does not exist on this host")]
-    NoBridge(String),
-    #[error("interface {0} does not exist on this host")]
-    NoInterface(String),
-    #[error("the kernel refused to {what}: {message}")]
-    Refused {
-        what: String,
-        errno: i32,
-        message: String,
-    },
-}
-
 impl KernelError {
-    fn from_rtnetlink(what: String, e: rtnetlink::Error) -> KernelError {
+    pub(crate) fn from_rtnetlink(what: String, e: rtnetlink::Error) -> KernelError {
         let errno = errno_of(&e).unwrap_or(0);
         let message = if errno != 0 {
             errno_text(errno)
@@ -60,16 +44,6 @@ impl KernelError {
     }
 }
 
-/// The text of an errno, with what to do about the one an operator can fix.
-fn errno_text(errno: i32) -> String {
-    let text = std::io::Error::from_raw_os_error(errno).to_string();
-    if errno == libc::EPERM {
-        format!("{text}: virt-l3 needs CAP_NET_ADMIN (libvirt runs its hooks as root)")
-    } else {
-        text
-    }
-}
-
 fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
@@ -77,226 +51,29 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     }
 }
 
-/// A route as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelRoute {
-    pub destination: IpNet,
-    pub ifindex: Option<u32>,
-    pub gateway: Option<IpAddr>,
-    pub metric: u32,
-    pub protocol: u8,
-    pub table: u32,
-}
-
-/// A neighbour entry as the kernel holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelNeighbour {
-    pub address: IpAddr,
-    pub ifindex: u32,
-    pub mac: Option<Mac>,
-    pub permanent: bool,
-    pub protocol: u8,
-}
-
 /// An open rtnetlink connection. Create it inside a tokio runtime.
-pub struct Kernel {
+pub struct NetlinkKernel {
     handle: Handle,
     links: HashMap<String, u32>,
     /// Opened on first use: route and neighbour changes go through it in batches.
     batch: Option<BatchSocket>,
 }
 
-impl Kernel {
-    pub fn connect() -> Result<Kernel, KernelError> {
+impl NetlinkKernel {
+    pub fn connect() -> Result<NetlinkKernel, KernelError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
         tokio::spawn(conn);
-        Ok(Kernel {
+        Ok(NetlinkKernel {
             handle,
             links: HashMap::new(),
             batch: None,
         })
     }
 
-    /// The index of an interface, or `None` if it does not exist.
-    pub async fn link_index(&mut self, name: &str) -> Result<Option<u32>, KernelError> {
-        if let Some(i) = self.links.get(name) {
-            return Ok(Some(*i));
-        }
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match s.try_next().await {
-            Ok(Some(link)) => {
-                self.links.insert(name.to_string(), link.header.index);
-                Ok(Some(link.header.index))
-            }
-            Ok(None) => Ok(None),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("look up interface {name}"),
-                e,
-            )),
-        }
-    }
-
-    /// Forgets cached interface indexes (after a link event).
-    pub fn forget_links(&mut self) {
-        self.links.clear();
-    }
-
     async fn bridge_index(&mut self, bridge: &str) -> Result<u32, KernelError> {
         self.link_index(bridge)
             .await?
             .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
-    }
-
-    /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
-    /// not a Linux bridge, or is administratively down (the kernel refuses
-    /// routes through a device that is down). `None` when it is usable.
-    pub async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let link = match s.try_next().await {
-            Ok(Some(link)) => link,
-            Ok(None) => return Ok(Some(format!("bridge {name} does not exist on this host"))),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => {
-                return Ok(Some(format!("bridge {name} does not exist on this host")))
-            }
-            Err(e) => {
-                return Err(KernelError::from_rtnetlink(
-                    format!("look up interface {name}"),
-                    e,
-                ))
-            }
-        };
-        self.links.insert(name.to_string(), link.header.index);
-        let is_bridge = link.attributes.iter().any(|a| {
-            matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| matches!(
-                i,
-                netlink_packet_route::link::LinkInfo::Kind(netlink_packet_route::link::InfoKind::Bridge)
-            )))
-        });
-        if !is_bridge {
-            return Ok(Some(format!("{name} exists but is not a Linux bridge")));
-        }
-        if !link
-            .header
-            .flags
-            .contains(netlink_packet_route::link::LinkFlags::Up)
-        {
-            return Ok(Some(format!(
-                "bridge {name} is down (ip link set {name} up)"
-            )));
-        }
-        Ok(None)
-    }
-
-    /// Which of `candidates` are addresses of this host: one FIB lookup per
-    /// address (a `local` route answers), all in flight together, so the cost does
-    /// not grow with the number of interfaces (each VM's tap has addresses too).
-    pub async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
-        let lookups = candidates.iter().map(|ip| {
-            let mut handle = self.handle.clone();
-            let ip = *ip;
-            async move {
-                let mut m = RouteMessage::default();
-                m.header.address_family = family(ip);
-                m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
-                m.attributes
-                    .push(RouteAttribute::Destination(route_address(ip)));
-                let mut req =
-                    netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
-                req.header.flags = netlink_packet_core::NLM_F_REQUEST;
-                let mut answers = handle
-                    .request(req)
-                    .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
-                let mut local = false;
-                while let Some(msg) = futures::StreamExt::next(&mut answers).await {
-                    if let netlink_packet_core::NetlinkPayload::InnerMessage(
-                        RouteNetlinkMessage::NewRoute(r),
-                    ) = msg.payload
-                    {
-                        local |= r.header.kind == RouteType::Local;
-                    }
-                    // An error (no route at all) means: not local.
-                }
-                Ok::<_, KernelError>(local.then_some(ip))
-            }
-        });
-        let mut out = Vec::new();
-        for r in futures::future::join_all(lookups).await {
-            if let Some(ip) = r? {
-                out.push(ip);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every address configured on the host's interfaces.
-    pub async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError> {
-        let mut out = Vec::new();
-        let mut s = self.handle.address().get().execute();
-        while let Some(msg) = s
-            .try_next()
-            .await
-            .map_err(|e| KernelError::from_rtnetlink("list the host's addresses".into(), e))?
-        {
-            for a in msg.attributes {
-                if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
-                    if !out.contains(&ip) {
-                        out.push(ip);
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Installs (replacing) every entry, in batches (see [`crate::batch`]).
-    /// Returns, in order, the result of each.
-    pub async fn install(
-        &mut self,
-        entries: &[Entry],
-        protocol: u8,
-    ) -> Vec<Result<(), KernelError>> {
-        let mut requests = Vec::with_capacity(entries.len());
-        for e in entries {
-            let index = match self.bridge_index(bridge_of(e)).await {
-                Ok(i) => i,
-                // Without its bridge nothing of the domain can be installed.
-                Err(_) => {
-                    return entries
-                        .iter()
-                        .map(|x| Err(KernelError::NoBridge(bridge_of(x).to_string())))
-                        .collect()
-                }
-            };
-            requests.push(match e {
-                Entry::Route(r) => (
-                    RouteNetlinkMessage::NewRoute(route_message(r, index, protocol)),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                ),
-                Entry::Neighbour(n) => {
-                    let mut m = neighbour_message(n, index);
-                    m.attributes
-                        .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
-                    m.attributes
-                        .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
-                    (
-                        RouteNetlinkMessage::NewNeighbour(m),
-                        NLM_F_CREATE | NLM_F_REPLACE,
-                    )
-                }
-            });
-        }
-        self.run_batch(entries, requests, "add", false)
     }
 
     /// Sends a batch and turns each errno into a result for its entry.
@@ -347,13 +124,183 @@ impl Kernel {
             })
             .collect()
     }
+}
+
+impl Kernel for NetlinkKernel {
+    /// The index of an interface, or `None` if it does not exist.
+    async fn link_index(&mut self, name: &str) -> Result<Option<u32>, KernelError> {
+        if let Some(i) = self.links.get(name) {
+            return Ok(Some(*i));
+        }
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(link)) => {
+                self.links.insert(name.to_string(), link.header.index);
+                Ok(Some(link.header.index))
+            }
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("look up interface {name}"),
+                e,
+            )),
+        }
+    }
+
+    /// Forgets cached interface indexes (after a link event).
+    fn forget_links(&mut self) {
+        self.links.clear();
+    }
+
+    /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
+    /// not a Linux bridge, or is administratively down (the kernel refuses
+    /// routes through a device that is down). `None` when it is usable.
+    async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let link = match s.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) => return Ok(Some(format!("bridge {name} does not exist on this host"))),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => {
+                return Ok(Some(format!("bridge {name} does not exist on this host")))
+            }
+            Err(e) => {
+                return Err(KernelError::from_rtnetlink(
+                    format!("look up interface {name}"),
+                    e,
+                ))
+            }
+        };
+        self.links.insert(name.to_string(), link.header.index);
+        let is_bridge = link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| matches!(
+                i,
+                netlink_packet_route::link::LinkInfo::Kind(netlink_packet_route::link::InfoKind::Bridge)
+            )))
+        });
+        if !is_bridge {
+            return Ok(Some(format!("{name} exists but is not a Linux bridge")));
+        }
+        if !link
+            .header
+            .flags
+            .contains(netlink_packet_route::link::LinkFlags::Up)
+        {
+            return Ok(Some(format!(
+                "bridge {name} is down (ip link set {name} up)"
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Which of `candidates` are addresses of this host: one FIB lookup per
+    /// address (a `local` route answers), all in flight together, so the cost does
+    /// not grow with the number of interfaces (each VM's tap has addresses too).
+    async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
+        let lookups = candidates.iter().map(|ip| {
+            let mut handle = self.handle.clone();
+            let ip = *ip;
+            async move {
+                let mut m = RouteMessage::default();
+                m.header.address_family = family(ip);
+                m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
+                m.attributes
+                    .push(RouteAttribute::Destination(route_address(ip)));
+                let mut req =
+                    netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
+                req.header.flags = netlink_packet_core::NLM_F_REQUEST;
+                let mut answers = handle
+                    .request(req)
+                    .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
+                let mut local = false;
+                while let Some(msg) = futures::StreamExt::next(&mut answers).await {
+                    if let netlink_packet_core::NetlinkPayload::InnerMessage(
+                        RouteNetlinkMessage::NewRoute(r),
+                    ) = msg.payload
+                    {
+                        local |= r.header.kind == RouteType::Local;
+                    }
+                    // An error (no route at all) means: not local.
+                }
+                Ok::<_, KernelError>(local.then_some(ip))
+            }
+        });
+        let mut out = Vec::new();
+        for r in futures::future::join_all(lookups).await {
+            if let Some(ip) = r? {
+                out.push(ip);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every address configured on the host's interfaces.
+    async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError> {
+        let mut out = Vec::new();
+        let mut s = self.handle.address().get().execute();
+        while let Some(msg) = s
+            .try_next()
+            .await
+            .map_err(|e| KernelError::from_rtnetlink("list the host's addresses".into(), e))?
+        {
+            for a in msg.attributes {
+                if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Installs (replacing) every entry, in batches (see [`crate::kernel::batch`]).
+    /// Returns, in order, the result of each.
+    async fn install(&mut self, entries: &[Entry], protocol: u8) -> Vec<Result<(), KernelError>> {
+        let mut requests = Vec::with_capacity(entries.len());
+        for e in entries {
+            let index = match self.bridge_index(bridge_of(e)).await {
+                Ok(i) => i,
+                // Without its bridge nothing of the domain can be installed.
+                Err(_) => {
+                    return entries
+                        .iter()
+                        .map(|x| Err(KernelError::NoBridge(bridge_of(x).to_string())))
+                        .collect()
+                }
+            };
+            requests.push(match e {
+                Entry::Route(r) => (
+                    RouteNetlinkMessage::NewRoute(route_message(r, index, protocol)),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                ),
+                Entry::Neighbour(n) => {
+                    let mut m = neighbour_message(n, index);
+                    m.attributes
+                        .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
+                    m.attributes
+                        .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
+                    (
+                        RouteNetlinkMessage::NewNeighbour(m),
+                        NLM_F_CREATE | NLM_F_REPLACE,
+                    )
+                }
+            });
+        }
+        self.run_batch(entries, requests, "add", false)
+    }
 
     /// Removes every entry; an entry already gone counts as removed.
-    pub async fn remove(
-        &mut self,
-        entries: &[Entry],
-        protocol: u8,
-    ) -> Vec<Result<(), KernelError>> {
+    async fn remove(&mut self, entries: &[Entry], protocol: u8) -> Vec<Result<(), KernelError>> {
         let mut present = Vec::with_capacity(entries.len());
         let mut requests = Vec::with_capacity(entries.len());
         let mut out: Vec<Option<Result<(), KernelError>>> = Vec::with_capacity(entries.len());
@@ -394,7 +341,7 @@ impl Kernel {
 
     /// Removes routes and neighbours exactly as the kernel holds them, in batches;
     /// one already gone counts as removed.
-    pub fn remove_kernel_entries(
+    fn remove_kernel_entries(
         &mut self,
         routes: &[KernelRoute],
         neighbours: &[KernelNeighbour],
@@ -436,7 +383,7 @@ impl Kernel {
     }
 
     /// Whether each bridge port is isolated, by interface name (one link dump).
-    pub async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError> {
+    async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError> {
         let mut out = HashMap::new();
         let mut s = self.handle.link().get().execute();
         while let Some(link) = s
@@ -474,7 +421,7 @@ impl Kernel {
     }
 
     /// Every route in the main table (both families).
-    pub async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError> {
+    async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError> {
         let mut out = Vec::new();
         for builder in [
             RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
@@ -495,7 +442,7 @@ impl Kernel {
     }
 
     /// Every neighbour entry (both families) on the given interface.
-    pub async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError> {
+    async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError> {
         let mut out = Vec::new();
         let mut s = self.handle.neighbours().get().execute();
         while let Some(m) = s
@@ -519,7 +466,7 @@ impl Kernel {
     /// VM's tap joining or leaving changes it; every MAC change flushes the
     /// bridge's neighbour table, permanent entries included, and changes the
     /// guests' gateway MAC under them. Returns a description if something changed.
-    pub async fn pin_bridge_mac(
+    async fn pin_bridge_mac(
         &mut self,
         bridge: &str,
         mac: Option<Mac>,
@@ -556,11 +503,7 @@ impl Kernel {
     }
 
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
-    pub async fn set_port_isolation(
-        &mut self,
-        port: &str,
-        isolated: bool,
-    ) -> Result<(), KernelError> {
+    async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError> {
         let index = self
             .link_index(port)
             .await?
@@ -577,12 +520,23 @@ impl Kernel {
                 KernelError::from_rtnetlink(format!("set bridge port isolation on {port}"), e)
             })
     }
-}
 
-fn bridge_of(e: &Entry) -> &str {
-    match e {
-        Entry::Route(r) => &r.bridge,
-        Entry::Neighbour(n) => &n.bridge,
+    fn disable_redirects(&mut self, bridge: &str) -> std::io::Result<Vec<String>> {
+        super::sysctl::disable_redirects(bridge)
+    }
+
+    /// `CAP_NET_ADMIN` in the effective set (`/proc/self/status`; when that
+    /// cannot be read, assume so and let the kernel say).
+    fn has_net_admin(&self) -> bool {
+        const CAP_NET_ADMIN: u32 = 12;
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
     }
 }
 

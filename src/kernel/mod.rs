@@ -1,0 +1,145 @@
+//! The kernel side: what routing, the hook and reconcile ask of the kernel, as
+//! one trait ([`Kernel`]), with two implementations: [`NetlinkKernel`] (rtnetlink,
+//! the real one) and [`fake::FakeKernel`] (an in-memory model for tests).
+//!
+//! Naming: the trait is `Kernel` because that is what callers program against
+//! (`K: Kernel`, static dispatch: no boxing, no `dyn`); the rtnetlink struct is
+//! `NetlinkKernel`, named after how it talks to the kernel.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::address::Mac;
+use crate::plan::Entry;
+
+pub mod batch;
+pub mod fake;
+pub mod netlink;
+pub mod sysctl;
+pub mod view;
+
+pub use netlink::NetlinkKernel;
+pub use view::KernelView;
+
+/// A failed netlink request, described for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot open a netlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("bridge {0} does not exist on this host")]
+    NoBridge(String),
+    #[error("interface {0} does not exist on this host")]
+    NoInterface(String),
+    #[error("the kernel refused to {what}: {message}")]
+    Refused {
+        what: String,
+        errno: i32,
+        message: String,
+    },
+}
+
+/// The text of an errno, with what to do about the one an operator can fix.
+pub(crate) fn errno_text(errno: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    if errno == libc::EPERM {
+        format!("{text}: virt-l3 needs CAP_NET_ADMIN (libvirt runs its hooks as root)")
+    } else {
+        text
+    }
+}
+
+/// A route as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub destination: IpNet,
+    pub ifindex: Option<u32>,
+    pub gateway: Option<IpAddr>,
+    pub metric: u32,
+    pub protocol: u8,
+    pub table: u32,
+}
+
+/// A neighbour entry as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelNeighbour {
+    pub address: IpAddr,
+    pub ifindex: u32,
+    pub mac: Option<Mac>,
+    pub permanent: bool,
+    pub protocol: u8,
+}
+
+/// The bridge an entry is on.
+pub(crate) fn bridge_of(e: &Entry) -> &str {
+    match e {
+        Entry::Route(r) => &r.bridge,
+        Entry::Neighbour(n) => &n.bridge,
+    }
+}
+
+/// What virt-l3 asks of the kernel. Every caller is generic over it (`K: Kernel`),
+/// so the hook's hot path is the same machine code as with the concrete type.
+///
+/// The futures are not `Send`: virt-l3 runs them on a current-thread runtime.
+#[allow(async_fn_in_trait)]
+pub trait Kernel {
+    /// The index of an interface, or `None` if it does not exist.
+    async fn link_index(&mut self, name: &str) -> Result<Option<u32>, KernelError>;
+
+    /// Forgets cached interface indexes (after a link event).
+    fn forget_links(&mut self);
+
+    /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
+    /// not a Linux bridge, or is administratively down. `None` when it is usable.
+    async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError>;
+
+    /// Which of `candidates` are addresses of this host.
+    async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError>;
+
+    /// Every address configured on the host's interfaces.
+    async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError>;
+
+    /// Installs (replacing) every entry. Returns, in order, the result of each.
+    async fn install(&mut self, entries: &[Entry], protocol: u8) -> Vec<Result<(), KernelError>>;
+
+    /// Removes every entry; an entry already gone counts as removed.
+    async fn remove(&mut self, entries: &[Entry], protocol: u8) -> Vec<Result<(), KernelError>>;
+
+    /// Removes routes and neighbours exactly as the kernel holds them; one already
+    /// gone counts as removed.
+    fn remove_kernel_entries(
+        &mut self,
+        routes: &[KernelRoute],
+        neighbours: &[KernelNeighbour],
+    ) -> Vec<Result<(), KernelError>>;
+
+    /// Whether each bridge port is isolated, by interface name.
+    async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError>;
+
+    /// Every route in the main table (both families).
+    async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError>;
+
+    /// Every neighbour entry (both families) on the given interface.
+    async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError>;
+
+    /// Gives a bridge a fixed MAC: `mac` if given, else the one it has now.
+    /// Returns a description if something changed (or would, without `apply`).
+    async fn pin_bridge_mac(
+        &mut self,
+        bridge: &str,
+        mac: Option<Mac>,
+        apply: bool,
+    ) -> Result<Option<String>, KernelError>;
+
+    /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
+    async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError>;
+
+    /// Turns IPv4 ICMP redirects off for `all` and the bridge; returns what was
+    /// changed, as `net.ipv4.conf.IFACE.send_redirects=0`.
+    fn disable_redirects(&mut self, bridge: &str) -> std::io::Result<Vec<String>>;
+
+    /// Whether this process may change the network (`CAP_NET_ADMIN`).
+    fn has_net_admin(&self) -> bool;
+}

@@ -1,0 +1,119 @@
+//! Applying what was decided: kernel changes, host settings, then the records.
+
+use std::collections::HashSet;
+
+use super::decide::{changes, Action, Change, Desired, KernelDiff};
+use super::{ReconcileError, Report};
+use crate::config::Config;
+use crate::kernel::{Kernel, KernelView};
+use crate::state::{StateDir, StateError};
+
+/// Pins the routed bridges' MACs (or, in a dry run, says which it would pin):
+/// pinning may flush neighbours, which the same pass re-adds. Failures are logged.
+pub async fn pin_bridges<K: Kernel>(kernel: &mut K, config: &Config, dry_run: bool) -> Vec<String> {
+    let mut pinned = Vec::new();
+    for b in &config.bridges {
+        match kernel.pin_bridge_mac(b, config.gateway_mac, !dry_run).await {
+            Ok(Some(done)) => pinned.push(done),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    pinned
+}
+
+/// Makes the kernel changes of a diff: additions, then removals. Every change is
+/// attempted; returns the failures.
+pub async fn apply_diff<K: Kernel>(kernel: &mut K, kd: &KernelDiff, protocol: u8) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (r, e) in kd.add.iter().zip(kernel.install(&kd.add, protocol).await) {
+        if let Err(err) = e {
+            errors.push(format!("{r}: {err}"));
+        }
+    }
+    for err in kernel
+        .remove_kernel_entries(&kd.remove_routes, &kd.remove_neighbours)
+        .into_iter()
+        .filter_map(Result::err)
+    {
+        errors.push(err.to_string());
+    }
+    errors
+}
+
+/// Applies a decided reconcile: the kernel diff, the hosts settings, the records.
+pub async fn apply<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    state: &StateDir,
+    d: &Desired,
+    kd: &KernelDiff,
+    view: &KernelView,
+    report: &mut Report,
+) -> Result<(), ReconcileError> {
+    let errors = apply_diff(kernel, kd, config.route_protocol).await;
+    report.errors.extend(errors);
+    if config.port_isolation {
+        isolate_taps(kernel, d, report).await?;
+    }
+    if config.disable_redirects && !d.keep.is_empty() {
+        for b in view.bridges.keys() {
+            match kernel.disable_redirects(b) {
+                Ok(changed) => report.changes.extend(changes(Action::Sysctl, changed)),
+                Err(e) => report
+                    .errors
+                    .push(format!("cannot turn off ICMP redirects on {b}: {e}")),
+            }
+        }
+    }
+    write_records(state, d)?;
+    Ok(())
+}
+
+/// Isolation of running taps (a tap re-created by libvirt, a flapped bridge).
+async fn isolate_taps<K: Kernel>(
+    kernel: &mut K,
+    d: &Desired,
+    report: &mut Report,
+) -> Result<(), ReconcileError> {
+    let isolated = kernel.isolated_ports().await?;
+    for rec in &d.keep {
+        for tap in rec.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+            if isolated.get(tap) == Some(&false) {
+                report.changes.push(Change {
+                    action: Action::Isolate,
+                    domain: Some(rec.plan.name.clone()),
+                    what: format!("bridge port {tap}"),
+                });
+                if let Err(e) = kernel.set_port_isolation(tap, true).await {
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Saves the records whose standing changed (adopted, promoted, demoted) and
+/// forgets the pruned ones.
+fn write_records(state: &StateDir, d: &Desired) -> Result<(), StateError> {
+    let changed: HashSet<&str> = d
+        .changes
+        .iter()
+        .filter_map(|c| c.domain.as_deref())
+        .collect();
+    for rec in d
+        .keep
+        .iter()
+        .filter(|r| changed.contains(r.plan.name.as_str()))
+    {
+        state.save(rec)?;
+        if !rec.standby {
+            state.clear_incoming(&rec.plan.uuid)?;
+        }
+    }
+    for rec in &d.prune {
+        state.forget(rec)?;
+    }
+    Ok(())
+}

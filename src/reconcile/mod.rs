@@ -1,0 +1,135 @@
+//! `virt-l3 reconcile`: make the kernel match what should be there.
+//!
+//! What should be there comes from two files-only sources: virt-l3's records
+//! (what the hook applied) and libvirt's live status files of running domains
+//! (`/run/libvirt/qemu/*.xml`; libvirt itself is never called). [`reconcile`] is
+//! a pipeline: [`observe`] (I/O) → [`decide`] (pure: desired records, the kernel
+//! diff) → [`apply`] (the kernel, then the records).
+//!
+//! To compare without changing anything (`check`'s state item), call the same
+//! steps: [`running_domains`], [`observe::host_facts`], [`observe::incoming`],
+//! [`desired`], [`KernelView::read`], [`decide::wanted_entries`], [`diff`].
+
+use serde::Serialize;
+use tracing::info;
+
+use crate::config::Config;
+use crate::kernel::{Kernel, KernelError, KernelView};
+use crate::state::{now_ms, StateDir, StateError};
+
+pub mod apply;
+pub mod decide;
+pub mod observe;
+
+pub use decide::{
+    desired, diff, metric_for, standing_at_install, Action, Change, Desired, KernelDiff, Standing,
+};
+pub use observe::{running_domains, RunningDomain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("libvirt's status directory {0} does not exist (is libvirtd running?); refusing to decide that no domain runs")]
+    NoStatusDir(String),
+    #[error("cannot read libvirt's status directory {path}")]
+    StatusDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// When a domain's metric is due to change by itself (an arrived domain's hold
+    /// ends), in milliseconds since the epoch: `watch` reconciles again then.
+    #[serde(skip)]
+    pub next_change: Option<u64>,
+    pub dry_run: bool,
+    pub domains: usize,
+    pub changes: Vec<Change>,
+    pub errors: Vec<String>,
+}
+
+/// Reconciles once: records, kernel, state. Holds the state lock throughout, so
+/// it is safe to run concurrently with hooks.
+pub async fn reconcile<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    dry_run: bool,
+) -> Result<Report, ReconcileError> {
+    let t0 = std::time::Instant::now();
+    let state = StateDir::new(&config.state_dir);
+    let _lock = state.lock()?;
+    let mut running = running_domains(&config.libvirt_status_dir)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), domains = running.len(), "read libvirt status files");
+    let records = state.records()?;
+    tracing::debug!(elapsed = ?t0.elapsed(), records = records.len(), "read records");
+    // What killed hooks left (temporary files, claims without a record) goes
+    // first: such a claim would keep a running domain from being adopted.
+    let swept = state.sweep(&records, !dry_run)?;
+    let served = decide::still_running(&mut running, &records, &observe::stopping(&state));
+    if !dry_run {
+        for u in &served {
+            state.clear_stopping(u)?;
+        }
+    }
+    let incoming = observe::incoming(&state);
+    let host = observe::host_facts(kernel).await?;
+    let d = desired(
+        config,
+        records,
+        &running,
+        &incoming,
+        &host,
+        &state,
+        now_ms(),
+    );
+    tracing::debug!(elapsed = ?t0.elapsed(), "decided records");
+    kernel.forget_links();
+    let pinned = if d.keep.is_empty() {
+        Vec::new()
+    } else {
+        apply::pin_bridges(kernel, config, dry_run).await
+    };
+    let view = KernelView::read(kernel, &config.bridges).await?;
+    tracing::debug!(elapsed = ?t0.elapsed(), routes = view.routes.len(), neighbours = view.neighbours.len(), "read kernel");
+    let kd = diff(
+        &decide::wanted_entries(&d.keep, &view),
+        &view,
+        config.route_protocol,
+    );
+    let mut report = Report {
+        next_change: decide::next_change(config, &d.keep),
+        dry_run,
+        domains: d.keep.len(),
+        changes: d.changes.clone(),
+        errors: Vec::new(),
+    };
+    report
+        .changes
+        .extend(decide::changes(Action::Remove, swept));
+    report
+        .changes
+        .extend(decide::changes(Action::PinMac, pinned));
+    report
+        .changes
+        .extend(decide::diff_changes(&kd, &d.keep, &view));
+    tracing::debug!(elapsed = ?t0.elapsed(), add = kd.add.len(), "diffed");
+    if dry_run {
+        return Ok(report);
+    }
+    apply::apply(kernel, config, &state, &d, &kd, &view, &mut report).await?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "kernel changed, state written");
+    if !report.changes.is_empty() {
+        info!(
+            changes = report.changes.len(),
+            errors = report.errors.len(),
+            "reconciled"
+        );
+    }
+    Ok(report)
+}

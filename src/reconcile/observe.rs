@@ -1,0 +1,76 @@
+//! Observing, the I/O reconcile decides from: libvirt's status files of running
+//! domains, virt-l3's records and marks, and the host's addresses. (The kernel's
+//! tables are read as a [`crate::kernel::KernelView`].)
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use tracing::warn;
+
+use super::ReconcileError;
+use crate::domain_xml::{DomainXml, RunState};
+use crate::kernel::{Kernel, KernelError};
+use crate::plan::HostFacts;
+use crate::state::StateDir;
+
+/// A domain libvirt reports running on this host.
+#[derive(Debug, Clone)]
+pub struct RunningDomain {
+    pub xml: DomainXml,
+    pub run_state: RunState,
+}
+
+/// Reads every status file; unreadable ones are reported and skipped.
+pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ReconcileError::NoStatusDir(dir.display().to_string()))
+        }
+        Err(source) => {
+            return Err(ReconcileError::StatusDir {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("xml") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        match DomainXml::parse(&bytes) {
+            Ok(xml) => {
+                let Some(run_state) = xml.run_state.clone() else {
+                    continue;
+                };
+                out.push(RunningDomain { xml, run_state });
+            }
+            Err(err) => {
+                warn!(file = %path.display(), "skipping an unreadable libvirt status file: {err}")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Domains whose `stopped` hook ran, by UUID.
+pub fn stopping(state: &StateDir) -> HashSet<String> {
+    state.stopping().into_iter().collect()
+}
+
+/// Incoming live migrations, by UUID.
+pub fn incoming(state: &StateDir) -> HashSet<String> {
+    state.incoming().into_iter().collect()
+}
+
+/// The host's addresses, which no domain may claim.
+pub async fn host_facts<K: Kernel>(kernel: &K) -> Result<HostFacts, KernelError> {
+    Ok(HostFacts {
+        addresses: kernel.host_addresses().await?,
+    })
+}

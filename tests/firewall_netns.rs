@@ -314,3 +314,45 @@ fn firewall_install_and_remove_through_the_binary_netns() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"storage\""));
 }
+
+/// The hook's check: current tables are seen in-process (no `nft` fork); a
+/// flushed or deleted table is reinstalled; accepted ports are kept.
+#[test]
+fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
+    let lab = Lab::new("q");
+    let h = lab.h();
+    let ensure = |lab: &Lab| {
+        lab.in_host(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(firewall::ensure_quick(&Config::default()))
+                .expect("ensure")
+        })
+    };
+    assert_eq!(ensure(&lab), firewall::Ensured::Installed);
+    assert_eq!(ensure(&lab), firewall::Ensured::Current);
+    lab.in_host(|| firewall::accept_port("vg5"))
+        .expect("accept");
+    // A netdev guard appears only at the next full install; still current.
+    assert_eq!(ensure(&lab), firewall::Ensured::Current);
+    for breakage in [
+        "nft flush table inet virt_l3",
+        "nft flush chain bridge virt_l3 forward",
+        "nft delete table bridge virt_l3",
+    ] {
+        ok(&format!("ip netns exec {h} {breakage}"));
+        assert_eq!(ensure(&lab), firewall::Ensured::Installed, "{breakage}");
+        assert_eq!(ensure(&lab), firewall::Ensured::Current, "{breakage}");
+        // Deleting the bridge table loses its set: reconcile accepts the recorded taps again.
+        let kept = lab
+            .in_host(firewall::nft::accepted_ports)
+            .expect("list")
+            .contains(&"vg5".to_string());
+        assert_eq!(kept, !breakage.contains("delete"), "{breakage}");
+    }
+    // A new protected network makes the tables stale.
+    ok(&format!("ip -n {h} addr add 10.7.0.1/24 dev mg0"));
+    assert_eq!(ensure(&lab), firewall::Ensured::Installed);
+}

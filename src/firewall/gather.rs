@@ -20,6 +20,16 @@ struct Link {
 /// Connected networks, ports of other bridges, the accepted ports of the
 /// installed table and whether the kernel has `meta ibrname`.
 pub async fn gather(config: &Config) -> Result<HostNetworks, FirewallError> {
+    Ok(HostNetworks {
+        accepted_ports: nft::accepted_ports()?,
+        bridge_meta: nft::probe_bridge_meta(),
+        ..networks(config).await?
+    })
+}
+
+/// Connected networks and ports of other bridges only (netlink, no `nft` fork):
+/// what the version of the ruleset depends on, but the kernel capability.
+pub async fn networks(config: &Config) -> Result<HostNetworks, FirewallError> {
     let fail = |e: rtnetlink::Error| FirewallError::Gather(e.to_string());
     let (conn, handle, _) =
         rtnetlink::new_connection().map_err(|e| FirewallError::Gather(e.to_string()))?;
@@ -77,7 +87,7 @@ pub async fn gather(config: &Config) -> Result<HostNetworks, FirewallError> {
     Ok(HostNetworks {
         connected,
         foreign_ports,
-        accepted_ports: nft::accepted_ports()?,
-        bridge_meta: nft::probe_bridge_meta(),
+        accepted_ports: Vec::new(),
+        bridge_meta: false,
     })
 }

@@ -20,7 +20,7 @@ pub mod render;
 pub use gather::gather;
 pub use model::{EntryError, FirewallConfig, HostNetworks, HostService, Protected, Proto, Ruleset};
 pub use nft::{install, installed_matches, remove};
-pub use render::{render, version, TABLE};
+pub use render::{render, version, TABLE, TABLES};
 
 use crate::config::Config;
 
@@ -59,6 +59,42 @@ pub async fn ensure(config: &Config, fw: &FirewallConfig) -> Result<Ensured, Fir
     }
     install(&r)?;
     Ok(Ensured::Installed)
+}
+
+/// [`ensure`] for the hook and `watch`: when every table is installed, intact
+/// (its rules all there) and carries the version of this host's ruleset (with or
+/// without `meta ibrname`), nothing is forked: two netlink dumps of the host's
+/// networks and two of nftables. Otherwise [`ensure`].
+pub async fn ensure_quick(config: &Config) -> Result<Ensured, FirewallError> {
+    let host = gather::networks(config).await?;
+    let mut r = Ruleset::build(config, &config.firewall, &host);
+    if quick_matches(&mut r)? {
+        return Ok(Ensured::Current);
+    }
+    ensure(config, &config.firewall).await
+}
+
+/// Whether the installed tables are current for `r` (either kernel capability).
+fn quick_matches(r: &mut Ruleset) -> Result<bool, FirewallError> {
+    let installed = nfnetlink::installed_tables(TABLE)?;
+    for meta in [false, true] {
+        r.bridge_meta = meta;
+        let want = format!("{}{}", render::COMMENT_PREFIX, version(r));
+        let rendered = render(r);
+        let current = TABLES.iter().all(|&(family, _)| {
+            let expected = nft::expected_rules(&rendered, family);
+            installed.iter().any(|t| {
+                t.family == nfnetlink::family(family)
+                    && t.comment.as_deref() == Some(want.as_str())
+                    // The netdev guard's one rule exists only with accepted ports.
+                    && (t.rules == expected || (family == "netdev" && t.rules <= 1))
+            })
+        });
+        if current {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The transaction [`ensure`] would install on this host (`virt-l3 firewall render`).

@@ -66,13 +66,7 @@ pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
     let rendered = render::render(r);
     for (family, name) in TABLES {
         // `nft flush table` keeps a table's comment and sets but empties its chains.
-        let start = rendered
-            .find(&format!("table {family} {name} {{"))
-            .unwrap_or(0);
-        let end = rendered[start..]
-            .find("\n}\n")
-            .map_or(rendered.len(), |e| start + e);
-        let expected = rule_count(&rendered[start..end]);
+        let expected = expected_rules(&rendered, family);
         match run(
             &["list", "table", family, name],
             None,
@@ -90,11 +84,26 @@ pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
     Ok(true)
 }
 
+/// The number of rules of table `family virt_l3` in a rendering.
+pub(crate) fn expected_rules(rendered: &str, family: &str) -> usize {
+    let start = rendered
+        .find(&format!("table {family} {TABLE} {{"))
+        .unwrap_or(0);
+    let end = rendered[start..]
+        .find("\n}\n")
+        .map_or(rendered.len(), |e| start + e);
+    rule_count(&rendered[start..end])
+}
+
 /// The number of rules in a table's text (one line each; hook lines excluded).
 pub(crate) fn rule_count(text: &str) -> usize {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.starts_with("type ") && !l.starts_with("comment"))
+        .filter(|l| {
+            !["type ", "comment", "set ", "map ", "chain ", "table "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .filter(|l| {
             [" accept", " drop", "jump ", "vmap ", " return"]
                 .iter()

@@ -80,6 +80,9 @@ pub struct HostSettings {
     pub disable_redirects: bool,
     /// The MAC every routed bridge should have (else: keep the current one, fixed).
     pub gateway_mac: Option<crate::address::Mac>,
+    /// Accept the domain's taps in virt-l3's nftables tables (`[firewall] enabled`;
+    /// the caller has ensured the tables).
+    pub accept_taps: bool,
 }
 
 impl HostSettings {
@@ -88,6 +91,7 @@ impl HostSettings {
             isolate_taps: config.port_isolation,
             disable_redirects: config.disable_redirects,
             gateway_mac: config.gateway_mac,
+            accept_taps: config.firewall.enabled,
         }
     }
 }
@@ -214,7 +218,8 @@ async fn pin_bridges<K: Kernel>(
     Ok(())
 }
 
-/// ICMP redirects off on the bridges, isolation on the taps; returns the failures.
+/// ICMP redirects off on the bridges, isolation on the taps, the taps accepted
+/// by the firewall (only once isolated); returns the failures.
 async fn apply_host_settings<K: Kernel>(
     kernel: &mut K,
     record: &Record,
@@ -237,6 +242,13 @@ async fn apply_host_settings<K: Kernel>(
     if failures.is_empty() && host.isolate_taps {
         for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
             if let Err(e) = kernel.set_port_isolation(tap, true).await {
+                failures.push(e.to_string());
+            }
+        }
+    }
+    if failures.is_empty() && host.accept_taps {
+        for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+            if let Err(e) = kernel.accept_port(tap) {
                 failures.push(e.to_string());
             }
         }
@@ -268,6 +280,12 @@ pub async fn unroute_domain<K: Kernel>(
     state: &StateDir,
     record: &Record,
 ) -> Result<(), RoutingError> {
+    // The taps stop passing frames first (libvirt may give the names to other domains).
+    for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+        if let Err(e) = kernel.forget_port(tap) {
+            warn!(domain = %record.plan.name, "{e}");
+        }
+    }
     let installed = record.plan.entries(record.metric);
     let failures: Vec<String> = kernel
         .remove(&installed, record.protocol)

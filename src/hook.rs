@@ -251,33 +251,10 @@ impl Step<'_> {
         } else {
             OnFailure::Keep
         };
-        self.ensure_firewall(kernel).await?;
         let host = HostSettings::from_config(self.config);
         route_domain(kernel, state, &record, previous, host, on_failure)
             .await
             .map_err(failed(name))
-    }
-
-    /// virt-l3's nftables tables, before the taps are accepted (docs/FIREWALL.md).
-    /// At `start` a failure refuses the domain (fail closed: its taps would pass
-    /// nothing); at `started` and `reconnect` it is logged (the taps stay blocked
-    /// until reconcile or watch restores the tables).
-    async fn ensure_firewall<K: Kernel>(&self, kernel: &mut K) -> Result<(), HookError> {
-        if !self.config.firewall.enabled {
-            return Ok(());
-        }
-        match kernel.ensure_firewall(self.config).await {
-            Ok(true) => {
-                warn!(domain = %self.dom.name, "installed virt-l3's nftables tables (missing or stale)");
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(e) if self.op == Operation::Start => Err(failed(&self.dom.name)(e)),
-            Err(e) => {
-                error!(domain = %self.dom.name, "{e}; its ports stay blocked until reconcile restores the tables");
-                Ok(())
-            }
-        }
     }
 
     /// The plan; at reconnect, a domain that no longer plans keeps what was

@@ -2,8 +2,6 @@
 //! and current, and which ports of the routed bridges they block
 //! (docs/FIREWALL.md).
 
-use std::collections::HashMap;
-
 use super::facts::KernelFacts;
 use super::{fail, ok, warn, Item};
 use crate::config::Config;
@@ -102,7 +100,7 @@ pub(super) fn ports(config: &Config, facts: &KernelFacts) -> Item {
             ),
         );
     }
-    let owners = tap_owners(config);
+    let owners = crate::reconcile::observe::tap_owners(&config.libvirt_status_dir);
     let named: Vec<String> = blocked
         .iter()
         .map(|p| match owners.get(*p) {
@@ -119,21 +117,4 @@ pub(super) fn ports(config: &Config, facts: &KernelFacts) -> Item {
         ),
         "A NIC hot-plugged without the start hook stays blocked: restart the domain (virsh shutdown, virsh start) so that its start hook routes and accepts it; a port that belongs to no domain can be removed (ip link del PORT).".into(),
     )
-}
-
-/// Tap -> domain, from libvirt's status files (`<target dev=...>`).
-pub(crate) fn tap_owners(config: &Config) -> HashMap<String, String> {
-    let Ok(running) = crate::reconcile::running_domains(&config.libvirt_status_dir) else {
-        return HashMap::new();
-    };
-    running
-        .into_iter()
-        .flat_map(|d| {
-            let name = d.xml.name.clone();
-            d.xml
-                .interfaces
-                .into_iter()
-                .filter_map(move |i| i.target_dev.map(|t| (t, name.clone())))
-        })
-        .collect()
 }

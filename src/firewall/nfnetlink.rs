@@ -307,3 +307,57 @@ fn attributes(mut data: &[u8]) -> Vec<(u16, Vec<u8>)> {
     }
     out
 }
+
+/// `NFNLGRP_NFTABLES`: the multicast group of nftables changes.
+const NFNLGRP_NFTABLES: u32 = 7;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELSET: u16 = 11;
+
+/// A non-blocking netfilter socket that receives every nftables change (`watch`).
+pub fn subscribe() -> Result<Socket, FirewallError> {
+    let fail = |detail: String| FirewallError::Netlink {
+        what: "subscribe to nftables changes".into(),
+        detail,
+    };
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| fail(e.to_string()))?;
+    socket.bind_auto().map_err(|e| fail(e.to_string()))?;
+    socket
+        .add_membership(NFNLGRP_NFTABLES)
+        .map_err(|e| fail(e.to_string()))?;
+    socket
+        .set_non_blocking(true)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(socket)
+}
+
+/// Whether a datagram of nftables changes removes something of table `table`
+/// (a table, chain, rule, set or set element deleted: a flush is rule deletions).
+pub fn removes_from(datagram: &[u8], table: &str) -> bool {
+    let mut at = 0;
+    while at + 20 <= datagram.len() {
+        let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let ty = u16::from_ne_bytes(datagram[at + 4..at + 6].try_into().expect("2 bytes"));
+        if len < 16 || at + len > datagram.len() {
+            return false;
+        }
+        let deletion = ty >> 8 == NFNL_SUBSYS_NFTABLES
+            && [
+                NFT_MSG_DELTABLE,
+                NFT_MSG_DELCHAIN,
+                NFT_MSG_DELRULE,
+                NFT_MSG_DELSET,
+                NFT_MSG_DELSETELEM,
+            ]
+            .contains(&(ty & 0xff));
+        // Attribute 1 names the table in every one of these messages.
+        if deletion
+            && attr_str(&attributes(&datagram[at + 20..at + len]), 1).as_deref() == Some(table)
+        {
+            return true;
+        }
+        at += (len + 3) & !3;
+    }
+    false
+}

@@ -67,6 +67,19 @@ pub async fn ensure(config: &Config, fw: &FirewallConfig) -> Result<Ensured, Fir
 /// networks and two of nftables. Otherwise [`ensure`].
 pub async fn ensure_quick(config: &Config) -> Result<Ensured, FirewallError> {
     let host = gather::networks(config).await?;
+    ensure_current(config, host).await
+}
+
+/// [`ensure_quick`] over an open rtnetlink connection (the hook's own).
+pub async fn ensure_quick_with(
+    handle: &rtnetlink::Handle,
+    config: &Config,
+) -> Result<Ensured, FirewallError> {
+    let host = gather::networks_with(handle, config).await?;
+    ensure_current(config, host).await
+}
+
+async fn ensure_current(config: &Config, host: HostNetworks) -> Result<Ensured, FirewallError> {
     let mut r = Ruleset::build(config, &config.firewall, &host);
     if quick_matches(&mut r)? {
         return Ok(Ensured::Current);
@@ -77,12 +90,14 @@ pub async fn ensure_quick(config: &Config) -> Result<Ensured, FirewallError> {
 /// Whether the installed tables are current for `r` (either kernel capability).
 fn quick_matches(r: &mut Ruleset) -> Result<bool, FirewallError> {
     let installed = nfnetlink::installed_tables(TABLE)?;
+    if installed.len() < TABLES.len() {
+        return Ok(false);
+    }
     for meta in [false, true] {
         r.bridge_meta = meta;
-        let want = format!("{}{}", render::COMMENT_PREFIX, version(r));
-        let rendered = render(r);
-        let current = TABLES.iter().all(|&(family, _)| {
-            let expected = nft::expected_rules(&rendered, family);
+        let (version, rules) = render::version_and_rules(r);
+        let want = format!("{}{version}", render::COMMENT_PREFIX);
+        let current = TABLES.iter().zip(rules).all(|(&(family, _), expected)| {
             installed.iter().any(|t| {
                 t.family == nfnetlink::family(family)
                     && t.comment.as_deref() == Some(want.as_str())

@@ -190,32 +190,30 @@ pub fn installed_tables(name: &str) -> Result<Vec<InstalledTable>, FirewallError
         detail,
     };
     let mut tables: Vec<InstalledTable> = Vec::new();
-    for (family, attrs) in dump(NFT_MSG_GETTABLE).map_err(fail)? {
-        if attr_str(&attrs, NFTA_TABLE_NAME).as_deref() != Some(name) {
-            continue;
+    dump(NFT_MSG_GETTABLE, |family, attrs| {
+        if find_attr(attrs, NFTA_TABLE_NAME).map(c_str) != Some(name.as_bytes()) {
+            return;
         }
-        let comment = attrs
-            .iter()
-            .find(|(t, _)| *t == NFTA_TABLE_USERDATA)
-            .and_then(|(_, v)| table_comment(v));
         tables.push(InstalledTable {
             family,
             name: name.to_string(),
-            comment,
+            comment: find_attr(attrs, NFTA_TABLE_USERDATA).and_then(table_comment),
             rules: 0,
         });
-    }
+    })
+    .map_err(fail)?;
     if tables.is_empty() {
         return Ok(tables);
     }
-    for (family, attrs) in dump(NFT_MSG_GETRULE).map_err(fail)? {
-        if attr_str(&attrs, NFTA_RULE_TABLE).as_deref() != Some(name) {
-            continue;
+    dump(NFT_MSG_GETRULE, |family, attrs| {
+        if find_attr(attrs, NFTA_RULE_TABLE).map(c_str) != Some(name.as_bytes()) {
+            return;
         }
         if let Some(t) = tables.iter_mut().find(|t| t.family == family) {
             t.rules += 1;
         }
-    }
+    })
+    .map_err(fail)?;
     Ok(tables)
 }
 
@@ -233,16 +231,30 @@ fn table_comment(mut data: &[u8]) -> Option<String> {
     None
 }
 
-fn attr_str(attrs: &[(u16, Vec<u8>)], ty: u16) -> Option<String> {
-    let (_, v) = attrs.iter().find(|(t, _)| *t == ty)?;
-    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
-    Some(String::from_utf8_lossy(&v[..end]).into_owned())
+/// A NUL-terminated string attribute without its NUL.
+fn c_str(v: &[u8]) -> &[u8] {
+    &v[..v.iter().position(|b| *b == 0).unwrap_or(v.len())]
 }
 
-/// A dump request of the nftables subsystem (every family): each answer's
-/// family and top-level attributes.
-#[allow(clippy::type_complexity)]
-fn dump(msg: u16) -> Result<Vec<(u8, Vec<(u16, Vec<u8>)>)>, String> {
+/// The payload of the first top-level attribute of type `ty`.
+fn find_attr(mut data: &[u8], ty: u16) -> Option<&[u8]> {
+    while data.len() >= 4 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let t = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        if t == ty {
+            return Some(&data[4..len]);
+        }
+        data = &data[((len + 3) & !3).min(data.len())..];
+    }
+    None
+}
+
+/// A dump request of the nftables subsystem (every family): `each` gets every
+/// answer's family and attributes.
+fn dump(msg: u16, mut each: impl FnMut(u8, &[u8])) -> Result<(), String> {
     let seq = std::process::id() ^ 0x5e71_0000;
     let request = message(
         (NFNL_SUBSYS_NFTABLES << 8) | msg,
@@ -260,7 +272,6 @@ fn dump(msg: u16) -> Result<Vec<(u8, Vec<(u16, Vec<u8>)>)>, String> {
     socket
         .send_to(&request, &SocketAddr::new(0, 0), 0)
         .map_err(|e| format!("cannot send: {e}"))?;
-    let mut out = Vec::new();
     let mut buf = vec![0u8; 65536];
     loop {
         let n = socket
@@ -274,38 +285,21 @@ fn dump(msg: u16) -> Result<Vec<(u8, Vec<(u16, Vec<u8>)>)>, String> {
                 return Err("a malformed answer".into());
             }
             match ty {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => {
                     let code =
                         i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
                     if code == 0 {
-                        return Ok(out);
+                        return Ok(());
                     }
                     return Err(std::io::Error::from_raw_os_error(-code).to_string());
                 }
-                _ if len >= 20 => {
-                    let family = buf[at + 16];
-                    out.push((family, attributes(&buf[at + 20..at + len])));
-                }
+                _ if len >= 20 => each(buf[at + 16], &buf[at + 20..at + len]),
                 _ => {}
             }
             at += (len + 3) & !3;
         }
     }
-}
-
-fn attributes(mut data: &[u8]) -> Vec<(u16, Vec<u8>)> {
-    let mut out = Vec::new();
-    while data.len() >= 4 {
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let ty = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
-        if len < 4 || len > data.len() {
-            break;
-        }
-        out.push((ty, data[4..len].to_vec()));
-        data = &data[((len + 3) & !3).min(data.len())..];
-    }
-    out
 }
 
 /// `NFNLGRP_NFTABLES`: the multicast group of nftables changes.
@@ -353,7 +347,7 @@ pub fn removes_from(datagram: &[u8], table: &str) -> bool {
             .contains(&(ty & 0xff));
         // Attribute 1 names the table in every one of these messages.
         if deletion
-            && attr_str(&attributes(&datagram[at + 20..at + len]), 1).as_deref() == Some(table)
+            && find_attr(&datagram[at + 20..at + len], 1).map(c_str) == Some(table.as_bytes())
         {
             return true;
         }

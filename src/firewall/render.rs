@@ -43,6 +43,20 @@ pub fn version(r: &Ruleset) -> String {
     format!("{:016x}", fnv1a(text.as_bytes()))
 }
 
+/// The version and the number of rules of each table (inet, bridge, netdev
+/// without accepted ports), from one rendering without set elements: what
+/// `ensure_quick` compares with the installed tables.
+pub fn version_and_rules(r: &Ruleset) -> (String, [usize; 3]) {
+    let parts = [
+        inet_table(r, ""),
+        bridge_table(r, "", false),
+        netdev_table(r, "", false),
+    ];
+    let text = parts.concat();
+    let version = format!("{:016x}", fnv1a(text.as_bytes()));
+    (version, parts.map(|p| super::nft::rule_count(&p)))
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)

@@ -529,7 +529,7 @@ impl Kernel for NetlinkKernel {
         &mut self,
         config: &crate::config::Config,
     ) -> Result<bool, KernelError> {
-        let ensured = crate::firewall::ensure_quick(config).await?;
+        let ensured = crate::firewall::ensure_quick_with(&self.handle, config).await?;
         Ok(ensured == crate::firewall::Ensured::Installed)
     }
 

@@ -190,7 +190,7 @@ pub fn installed_tables(name: &str) -> Result<Vec<InstalledTable>, FirewallError
         detail,
     };
     let mut tables: Vec<InstalledTable> = Vec::new();
-    dump(NFT_MSG_GETTABLE, |family, attrs| {
+    dump(NFT_MSG_GETTABLE, &[], |family, attrs| {
         if find_attr(attrs, NFTA_TABLE_NAME).map(c_str) != Some(name.as_bytes()) {
             return;
         }
@@ -205,7 +205,10 @@ pub fn installed_tables(name: &str) -> Result<Vec<InstalledTable>, FirewallError
     if tables.is_empty() {
         return Ok(tables);
     }
-    dump(NFT_MSG_GETRULE, |family, attrs| {
+    // The kernel filters a rule dump by table: other tables' rules stay out.
+    let mut filter = Vec::new();
+    attr(&mut filter, NFTA_RULE_TABLE, &cstr(name));
+    dump(NFT_MSG_GETRULE, &filter, |family, attrs| {
         if find_attr(attrs, NFTA_RULE_TABLE).map(c_str) != Some(name.as_bytes()) {
             return;
         }
@@ -254,7 +257,7 @@ fn find_attr(mut data: &[u8], ty: u16) -> Option<&[u8]> {
 
 /// A dump request of the nftables subsystem (every family): `each` gets every
 /// answer's family and attributes.
-fn dump(msg: u16, mut each: impl FnMut(u8, &[u8])) -> Result<(), String> {
+fn dump(msg: u16, body: &[u8], mut each: impl FnMut(u8, &[u8])) -> Result<(), String> {
     let seq = std::process::id() ^ 0x5e71_0000;
     let request = message(
         (NFNL_SUBSYS_NFTABLES << 8) | msg,
@@ -262,7 +265,7 @@ fn dump(msg: u16, mut each: impl FnMut(u8, &[u8])) -> Result<(), String> {
         seq,
         0,
         0,
-        &[],
+        body,
     );
     let mut socket = Socket::new(NETLINK_NETFILTER)
         .map_err(|e| format!("cannot open a netfilter socket: {e}"))?;
@@ -272,7 +275,7 @@ fn dump(msg: u16, mut each: impl FnMut(u8, &[u8])) -> Result<(), String> {
     socket
         .send_to(&request, &SocketAddr::new(0, 0), 0)
         .map_err(|e| format!("cannot send: {e}"))?;
-    let mut buf = vec![0u8; 65536];
+    let mut buf = vec![0u8; 32768];
     loop {
         let n = socket
             .recv(&mut &mut buf[..], 0)

@@ -331,11 +331,24 @@ fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
                 .expect("ensure")
         })
     };
+    let quick = |lab: &Lab| {
+        lab.in_host(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(firewall::quick_current(&Config::default()))
+                .expect("quick check")
+        })
+    };
+    assert!(!quick(&lab));
     assert_eq!(ensure(&lab), firewall::Ensured::Installed);
+    assert!(quick(&lab), "current tables are seen without nft");
     assert_eq!(ensure(&lab), firewall::Ensured::Current);
     lab.in_host(|| firewall::accept_port("vg5"))
         .expect("accept");
     // A netdev guard appears only at the next full install; still current.
+    assert!(quick(&lab), "an accepted port keeps the tables current");
     assert_eq!(ensure(&lab), firewall::Ensured::Current);
     for breakage in [
         "nft flush table inet virt_l3",
@@ -343,8 +356,9 @@ fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
         "nft delete table bridge virt_l3",
     ] {
         ok(&format!("ip netns exec {h} {breakage}"));
+        assert!(!quick(&lab), "{breakage}");
         assert_eq!(ensure(&lab), firewall::Ensured::Installed, "{breakage}");
-        assert_eq!(ensure(&lab), firewall::Ensured::Current, "{breakage}");
+        assert!(quick(&lab), "{breakage}");
         // Deleting the bridge table loses its set: reconcile accepts the recorded taps again.
         let kept = lab
             .in_host(firewall::nft::accepted_ports)

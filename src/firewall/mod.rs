@@ -79,6 +79,13 @@ pub async fn ensure_quick_with(
     ensure_current(config, host).await
 }
 
+/// The hook's check alone, without the fallback: whether the installed tables
+/// are current for this host (netlink only, never `nft`).
+pub async fn quick_current(config: &Config) -> Result<bool, FirewallError> {
+    let host = gather::networks(config).await?;
+    quick_matches(&mut Ruleset::build(config, &config.firewall, &host))
+}
+
 async fn ensure_current(config: &Config, host: HostNetworks) -> Result<Ensured, FirewallError> {
     let mut r = Ruleset::build(config, &config.firewall, &host);
     if quick_matches(&mut r)? {

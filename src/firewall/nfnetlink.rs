@@ -205,10 +205,9 @@ pub fn installed_tables(name: &str) -> Result<Vec<InstalledTable>, FirewallError
     if tables.is_empty() {
         return Ok(tables);
     }
-    // The kernel filters a rule dump by table: other tables' rules stay out.
-    let mut filter = Vec::new();
-    attr(&mut filter, NFTA_RULE_TABLE, &cstr(name));
-    dump(NFT_MSG_GETRULE, &filter, |family, attrs| {
+    // Not filtered by table in the request: the kernel then stops after the
+    // first family's table of that name.
+    dump(NFT_MSG_GETRULE, &[], |family, attrs| {
         if find_attr(attrs, NFTA_RULE_TABLE).map(c_str) != Some(name.as_bytes()) {
             return;
         }

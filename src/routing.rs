@@ -256,10 +256,14 @@ async fn apply_host_settings<K: Kernel>(
             Ok(false) => {}
             Err(e) => return vec![e.to_string()],
         }
-        for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
-            if let Err(e) = kernel.accept_port(tap) {
-                failures.push(e.to_string());
-            }
+        let taps: Vec<&str> = record
+            .plan
+            .nics
+            .iter()
+            .filter_map(|n| n.tap.as_deref())
+            .collect();
+        if let Err(e) = kernel.accept_ports(&taps) {
+            failures.push(e.to_string());
         }
     }
     failures

@@ -130,11 +130,16 @@ pub async fn render_for_host(
 /// Lets a bridge port pass frames (the start hook, for its own taps): one
 /// in-process netlink transaction, no `nft` fork.
 pub fn accept_port(name: &str) -> Result<(), FirewallError> {
-    nfnetlink::change_ifname(
+    accept_ports(&[name])
+}
+
+/// [`accept_port`] for several ports in one transaction.
+pub fn accept_ports(names: &[&str]) -> Result<(), FirewallError> {
+    nfnetlink::change_ifnames(
         nfnetlink::NFPROTO_BRIDGE,
         TABLE,
         "accepted_ports",
-        name,
+        names,
         true,
     )
 }

@@ -47,20 +47,44 @@ pub fn change_ifname(
     name: &str,
     add: bool,
 ) -> Result<(), FirewallError> {
+    change_ifnames(family, table, set, &[name], add)
+}
+
+/// [`change_ifname`] for several names in one transaction (all or none).
+pub fn change_ifnames(
+    family: u8,
+    table: &str,
+    set: &str,
+    names: &[&str],
+    add: bool,
+) -> Result<(), FirewallError> {
+    if names.is_empty() {
+        return Ok(());
+    }
     let what = format!(
-        "{} port {name:?} {} the set {table}/{set}",
+        "{} port(s) {} {} the set {table}/{set}",
         if add { "add" } else { "remove" },
+        names.join(", "),
         if add { "to" } else { "from" }
     );
     let fail = |detail: String| FirewallError::Netlink {
         what: what.clone(),
         detail,
     };
-    if name.is_empty() || name.len() > 15 {
-        return Err(fail("not an interface name".into()));
+    let mut elems = Vec::new();
+    for name in names {
+        if name.is_empty() || name.len() > 15 {
+            return Err(fail(format!("{name:?} is not an interface name")));
+        }
+        let mut key = [0u8; 16];
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        let value = nla(NFTA_DATA_VALUE, &key);
+        attr(
+            &mut elems,
+            NFTA_LIST_ELEM | NLA_F_NESTED,
+            &nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+        );
     }
-    let mut key = [0u8; 16];
-    key[..name.len()].copy_from_slice(name.as_bytes());
     let seq = std::process::id() ^ 0x5e70_0000;
     let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
         | if add {
@@ -71,12 +95,11 @@ pub fn change_ifname(
     let mut body = Vec::new();
     attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
     attr(&mut body, NFTA_SET_ELEM_LIST_SET, &cstr(set));
-    let value = nla(NFTA_DATA_VALUE, &key);
-    let elem = nla(
-        NFTA_LIST_ELEM | NLA_F_NESTED,
-        &nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+    attr(
+        &mut body,
+        NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+        &elems,
     );
-    attr(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem);
     let mut batch = message(
         NFNL_MSG_BATCH_BEGIN,
         NLM_F_REQUEST,

@@ -547,18 +547,22 @@ impl Kernel for FakeKernel {
         }))
     }
 
-    fn accept_port(&mut self, port: &str) -> Result<(), KernelError> {
-        self.firewall_fault(&format!("accept port {port}"))?;
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let what = format!("accept port(s) {}", ports.join(", "));
+        self.firewall_fault(&what)?;
         self.with(|m| {
             if !m.firewall {
                 // As the kernel: no set without the table.
                 return Err(KernelError::Refused {
-                    what: format!("accept port {port}"),
+                    what,
                     errno: libc::ENOENT,
                     message: errno_text(libc::ENOENT),
                 });
             }
-            m.accepted_ports.insert(port.to_string());
+            m.accepted_ports.extend(ports.iter().map(|p| p.to_string()));
             Ok(())
         })
     }

@@ -154,8 +154,9 @@ pub trait Kernel {
         config: &crate::config::Config,
     ) -> Result<bool, KernelError>;
 
-    /// Lets a bridge port pass frames (the tables' `accepted_ports`); idempotent.
-    fn accept_port(&mut self, port: &str) -> Result<(), KernelError>;
+    /// Lets bridge ports pass frames (the tables' `accepted_ports`), in one
+    /// transaction; idempotent.
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError>;
 
     /// Stops a bridge port passing frames; a port not accepted is fine.
     fn forget_port(&mut self, port: &str) -> Result<(), KernelError>;

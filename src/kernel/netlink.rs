@@ -533,8 +533,8 @@ impl Kernel for NetlinkKernel {
         Ok(ensured == crate::firewall::Ensured::Installed)
     }
 
-    fn accept_port(&mut self, port: &str) -> Result<(), KernelError> {
-        Ok(crate::firewall::accept_port(port)?)
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
+        Ok(crate::firewall::accept_ports(ports)?)
     }
 
     fn forget_port(&mut self, port: &str) -> Result<(), KernelError> {

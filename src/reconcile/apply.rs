@@ -132,7 +132,7 @@ async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, repor
                 domain: Some(rec.plan.name.clone()),
                 what: format!("bridge port {tap}"),
             });
-            if let Err(e) = kernel.accept_port(tap) {
+            if let Err(e) = kernel.accept_ports(&[tap]) {
                 report.errors.push(e.to_string());
             }
         }

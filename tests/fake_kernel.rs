@@ -583,3 +583,45 @@ fn a_stopped_domain_is_not_adopted_back_whatever_the_status_file_order() {
     assert!(lab.state().stopping().is_empty());
     assert!(lab.routes().is_empty());
 }
+
+/// virt-l3's nftables tables: `start` ensures them and accepts the tap, `stopped`
+/// forgets it; a firewall failure rolls the start back (fail closed); with the
+/// firewall disabled nothing is asked of it.
+#[test]
+fn start_accepts_the_tap_and_stopped_forgets_it() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let m = lab.kernel.snapshot();
+    assert!(m.firewall);
+    assert_eq!(m.firewall_installs, 1);
+    assert_eq!(m.accepted_ports.iter().collect::<Vec<_>>(), ["vnet3"]);
+    lab.hook("started").unwrap();
+    assert_eq!(
+        lab.kernel.snapshot().firewall_installs,
+        1,
+        "ensured, not reinstalled"
+    );
+    lab.hook("stopped").unwrap();
+    assert!(lab.kernel.snapshot().accepted_ports.is_empty());
+
+    let lab = Lab::new();
+    lab.kernel.with(|m| {
+        m.faults.push(Fault::Matching {
+            text: "install virt-l3's nftables tables".into(),
+            errno: libc::EPERM,
+        })
+    });
+    let e = lab.hook("start").unwrap_err().to_string();
+    assert!(
+        e.contains("all rolled back") && e.contains("nftables"),
+        "{e}"
+    );
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().records().unwrap().is_empty());
+
+    let mut lab = Lab::new();
+    lab.config.firewall.enabled = false;
+    lab.hook("start").unwrap();
+    let m = lab.kernel.snapshot();
+    assert!(!m.firewall && m.accepted_ports.is_empty());
+}

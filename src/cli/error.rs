@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use virt_l3::config::ConfigError;
 use virt_l3::domain_xml::XmlError;
+use virt_l3::firewall::FirewallError;
 use virt_l3::guest_config::GuestConfigError;
 use virt_l3::hook::HookError;
 use virt_l3::kernel::KernelError;
@@ -50,6 +51,8 @@ pub enum CliError {
     SecurityGroup(#[from] SecurityGroupError),
     #[error("virt-l3: {0}")]
     Watch(#[from] WatchError),
+    #[error("virt-l3: {0}")]
+    Firewall(#[from] FirewallError),
     /// `check` could not inspect the host at all.
     #[error("virt-l3: {0}")]
     Check(String),

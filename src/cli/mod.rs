@@ -4,6 +4,7 @@
 
 mod check;
 pub mod error;
+mod firewall;
 mod guest_config;
 pub mod hook;
 mod manpages;
@@ -65,6 +66,9 @@ enum Command {
     /// Security-group rules of a domain (CloudStack's rule string), stateful, on
     /// the routed path; enforced when `security_groups = true`.
     SecurityGroup(security_group::SecurityGroupArgs),
+    /// virt-l3's nftables tables: fail-closed bridge ports, the host protected
+    /// from its guests (render for audit, install, remove).
+    Firewall(firewall::FirewallArgs),
 }
 
 impl Cli {
@@ -105,6 +109,7 @@ impl Cli {
             Command::GuestConfig(args) => args.run(&config),
             Command::Nwfilter(args) => args.run(&config),
             Command::SecurityGroup(args) => args.run(&config),
+            Command::Firewall(args) => args.run(&config),
         }
     }
 }

@@ -23,9 +23,15 @@ use crate::state::Record;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// A tap accepted by virt-l3's nftables tables.
+    Accept,
     Add,
     Adopt,
     Demote,
+    /// A port the tables accepted that belongs to no running domain.
+    Forget,
+    /// virt-l3's nftables tables (re)installed.
+    Firewall,
     Isolate,
     PinMac,
     Promote,
@@ -39,9 +45,12 @@ pub enum Action {
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
+            Action::Accept => "accept",
             Action::Add => "add",
             Action::Adopt => "adopt",
             Action::Demote => "demote",
+            Action::Forget => "forget",
+            Action::Firewall => "install",
             Action::Isolate => "isolate",
             Action::PinMac => "pin-mac",
             Action::Promote => "promote",

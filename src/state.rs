@@ -12,7 +12,8 @@
 //!   would share one nwfilter and one neighbour entry);
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
 //! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
-//!   adopted by reconcile while libvirt still lists it).
+//!   adopted by reconcile while libvirt still lists it);
+//! - `refused/<uuid>`: why `refresh` refused a change to a running domain (`state/refused.rs`).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!
@@ -37,6 +38,9 @@ use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
 mod dirfd;
+mod refused;
+
+pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
 
@@ -434,6 +438,7 @@ impl StateDir {
             domains.remove(&temp_name(&name))?;
         }
         self.clear_incoming(&record.plan.uuid)?;
+        self.clear_refused(&record.plan.uuid)?;
         self.release_claims(
             &record.plan.uuid,
             record.plan.addresses(),

@@ -163,7 +163,7 @@ async fn status_changed(status: &Option<AsyncFd<Watched>>) -> std::io::Result<Ve
 
 /// libvirt rewrote running domains' status files (a NIC attached or detached,
 /// live metadata; libvirt runs no hook then): refresh each domain now, before
-/// the reconcile the event also marks. A refusal is logged by `refresh` (once).
+/// the reconcile the event also marks. A refusal is logged once (until its reason changes).
 async fn refresh_changed(kernel: &mut NetlinkKernel, config: &Config, names: Vec<OsString>) {
     if !names.is_empty() {
         // A hot-plugged tap may be newer than the netlink event that says so.
@@ -172,7 +172,7 @@ async fn refresh_changed(kernel: &mut NetlinkKernel, config: &Config, names: Vec
     for n in names {
         let path = config.libvirt_status_dir.join(&n);
         match crate::refresh::refresh_file(kernel, config, &path).await {
-            Ok(_) | Err(crate::refresh::RefreshError::Refused { .. }) => {}
+            Ok(_) | Err(crate::refresh::RefreshError::Refused { first: false, .. }) => {}
             Err(e) => warn!("{e}"),
         }
     }

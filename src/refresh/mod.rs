@@ -61,7 +61,12 @@ pub enum RefreshError {
     NoUuid { domain: String },
     /// The change is refused; the domain's routes stay as they were.
     #[error("{reason} (a change to the running domain: its routes stay as they were)")]
-    Refused { domain: String, reason: String },
+    Refused {
+        domain: String,
+        reason: String,
+        /// Not noted before with this reason (`watch` logs only these).
+        first: bool,
+    },
     /// The host cannot route the domain now (a bridge missing, no CAP_NET_ADMIN...).
     #[error(transparent)]
     Host(#[from] HookError),
@@ -191,17 +196,19 @@ pub async fn refresh_domain<K: Kernel>(
     Ok(done)
 }
 
-/// Notes a refusal (logged when it is new) and returns it as the error.
+/// Notes a refusal and returns it as the error (logging is the caller's:
+/// `watch` logs a new one, the command prints it).
 fn refuse(state: &StateDir, name: &str, uuid: &str, reason: String) -> RefreshError {
-    match state.note_refused(uuid, name, &reason) {
-        Ok(true) => {
-            warn!(domain = %display_name(name), uuid, "change to a running domain refused, its routes stay as they were: {reason}")
+    let first = match state.note_refused(uuid, name, &reason) {
+        Ok(new) => new,
+        Err(e) => {
+            warn!(domain = %display_name(name), "cannot note the refusal: {e}");
+            true
         }
-        Ok(false) => {}
-        Err(e) => warn!(domain = %display_name(name), "cannot note the refusal: {e}"),
-    }
+    };
     RefreshError::Refused {
         domain: display_name(name),
         reason,
+        first,
     }
 }

@@ -93,3 +93,113 @@ fn without_detached(dom: &DomainXml, previous: Option<&Record>) -> DomainXml {
     out.flat_addresses.retain(|f| !detached(&f.mac));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::NoOwnership;
+
+    const UUID: &str = "0a0a0a0a-1111-4222-8333-444455556666";
+
+    /// A running domain with these NICs on cloudbr0: (MAC, addresses, in the metadata).
+    fn dom(nics: &[(&str, &[&str], bool)]) -> DomainXml {
+        let mut meta = String::new();
+        let mut devices = String::new();
+        for (mac, addresses, annotated) in nics {
+            if *annotated {
+                meta.push_str(&format!("<cs:nic mac='{mac}'>"));
+                for a in addresses.iter() {
+                    meta.push_str(&format!(
+                        "<cs:address address='{a}' prefix='32' family='ipv4'/>"
+                    ));
+                }
+                meta.push_str("</cs:nic>");
+            }
+            if !addresses.is_empty() || !*annotated {
+                devices.push_str(&format!(
+                    "<interface type='bridge'><mac address='{mac}'/><source bridge='cloudbr0'/>\
+                     <filterref filter='virt-l3-nic-{}'/></interface>",
+                    mac.replace(':', "")
+                ));
+            }
+        }
+        let xml = format!(
+            "<domstatus state='running' reason='booted'><domain><name>a</name><uuid>{UUID}</uuid>\
+             <metadata><cs:network xmlns:cs='https://download.cloudstack.org/libvirt/network'>{meta}\
+             </cs:network></metadata><devices>{devices}</devices></domain></domstatus>"
+        );
+        DomainXml::parse(xml.as_bytes()).unwrap()
+    }
+
+    fn decided(d: &DomainXml, previous: Option<&Record>) -> Decision {
+        decide(
+            &Config::default(),
+            d,
+            &HostFacts::default(),
+            &NoOwnership,
+            previous,
+            false,
+            1000,
+        )
+    }
+
+    fn routed(d: &DomainXml) -> Record {
+        match decided(d, None) {
+            Decision::Route(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_domain_without_a_record_is_taken_as_adopted() {
+        let r = routed(&dom(&[("52:54:00:00:00:01", &["192.0.2.1"], true)]));
+        assert_eq!((r.metric, r.standby, r.since_ms), (100, false, 1000));
+        assert_eq!(r.plan.nics.len(), 1);
+    }
+
+    #[test]
+    fn the_recorded_plan_is_nothing_to_do_and_a_change_keeps_the_standing() {
+        let one = dom(&[("52:54:00:00:00:01", &["192.0.2.1"], true)]);
+        let mut prev = routed(&one);
+        prev.metric = 1500;
+        prev.since_ms = 7;
+        assert_eq!(decided(&one, Some(&prev)), Decision::Nothing);
+        let two = dom(&[("52:54:00:00:00:01", &["192.0.2.1", "192.0.2.2"], true)]);
+        match decided(&two, Some(&prev)) {
+            Decision::Route(r) => {
+                assert_eq!((r.metric, r.since_ms), (1500, 7));
+                assert_eq!(r.plan.nics[0].addresses.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_detached_nics_metadata_is_ignored_an_unknown_ones_refused() {
+        let both = dom(&[
+            ("52:54:00:00:00:01", &["192.0.2.1"], true),
+            ("52:54:00:00:00:02", &["192.0.2.2"], true),
+        ]);
+        let prev = routed(&both);
+        // The second interface gone, its metadata block still there.
+        let detached = dom(&[
+            ("52:54:00:00:00:01", &["192.0.2.1"], true),
+            ("52:54:00:00:00:02", &[], true),
+        ]);
+        match decided(&detached, Some(&prev)) {
+            Decision::Route(r) => assert_eq!(r.plan.nics.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        // Without a record naming it, a block for a MAC the domain lacks is refused.
+        assert!(matches!(decided(&detached, None), Decision::Refuse(_)));
+    }
+
+    #[test]
+    fn a_domain_that_routes_nothing_any_more_is_unrouted() {
+        let one = dom(&[("52:54:00:00:00:01", &["192.0.2.1"], true)]);
+        let prev = routed(&one);
+        let none = dom(&[]);
+        assert_eq!(decided(&none, Some(&prev)), Decision::Unroute(prev));
+        assert_eq!(decided(&none, None), Decision::Nothing);
+    }
+}

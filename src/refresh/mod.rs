@@ -19,7 +19,7 @@ use crate::domain_xml::{DomainXml, XmlError};
 use crate::hook::{check_host, HookError};
 use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError};
-use crate::plan::{display_name, is_valid_uuid};
+use crate::plan::{display_name, is_valid_uuid, routes_nothing};
 use crate::reconcile::{running_domains, ReconcileError};
 use crate::routing::{route_domain, unroute_domain, HostSettings, OnFailure, RoutingError};
 use crate::state::{now_ms, StateDir, StateError};
@@ -147,10 +147,14 @@ pub async fn refresh_domain<K: Kernel>(
             })
         }
     };
+    let state = StateDir::new(&config.state_dir);
+    if routes_nothing(dom, config) && state.record(uuid).ok().flatten().is_none() {
+        // Not virt-l3's (most status file writes on a mixed host): no lock, no lookups.
+        return Ok(Refreshed::Unchanged);
+    }
     let host = host_facts(kernel, dom, config)
         .await
         .map_err(failed::<KernelError>(name))?;
-    let state = StateDir::new(&config.state_dir);
     let _lock = state.lock().map_err(failed::<StateError>(name))?;
     if state.stopping().iter().any(|u| u == uuid) {
         return Ok(Refreshed::Stopping);

@@ -387,3 +387,25 @@ fn a_domain_that_does_not_run_is_named() {
     let err = lab.refresh("nope").unwrap_err().to_string();
     assert!(err.contains("no running domain nope"), "{err}");
 }
+
+#[test]
+fn reconcile_drops_the_refusal_note_of_a_domain_gone_without_its_hooks() {
+    let lab = Lab::new();
+    lab.set(B, B_UUID, &[nic(MAC_B, "vnet9", &["192.0.2.99"])]);
+    lab.refresh(B).unwrap();
+    // A's first routed NIC claims B's address: refused, no record.
+    lab.set(A, A_UUID, &[nic(MAC1, "vnet1", &["192.0.2.99"])]);
+    assert!(lab.refresh(A).is_err());
+    assert!(lab.refusal(A_UUID).is_some());
+    let mut k = lab.kernel.clone();
+    lab.rt
+        .block_on(virt_l3::reconcile::reconcile(&mut k, &lab.config, false))
+        .unwrap();
+    assert!(lab.refusal(A_UUID).is_some(), "A still runs");
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{A}.xml"))).unwrap();
+    lab.rt
+        .block_on(virt_l3::reconcile::reconcile(&mut k, &lab.config, false))
+        .unwrap();
+    assert!(lab.refusal(A_UUID).is_none());
+    assert_eq!(lab.routes(), ["192.0.2.99/32"]);
+}

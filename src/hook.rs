@@ -275,7 +275,7 @@ impl Step<'_> {
 /// or a routed bridge is missing, not a bridge, or down. At prepare, before
 /// libvirt allocates anything, and again at start, before anything is recorded
 /// or installed.
-async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
+pub(crate) async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
     let mut problems = Vec::new();
     if !kernel.has_net_admin() {
         problems.push(Problem {
@@ -374,6 +374,7 @@ fn remove<K: Kernel>(
             state.clear_stopping(u)
         };
         marked.map_err(failed(domain))?;
+        state.clear_refused(u).map_err(failed(domain))?;
     }
     let record = match &uuid {
         Some(u) => state.record(u),

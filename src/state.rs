@@ -15,6 +15,7 @@
 //!   (not to be adopted by reconcile until its status file is gone).
 //! - `security-groups/<uuid>.json` (or `name=<name>.json`): a domain's security-group
 //!   rules (`state/security_groups.rs`, issue 16).
+//! - `refused/<uuid>`: why `refresh` refused a change to a running domain (`state/refused.rs`).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!
@@ -39,7 +40,10 @@ use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
 mod dirfd;
+mod refused;
 mod security_groups;
+
+pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
 pub use security_groups::SgKey;
@@ -438,6 +442,7 @@ impl StateDir {
             domains.remove(&temp_name(&name))?;
         }
         self.clear_incoming(&record.plan.uuid)?;
+        self.clear_refused(&record.plan.uuid)?;
         self.release_claims(
             &record.plan.uuid,
             record.plan.addresses(),

@@ -6,6 +6,7 @@
 //! stays bounded. No polling: the process sleeps until the kernel wakes it.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -143,15 +144,42 @@ impl Pending {
     }
 }
 
-/// Resolves when libvirt's status directory changed; drains the events (their
-/// content does not matter). Never without a watch.
-async fn status_changed(status: &Option<AsyncFd<Watched>>) -> std::io::Result<()> {
+/// Resolves when libvirt's status directory changed; drains the events and
+/// returns the status files written (see [`refresh_changed`]). Never without a watch.
+async fn status_changed(status: &Option<AsyncFd<Watched>>) -> std::io::Result<Vec<OsString>> {
     match status {
         Some(fd) => fd.readable().await.map(|mut g| {
-            let _ = g.get_inner().0.read_events();
+            let events = g.get_inner().0.read_events().unwrap_or_default();
             g.clear_ready();
+            let written = AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO;
+            let mut names: Vec<OsString> = events
+                .into_iter()
+                .filter(|e| e.mask.intersects(written))
+                .filter_map(|e| e.name)
+                .filter(|n| Path::new(n).extension().is_some_and(|x| x == "xml"))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
         }),
         None => std::future::pending().await,
+    }
+}
+
+/// libvirt rewrote running domains' status files (a NIC attached or detached,
+/// live metadata; libvirt runs no hook then): refresh each domain now, before
+/// the reconcile the event also marks. A refusal is logged once (until its reason changes).
+async fn refresh_changed(kernel: &mut NetlinkKernel, config: &Config, names: Vec<OsString>) {
+    if !names.is_empty() {
+        // A hot-plugged tap may be newer than the netlink event that says so.
+        kernel.forget_links();
+    }
+    for n in names {
+        let path = config.libvirt_status_dir.join(&n);
+        match crate::refresh::refresh_file(kernel, config, &path).await {
+            Ok(_) | Err(crate::refresh::RefreshError::Refused { first: false, .. }) => {}
+            Err(e) => warn!("{e}"),
+        }
     }
 }
 
@@ -338,7 +366,8 @@ pub async fn watch(
                 }
             }
             r = status_changed(&status) => {
-                if r.is_ok() {
+                if let Ok(names) = r {
+                    refresh_changed(&mut kernel, config, names).await;
                     pending.mark();
                 }
             }

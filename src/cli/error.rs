@@ -13,6 +13,7 @@ use virt_l3::kernel::KernelError;
 use virt_l3::nwfilter::NwfilterError;
 use virt_l3::plan::PlanError;
 use virt_l3::reconcile::ReconcileError;
+use virt_l3::refresh::RefreshError;
 use virt_l3::security_group::SecurityGroupError;
 use virt_l3::status::StatusError;
 use virt_l3::watch::WatchError;
@@ -47,6 +48,9 @@ pub enum CliError {
     Reconcile(#[from] ReconcileError),
     #[error("virt-l3: {0}")]
     Status(#[from] StatusError),
+    /// `refresh`: its errors name virt-l3 and the domain.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
     #[error("virt-l3: {0}")]
     SecurityGroup(#[from] SecurityGroupError),
     #[error("virt-l3: {0}")]

@@ -12,6 +12,7 @@ mod nwfilter;
 mod output;
 mod plan;
 mod reconcile;
+mod refresh;
 mod security_group;
 mod status;
 mod support;
@@ -50,6 +51,9 @@ enum Command {
     /// Make the kernel match the running domains: add what is missing, fix what
     /// differs, remove virt-l3's entries that belong to no running domain.
     Reconcile(reconcile::ReconcileArgs),
+    /// Apply a change to a running domain now (a NIC attached or detached, live
+    /// metadata): route what it gained, unroute what it lost (exit 1: refused or failed).
+    Refresh(refresh::RefreshArgs),
     /// Reconcile whenever routes, neighbours, bridges or libvirt's status files change.
     Watch(watch::WatchArgs),
     /// Inspect this hypervisor item by item, with a fix for each failure
@@ -104,6 +108,7 @@ impl Cli {
             Command::Plan(args) => args.run(&config),
             Command::Status(args) => args.run(&config),
             Command::Reconcile(args) => args.run(&config),
+            Command::Refresh(args) => args.run(&config),
             Command::Watch(args) => args.run(&config),
             Command::Check(args) => args.run(&config),
             Command::GuestConfig(args) => args.run(&config),

@@ -74,6 +74,9 @@ pub fn status(report: &[DomainStatus], as_json: bool) -> Result<String, CliError
             ""
         };
         let _ = writeln!(out, "{} {} {mark}{standby}", d.name, d.uuid);
+        if let Some(why) = &d.refused {
+            let _ = writeln!(out, "  REFUSED CHANGE (routes kept as they were): {why}");
+        }
         for e in &d.entries {
             let present = if e.present { "x" } else { " " };
             let _ = writeln!(out, "  [{present}] {}", e.entry);

@@ -174,6 +174,17 @@ pub fn still_running(
         .collect()
 }
 
+/// The UUIDs among `uuids` of no running domain.
+pub fn gone(uuids: impl Iterator<Item = String>, running: &[RunningDomain]) -> Vec<String> {
+    uuids
+        .filter(|u| {
+            !running
+                .iter()
+                .any(|r| r.xml.uuid.as_deref() == Some(u.as_str()))
+        })
+        .collect()
+}
+
 /// The host facts each domain reconcile may adopt is planned against, by UUID
 /// ([`super::observe::adoption_facts`]).
 pub type DomainFacts = HashMap<String, HostFacts>;

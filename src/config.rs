@@ -100,6 +100,14 @@ pub struct Config {
     /// CloudStack metadata names (`<link-local address=.../>`), `any` every
     /// fe80::/10 source (weaker: a guest can claim another guest's link-local).
     pub link_local: LinkLocal,
+    /// Enforce security groups (issue 16, docs/SECURITY-GROUPS.md): every running VM
+    /// gets its rules, or CloudStack's default (ingress closed) when none are known.
+    /// Off by default: a host without a cloud controller must not find every VM closed.
+    pub security_groups: bool,
+    /// virt-l3's nftables tables (`[firewall]`, docs/FIREWALL.md): fail-closed
+    /// bridge ports and the host's protection from its guests, on by default.
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallConfig,
 }
 
 /// The guests' gateway MAC: one fixed value for every routed bridge, or one per
@@ -190,6 +198,8 @@ impl Default for Config {
             log_level: "warn".to_string(),
             guest_nameservers: Vec::new(),
             link_local: LinkLocal::Eui64,
+            security_groups: false,
+            firewall: crate::firewall::FirewallConfig::default(),
         }
     }
 }
@@ -396,6 +406,41 @@ mod tests {
         for bad in ["br[0-9]", "br?", "*", "br*x", "b**"] {
             let text = format!("bridges = [{bad:?}]\n");
             assert!(Config::from_toml(&text, Path::new("x")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn firewall_section() {
+        let c = Config::from_toml(
+            "[firewall]\nenabled = false\nhost_allow = [\"tcp/80@169.254.169.254\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(!c.firewall.enabled);
+        assert_eq!(
+            c.firewall.host_allow[0].to_string(),
+            "tcp/80@169.254.169.254"
+        );
+        assert!(
+            Config::default().firewall.enabled,
+            "the firewall is on by default"
+        );
+        for (text, named) in [
+            (
+                "[firewall]\nprotected_networks = [\"management\"]\n",
+                "\"management\"",
+            ),
+            (
+                "[firewall]\nhost_allow = [\"tcp/99999\"]\n",
+                "\"tcp/99999\"",
+            ),
+            ("[firewall]\nhost_allow = [\"ssh\"]\n", "\"ssh\""),
+            ("[firewall]\nenable = true\n", "enable"),
+        ] {
+            let e = Config::from_toml(text, Path::new("/etc/x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named) && e.contains("/etc/x.toml"), "{e}");
         }
     }
 

@@ -275,9 +275,9 @@ impl Step<'_> {
 }
 
 /// `manage_gateways`: the gateway addresses on the domain's bridges before its
-/// routes (a bridge created just before the VM). Failures are logged: the
-/// routes do not depend on them, and reconcile retries.
-async fn add_gateways<K: Kernel>(kernel: &mut K, config: &Config, plan: &DomainPlan) {
+/// routes (a bridge created just before the VM), at start and at a refresh.
+/// Failures are logged: the routes do not depend on them, and reconcile retries.
+pub(crate) async fn add_gateways<K: Kernel>(kernel: &mut K, config: &Config, plan: &DomainPlan) {
     let mut bridges: Vec<&str> = plan.nics.iter().map(|n| n.bridge.as_str()).collect();
     bridges.sort_unstable();
     bridges.dedup();
@@ -293,7 +293,7 @@ async fn add_gateways<K: Kernel>(kernel: &mut K, config: &Config, plan: &DomainP
 /// or a routed bridge is missing, not a bridge, or down. At prepare, before
 /// libvirt allocates anything, and again at start, before anything is recorded
 /// or installed.
-async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
+pub(crate) async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
     let mut problems = Vec::new();
     if !kernel.has_net_admin() {
         problems.push(Problem {
@@ -380,12 +380,19 @@ fn remove<K: Kernel>(
     if let Some(u) = &uuid {
         // Between `stopped` and libvirt removing the status file, reconcile would
         // otherwise see a running domain without a record and adopt it again.
+        // libvirt removes the file before `release`; should it still be there (a
+        // caller with another order), the mark stays, and reconcile clears it once
+        // the file is gone.
         let marked = if inv.op == Operation::Stopped {
             state.mark_stopping(u)
+        } else if status_file_present(config, domain) {
+            debug!(domain = %inv.domain, "libvirt's status file is still there: the stopping mark stays");
+            Ok(())
         } else {
             state.clear_stopping(u)
         };
         marked.map_err(failed(domain))?;
+        state.clear_refused(u).map_err(failed(domain))?;
     }
     let record = match &uuid {
         Some(u) => state.record(u),
@@ -406,6 +413,18 @@ fn remove<K: Kernel>(
             .await
             .map_err(failed(domain))
     })
+}
+
+/// Whether libvirt's status file of the domain named `name` (`<name>.xml` in
+/// its status directory) still exists.
+fn status_file_present(config: &Config, name: &str) -> bool {
+    let plain = std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+    plain
+        && config
+            .libvirt_status_dir
+            .join(format!("{name}.xml"))
+            .symlink_metadata()
+            .is_ok()
 }
 
 /// A start killed between claiming the addresses and writing the record left

@@ -400,6 +400,10 @@ fn cloud_init_renders_usable_default_routes_with_every_version() {
         !versions.is_empty(),
         "no cloud-init (scripts/deps.sh test installs it)"
     );
+    common::cloud_init::announce(
+        "cloud_init_renders_usable_default_routes_with_every_version",
+        &versions,
+    );
     let mac = "52:02:45:76:d2:35";
     let set = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<BTreeSet<_>>();
     for ci in &versions {
@@ -450,6 +454,38 @@ fn cloud_init_renders_usable_default_routes_with_every_version() {
         }
         assert_eq!(routes.len(), 3, "{what}");
     }
+}
+
+/// The coverage message names every version run and each wanted release not
+/// found (the optional extras scripts/deps.sh could not fetch).
+#[test]
+fn the_cloud_init_coverage_names_what_ran_and_what_was_skipped() {
+    use common::cloud_init::{coverage, CloudInit};
+    let packaged = CloudInit {
+        source: None,
+        version: (22, 4),
+        label: "packaged cloud-init 22.4.2".into(),
+    };
+    let source = CloudInit {
+        source: Some("/c/23.1".into()),
+        version: (23, 1),
+        label: "cloud-init 23.1 (/c/23.1)".into(),
+    };
+    let wanted: Vec<String> = ["23.1", "24.2", "26.2"].map(String::from).to_vec();
+    let text = coverage(&[packaged.clone(), source], &wanted);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "cloud-init versions covered: packaged cloud-init 22.4.2, cloud-init 23.1 (/c/23.1)"
+    );
+    assert!(
+        lines[1].starts_with("cloud-init versions SKIPPED"),
+        "{text}"
+    );
+    assert!(lines[1].ends_with(": 24.2, 26.2"), "{text}");
+    assert_eq!(lines.len(), 2);
+    // Everything wanted was found: no skip line.
+    assert_eq!(coverage(&[packaged], &[]).lines().count(), 1);
 }
 
 // ---- against the kernel (root) ----
@@ -759,7 +795,12 @@ fn a_guest_configured_from_network_data_json_by_cloud_init_and_networkd_reaches_
     let json = guest_config::network_data_text(&p, &c).unwrap();
     let mac = "52:02:45:76:d2:35";
     // Every cloud-init that runs here (common::cloud_init).
-    for ci in common::cloud_init::available() {
+    let versions = common::cloud_init::available();
+    common::cloud_init::announce(
+        "a_guest_configured_from_network_data_json_by_cloud_init_and_networkd_reaches_both_gateways",
+        &versions,
+    );
+    for ci in versions {
         // Debian-style guests: cloud-init writes systemd-networkd files itself.
         let files = cloud_init_render(&ci, &json, "networkd", mac);
         let what = format!("network_data.json, {} networkd renderer", ci.label);

@@ -3,6 +3,11 @@
 //! (`scripts/deps.sh cloud-init` unpacks tags of canonical/cloud-init under
 //! /var/cache/virt-l3/cloud-init/TAG; `VIRT_L3_CLOUD_INIT_SOURCES` names another
 //! directory), run with Debian's python3 and its modules.
+//!
+//! The releases from source are optional extras (they come from GitHub, which
+//! CI may not reach): a test runs every version found and, through
+//! [`announce`], says which it covered and which of `scripts/cloud-init-tags`
+//! it skipped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,10 +47,7 @@ pub fn available() -> Vec<CloudInit> {
             });
         }
     }
-    let dir = std::env::var_os("VIRT_L3_CLOUD_INIT_SOURCES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOURCES));
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Ok(entries) = std::fs::read_dir(sources_dir()) {
         for e in entries.flatten() {
             let root = e.path();
             if let Some(ci) = from_source(&root) {
@@ -73,6 +75,62 @@ fn from_source(root: &Path) -> Option<CloudInit> {
         version: parse_version(v)?,
         label: format!("cloud-init {v} ({})", root.display()),
     })
+}
+
+/// The releases `scripts/deps.sh cloud-init` is asked for: `VIRT_L3_CLOUD_INIT_TAGS`
+/// when set, else `scripts/cloud-init-tags`.
+pub fn wanted() -> Vec<String> {
+    let text = std::env::var("VIRT_L3_CLOUD_INIT_TAGS").unwrap_or_else(|_| {
+        std::fs::read_to_string(super::repo_path("scripts/cloud-init-tags"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    text.split_whitespace().map(String::from).collect()
+}
+
+/// What a test over `found` covers, and the wanted releases it skips (not
+/// unpacked here): two lines.
+pub fn coverage(found: &[CloudInit], wanted: &[String]) -> String {
+    let covered: Vec<&str> = found.iter().map(|c| c.label.as_str()).collect();
+    let skipped: Vec<&str> = wanted
+        .iter()
+        .filter(|t| {
+            let v = parse_version(t);
+            !found
+                .iter()
+                .any(|c| c.source.is_some() && Some(c.version) == v)
+        })
+        .map(String::as_str)
+        .collect();
+    let mut out = format!("cloud-init versions covered: {}\n", covered.join(", "));
+    if !skipped.is_empty() {
+        out.push_str(&format!(
+            "cloud-init versions SKIPPED (optional; not unpacked under {}: scripts/deps.sh cloud-init fetches them from GitHub): {}\n",
+            sources_dir().display(),
+            skipped.join(", ")
+        ));
+    }
+    out
+}
+
+/// Prints [`coverage`] for test `test` straight to stderr, past the test
+/// harness's capture, so that it shows with `cargo test --quiet` too.
+pub fn announce(test: &str, found: &[CloudInit]) {
+    use std::io::Write as _;
+    let text = coverage(found, &wanted());
+    let mut err = std::io::stderr().lock();
+    for line in text.lines() {
+        let _ = writeln!(err, "{test}: {line}");
+    }
+}
+
+fn sources_dir() -> PathBuf {
+    std::env::var_os("VIRT_L3_CLOUD_INIT_SOURCES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOURCES))
 }
 
 impl CloudInit {

@@ -126,6 +126,25 @@ fn a_bridge_created_while_watch_runs_gets_gateways_mac_and_routes() {
         "{:?}",
         lab.neighbours()
     );
+    // The firewall's routed_bridges set holds the pattern (an interface
+    // wildcard, in an interval set) and the VM's tap on the new bridge is accepted.
+    let nft = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    within(Duration::from_secs(2), "vnet3 accepted", || {
+        nft(&["list", "set", "bridge", "virt_l3", "accepted_ports"]).contains("\"vnet3\"")
+    });
+    let set = nft(&["list", "set", "inet", "virt_l3", "routed_bridges"]);
+    assert!(
+        set.contains("flags interval") && set.contains("\"brdr-*\""),
+        "{set}"
+    );
     // A bridge no pattern matches is left alone.
     lab.add_bridge("other0");
     std::thread::sleep(Duration::from_millis(400));

@@ -307,8 +307,12 @@ pub fn config(data: &[u8]) {
             assert!(c.route_metric < c.arrived_metric);
             assert!(c.arrived_metric < c.leaving_metric);
             assert!(c.leaving_metric < c.standby_metric);
-            if let Some(m) = c.gateway_mac {
-                assert!(!m.is_multicast() && !m.is_zero());
+            if let Some(g) = c.gateway_mac {
+                // Fixed or derived per bridge: a unicast, non-zero MAC either way.
+                for b in &c.bridges {
+                    let m = g.for_bridge(b);
+                    assert!(!m.is_multicast() && !m.is_zero());
+                }
             }
             let written = toml::to_string(&c).expect("a configuration serialises");
             let back = Config::from_toml(&written, path)

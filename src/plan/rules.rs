@@ -115,9 +115,26 @@ pub(super) fn duplicate_mac(mac: Mac, seen: &mut BTreeSet<Mac>) -> Option<String
 /// Why a NIC's MAC is refused on this host, if it is: the gateway's, a routed
 /// bridge's, or another domain's.
 pub(super) fn mac_problem(mac: Mac, ctx: &Context<'_>) -> Option<String> {
-    mac_is_gateway(mac, ctx.config.gateway_mac)
+    gateway_macs(ctx)
+        .into_iter()
+        .find_map(|g| mac_is_gateway(mac, Some(g)))
         .or_else(|| mac_is_bridge(mac, &ctx.host.bridge_macs))
         .or_else(|| mac_owned_by_other(mac, ctx.owners.owner_of_mac(mac), ctx.uuid))
+}
+
+/// The gateway MACs of this host's routed bridges: the fixed one, or each
+/// bridge's derived one.
+fn gateway_macs(ctx: &Context<'_>) -> Vec<Mac> {
+    match ctx.config.gateway_mac {
+        None => Vec::new(),
+        Some(crate::config::GatewayMac::Fixed(m)) => vec![m],
+        Some(g) => ctx
+            .host
+            .bridge_macs
+            .iter()
+            .map(|(b, _)| g.for_bridge(b))
+            .collect(),
+    }
 }
 
 /// The configured gateway MAC: the guests' neighbour entry for their gateway.

@@ -82,7 +82,7 @@ fn macs_of_the_gateway_bridges_and_other_domains() {
         ))
     );
     let config = Config {
-        gateway_mac: Some(mac),
+        gateway_mac: Some(crate::config::GatewayMac::Fixed(mac)),
         ..Config::default()
     };
     let host = HostFacts {
@@ -91,6 +91,18 @@ fn macs_of_the_gateway_bridges_and_other_domains() {
     };
     let ctx = Context::new(&config, &host, &NoOwnership, UUID);
     assert!(mac_problem(mac, &ctx).unwrap().contains("gateway MAC"));
+    assert_eq!(
+        mac_problem("52:54:00:00:00:01".parse().unwrap(), &ctx),
+        None
+    );
+    // Derived: each routed bridge's own gateway MAC is refused.
+    let derive = Config {
+        gateway_mac: Some(crate::config::GatewayMac::Derive),
+        ..Config::default()
+    };
+    let ctx = Context::new(&derive, &host, &NoOwnership, UUID);
+    let br1 = crate::plan::bridge_names::derived_mac("br1");
+    assert!(mac_problem(br1, &ctx).unwrap().contains("gateway MAC"));
     assert_eq!(
         mac_problem("52:54:00:00:00:01".parse().unwrap(), &ctx),
         None

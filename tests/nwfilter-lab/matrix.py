@@ -760,6 +760,22 @@ def duplicate_mac(lab):
                 names_both="lab-guest-a" in p.stderr and "lab-guest-d" in p.stderr)
 
 
+# --- the tables flushed and deleted while watch runs ------------------------------------
+def restore(lab):
+    """`nft flush table inet virt_l3` and `nft delete table bridge virt_l3`: watch must
+    restore both, with the three accepted taps, within a second (ms, or None)."""
+    want = sorted(d["port"] for d in GUESTS.values())
+    lab.host("nft", "flush", "table", "inet", "virt_l3")
+    lab.host("nft", "delete", "table", "bridge", "virt_l3")
+    t0 = time.time()
+    while time.time() - t0 < 2:
+        rules = lab.host("nft", "list", "chain", "inet", "virt_l3", "guest_to_host", check=False).stdout
+        if lab.accepted_ports() == want and "drop" in rules:
+            return int((time.time() - t0) * 1000)
+        time.sleep(0.02)
+    return None
+
+
 # --- legitimate flows -------------------------------------------------------------------
 def ping(lab, where, dst, src=None):
     cmd = ["ping", "-c", "1", "-W", "2"] + (["-I", src] if src else []) + [dst]
@@ -872,9 +888,11 @@ def run_modes(lab, modes):
         services = run_services(lab)
         rogue_port = rogue(lab)
         duplicate = duplicate_mac(lab) if mode == "production" else None
+        restored_ms = restore(lab) if mode == "production" else None
         after = run_legit(lab)
         report[mode] = dict(before=before, attacks=attacks, effects=effects, after=after,
-                            services=services, rogue=rogue_port, duplicate=duplicate)
+                            services=services, rogue=rogue_port, duplicate=duplicate,
+                            restored_ms=restored_ms)
         blocked = (sum(not v for v in attacks.values()) + sum(not v[1] for v in effects.values())
                    + sum(not v for v in services.values()) + sum(not v for v in rogue_port["after"].values()))
         total = len(attacks) + len(effects) + len(services) + len(rogue_port["after"])
@@ -887,7 +905,8 @@ def run_modes(lab, modes):
         if mode == "production":
             print(f"production: rogue port isolated after {rogue_port['isolated_ms']} ms, accepted: "
                   f"{rogue_port['accepted']}, `check` names it: {rogue_port['check_names_it']}; passed in its "
-                  f"first second: {rogue_port['first_second']}; duplicate MAC: {duplicate}", flush=True)
+                  f"first second: {rogue_port['first_second']}; duplicate MAC: {duplicate}; tables flushed "
+                  f"and deleted: restored by watch after {restored_ms} ms", flush=True)
     return report
 
 
@@ -928,6 +947,9 @@ def rogue_and_service_table(report, modes, failures):
         if r["isolated_ms"] is None or r["accepted"] or not r["check_names_it"]:
             failures.append(f"production: the rogue port: isolated after {r['isolated_ms']} ms (watch), "
                             f"accepted {r['accepted']}, named by check {r['check_names_it']}")
+        ms = report["production"]["restored_ms"]
+        if ms is None or ms > 1000:
+            failures.append(f"production: watch restored the flushed and deleted tables after {ms} ms")
         d = report["production"]["duplicate"]
         if not (d["define_refused"] and d["filter_unchanged"]):
             failures.append(f"production: nwfilter define of a domain with A's MAC: {d}")
@@ -939,6 +961,10 @@ def rogue_and_service_table(report, modes, failures):
                      + " | ".join(cells) + " |")
         cells[-1] = "refused naming both" if d["prepare_refused"] and d["names_both"] else "ACCEPTED"
         lines.append("| `duplicate-mac-prepare` (domain d) | a second domain with A's MAC: hook `prepare` | "
+                     + " | ".join(cells) + " |")
+        cells[-1] = f"restored in {ms} ms" if ms is not None and ms <= 1000 else f"NOT RESTORED ({ms} ms)"
+        lines.append("| `tables-flushed-and-deleted` (host) | `nft flush table inet virt_l3`, "
+                     "`nft delete table bridge virt_l3`: watch restores them and the accepted taps within 1 s | "
                      + " | ".join(cells) + " |")
     return lines
 

@@ -281,5 +281,9 @@ fn security_groups_on_the_routed_path_netns() {
         !table.contains("sg_in_") && !table.contains("sg_out_"),
         "{table}"
     );
+    assert!(
+        !table.contains(G4) && !table.contains(G6),
+        "no element of the VM left: {table}"
+    );
     assert!(tcp(&u, G4, 23), "no security group: open again");
 }

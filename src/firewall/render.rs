@@ -139,14 +139,10 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         "interval",
         &p6.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
     );
-    // Security groups (issue 16): address -> `jump sg_<vm>` verdict maps, empty until then.
-    for (name, ty) in [
-        ("vm_ingress4", "ipv4_addr"),
-        ("vm_ingress6", "ipv6_addr"),
-        ("vm_egress4", "ipv4_addr"),
-        ("vm_egress6", "ipv6_addr"),
-    ] {
-        set(&mut out, name, &format!("{ty} : verdict"), "", &[]);
+    // Security groups (issue 16): global sets, one VM's rules are elements.
+    for d in crate::security_group::elements::SETS {
+        let flags = if d.interval { "interval" } else { "" };
+        set(&mut out, d.name, d.nft_type, flags, &[]);
     }
     chain(
         &mut out,
@@ -197,8 +193,8 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &[
             "ip daddr @protected4 jump protected".into(),
             "ip6 daddr @protected6 jump protected".into(),
-            "ip saddr vmap @vm_egress4".into(),
-            "ip6 saddr vmap @vm_egress6".into(),
+            "ip saddr @sg_egress_restricted4 jump security_out4".into(),
+            "ip6 saddr @sg_egress_restricted6 jump security_out6".into(),
         ],
     );
     chain(
@@ -215,12 +211,62 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         "guest_ingress",
         None,
         &[
-            "ip daddr vmap @vm_ingress4".into(),
-            "ip6 daddr vmap @vm_ingress6".into(),
+            "ip daddr @sg_vms4 jump security_in4".into(),
+            "ip6 daddr @sg_vms6 jump security_in6".into(),
         ],
     );
+    security_chains(&mut out);
     out.push_str("}\n");
     out
+}
+
+/// ICMPv6 a VM always sends and receives, as CloudStack's default rules allow
+/// (RFC 4890: path MTU discovery and errors). Neighbour discovery is link-local
+/// and never forwarded.
+const ICMPV6_ESSENTIAL: &str =
+    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } return";
+
+/// The security groups' static rules (issue 16, docs/SECURITY-GROUPS.md):
+/// reached only for VMs with elements in `sg_vms*` (ingress) or
+/// `sg_egress_restricted*` (egress); a constant number of set lookups per
+/// packet, whatever the number of VMs and rules. Allowed traffic `return`s (the
+/// rest of the table applies: guest to guest, the other VM's ingress).
+fn security_chains(out: &mut String) {
+    for (dir, v6) in [("in", false), ("in", true), ("out", false), ("out", true)] {
+        let (f, ip, icmp) = if v6 {
+            ("6", "ip6", "icmpv6")
+        } else {
+            ("4", "ip", "icmp")
+        };
+        // The VM's address first: daddr for ingress, saddr for egress.
+        let (vm, other) = if dir == "in" {
+            ("daddr", "saddr")
+        } else {
+            ("saddr", "daddr")
+        };
+        let mut rules = vec!["ct state established,related return".to_string()];
+        if v6 {
+            rules.push(ICMPV6_ESSENTIAL.into());
+        }
+        if dir == "out" {
+            // security_group.py's default rules: outbound DNS always allowed.
+            rules.push("udp dport 53 return".into());
+            rules.push("tcp dport 53 return".into());
+        }
+        let pair = format!("{ip} {vm} . {ip} {other}");
+        rules.push(format!(
+            "{pair} . meta l4proto . th dport @sg_{dir}{f}_ports return"
+        ));
+        rules.push(format!("{pair} . meta l4proto @sg_{dir}{f}_all return"));
+        rules.push(format!(
+            "{pair} . {icmp} type . {icmp} code @sg_{dir}{f}_icmp return"
+        ));
+        let what = if dir == "in" { "ingress" } else { "egress" };
+        rules.push(format!(
+            "counter drop comment \"security group: {what} default\""
+        ));
+        chain(out, &format!("security_{dir}{f}"), None, &rules);
+    }
 }
 
 /// The bridge table: fail-closed ports and link-local control frames.

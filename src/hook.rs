@@ -82,6 +82,8 @@ pub enum HookError {
     },
     #[error("virt-l3 cannot start a tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    SecurityGroup(#[from] crate::security_group::SecurityGroupError),
 }
 
 /// The arguments libvirt passes: `DOMAIN OP SUBOP EXTRA`.
@@ -243,6 +245,12 @@ impl Step<'_> {
         }
         let previous = state.record(&p.uuid).map_err(failed(name))?;
         let record = record_for(self.config, state, p, previous.as_ref());
+        if matches!(self.op, Operation::Start | Operation::Reconnect) {
+            // Before the routes (fail closed): the VM's stored rules or
+            // CloudStack's default; an incoming migration's standby start too,
+            // so the destination has the rules before the VM runs there.
+            crate::security_group::apply_domain(self.config, state, &record)?;
+        }
         let on_failure = if self.op == Operation::Start {
             OnFailure::RollBack
         } else {
@@ -374,6 +382,15 @@ fn remove<K: Kernel>(
         None => state.record_by_name(&inv.domain),
     }
     .map_err(failed(domain))?;
+    if inv.op == Operation::Stopped {
+        remove_security_group(
+            config,
+            &state,
+            &inv.domain,
+            uuid.as_deref(),
+            record.as_ref(),
+        );
+    }
     let Some(record) = record else {
         if let (Some(u), Some(dom)) = (&uuid, &dom) {
             release_orphan_claims(&state, u, dom).map_err(failed(domain))?;
@@ -388,6 +405,40 @@ fn remove<K: Kernel>(
             .await
             .map_err(failed(domain))
     })
+}
+
+/// `stopped`: the domain's security-group elements and its stored rules go
+/// (CloudStack programs them again at the next start). Never fails: logged.
+fn remove_security_group(
+    config: &Config,
+    state: &StateDir,
+    domain: &str,
+    uuid: Option<&str>,
+    record: Option<&crate::state::Record>,
+) {
+    use crate::security_group as sg;
+    let target = match record {
+        Some(r) => sg::Target::from_record(r),
+        None => sg::Target {
+            name: Some(domain.to_string()),
+            uuid: uuid.map(str::to_string),
+            addresses: Vec::new(),
+            on_host: false,
+        },
+    };
+    let stored = match sg::load(state, &target) {
+        Ok(s) => s.is_some(),
+        Err(e) => {
+            warn!("{e}");
+            true
+        }
+    };
+    if !(config.security_groups || stored) {
+        return;
+    }
+    if let Err(e) = sg::remove_domain(state, &target) {
+        warn!("{e}");
+    }
 }
 
 /// A start killed between claiming the addresses and writing the record left

@@ -28,6 +28,11 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
 const NFTA_DATA_VALUE: u16 = 1;
 /// `NFPROTO_*` of the table.
 pub const NFPROTO_BRIDGE: u8 = 7;
@@ -59,7 +64,11 @@ pub fn change_ifname(
     let change = SetChange {
         set: set.to_string(),
         add,
-        elements: vec![Element { key, key_end: None }],
+        elements: vec![Element {
+            key,
+            key_end: None,
+            jump: None,
+        }],
     };
     match batch(family, table, &[change]) {
         Err(Failed::Errno(libc::ENOENT, _)) if !add => Ok(()),
@@ -73,6 +82,8 @@ pub fn change_ifname(
 pub struct Element {
     pub key: Vec<u8>,
     pub key_end: Option<Vec<u8>>,
+    /// In a verdict map: the chain the element jumps to.
+    pub jump: Option<String>,
 }
 
 /// Elements added to (NEWSETELEM, present ones kept) or deleted from one set.
@@ -135,6 +146,15 @@ pub fn batch(family: u8, table: &str, changes: &[SetChange]) -> Result<(), Faile
                     NFTA_SET_ELEM_KEY | NLA_F_NESTED,
                     &nla(NFTA_DATA_VALUE, &e.key),
                 );
+                if let (Some(chain), true) = (&e.jump, c.add) {
+                    let mut verdict = nla(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+                    attr(&mut verdict, NFTA_VERDICT_CHAIN, &cstr(chain));
+                    attr(
+                        &mut inner,
+                        NFTA_SET_ELEM_DATA | NLA_F_NESTED,
+                        &nla(NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict),
+                    );
+                }
                 if let Some(end) = &e.key_end {
                     attr(
                         &mut inner,

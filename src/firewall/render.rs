@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::model::{HostService, Ruleset};
+use crate::security_group::elements::{sharded, SETS as SG_SETS, SHARDS};
 
 /// The tables virt-l3 owns, as `(family, name)`.
 pub const TABLES: [(&str, &str); 3] = [("inet", TABLE), ("bridge", TABLE), ("netdev", TABLE)];
@@ -140,9 +141,20 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &p6.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
     );
     // Security groups (issue 16): global sets, one VM's rules are elements.
-    for d in crate::security_group::elements::SETS {
-        let flags = if d.interval { "interval" } else { "" };
-        set(&mut out, d.name, d.nft_type, flags, &[]);
+    // Verdict maps to the shards' chains, then each shard's interval sets.
+    for d in SG_SETS.iter().filter(|d| !d.interval) {
+        set(&mut out, d.name, d.nft_type, "", &[]);
+    }
+    for shard in 0..SHARDS {
+        for d in SG_SETS.iter().filter(|d| d.interval) {
+            set(
+                &mut out,
+                &sharded(d.name, shard),
+                d.nft_type,
+                "interval",
+                &[],
+            );
+        }
     }
     chain(
         &mut out,
@@ -193,8 +205,8 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &[
             "ip daddr @protected4 jump protected".into(),
             "ip6 daddr @protected6 jump protected".into(),
-            "ip saddr @sg_egress_restricted4 jump security_out4".into(),
-            "ip6 saddr @sg_egress_restricted6 jump security_out6".into(),
+            "ip saddr vmap @sg_egress_restricted4".into(),
+            "ip6 saddr vmap @sg_egress_restricted6".into(),
         ],
     );
     chain(
@@ -211,8 +223,8 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         "guest_ingress",
         None,
         &[
-            "ip daddr @sg_vms4 jump security_in4".into(),
-            "ip6 daddr @sg_vms6 jump security_in6".into(),
+            "ip daddr vmap @sg_vms4".into(),
+            "ip6 daddr vmap @sg_vms6".into(),
         ],
     );
     security_chains(&mut out);
@@ -226,13 +238,22 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
 const ICMPV6_ESSENTIAL: &str =
     "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } return";
 
-/// The security groups' static rules (issue 16, docs/SECURITY-GROUPS.md):
-/// reached only for VMs with elements in `sg_vms*` (ingress) or
-/// `sg_egress_restricted*` (egress); a constant number of set lookups per
-/// packet, whatever the number of VMs and rules. Allowed traffic `return`s (the
-/// rest of the table applies: guest to guest, the other VM's ingress).
+/// The security groups' static rules (issue 16, docs/SECURITY-GROUPS.md), one
+/// chain per shard, direction and family: reached through the `sg_vms*`
+/// (ingress) or `sg_egress_restricted*` (egress) verdict maps; a constant
+/// number of set lookups per packet, whatever the number of VMs and rules.
+/// Allowed traffic `return`s (the rest of the table applies: guest to guest,
+/// the other VM's ingress).
 fn security_chains(out: &mut String) {
-    for (dir, v6) in [("in", false), ("in", true), ("out", false), ("out", true)] {
+    for shard in 0..SHARDS {
+        for (dir, v6) in [("in", false), ("in", true), ("out", false), ("out", true)] {
+            security_chain(out, shard, dir, v6);
+        }
+    }
+}
+
+fn security_chain(out: &mut String, shard: u32, dir: &str, v6: bool) {
+    {
         let (f, ip, icmp) = if v6 {
             ("6", "ip6", "icmpv6")
         } else {
@@ -254,18 +275,26 @@ fn security_chains(out: &mut String) {
             rules.push("tcp dport 53 return".into());
         }
         let pair = format!("{ip} {vm} . {ip} {other}");
+        let set = |kind: &str| sharded(&format!("sg_{dir}{f}_{kind}"), shard);
         rules.push(format!(
-            "{pair} . meta l4proto . th dport @sg_{dir}{f}_ports return"
+            "{pair} . meta l4proto . th dport @{} return",
+            set("ports")
         ));
-        rules.push(format!("{pair} . meta l4proto @sg_{dir}{f}_all return"));
+        rules.push(format!("{pair} . meta l4proto @{} return", set("all")));
         rules.push(format!(
-            "{pair} . {icmp} type . {icmp} code @sg_{dir}{f}_icmp return"
+            "{pair} . {icmp} type . {icmp} code @{} return",
+            set("icmp")
         ));
         let what = if dir == "in" { "ingress" } else { "egress" };
         rules.push(format!(
             "counter drop comment \"security group: {what} default\""
         ));
-        chain(out, &format!("security_{dir}{f}"), None, &rules);
+        chain(
+            out,
+            &sharded(&format!("security_{dir}{f}"), shard),
+            None,
+            &rules,
+        );
     }
 }
 

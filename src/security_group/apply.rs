@@ -68,7 +68,8 @@ impl Target {
         }
     }
 
-    fn from_record(r: &Record) -> Target {
+    /// A domain virt-l3 has a record for.
+    pub fn from_record(r: &Record) -> Target {
         Target {
             name: Some(r.plan.name.clone()),
             uuid: Some(r.plan.uuid.clone()),

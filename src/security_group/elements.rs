@@ -7,6 +7,14 @@
 //! cost does not depend on the number of VMs, and a packet costs a few set
 //! lookups whatever the number of VMs and rules.
 //!
+//! The kernel's pipapo sets remove an element in time proportional to the
+//! set's size, so the interval sets are split in [`SHARDS`] shards: a VM
+//! address belongs to shard [`shard`] (a hash), the verdict maps `sg_vms4/6`
+//! (ingress) and `sg_egress_restricted4/6` (egress: only VMs with an egress
+//! rule of that family) send its packets to its shard's chain, which looks up
+//! that shard's sets. Per packet: one hash lookup and at most five pipapo
+//! lookups in sets of about N/SHARDS VMs.
+//!
 //! The kernel refuses elements of one set that partly overlap, so each VM's
 //! boxes are made disjoint first ([`disjoint`]); two VMs never overlap (their
 //! addresses differ).
@@ -45,7 +53,28 @@ impl Field {
     }
 }
 
-/// One of the security-group sets: name, nft type, fields, interval or not.
+/// The number of shards of each interval set.
+pub const SHARDS: u32 = 64;
+
+/// The shard of a VM address (FNV-1a of its bytes).
+pub fn shard(a: IpAddr) -> u32 {
+    let bytes = match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let h = bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    h % SHARDS
+}
+
+/// The name of a set or chain in a shard: `sg_in4_ports_1f`.
+pub fn sharded(base: &str, shard: u32) -> String {
+    format!("{base}_{shard:02x}")
+}
+
+/// One kind of security-group set: base name, nft type, fields, interval
+/// (sharded) or a verdict map (global).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetDef {
     pub name: &'static str,
@@ -72,10 +101,10 @@ use Field::{Byte, Port, Proto, V4, V6};
 
 /// Every security-group set, in the order the table declares them.
 pub const SETS: [SetDef; 16] = [
-    def("sg_vms4", "ipv4_addr", &[V4], false),
-    def("sg_vms6", "ipv6_addr", &[V6], false),
-    def("sg_egress_restricted4", "ipv4_addr", &[V4], false),
-    def("sg_egress_restricted6", "ipv6_addr", &[V6], false),
+    def("sg_vms4", "ipv4_addr : verdict", &[V4], false),
+    def("sg_vms6", "ipv6_addr : verdict", &[V6], false),
+    def("sg_egress_restricted4", "ipv4_addr : verdict", &[V4], false),
+    def("sg_egress_restricted6", "ipv6_addr : verdict", &[V6], false),
     def(
         "sg_in4_ports",
         "ipv4_addr . ipv4_addr . inet_proto . inet_service",
@@ -153,11 +182,26 @@ pub const SETS: [SetDef; 16] = [
 /// A box: one inclusive range per field.
 pub type Ranges = Vec<(u128, u128)>;
 
-/// The elements of one VM in one set.
+/// The elements of one VM in one set (for a map: with one verdict).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetElements {
     pub set: SetDef,
+    /// The set's name (with its shard for an interval set).
+    pub name: String,
+    /// For a verdict map: the chain its elements jump to.
+    pub jump: Option<String>,
     pub elements: Vec<Ranges>,
+}
+
+/// The chain a map kind's elements jump to, for a shard.
+fn chain_of(map: &str, shard: u32) -> String {
+    let base = match map {
+        "sg_vms4" => "security_in4",
+        "sg_vms6" => "security_in6",
+        "sg_egress_restricted4" => "security_out4",
+        _ => "security_out6",
+    };
+    sharded(base, shard)
 }
 
 fn set_index(name: &str) -> usize {
@@ -177,14 +221,14 @@ fn net(n: IpNet) -> (u128, u128) {
     (ip(n.network()), ip(n.broadcast()))
 }
 
-/// A VM's elements, set by set (only sets with elements, in [`SETS`] order).
+/// A VM's elements, set by set (only sets with elements; in [`SETS`] order, then by shard).
 pub fn elements(rules: &RuleSet, addresses: &[IpAddr]) -> Vec<SetElements> {
-    let mut boxes: Vec<Vec<Ranges>> = vec![Vec::new(); SETS.len()];
+    let mut boxes: std::collections::BTreeMap<(usize, u32), Vec<Ranges>> = Default::default();
     for v6 in [false, true] {
-        let mine: Vec<u128> = addresses
+        let mine: Vec<(u128, u32)> = addresses
             .iter()
             .filter(|a| a.is_ipv6() == v6)
-            .map(|a| ip(*a))
+            .map(|a| (ip(*a), shard(*a)))
             .collect();
         if mine.is_empty() {
             continue;
@@ -195,10 +239,16 @@ pub fn elements(rules: &RuleSet, addresses: &[IpAddr]) -> Vec<SetElements> {
         } else {
             rules.egress_closed_v4()
         };
-        for a in &mine {
-            boxes[set_index(&format!("sg_vms{fam}"))].push(vec![(*a, *a)]);
+        for &(a, sh) in &mine {
+            let mut add = |name: String| {
+                boxes
+                    .entry((set_index(&name), sh))
+                    .or_default()
+                    .push(vec![(a, a)]);
+            };
+            add(format!("sg_vms{fam}"));
             if closed {
-                boxes[set_index(&format!("sg_egress_restricted{fam}"))].push(vec![(*a, *a)]);
+                add(format!("sg_egress_restricted{fam}"));
             }
         }
         for r in &rules.rules {
@@ -229,22 +279,30 @@ pub fn elements(rules: &RuleSet, addresses: &[IpAddr]) -> Vec<SetElements> {
                 (Protocol::Icmp, _) => ("icmp", vec![(0, 255), (0, 255)]),
             };
             let i = set_index(&format!("sg_{dir}{fam}_{kind}"));
-            for a in &mine {
+            for &(a, sh) in &mine {
                 for n in &nets {
-                    let mut b = vec![(*a, *a), *n];
+                    let mut b = vec![(a, a), *n];
                     b.extend(tail.iter().copied());
-                    boxes[i].push(b);
+                    boxes.entry((i, sh)).or_default().push(b);
                 }
             }
         }
     }
     boxes
         .into_iter()
-        .zip(SETS)
-        .filter(|(b, _)| !b.is_empty())
-        .map(|(b, set)| SetElements {
-            set,
-            elements: disjoint(&b),
+        .map(|((i, sh), b)| {
+            let set = SETS[i];
+            let (name, jump) = if set.interval {
+                (sharded(set.name, sh), None)
+            } else {
+                (set.name.to_string(), Some(chain_of(set.name, sh)))
+            };
+            SetElements {
+                set,
+                name,
+                jump,
+                elements: disjoint(&b),
+            }
         })
         .collect()
 }
@@ -305,25 +363,32 @@ fn key(fields: &[Field], values: impl Iterator<Item = u128>) -> Vec<u8> {
     out
 }
 
-/// A box as a netlink element of `set`.
-pub fn netlink(set: &SetDef, b: &Ranges) -> Element {
+/// A box as a netlink element of `s`.
+pub fn netlink(s: &SetElements, b: &Ranges) -> Element {
+    let set = &s.set;
     let start = key(set.fields, b.iter().map(|r| r.0));
     let key_end = set.interval.then(|| key(set.fields, b.iter().map(|r| r.1)));
     Element {
         key: start,
         key_end,
+        jump: s.jump.clone(),
     }
 }
 
-/// A box as nft text: `100.64.0.10 . 0.0.0.0/0 . 6 . 22-80`.
-pub fn text(set: &SetDef, b: &Ranges) -> String {
-    let parts: Vec<String> = set
+/// A box as nft text: `100.64.0.10 . 0.0.0.0/0 . 6 . 22-80`, or
+/// `100.64.0.10 : jump security_in4_1f` in a map.
+pub fn text(s: &SetElements, b: &Ranges) -> String {
+    let parts: Vec<String> = s
+        .set
         .fields
         .iter()
         .zip(b)
         .map(|(f, &(lo, hi))| field_text(*f, lo, hi))
         .collect();
-    parts.join(" . ")
+    match &s.jump {
+        Some(chain) => format!("{} : jump {chain}", parts.join(" . ")),
+        None => parts.join(" . "),
+    }
 }
 
 fn field_text(f: Field, lo: u128, hi: u128) -> String {

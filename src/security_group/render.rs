@@ -21,7 +21,7 @@ use crate::firewall::TABLE;
 pub fn stale(old: &[SetElements], new: &[SetElements]) -> Vec<SetElements> {
     old.iter()
         .filter_map(|o| {
-            let keep = new.iter().find(|n| n.set.name == o.set.name);
+            let keep = new.iter().find(|n| n.name == o.name && n.jump == o.jump);
             let gone: Vec<_> = o
                 .elements
                 .iter()
@@ -29,8 +29,8 @@ pub fn stale(old: &[SetElements], new: &[SetElements]) -> Vec<SetElements> {
                 .cloned()
                 .collect();
             (!gone.is_empty()).then_some(SetElements {
-                set: o.set,
                 elements: gone,
+                ..o.clone()
             })
         })
         .collect()
@@ -43,13 +43,9 @@ pub fn stale(old: &[SetElements], new: &[SetElements]) -> Vec<SetElements> {
 pub fn changes(old: &[SetElements], new: &[SetElements]) -> Vec<SetChange> {
     let gone = stale(old, new);
     let nl = |s: &SetElements, add: bool| SetChange {
-        set: s.set.name.to_string(),
+        set: s.name.clone(),
         add,
-        elements: s
-            .elements
-            .iter()
-            .map(|b| elements::netlink(&s.set, b))
-            .collect(),
+        elements: s.elements.iter().map(|b| elements::netlink(s, b)).collect(),
     };
     let mut out: Vec<SetChange> = gone.iter().map(|s| nl(s, true)).collect();
     out.extend(gone.iter().map(|s| nl(s, false)));
@@ -63,8 +59,8 @@ fn lines(out: &mut String, verb: &str, sets: &[SetElements]) {
             let _ = writeln!(
                 out,
                 "{verb} element inet {TABLE} {} {{ {} }}",
-                s.set.name,
-                elements::text(&s.set, b)
+                s.name,
+                elements::text(s, b)
             );
         }
     }

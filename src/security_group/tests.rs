@@ -156,7 +156,7 @@ fn names(e: &[elements::SetElements]) -> Vec<&'static str> {
 fn texts(e: &[elements::SetElements], set: &str) -> Vec<String> {
     e.iter()
         .filter(|s| s.set.name == set)
-        .flat_map(|s| s.elements.iter().map(|b| elements::text(&s.set, b)))
+        .flat_map(|s| s.elements.iter().map(|b| elements::text(s, b)))
         .collect()
 }
 
@@ -170,7 +170,11 @@ fn egress_is_open_until_the_first_egress_rule_of_a_family() {
         .iter()
         .any(|n| n.starts_with("sg_egress_restricted")));
     let closed = elements::elements(&parse_rules(AGENT).unwrap(), &addrs());
-    assert_eq!(texts(&closed, "sg_egress_restricted4"), ["100.64.0.10"]);
+    let shard = elements::shard("100.64.0.10".parse().unwrap());
+    assert_eq!(
+        texts(&closed, "sg_egress_restricted4"),
+        [format!("100.64.0.10 : jump security_out4_{shard:02x}")]
+    );
     assert!(texts(&closed, "sg_egress_restricted6").is_empty());
     // The default: ingress closed (the VM's addresses in sg_vms*), nothing allowed.
     let ingress = elements::elements(&RuleSet::cloudstack_default(), &addrs());
@@ -199,6 +203,15 @@ fn elements_per_address_and_family() {
         &parse_rules("I:tcp;22;22;0.0.0.0/0,::/0,NEXT;I:all;0;0;10.0.0.0/8,NEXT;I:icmp;-1;-1;::/0,NEXT;E:udp;53;53;0.0.0.0/0,NEXT;").unwrap(),
         &addrs(),
     );
+    // Each address's interval elements are in its shard's sets.
+    for s in e.iter().filter(|s| s.set.interval) {
+        let a = if s.name.contains('4') {
+            addrs()[0]
+        } else {
+            addrs()[1]
+        };
+        assert_eq!(s.name, elements::sharded(s.set.name, elements::shard(a)));
+    }
     assert_eq!(
         names(&e),
         [
@@ -269,7 +282,7 @@ fn keys_are_padded_fields_in_network_order() {
         &addrs()[..1],
     );
     let s = e.iter().find(|s| s.set.name == "sg_in4_ports").unwrap();
-    let nl = elements::netlink(&s.set, &s.elements[0]);
+    let nl = elements::netlink(s, &s.elements[0]);
     // As `nft --debug=netlink add element` prints it for this element.
     assert_eq!(
         nl.key,

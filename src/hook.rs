@@ -82,8 +82,6 @@ pub enum HookError {
     },
     #[error("virt-l3 cannot start a tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),
-    #[error(transparent)]
-    SecurityGroup(#[from] crate::security_group::SecurityGroupError),
 }
 
 /// The arguments libvirt passes: `DOMAIN OP SUBOP EXTRA`.
@@ -245,18 +243,18 @@ impl Step<'_> {
         }
         let previous = state.record(&p.uuid).map_err(failed(name))?;
         let record = record_for(self.config, state, p, previous.as_ref());
-        if matches!(self.op, Operation::Start | Operation::Reconnect) {
-            // Before the routes (fail closed): the VM's stored rules or
-            // CloudStack's default; an incoming migration's standby start too,
-            // so the destination has the rules before the VM runs there.
-            crate::security_group::apply_domain(self.config, state, &record)?;
-        }
         let on_failure = if self.op == Operation::Start {
             OnFailure::RollBack
         } else {
             OnFailure::Keep
         };
-        let host = HostSettings::from_config(self.config);
+        let mut host = HostSettings::from_config(self.config);
+        if !matches!(self.op, Operation::Start | Operation::Reconnect) {
+            // The security group is applied at start (an incoming migration's
+            // standby start too: the destination has the rules before the VM
+            // runs there) and at reconnect; `started` does not repeat it.
+            host.security_groups = None;
+        }
         route_domain(kernel, state, &record, previous, host, on_failure)
             .await
             .map_err(failed(name))
@@ -283,7 +281,7 @@ impl Step<'_> {
 /// or a routed bridge is missing, not a bridge, or down. At prepare, before
 /// libvirt allocates anything, and again at start, before anything is recorded
 /// or installed.
-async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
+pub(crate) async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
     let mut problems = Vec::new();
     if !kernel.has_net_admin() {
         problems.push(Problem {
@@ -370,12 +368,19 @@ fn remove<K: Kernel>(
     if let Some(u) = &uuid {
         // Between `stopped` and libvirt removing the status file, reconcile would
         // otherwise see a running domain without a record and adopt it again.
+        // libvirt removes the file before `release`; should it still be there (a
+        // caller with another order), the mark stays, and reconcile clears it once
+        // the file is gone.
         let marked = if inv.op == Operation::Stopped {
             state.mark_stopping(u)
+        } else if status_file_present(config, domain) {
+            debug!(domain = %inv.domain, "libvirt's status file is still there: the stopping mark stays");
+            Ok(())
         } else {
             state.clear_stopping(u)
         };
         marked.map_err(failed(domain))?;
+        state.clear_refused(u).map_err(failed(domain))?;
     }
     let record = match &uuid {
         Some(u) => state.record(u),
@@ -439,6 +444,18 @@ fn remove_security_group(
     if let Err(e) = sg::remove_domain(state, &target) {
         warn!("{e}");
     }
+}
+
+/// Whether libvirt's status file of the domain named `name` (`<name>.xml` in
+/// its status directory) still exists.
+fn status_file_present(config: &Config, name: &str) -> bool {
+    let plain = std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+    plain
+        && config
+            .libvirt_status_dir
+            .join(format!("{name}.xml"))
+            .symlink_metadata()
+            .is_ok()
 }
 
 /// A start killed between claiming the addresses and writing the record left

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod nwfilter;
 pub mod plan;
 pub mod reconcile;
+pub mod refresh;
 pub mod routing;
 pub mod security_group;
 pub mod state;

@@ -73,21 +73,29 @@ fn describe(errors: Vec<KernelError>) -> Vec<String> {
 
 /// Host-side settings applied with a domain's routes.
 #[derive(Debug, Clone, Copy)]
-pub struct HostSettings {
+pub struct HostSettings<'a> {
     /// Set bridge port isolation on the domain's taps.
     pub isolate_taps: bool,
     /// Turn off IPv4 ICMP redirects on the domain's bridges.
     pub disable_redirects: bool,
     /// The MAC every routed bridge should have (else: keep the current one, fixed).
     pub gateway_mac: Option<crate::address::Mac>,
+    /// With `[firewall] enabled`: the configuration the nftables tables are
+    /// ensured for before the domain's taps are accepted.
+    pub firewall: Option<&'a crate::config::Config>,
+    /// With `security_groups = true`: apply the domain's security group (its
+    /// stored rules or CloudStack's default) once the tables are ensured.
+    pub security_groups: Option<&'a crate::config::Config>,
 }
 
-impl HostSettings {
-    pub fn from_config(config: &crate::config::Config) -> HostSettings {
+impl HostSettings<'_> {
+    pub fn from_config(config: &crate::config::Config) -> HostSettings<'_> {
         HostSettings {
             isolate_taps: config.port_isolation,
             disable_redirects: config.disable_redirects,
             gateway_mac: config.gateway_mac,
+            firewall: config.firewall.enabled.then_some(config),
+            security_groups: config.security_groups.then_some(config),
         }
     }
 }
@@ -108,7 +116,7 @@ pub async fn route_domain<K: Kernel>(
     state: &StateDir,
     record: &Record,
     previous: Option<Record>,
-    host: HostSettings,
+    host: HostSettings<'_>,
     on_failure: OnFailure,
 ) -> Result<(), RoutingError> {
     let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
@@ -133,6 +141,13 @@ pub async fn route_domain<K: Kernel>(
     let described = failures.len();
     if failures.is_empty() {
         failures = apply_host_settings(kernel, record, &bridges, host).await;
+    }
+    if let (true, Some(config)) = (failures.is_empty(), host.security_groups) {
+        // One in-process set-element transaction; a failure at `start` rolls
+        // the domain back (fail closed).
+        if let Err(e) = crate::security_group::apply_domain(config, state, record) {
+            failures.push(e.to_string());
+        }
     }
     if failures.is_empty() {
         if let Some(prev) = previous.filter(|p| p != record) {
@@ -175,7 +190,7 @@ async fn pin_bridges<K: Kernel>(
     state: &StateDir,
     record: &Record,
     bridges: &[&str],
-    host: HostSettings,
+    host: HostSettings<'_>,
 ) -> Result<(), RoutingError> {
     let mut repinned: Vec<&str> = Vec::new();
     for b in bridges {
@@ -214,12 +229,15 @@ async fn pin_bridges<K: Kernel>(
     Ok(())
 }
 
-/// ICMP redirects off on the bridges, isolation on the taps; returns the failures.
+/// ICMP redirects off on the bridges, isolation on the taps, then virt-l3's
+/// nftables tables ensured (cheap when current) and the taps accepted: a
+/// failure fails the step like any other (at `start`: rolled back, the domain
+/// refused; fail closed, its taps would pass nothing). Returns the failures.
 async fn apply_host_settings<K: Kernel>(
     kernel: &mut K,
     record: &Record,
     bridges: &[&str],
-    host: HostSettings,
+    host: HostSettings<'_>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     if host.disable_redirects {
@@ -239,6 +257,24 @@ async fn apply_host_settings<K: Kernel>(
             if let Err(e) = kernel.set_port_isolation(tap, true).await {
                 failures.push(e.to_string());
             }
+        }
+    }
+    if let (true, Some(config)) = (failures.is_empty(), host.firewall) {
+        match kernel.ensure_firewall(config).await {
+            Ok(true) => {
+                info!(domain = %record.plan.name, "installed virt-l3's nftables tables (missing or stale)")
+            }
+            Ok(false) => {}
+            Err(e) => return vec![e.to_string()],
+        }
+        let taps: Vec<&str> = record
+            .plan
+            .nics
+            .iter()
+            .filter_map(|n| n.tap.as_deref())
+            .collect();
+        if let Err(e) = kernel.accept_ports(&taps) {
+            failures.push(e.to_string());
         }
     }
     failures
@@ -268,6 +304,12 @@ pub async fn unroute_domain<K: Kernel>(
     state: &StateDir,
     record: &Record,
 ) -> Result<(), RoutingError> {
+    // The taps stop passing frames first (libvirt may give the names to other domains).
+    for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+        if let Err(e) = kernel.forget_port(tap) {
+            warn!(domain = %record.plan.name, "{e}");
+        }
+    }
     let installed = record.plan.entries(record.metric);
     let failures: Vec<String> = kernel
         .remove(&installed, record.protocol)

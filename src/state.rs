@@ -11,10 +11,11 @@
 //! - `macs/<mac>`: the same for the MACs of routed NICs (two domains with one MAC
 //!   would share one nwfilter and one neighbour entry);
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
-//! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
-//!   adopted by reconcile while libvirt still lists it);
+//! - `stopping/<uuid>`: a domain whose `stopped` hook ran while libvirt still lists it
+//!   (not to be adopted by reconcile until its status file is gone).
 //! - `security-groups/<uuid>.json` (or `name=<name>.json`): a domain's security-group
 //!   rules (`state/security_groups.rs`, issue 16).
+//! - `refused/<uuid>`: why `refresh` refused a change to a running domain (`state/refused.rs`).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!
@@ -39,7 +40,10 @@ use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
 mod dirfd;
+mod refused;
 mod security_groups;
+
+pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
 pub use security_groups::SgKey;
@@ -438,6 +442,7 @@ impl StateDir {
             domains.remove(&temp_name(&name))?;
         }
         self.clear_incoming(&record.plan.uuid)?;
+        self.clear_refused(&record.plan.uuid)?;
         self.release_claims(
             &record.plan.uuid,
             record.plan.addresses(),
@@ -598,7 +603,8 @@ impl StateDir {
 
     /// Marks a domain as stopping: its `stopped` hook ran, libvirt has not yet
     /// removed its status file. Reconcile must not adopt it then (it would put
-    /// back what `stopped` just removed). `release` or the next `start` clears it.
+    /// back what `stopped` just removed). `release` (once the status file is gone),
+    /// reconcile (when the status file is gone) or the next `start` clears it.
     pub fn mark_stopping(&self, uuid: &str) -> Result<(), StateError> {
         if !is_valid_uuid(uuid) {
             return Ok(());

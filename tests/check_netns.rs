@@ -225,6 +225,9 @@ fn host(gateway_mac: bool) -> Host {
             &h.path("bird.pid").display().to_string(),
         ]));
     h.bird_running = true;
+    // virt-l3's nftables tables, as the reconcile unit installs them at boot.
+    let o = h.lab.virt_l3(&["firewall", "install"], b"");
+    assert!(o.status.success(), "firewall install: {}", stderr(&o));
     h
 }
 
@@ -724,6 +727,42 @@ fn cases() -> Vec<Case> {
             fix: "virt-l3 reconcile",
             summary: "stray protocol-52 route 198.51.100.7/32",
         },
+        Case {
+            name: "virt-l3's nftables tables missing",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                let o = h.lab.virt_l3(&["firewall", "remove"], b"");
+                assert!(o.status.success(), "{}", stderr(&o));
+            },
+            fails: &["firewall"],
+            fix: "virt-l3 firewall install",
+            summary: "missing or stale",
+        },
+        Case {
+            name: "virt-l3's inet table flushed",
+            gateway_mac: true,
+            routed: true,
+            breakage: |h| {
+                run(Command::new("ip").args([
+                    "netns", "exec", &h.lab.ns, "nft", "flush", "table", "inet", "virt_l3",
+                ]));
+            },
+            fails: &["firewall"],
+            fix: "systemctl restart virt-l3-reconcile",
+            summary: "missing or stale",
+        },
+        Case {
+            name: "tables made for another host (a new protected network)",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                h.lab.ip(&["addr", "add", "10.9.0.1/24", "dev", "uplink0"]);
+            },
+            fails: &["firewall"],
+            fix: "virt-l3 firewall install",
+            summary: "stale",
+        },
     ]
 }
 
@@ -834,6 +873,8 @@ fn check_covers_every_item_and_explains_in_text() {
         "routing-daemon",
         "routing-config",
         "state",
+        "firewall",
+        "ports",
     ];
     assert_eq!(ids, all.into_iter().collect::<BTreeSet<_>>());
     // Without gateway_mac the bridge MAC is a warning, with its fix.
@@ -878,5 +919,62 @@ fn check_covers_every_item_and_explains_in_text() {
         "{text}"
     );
     assert!(text.contains("ok   bridge cloudbr0:"), "{text}");
+    assert!(
+        text.contains("ok   firewall: virt-l3's nftables tables are installed and current"),
+        "{text}"
+    );
     assert!(text.ends_with("not ready: 1 item(s) failed\n"), "{text}");
+}
+
+/// `ports` names each blocked port of a routed bridge and, from libvirt's status
+/// files, its domain; a port virt-l3 accepted is not named; the firewall disabled
+/// is a warning.
+#[test]
+fn check_names_blocked_ports_and_their_domain() {
+    let h = host(true);
+    h.lab.add_tap("vnet7", "cloudbr0");
+    set_running(&h, "running", "booted");
+    let item = |report: &serde_json::Value, id: &str| {
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (_, report, _) = h.check();
+    let ports = item(&report, "ports");
+    assert_eq!(ports["status"], "warn", "{ports}");
+    let summary = ports["summary"].as_str().unwrap();
+    assert!(summary.contains("vnet3 (domain i-2-10-VM)"), "{summary}");
+    assert!(
+        summary.contains("vnet7 (no running domain names it)"),
+        "{summary}"
+    );
+    assert!(ports["fix"].as_str().unwrap().contains("virsh start"));
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &h.lab.ns,
+        "nft",
+        "add",
+        "element",
+        "bridge",
+        "virt_l3",
+        "accepted_ports",
+        "{ vnet3, vnet7 }",
+    ]));
+    let (_, report, _) = h.check();
+    assert_eq!(item(&report, "ports")["status"], "ok", "{report}");
+    h.lab.write_config(&format!(
+        "require_nwfilter = false\nreconcile_grace_seconds = 0\nlibvirt_status_dir = {:?}\n[firewall]\nenabled = false\n",
+        h.path("libvirt-qemu")
+    ));
+    let (_, report, _) = h.check();
+    assert_eq!(item(&report, "firewall")["status"], "warn", "{report}");
+    assert!(item(&report, "firewall")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("enabled = false"));
 }

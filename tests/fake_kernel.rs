@@ -431,6 +431,27 @@ fn reconcile_prunes_a_domain_that_no_longer_runs() {
     assert!(lab.state().record(UUID).unwrap().is_none());
 }
 
+/// A record whose domain libvirt does not list is kept for the grace period, and
+/// reconcile asks to run again when that period ends (`watch` sleeps until then),
+/// so that its routes go even on a host where nothing else happens.
+#[test]
+fn reconcile_asks_to_run_again_when_a_grace_period_ends() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let since = lab.state().record(UUID).unwrap().unwrap().since_ms;
+    let r = lab.reconcile();
+    assert!(
+        !r.changes.iter().any(|c| c.action == Action::Prune),
+        "{:?}",
+        r.changes
+    );
+    assert!(!lab.routes().is_empty());
+    assert_eq!(
+        r.next_change,
+        Some(since + lab.config.reconcile_grace_seconds * 1000)
+    );
+}
+
 /// Everything logged (at debug and above) while `f` runs.
 fn logged(f: impl FnOnce()) -> String {
     #[derive(Clone, Default)]
@@ -528,4 +549,79 @@ fn reconcile_adopts_only_what_the_hook_would_accept() {
         r.changes
     );
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
+}
+
+/// libvirt removes the status file after `stopped` and before `release`
+/// (qemuProcessStop). Whatever the order, a reconcile in between must not adopt
+/// the stopped domain back: with the file still there when `release` runs, the
+/// stopping mark stays until reconcile sees the file gone.
+#[test]
+fn a_stopped_domain_is_not_adopted_back_whatever_the_status_file_order() {
+    let lab = Lab::new();
+    let adopted = |r: &Report| r.changes.iter().any(|c| c.action == Action::Adopt);
+    // libvirt's order: stopped, status file removed, release.
+    lab.hook("start").unwrap();
+    lab.running("paused", "migration");
+    lab.hook("stopped").unwrap();
+    assert!(!adopted(&lab.reconcile()));
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{NAME}.xml"))).unwrap();
+    lab.hook("release").unwrap();
+    assert!(lab.state().stopping().is_empty());
+    // The status file outlives `release` (the source of a migration, paused).
+    lab.hook("start").unwrap();
+    lab.running("paused", "migration");
+    lab.hook("stopped").unwrap();
+    lab.hook("release").unwrap();
+    let r = lab.reconcile();
+    assert!(!adopted(&r), "{:?}", r.changes);
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().record(UUID).unwrap().is_none());
+    assert_eq!(lab.state().stopping(), vec![UUID.to_string()]);
+    // The file gone, reconcile clears the mark (and adopts nothing).
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{NAME}.xml"))).unwrap();
+    assert!(!adopted(&lab.reconcile()));
+    assert!(lab.state().stopping().is_empty());
+    assert!(lab.routes().is_empty());
+}
+
+/// virt-l3's nftables tables: `start` ensures them and accepts the tap, `stopped`
+/// forgets it; a firewall failure rolls the start back (fail closed); with the
+/// firewall disabled nothing is asked of it.
+#[test]
+fn start_accepts_the_tap_and_stopped_forgets_it() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let m = lab.kernel.snapshot();
+    assert!(m.firewall);
+    assert_eq!(m.firewall_installs, 1);
+    assert_eq!(m.accepted_ports.iter().collect::<Vec<_>>(), ["vnet3"]);
+    lab.hook("started").unwrap();
+    assert_eq!(
+        lab.kernel.snapshot().firewall_installs,
+        1,
+        "ensured, not reinstalled"
+    );
+    lab.hook("stopped").unwrap();
+    assert!(lab.kernel.snapshot().accepted_ports.is_empty());
+
+    let lab = Lab::new();
+    lab.kernel.with(|m| {
+        m.faults.push(Fault::Matching {
+            text: "install virt-l3's nftables tables".into(),
+            errno: libc::EPERM,
+        })
+    });
+    let e = lab.hook("start").unwrap_err().to_string();
+    assert!(
+        e.contains("all rolled back") && e.contains("nftables"),
+        "{e}"
+    );
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().records().unwrap().is_empty());
+
+    let mut lab = Lab::new();
+    lab.config.firewall.enabled = false;
+    lab.hook("start").unwrap();
+    let m = lab.kernel.snapshot();
+    assert!(!m.firewall && m.accepted_ports.is_empty());
 }

@@ -432,3 +432,203 @@ fn watch_heals_within_a_second_and_stops_on_sigterm() {
     };
     assert!(status.success(), "watch exited with {status}");
 }
+
+// virt-l3's nftables tables (docs/FIREWALL.md) through the hook, reconcile and watch.
+
+/// The `accepted_ports` of the lab's bridge table (empty without the table).
+fn accepted(lab: &Lab) -> Vec<String> {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns,
+            "nft",
+            "list",
+            "set",
+            "bridge",
+            "virt_l3",
+            "accepted_ports",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut v: Vec<String> = text
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn nft(lab: &Lab, args: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ip netns exec {} nft {args}", lab.ns))
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Every table present, none flushed: the `firewall install` of the lab is a no-op.
+fn tables_current(lab: &Lab) -> bool {
+    let o = lab.virt_l3(&["firewall", "install"], b"");
+    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("current")
+}
+
+#[test]
+fn hook_steps_accept_and_forget_the_taps_netns() {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    assert!(accepted(&lab).is_empty());
+    let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        accepted(&lab),
+        ["vnet3"],
+        "start installs the tables and accepts its tap"
+    );
+    assert!(tables_current(&lab));
+    // started and reconnect restore a flushed table and the tap.
+    for op in ["started", "reconnect"] {
+        assert!(nft(&lab, "delete table bridge virt_l3"));
+        let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert_eq!(accepted(&lab), ["vnet3"], "{op}");
+    }
+    for op in ["stopped", "release"] {
+        let o = lab.hook("i-2-10-VM", op, "end", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert!(accepted(&lab).is_empty(), "{op} forgets the tap");
+    }
+    assert!(tables_current(&lab), "the tables stay");
+}
+
+#[test]
+fn start_fails_closed_when_the_tables_cannot_be_installed_netns() {
+    let lab = lab();
+    let o = lab.virt_l3_env(
+        &["hook", "i-2-10-VM", "start", "begin", "-"],
+        &fixture(DUAL),
+        &[("VIRT_L3_NFT", "/bin/false")],
+    );
+    assert!(!o.status.success(), "the start is refused");
+    let err = stderr(&o);
+    // One line, after the warning that the bridge MAC was pinned.
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert!(
+        lines.len() == 1 || (lines.len() == 2 && lines[0].contains("MAC pinned")),
+        "{err}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("virt-l3 cannot route domain i-2-10-VM: ")
+            && last.contains("all rolled back")
+            && last.contains("nftables"),
+        "{err}"
+    );
+    assert!(lab.routes().is_empty(), "nothing installed");
+    assert!(lab.state_files().iter().all(|f| !f.starts_with("domains/")));
+    // Disabled: no tables, the start proceeds.
+    lab.write_config(&format!(
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\n[firewall]\nenabled = false\n",
+        status_dir(&lab)
+    ));
+    let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!nft(&lab, "list table inet virt_l3"));
+}
+
+#[test]
+fn reconcile_restores_the_tables_and_the_accepted_taps_netns() {
+    let lab = routed_lab();
+    assert_eq!(accepted(&lab), ["vnet3"]);
+    assert!(nft(&lab, "flush table inet virt_l3"));
+    assert!(nft(&lab, "delete table bridge virt_l3"));
+    assert!(nft(&lab, "add table bridge virt_l3"));
+    let out = reconcile(&lab, &[]);
+    assert!(
+        out.contains("did install virt-l3's nftables tables"),
+        "{out}"
+    );
+    assert!(
+        out.contains("did accept bridge port vnet3 (domain i-2-10-VM)"),
+        "{out}"
+    );
+    assert!(tables_current(&lab));
+    assert_eq!(accepted(&lab), ["vnet3"]);
+    // A port accepted for no running domain is forgotten.
+    assert!(nft(
+        &lab,
+        "add element bridge virt_l3 accepted_ports { vnet77 }"
+    ));
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("did forget bridge port vnet77"), "{out}");
+    assert_eq!(accepted(&lab), ["vnet3"]);
+    assert!(reconcile(&lab, &[]).starts_with("nothing to do"));
+}
+
+#[test]
+fn watch_restores_deleted_tables_and_blocks_new_ports_netns() {
+    let lab = routed_lab();
+    let _w = watch(&lab);
+    std::thread::sleep(Duration::from_millis(300)); // subscribed
+    assert!(nft(&lab, "delete table bridge virt_l3"));
+    within(Duration::from_secs(1), "bridge table restored", || {
+        accepted(&lab) == ["vnet3"]
+    });
+    assert!(nft(&lab, "flush table inet virt_l3"));
+    within(
+        Duration::from_secs(1),
+        "flushed inet table restored",
+        || {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns,
+                    "nft",
+                    "list",
+                    "chain",
+                    "inet",
+                    "virt_l3",
+                    "guest_to_host",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("guest to host")
+        },
+    );
+    // A port nobody accepted joins the routed bridge: isolated, never accepted.
+    lab.add_tap("vnet9", "cloudbr0");
+    within(Duration::from_secs(1), "new port isolated", || {
+        lab.isolated("vnet9")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(accepted(&lab), ["vnet3"], "watch accepts nothing new");
+    // A port of a bridge virt-l3 does not route joins `foreign_ports` (without `meta ibrname`).
+    lab.add_bridge("br-other");
+    lab.add_tap("vnet10", "br-other");
+    let meta = nft(&lab, "list set bridge virt_l3 routed_bridges");
+    if !meta {
+        within(Duration::from_secs(1), "foreign port listed", || {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns,
+                    "nft",
+                    "list",
+                    "set",
+                    "bridge",
+                    "virt_l3",
+                    "foreign_ports",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("\"vnet10\"")
+        });
+    }
+    assert_eq!(accepted(&lab), ["vnet3"]);
+}

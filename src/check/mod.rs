@@ -10,6 +10,7 @@ mod allow;
 mod bridge;
 mod cloudstack;
 mod facts;
+mod firewall;
 mod libvirt;
 mod routing_daemon;
 mod run;
@@ -161,7 +162,7 @@ fn warn(id: &'static str, subject: Option<&str>, summary: String, fix: String) -
 
 /// Inspects the host. Never changes anything. The items come in a fixed order
 /// (docs/TROUBLESHOOTING.md): bridges, sysctls, the CloudStack control network,
-/// libvirt, the routing daemon, virt-l3's state.
+/// libvirt, the routing daemon, virt-l3's state, its nftables tables, blocked ports.
 pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, CheckError> {
     let facts = facts::kernel_facts().await?;
     let mut items = Vec::new();
@@ -191,6 +192,8 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(libvirt::ebtables(opts));
     items.extend(routing_daemon::routing_daemon(config, opts));
     items.push(state::state(config, &mut kernel).await);
+    items.push(firewall::firewall(config).await);
+    items.push(firewall::ports(config, &facts));
     Ok(Report {
         ready: items.iter().all(|i| i.status != Status::Fail),
         items,

@@ -74,6 +74,9 @@ pub fn status(report: &[DomainStatus], as_json: bool) -> Result<String, CliError
             ""
         };
         let _ = writeln!(out, "{} {} {mark}{standby}", d.name, d.uuid);
+        if let Some(why) = &d.refused {
+            let _ = writeln!(out, "  REFUSED CHANGE (routes kept as they were): {why}");
+        }
         for e in &d.entries {
             let present = if e.present { "x" } else { " " };
             let _ = writeln!(out, "  [{present}] {}", e.entry);
@@ -122,6 +125,27 @@ pub fn check(report: &virt_l3::check::Report, as_json: bool) -> Result<String, C
         return json(report);
     }
     Ok(virt_l3::check::render_text(report))
+}
+
+/// `firewall install`: whether the tables were (re)installed.
+pub fn firewall_ensured(e: virt_l3::firewall::Ensured) -> String {
+    match e {
+        virt_l3::firewall::Ensured::Current => {
+            "virt-l3's nftables tables are installed and current\n".into()
+        }
+        virt_l3::firewall::Ensured::Installed => "installed virt-l3's nftables tables\n".into(),
+    }
+}
+
+/// `firewall install` with `[firewall] enabled = false`.
+pub fn firewall_disabled() -> String {
+    "the firewall is disabled ([firewall] enabled = false): removed virt-l3's nftables tables\n"
+        .into()
+}
+
+/// `firewall remove`.
+pub fn firewall_removed() -> String {
+    "removed virt-l3's nftables tables\n".into()
 }
 
 /// The files a command wrote, one a line.

@@ -222,3 +222,24 @@ fn golden_files() {
         assert_eq!(text, want, "{name} differs (UPDATE_GOLDEN=1 rewrites it)");
     }
 }
+
+#[test]
+fn rule_counts_from_the_model_match_the_rendering() {
+    let mut meta = host();
+    meta.bridge_meta = true;
+    for r in [
+        Ruleset::from_config(&Config::default(), &host()),
+        Ruleset::from_config(&Config::default(), &meta),
+        Ruleset::build(
+            &Config::default(),
+            &fw("host_allow = [\"tcp/80@169.254.169.254\", \"udp/53\", \"tcp/1-9\"]"),
+            &host(),
+        ),
+    ] {
+        let mut bare = r.clone();
+        bare.accepted_ports.clear();
+        let text = render(&bare);
+        let counted = ["inet", "bridge", "netdev"].map(|f| super::nft::expected_rules(&text, f));
+        assert_eq!(rule_counts(&r), counted);
+    }
+}

@@ -73,6 +73,12 @@ pub struct Model {
     pub changes: usize,
     /// Every change made, in order, as described in errors ("add route ...").
     pub log: Vec<String>,
+    /// virt-l3's nftables tables are installed (and current).
+    pub firewall: bool,
+    /// How many times the tables were (re)installed.
+    pub firewall_installs: usize,
+    /// The tables' accepted ports.
+    pub accepted_ports: std::collections::BTreeSet<String>,
 }
 
 /// An in-memory kernel; see the module documentation.
@@ -192,6 +198,24 @@ impl FakeKernel {
         });
         out.sort();
         out
+    }
+
+    /// A [`Fault::Matching`] for a firewall change (not counted as a change, so
+    /// that [`Fault::Nth`] keeps numbering routes, neighbours and links).
+    fn firewall_fault(&self, what: &str) -> Result<(), KernelError> {
+        self.with(|m| {
+            match m.faults.iter().find_map(|f| match f {
+                Fault::Matching { text, errno } if what.contains(text.as_str()) => Some(*errno),
+                _ => None,
+            }) {
+                Some(errno) => Err(KernelError::Refused {
+                    what: what.to_string(),
+                    errno,
+                    message: errno_text(errno),
+                }),
+                None => Ok(()),
+            }
+        })
     }
 
     /// The fault for the next change described as `what`, counting it.
@@ -536,6 +560,52 @@ impl Kernel for FakeKernel {
 
     fn has_net_admin(&self) -> bool {
         self.with(|m| m.has_net_admin)
+    }
+
+    async fn ensure_firewall(
+        &mut self,
+        _config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        self.firewall_fault("install virt-l3's nftables tables")?;
+        Ok(self.with(|m| {
+            let install = !m.firewall;
+            if install {
+                m.firewall = true;
+                m.firewall_installs += 1;
+                m.log.push("install virt-l3's nftables tables".into());
+            }
+            install
+        }))
+    }
+
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let what = format!("accept port(s) {}", ports.join(", "));
+        self.firewall_fault(&what)?;
+        self.with(|m| {
+            if !m.firewall {
+                // As the kernel: no set without the table.
+                return Err(KernelError::Refused {
+                    what,
+                    errno: libc::ENOENT,
+                    message: errno_text(libc::ENOENT),
+                });
+            }
+            m.accepted_ports.extend(ports.iter().map(|p| p.to_string()));
+            Ok(())
+        })
+    }
+
+    fn forget_port(&mut self, port: &str) -> Result<(), KernelError> {
+        self.firewall_fault(&format!("forget port {port}"))?;
+        self.with(|m| m.accepted_ports.remove(port));
+        Ok(())
+    }
+
+    fn accepted_ports(&self) -> Result<Vec<String>, KernelError> {
+        Ok(self.with(|m| m.accepted_ports.iter().cloned().collect()))
     }
 }
 

@@ -39,6 +39,9 @@ pub enum KernelError {
         errno: i32,
         message: String,
     },
+    /// virt-l3's nftables tables (docs/FIREWALL.md).
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
 }
 
 /// The text of an errno, with what to do about the one an operator can fix.
@@ -164,4 +167,22 @@ pub trait Kernel {
 
     /// Whether this process may change the network (`CAP_NET_ADMIN`).
     fn has_net_admin(&self) -> bool;
+
+    /// Makes sure virt-l3's nftables tables are installed and current for
+    /// `config` (docs/FIREWALL.md), keeping the accepted ports; cheap when they
+    /// are. Returns whether they were (re)installed.
+    async fn ensure_firewall(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError>;
+
+    /// Lets bridge ports pass frames (the tables' `accepted_ports`), in one
+    /// transaction; idempotent.
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError>;
+
+    /// Stops a bridge port passing frames; a port not accepted is fine.
+    fn forget_port(&mut self, port: &str) -> Result<(), KernelError>;
+
+    /// The ports the tables accept (none without the tables).
+    fn accepted_ports(&self) -> Result<Vec<String>, KernelError>;
 }

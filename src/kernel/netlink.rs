@@ -532,6 +532,26 @@ impl Kernel for NetlinkKernel {
         super::sysctl::disable_redirects(bridge)
     }
 
+    async fn ensure_firewall(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        let ensured = crate::firewall::ensure_quick_with(&self.handle, config).await?;
+        Ok(ensured == crate::firewall::Ensured::Installed)
+    }
+
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
+        Ok(crate::firewall::accept_ports(ports)?)
+    }
+
+    fn forget_port(&mut self, port: &str) -> Result<(), KernelError> {
+        Ok(crate::firewall::forget_port(port)?)
+    }
+
+    fn accepted_ports(&self) -> Result<Vec<String>, KernelError> {
+        Ok(crate::firewall::nft::accepted_ports()?)
+    }
+
     /// `CAP_NET_ADMIN` in the effective set (`/proc/self/status`; when that
     /// cannot be read, assume so and let the kernel say).
     fn has_net_admin(&self) -> bool {

@@ -23,9 +23,15 @@ use crate::state::Record;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// A tap accepted by virt-l3's nftables tables.
+    Accept,
     Add,
     Adopt,
     Demote,
+    /// A port the tables accepted that belongs to no running domain.
+    Forget,
+    /// virt-l3's nftables tables (re)installed.
+    Firewall,
     Isolate,
     PinMac,
     Promote,
@@ -39,9 +45,12 @@ pub enum Action {
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
+            Action::Accept => "accept",
             Action::Add => "add",
             Action::Adopt => "adopt",
             Action::Demote => "demote",
+            Action::Forget => "forget",
+            Action::Firewall => "install",
             Action::Isolate => "isolate",
             Action::PinMac => "pin-mac",
             Action::Promote => "promote",
@@ -77,6 +86,10 @@ pub struct Desired {
     pub prune: Vec<Record>,
     /// Record changes (adopt, promote, demote, prune), for the report.
     pub changes: Vec<Change>,
+    /// When the earliest grace period of a kept record whose domain libvirt does
+    /// not list ends (ms since the epoch): a reconcile then prunes it if it is
+    /// still not listed, even on a host where nothing else happens.
+    pub grace_ends: Option<u64>,
 }
 
 /// Where a domain's routes stand, as far as the metric goes.
@@ -161,6 +174,17 @@ pub fn still_running(
         .collect()
 }
 
+/// The UUIDs among `uuids` of no running domain.
+pub fn gone(uuids: impl Iterator<Item = String>, running: &[RunningDomain]) -> Vec<String> {
+    uuids
+        .filter(|u| {
+            !running
+                .iter()
+                .any(|r| r.xml.uuid.as_deref() == Some(u.as_str()))
+        })
+        .collect()
+}
+
 /// The host facts each domain reconcile may adopt is planned against, by UUID
 /// ([`super::observe::adoption_facts`]).
 pub type DomainFacts = HashMap<String, HostFacts>;
@@ -207,6 +231,8 @@ pub fn desired(
             }
             None if now_ms.saturating_sub(rec.since_ms) < config.reconcile_grace_seconds * 1000 => {
                 // Between the start hook and QEMU running: not in the status dir yet.
+                let ends = rec.since_ms + config.reconcile_grace_seconds * 1000;
+                out.grace_ends = Some(out.grace_ends.map_or(ends, |e| e.min(ends)));
                 out.keep.push(rec);
             }
             None => {
@@ -297,12 +323,14 @@ fn adopt(
     (rec, change)
 }
 
-/// When a kept domain's metric is due to change by itself (an arrived domain's
-/// hold ends), in milliseconds since the epoch.
-pub fn next_change(config: &Config, keep: &[Record]) -> Option<u64> {
-    keep.iter()
+/// When reconcile has something to do by itself: an arrived domain's hold ends, or
+/// the grace period of a record libvirt does not list (ms since the epoch).
+pub fn next_change(config: &Config, d: &Desired) -> Option<u64> {
+    d.keep
+        .iter()
         .filter(|r| r.metric == config.arrived_metric && !r.standby)
         .map(|r| r.since_ms + config.arrived_hold_seconds * 1000)
+        .chain(d.grace_ends)
         .min()
 }
 

@@ -76,6 +76,10 @@ pub async fn reconcile<K: Kernel>(
         for u in &served {
             state.clear_stopping(u)?;
         }
+        // A refused change's note outlives its domain only when no hook saw it stop.
+        for u in decide::gone(state.refusals()?.into_iter().map(|r| r.uuid), &running) {
+            state.clear_refused(&u)?;
+        }
     }
     let incoming = observe::incoming(&state);
     let facts = observe::adoption_facts(kernel, config, &records, &running).await?;
@@ -103,7 +107,7 @@ pub async fn reconcile<K: Kernel>(
         config.route_protocol,
     );
     let mut report = Report {
-        next_change: decide::next_change(config, &d.keep),
+        next_change: decide::next_change(config, &d),
         dry_run,
         domains: d.keep.len(),
         changes: d.changes.clone(),

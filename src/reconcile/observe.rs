@@ -91,3 +91,21 @@ pub async fn adoption_facts<K: Kernel>(
     }
     Ok(out)
 }
+
+/// Tap -> domain, from libvirt's status files (`<target dev=...>`); empty when
+/// they cannot be read (`check`'s `ports`, `watch` naming a blocked port).
+pub fn tap_owners(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let Ok(running) = running_domains(dir) else {
+        return Default::default();
+    };
+    running
+        .into_iter()
+        .flat_map(|d| {
+            let name = d.xml.name.clone();
+            d.xml
+                .interfaces
+                .into_iter()
+                .filter_map(move |i| i.target_dev.map(|t| (t, name.clone())))
+        })
+        .collect()
+}

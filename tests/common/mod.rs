@@ -178,9 +178,15 @@ impl Lab {
 
     /// Runs `virt-l3 ARGS` inside the namespace with `stdin` as input.
     pub fn virt_l3(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.virt_l3_env(args, stdin, &[])
+    }
+
+    /// [`Lab::virt_l3`] with extra environment variables (`VIRT_L3_NFT`, ...).
+    pub fn virt_l3_env(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
         use std::io::Write;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_virt-l3")])
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(self.config_path())
             .args(args)

@@ -158,12 +158,13 @@ pub enum Outcome {
 
 /// One set-element transaction replacing `old` by `new`.
 fn transaction(
+    full: bool,
     domain: &str,
     old: &[SetElements],
     new: &[SetElements],
     what: &str,
 ) -> Result<(), SecurityGroupError> {
-    let changes = render::changes(old, new);
+    let changes = render::changes(old, new, full);
     nfnetlink::batch(nfnetlink::NFPROTO_INET, TABLE, &changes).map_err(|f| {
         let what = match &f {
             Failed::Errno(_, set) => format!("{what} (set {set})"),
@@ -185,12 +186,17 @@ fn installed(previous: Option<&(Stored, RuleSet)>, addresses: &[IpAddr]) -> Vec<
 }
 
 /// Installs `rules` for `target` (one transaction replacing the elements of
-/// `previous`) when enforcement is on and the domain is on this host.
+/// `previous`) when enforcement is on and the domain is on this host. `full`:
+/// every element is sent, present or not (the hook, reconcile: the table may
+/// have been reinstalled); otherwise only what changes (`security-group set`:
+/// a jump element sent makes the kernel validate the whole table, in time
+/// proportional to the number of VMs).
 fn install(
     config: &Config,
     target: &Target,
     rules: &RuleSet,
     previous: &[SetElements],
+    full: bool,
 ) -> Result<Outcome, SecurityGroupError> {
     if !config.security_groups {
         return Ok(Outcome::NotEnforced);
@@ -199,7 +205,13 @@ fn install(
         return Ok(Outcome::NotOnHost);
     };
     let new = elements(rules, &target.addresses);
-    transaction(&target.label(), previous, &new, "apply a security group")?;
+    transaction(
+        full,
+        &target.label(),
+        previous,
+        &new,
+        "apply a security group",
+    )?;
     Ok(Outcome::Installed(target.addresses.clone()))
 }
 
@@ -229,7 +241,7 @@ pub fn set(
     let loaded = load(state, target)?;
     // Without stored rules a running VM has the default's elements (or none).
     let old = installed(loaded.as_ref(), &target.addresses);
-    let outcome = install(config, target, &rules, &old)?;
+    let outcome = install(config, target, &rules, &old, false)?;
     let applied = match &outcome {
         Outcome::Installed(a) => a.clone(),
         _ => loaded.map(|(s, _)| s.applied).unwrap_or_default(),
@@ -257,7 +269,7 @@ pub fn remove_domain(state: &StateDir, target: &Target) -> Result<(), SecurityGr
         addrs.dedup();
         let rules = loaded.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
         let old = elements(&rules, &addrs);
-        let changes = render::changes(&old, &[]);
+        let changes = render::changes(&old, &[], true);
         match nfnetlink::batch(nfnetlink::NFPROTO_INET, TABLE, &changes) {
             Ok(()) | Err(Failed::Errno(libc::ENOENT, _)) => {}
             Err(f) => {
@@ -298,7 +310,7 @@ pub fn apply_domain(
     let loaded = load(state, &target)?;
     let rules = loaded.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
     let old = installed(loaded.as_ref(), &target.addresses);
-    let outcome = install(config, &target, &rules, &old)?;
+    let outcome = install(config, &target, &rules, &old, true)?;
     if let (Some((stored, _)), Outcome::Installed(a)) = (loaded, &outcome) {
         if stored.applied != *a || stored.uuid.is_none() {
             let stored = Stored {

@@ -39,9 +39,12 @@ pub fn stale(old: &[SetElements], new: &[SetElements]) -> Vec<SetElements> {
 /// The netlink changes of one transaction replacing `old` by `new`: the stale
 /// elements are added first (a no-op when present: after a flush of the table
 /// they are not, and deleting an absent element would fail the transaction),
-/// then deleted, then every new element added (present ones stay).
-pub fn changes(old: &[SetElements], new: &[SetElements]) -> Vec<SetChange> {
+/// then deleted, then the new elements added: all of them when `full`
+/// (present ones stay), else only those not in `old`.
+pub fn changes(old: &[SetElements], new: &[SetElements], full: bool) -> Vec<SetChange> {
     let gone = stale(old, new);
+    let added = if full { new.to_vec() } else { stale(new, old) };
+    let new = &added;
     let nl = |s: &SetElements, add: bool| SetChange {
         set: s.name.clone(),
         add,

@@ -241,7 +241,13 @@ pub fn set(
     let loaded = load(state, target)?;
     // Without stored rules a running VM has the default's elements (or none).
     let old = installed(loaded.as_ref(), &target.addresses);
-    let outcome = install(config, target, &rules, &old, false)?;
+    // Only what changes when the VM's previous rules were installed for these
+    // addresses; everything the first time (the default's elements may be
+    // missing: enforcement turned on after the VM started).
+    let known = loaded
+        .as_ref()
+        .is_some_and(|(s, _)| s.applied == target.addresses);
+    let outcome = install(config, target, &rules, &old, !known)?;
     let applied = match &outcome {
         Outcome::Installed(a) => a.clone(),
         _ => loaded.map(|(s, _)| s.applied).unwrap_or_default(),

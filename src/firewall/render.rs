@@ -187,21 +187,7 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &p6.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
     );
     // Security groups (issue 16): global sets, one VM's rules are elements.
-    // Verdict maps to the shards' chains, then each shard's interval sets.
-    for d in SG_SETS.iter().filter(|d| !d.interval) {
-        set(&mut out, d.name, d.nft_type, "", &[]);
-    }
-    for shard in 0..SHARDS {
-        for d in SG_SETS.iter().filter(|d| d.interval) {
-            set(
-                &mut out,
-                &sharded(d.name, shard),
-                d.nft_type,
-                "interval",
-                &[],
-            );
-        }
-    }
+    security_sets(&mut out);
     chain(
         &mut out,
         "prerouting",
@@ -276,6 +262,19 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
     security_chains(&mut out);
     out.push_str("}\n");
     out
+}
+
+/// The security groups' sets (issue 16): verdict maps to the shards' chains,
+/// then each shard's interval sets; elements come from `security_group`.
+fn security_sets(out: &mut String) {
+    for d in SG_SETS.iter().filter(|d| !d.interval) {
+        set(out, d.name, d.nft_type, "", &[]);
+    }
+    for shard in 0..SHARDS {
+        for d in SG_SETS.iter().filter(|d| d.interval) {
+            set(out, &sharded(d.name, shard), d.nft_type, "interval", &[]);
+        }
+    }
 }
 
 /// ICMPv6 a VM always sends and receives, as CloudStack's default rules allow

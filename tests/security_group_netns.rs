@@ -363,4 +363,36 @@ fn security_groups_on_the_routed_path_netns() {
         "no element of the VM left: {table}"
     );
     assert!(tcp(&u, G4, 23), "no security group: open again");
+
+    // The hook's `stopped` removes the elements and the stored rules.
+    lab.set("I:tcp;22;22;0.0.0.0/0,::/0,NEXT;");
+    assert!(!tcp(&u, G4, 23));
+    let stored = lab
+        .dir
+        .path()
+        .join(format!("state/security-groups/{UUID}.json"));
+    assert!(stored.exists());
+    let status = std::fs::read_to_string(lab.dir.path().join("status/i-2-55-VM.xml")).unwrap();
+    let xml = &status[status.find("<domain").unwrap()..status.find("</domstatus>").unwrap()];
+    std::fs::write(lab.dir.path().join("domain.xml"), xml).unwrap();
+    let o = sh(&format!(
+        "ip netns exec {h} {BIN} --config {} hook i-2-55-VM stopped end - < {}",
+        lab.config().display(),
+        lab.dir.path().join("domain.xml").display()
+    ));
+    assert!(
+        o.status.success(),
+        "stopped: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let table = ok(&format!("ip netns exec {h} nft list table inet virt_l3"));
+    assert!(
+        !table.contains(G4) && !table.contains(G6),
+        "after stopped: {table}"
+    );
+    let stored = lab
+        .dir
+        .path()
+        .join(format!("state/security-groups/{UUID}.json"));
+    assert!(!stored.exists(), "the stored rules go at stopped");
 }

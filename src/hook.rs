@@ -6,7 +6,7 @@
 //! reconnect: install what can be installed, never fail (a failure kills the VM).
 //! stopped, release: remove by the record; never fail.
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
@@ -248,6 +248,9 @@ impl Step<'_> {
         } else {
             OnFailure::Keep
         };
+        if self.config.manage_gateways {
+            add_gateways(kernel, self.config, &record.plan).await;
+        }
         let mut host = HostSettings::from_config(self.config);
         if !matches!(self.op, Operation::Start | Operation::Reconnect) {
             // The security group is applied at start (an incoming migration's
@@ -273,6 +276,21 @@ impl Step<'_> {
                 }
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `manage_gateways`: the gateway addresses on the domain's bridges before its
+/// routes (a bridge created just before the VM), at start and at a refresh.
+/// Failures are logged: the routes do not depend on them, and reconcile retries.
+pub(crate) async fn add_gateways<K: Kernel>(kernel: &mut K, config: &Config, plan: &DomainPlan) {
+    let mut bridges: Vec<&str> = plan.nics.iter().map(|n| n.bridge.as_str()).collect();
+    bridges.sort_unstable();
+    bridges.dedup();
+    for b in bridges {
+        match kernel.add_gateways(b, &config.gateways, true).await {
+            Ok(done) => done.iter().for_each(|d| info!("{d}")),
+            Err(e) => warn!("{e}"),
         }
     }
 }

@@ -79,7 +79,7 @@ pub struct HostSettings<'a> {
     /// Turn off IPv4 ICMP redirects on the domain's bridges.
     pub disable_redirects: bool,
     /// The MAC every routed bridge should have (else: keep the current one, fixed).
-    pub gateway_mac: Option<crate::address::Mac>,
+    pub gateway_mac: Option<crate::config::GatewayMac>,
     /// With `[firewall] enabled`: the configuration the nftables tables are
     /// ensured for before the domain's taps are accepted.
     pub firewall: Option<&'a crate::config::Config>,
@@ -194,7 +194,8 @@ async fn pin_bridges<K: Kernel>(
 ) -> Result<(), RoutingError> {
     let mut repinned: Vec<&str> = Vec::new();
     for b in bridges {
-        match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
+        let mac = host.gateway_mac.map(|g| g.for_bridge(b));
+        match kernel.pin_bridge_mac(b, mac, true).await {
             Ok(Some(done)) => {
                 warn!("{done} (it followed its ports; set gateway_mac to choose it)");
                 repinned.push(b);

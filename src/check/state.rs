@@ -70,7 +70,11 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
             )
         }
     };
-    let view = match KernelView::read(kernel, &config.bridges).await {
+    let bridges = match crate::kernel::routed_bridges(kernel, config).await {
+        Ok(b) => b,
+        Err(e) => return cannot_read_kernel(e),
+    };
+    let view = match KernelView::read(kernel, &bridges).await {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };

@@ -148,11 +148,14 @@ fn service_rule(s: &HostService) -> String {
 
 fn inet_table(r: &Ruleset, hash: &str) -> String {
     let mut out = format!("table inet {TABLE} {{\n\tcomment \"{COMMENT_PREFIX}{hash}\"\n");
+    // A bridge pattern (`brdr-*`) is an nftables interface wildcard, which a
+    // set holds only with the interval flag.
+    let wildcard = r.routed_bridges.iter().any(|b| b.ends_with('*'));
     set(
         &mut out,
         "routed_bridges",
         "ifname",
-        "",
+        if wildcard { "interval" } else { "" },
         &quoted(&r.routed_bridges),
     );
     let (gw4, gw6): (Vec<&IpAddr>, Vec<&IpAddr>) = r.gateways.iter().partition(|g| g.is_ipv4());

@@ -224,6 +224,26 @@ fn golden_files() {
 }
 
 #[test]
+fn a_bridge_pattern_is_an_interface_wildcard_in_an_interval_set() {
+    let base = render(&Ruleset::from_config(&Config::default(), &host()));
+    assert!(
+        base.contains("set routed_bridges {\n\t\ttype ifname\n\t\telements"),
+        "{base}"
+    );
+    let config = Config {
+        bridges: vec!["cloudbr0".into(), "brdr-*".into()],
+        ..Config::default()
+    };
+    let text = render(&Ruleset::from_config(&config, &host()));
+    assert!(
+        text.contains(
+            "set routed_bridges {\n\t\ttype ifname\n\t\tflags interval\n\t\telements = { \"brdr-*\", \"cloudbr0\" }"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn rule_counts_from_the_model_match_the_rendering() {
     let mut meta = host();
     meta.bridge_meta = true;

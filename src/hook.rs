@@ -251,7 +251,13 @@ impl Step<'_> {
         if self.config.manage_gateways {
             add_gateways(kernel, self.config, &record.plan).await;
         }
-        let host = HostSettings::from_config(self.config);
+        let mut host = HostSettings::from_config(self.config);
+        if !matches!(self.op, Operation::Start | Operation::Reconnect) {
+            // The security group is applied at start (an incoming migration's
+            // standby start too: the destination has the rules before the VM
+            // runs there) and at reconnect; `started` does not repeat it.
+            host.security_groups = None;
+        }
         route_domain(kernel, state, &record, previous, host, on_failure)
             .await
             .map_err(failed(name))
@@ -399,6 +405,15 @@ fn remove<K: Kernel>(
         None => state.record_by_name(&inv.domain),
     }
     .map_err(failed(domain))?;
+    if inv.op == Operation::Stopped {
+        remove_security_group(
+            config,
+            &state,
+            &inv.domain,
+            uuid.as_deref(),
+            record.as_ref(),
+        );
+    }
     let Some(record) = record else {
         if let (Some(u), Some(dom)) = (&uuid, &dom) {
             release_orphan_claims(&state, u, dom).map_err(failed(domain))?;
@@ -413,6 +428,40 @@ fn remove<K: Kernel>(
             .await
             .map_err(failed(domain))
     })
+}
+
+/// `stopped`: the domain's security-group elements and its stored rules go
+/// (CloudStack programs them again at the next start). Never fails: logged.
+fn remove_security_group(
+    config: &Config,
+    state: &StateDir,
+    domain: &str,
+    uuid: Option<&str>,
+    record: Option<&crate::state::Record>,
+) {
+    use crate::security_group as sg;
+    let target = match record {
+        Some(r) => sg::Target::from_record(r),
+        None => sg::Target {
+            name: Some(domain.to_string()),
+            uuid: uuid.map(str::to_string),
+            addresses: Vec::new(),
+            on_host: false,
+        },
+    };
+    let stored = match sg::load(state, &target) {
+        Ok(s) => s.is_some(),
+        Err(e) => {
+            warn!("{e}");
+            true
+        }
+    };
+    if !(config.security_groups || stored) {
+        return;
+    }
+    if let Err(e) = sg::remove_domain(state, &target) {
+        warn!("{e}");
+    }
 }
 
 /// Whether libvirt's status file of the domain named `name` (`<name>.xml` in

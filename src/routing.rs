@@ -83,6 +83,9 @@ pub struct HostSettings<'a> {
     /// With `[firewall] enabled`: the configuration the nftables tables are
     /// ensured for before the domain's taps are accepted.
     pub firewall: Option<&'a crate::config::Config>,
+    /// With `security_groups = true`: apply the domain's security group (its
+    /// stored rules or CloudStack's default) once the tables are ensured.
+    pub security_groups: Option<&'a crate::config::Config>,
 }
 
 impl HostSettings<'_> {
@@ -92,6 +95,7 @@ impl HostSettings<'_> {
             disable_redirects: config.disable_redirects,
             gateway_mac: config.gateway_mac,
             firewall: config.firewall.enabled.then_some(config),
+            security_groups: config.security_groups.then_some(config),
         }
     }
 }
@@ -137,6 +141,13 @@ pub async fn route_domain<K: Kernel>(
     let described = failures.len();
     if failures.is_empty() {
         failures = apply_host_settings(kernel, record, &bridges, host).await;
+    }
+    if let (true, Some(config)) = (failures.is_empty(), host.security_groups) {
+        // One in-process set-element transaction; a failure at `start` rolls
+        // the domain back (fail closed).
+        if let Err(e) = crate::security_group::apply_domain(config, state, record) {
+            failures.push(e.to_string());
+        }
     }
     if failures.is_empty() {
         if let Some(prev) = previous.filter(|p| p != record) {

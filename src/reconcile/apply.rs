@@ -88,6 +88,16 @@ pub async fn apply<K: Kernel>(
     if config.firewall.enabled {
         firewall(kernel, config, d, report).await;
     }
+    if config.security_groups {
+        // Every running VM's elements again, after the tables were ensured
+        // (present elements stay): after a flush or a reinstall of the table, or
+        // a reboot, the rules are back.
+        for r in &d.keep {
+            if let Err(e) = crate::security_group::apply_domain(config, state, r) {
+                report.errors.push(e.to_string());
+            }
+        }
+    }
     if config.disable_redirects && !d.keep.is_empty() {
         for b in view.bridges.keys() {
             match kernel.disable_redirects(b) {

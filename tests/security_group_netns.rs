@@ -116,7 +116,11 @@ impl Lab {
                 .unwrap();
             let mut host: HostNetworks = rt.block_on(firewall::gather(&Config::default())).unwrap();
             host.accepted_ports = vec!["vg1".into()];
-            Ruleset::build(&Config::default(), &FirewallConfig::default(), &host)
+            let config = Config {
+                security_groups: true,
+                ..Config::default()
+            };
+            Ruleset::build(&config, &FirewallConfig::default(), &host)
         })
     }
     /// `virt-l3 security-group ARGS` in the host namespace.

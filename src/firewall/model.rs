@@ -210,6 +210,10 @@ pub struct Ruleset {
     pub foreign_ports: BTreeSet<String>,
     pub accepted_ports: BTreeSet<String>,
     pub bridge_meta: bool,
+    /// Security groups enforced (`security_groups`, issue 16): only then do the
+    /// tables carry their sets and per-shard chains (768 sets, 256 chains), which
+    /// a host without them would pay for at every full install.
+    pub security_groups: bool,
 }
 
 impl Ruleset {
@@ -250,6 +254,7 @@ impl Ruleset {
             host_allow: fw.host_allow.iter().cloned().collect(),
             protected,
             bridge_meta: host.bridge_meta,
+            security_groups: config.security_groups,
         }
     }
 }

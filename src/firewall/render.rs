@@ -98,8 +98,14 @@ pub fn version_and_rules(r: &Ruleset) -> (String, [usize; 3]) {
 pub(crate) fn rule_counts(r: &Ruleset) -> [usize; 3] {
     // prerouting 2, fragments 1, input 1, guest_to_host 6 + host_allow,
     // forward 2, guest_egress 4, protected 2, guest_ingress 2; per security
-    // group shard: security_in4 5, security_in6 6, security_out4 7, security_out6 8.
-    [20 + r.host_allow.len() + 26 * SHARDS as usize, 6, 0]
+    // group shard: security_in4 5, security_in6 6, security_out4 7, security_out6 8
+    // (with security groups only: then also their 4 vmap rules; without, guest_egress
+    // and guest_ingress have 2 and 0 rules).
+    if r.security_groups {
+        [20 + r.host_allow.len() + 26 * SHARDS as usize, 6, 0]
+    } else {
+        [16 + r.host_allow.len(), 6, 0]
+    }
 }
 
 fn quoted<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
@@ -190,7 +196,9 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &p6.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
     );
     // Security groups (issue 16): global sets, one VM's rules are elements.
-    security_sets(&mut out);
+    if r.security_groups {
+        security_sets(&mut out);
+    }
     chain(
         &mut out,
         "prerouting",
@@ -240,9 +248,20 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &[
             "ip daddr @protected4 jump protected".into(),
             "ip6 daddr @protected6 jump protected".into(),
-            "ip saddr vmap @sg_egress_restricted4".into(),
-            "ip6 saddr vmap @sg_egress_restricted6".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            r.security_groups
+                .then(|| {
+                    [
+                        "ip saddr vmap @sg_egress_restricted4".to_string(),
+                        "ip6 saddr vmap @sg_egress_restricted6".to_string(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
+        .collect::<Vec<String>>(),
     );
     chain(
         &mut out,
@@ -257,12 +276,18 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &mut out,
         "guest_ingress",
         None,
-        &[
-            "ip daddr vmap @sg_vms4".into(),
-            "ip6 daddr vmap @sg_vms6".into(),
-        ],
+        &if r.security_groups {
+            vec![
+                "ip daddr vmap @sg_vms4".to_string(),
+                "ip6 daddr vmap @sg_vms6".to_string(),
+            ]
+        } else {
+            Vec::new()
+        },
     );
-    security_chains(&mut out);
+    if r.security_groups {
+        security_chains(&mut out);
+    }
     out.push_str("}\n");
     out
 }

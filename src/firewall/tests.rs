@@ -144,8 +144,12 @@ fn version_ignores_accepted_ports_only() {
 
 #[test]
 fn rules_hold_what_issue_14_asks() {
+    let with_sg = Config {
+        security_groups: true,
+        ..Config::default()
+    };
     let text = render(&Ruleset::build(
-        &Config::default(),
+        &with_sg,
         &fw("host_allow = [\"tcp/80@169.254.169.254\", \"udp/53\"]"),
         &host(),
     ));
@@ -262,4 +266,17 @@ fn rule_counts_from_the_model_match_the_rendering() {
         let counted = ["inet", "bridge", "netdev"].map(|f| super::nft::expected_rules(&text, f));
         assert_eq!(rule_counts(&r), counted);
     }
+}
+
+#[test]
+fn without_security_groups_the_tables_carry_none_of_their_sets_or_chains() {
+    let text = render(&Ruleset::build(&Config::default(), &fw(""), &host()));
+    assert!(!text.contains("sg_"), "{text}");
+    let with_sg = Config {
+        security_groups: true,
+        ..Config::default()
+    };
+    let on = render(&Ruleset::build(&with_sg, &fw(""), &host()));
+    assert!(on.contains("ip daddr vmap @sg_vms4"));
+    assert!(on.len() > 10 * text.len(), "{} vs {}", on.len(), text.len());
 }

@@ -510,6 +510,27 @@ mod tests {
     }
 
     #[test]
+    fn an_urgent_event_skips_the_settle_delay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut p = Pending {
+                dirty: false,
+                first_event: None,
+                next_change: None,
+                urgent: false,
+            };
+            let quick = Duration::from_millis(10);
+            p.mark();
+            assert!(tokio::time::timeout(quick, p.settled()).await.is_err());
+            p.urgent();
+            assert!(tokio::time::timeout(quick, p.settled()).await.is_ok());
+        });
+    }
+
+    #[test]
     fn a_refusal_is_logged_once_until_it_changes_or_returns() {
         let mut refused = Refused::default();
         let a = change(Action::Refuse, "a", "not adopting running domain A: x");

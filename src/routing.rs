@@ -126,10 +126,19 @@ pub async fn route_domain<K: Kernel>(
     // Record first: if we die half-way, stopped/release or reconcile find what to remove.
     state.save_over(record, previous.as_ref())?;
     let wanted = record.plan.entries(record.metric);
-    let results = kernel.install(&wanted, record.protocol).await;
+    // A re-apply (`started` after `start`, `reconnect`) installs only what is missing.
+    let reapply = previous.as_ref().is_some_and(|p| {
+        p.plan == record.plan && p.metric == record.metric && p.protocol == record.protocol
+    });
+    let to_install = if reapply {
+        missing(kernel, &bridges, &wanted, record.protocol).await
+    } else {
+        wanted.clone()
+    };
+    let results = kernel.install(&to_install, record.protocol).await;
     // What went in, and so what a rollback takes out (removing what the kernel
     // refused would only fail again, or take out an entry this call never touched).
-    let installed: Vec<Entry> = wanted
+    let installed: Vec<Entry> = to_install
         .iter()
         .zip(&results)
         .filter(|(_, r)| r.is_ok())
@@ -140,7 +149,7 @@ pub async fn route_domain<K: Kernel>(
     let mut failures = describe(refused);
     let described = failures.len();
     if failures.is_empty() {
-        failures = apply_host_settings(kernel, record, &bridges, host).await;
+        failures = apply_host_settings(kernel, record, &bridges, host, reapply).await;
     }
     if let (true, Some(config)) = (failures.is_empty(), host.security_groups) {
         // One in-process set-element transaction; a failure at `start` rolls
@@ -180,6 +189,27 @@ pub async fn route_domain<K: Kernel>(
             failed,
             failures,
         }),
+    }
+}
+
+/// The entries of `wanted` the kernel does not hold as wanted (all of them when
+/// it cannot be read). A re-apply of an unchanged record (`started` after `start`,
+/// `reconnect`) then changes nothing: the kernel replaces an identical IPv6 route
+/// (and tells every listener, BGP daemons included) where it leaves IPv4 alone.
+async fn missing<K: Kernel>(
+    kernel: &mut K,
+    bridges: &[&str],
+    wanted: &[Entry],
+    protocol: u8,
+) -> Vec<Entry> {
+    let names: Vec<String> = bridges.iter().map(|b| b.to_string()).collect();
+    match crate::kernel::KernelView::read(kernel, &names).await {
+        Ok(view) => wanted
+            .iter()
+            .filter(|e| !view.has(e, protocol))
+            .cloned()
+            .collect(),
+        Err(_) => wanted.to_vec(),
     }
 }
 
@@ -239,6 +269,7 @@ async fn apply_host_settings<K: Kernel>(
     record: &Record,
     bridges: &[&str],
     host: HostSettings<'_>,
+    reapply: bool,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     if host.disable_redirects {
@@ -254,7 +285,16 @@ async fn apply_host_settings<K: Kernel>(
         }
     }
     if failures.is_empty() && host.isolate_taps {
+        // A re-apply leaves a tap that is isolated already alone.
+        let isolated = if reapply {
+            kernel.isolated_ports().await.unwrap_or_default()
+        } else {
+            Default::default()
+        };
         for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+            if isolated.get(tap) == Some(&true) {
+                continue;
+            }
             if let Err(e) = kernel.set_port_isolation(tap, true).await {
                 failures.push(e.to_string());
             }

@@ -106,6 +106,9 @@ struct Pending {
     first_event: Option<Instant>,
     /// When a domain's metric is due to change by itself.
     next_change: Option<Instant>,
+    /// A domain's metric is due to change now (a migration's switch-over):
+    /// reconcile without waiting for events to settle.
+    urgent: bool,
 }
 
 impl Pending {
@@ -123,10 +126,17 @@ impl Pending {
         self.first_event = Some(Instant::now());
     }
 
+    /// A reconcile is due at once.
+    fn urgent(&mut self) {
+        self.mark();
+        self.urgent = true;
+    }
+
     /// Resolves when events have been quiet for [`SETTLE`], or [`MAX_DELAY`]
-    /// after the first of them; never when nothing is due.
+    /// after the first of them, or at once when urgent; never when nothing is due.
     async fn settled(&self) {
         match self.first_event {
+            Some(_) if self.dirty && self.urgent => {}
             Some(t0) if self.dirty => {
                 let deadline = (Instant::now() + SETTLE).min(t0 + MAX_DELAY);
                 tokio::time::sleep_until(deadline).await
@@ -335,6 +345,7 @@ pub async fn watch(
         dirty: true,
         first_event: Some(Instant::now()),
         next_change: None,
+        urgent: false,
     };
     let mut bridge_indexes: Vec<u32> = Vec::new();
     let mut refused = Refused::default();
@@ -367,8 +378,13 @@ pub async fn watch(
             }
             r = status_changed(&status) => {
                 if let Ok(names) = r {
+                    let urgent = crate::reconcile::observe::standing_due(config, &names);
                     refresh_changed(&mut kernel, config, names).await;
-                    pending.mark();
+                    if urgent {
+                        pending.urgent();
+                    } else {
+                        pending.mark();
+                    }
                 }
             }
             _ = pending.metric_due() => {
@@ -384,6 +400,7 @@ pub async fn watch(
             }
             _ = pending.settled() => {
                 pending.dirty = false;
+                pending.urgent = false;
                 pending.first_event = None;
                 reconcile_now(&mut kernel, config, &mut pending.next_change, &mut refused).await;
                 bridge_indexes = routed_bridge_indexes(&mut kernel, config).await;
@@ -493,6 +510,27 @@ mod tests {
             domain: Some(domain.into()),
             what: what.into(),
         }
+    }
+
+    #[test]
+    fn an_urgent_event_skips_the_settle_delay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut p = Pending {
+                dirty: false,
+                first_event: None,
+                next_change: None,
+                urgent: false,
+            };
+            let quick = Duration::from_millis(10);
+            p.mark();
+            assert!(tokio::time::timeout(quick, p.settled()).await.is_err());
+            p.urgent();
+            assert!(tokio::time::timeout(quick, p.settled()).await.is_ok());
+        });
     }
 
     #[test]

@@ -625,3 +625,59 @@ fn start_accepts_the_tap_and_stopped_forgets_it() {
     let m = lab.kernel.snapshot();
     assert!(!m.firewall && m.accepted_ports.is_empty());
 }
+
+#[test]
+fn started_after_start_changes_nothing_in_the_kernel() {
+    // The kernel replaces an identical IPv6 route (and tells BGP daemons) where it
+    // leaves IPv4 alone: a re-apply of an unchanged record must install nothing.
+    let lab = Lab::new();
+    lab.hook("migrate").unwrap();
+    lab.hook("start").unwrap();
+    let before = lab.kernel.snapshot().log.len();
+    lab.hook("started").unwrap();
+    let log = lab.kernel.snapshot().log;
+    assert_eq!(log.len(), before, "{:?}", &log[before..]);
+    assert_eq!(
+        lab.routes(),
+        expected_routes(&lab, lab.config.standby_metric)
+    );
+    // What is missing still goes in.
+    lab.kernel
+        .with(|m| m.routes.retain(|r| !r.destination.addr().is_ipv6()));
+    lab.hook("started").unwrap();
+    assert_eq!(
+        lab.routes(),
+        expected_routes(&lab, lab.config.standby_metric)
+    );
+}
+
+#[test]
+fn a_status_write_that_changes_the_metric_is_urgent_for_watch() {
+    use virt_l3::reconcile::observe::standing_due;
+    let lab = Lab::new();
+    let names = [std::ffi::OsString::from(format!("{NAME}.xml"))];
+    // No record: nothing due.
+    lab.running("running", "booted");
+    assert!(!standing_due(&lab.config, &names));
+    lab.hook("migrate").unwrap();
+    lab.hook("start").unwrap();
+    // The destination, paused while the memory is copied: stays standby.
+    lab.running("paused", "migration");
+    assert!(!standing_due(&lab.config, &names));
+    // Resumed here: standby -> arrived at once.
+    lab.running("running", "migrated");
+    assert!(standing_due(&lab.config, &names));
+    lab.reconcile();
+    assert!(!standing_due(&lab.config, &names));
+    // A source paused for the switch-over: active -> leaving at once.
+    let src = Lab::new();
+    src.hook("start").unwrap();
+    src.running("running", "booted");
+    assert!(!standing_due(&src.config, &names));
+    src.running("paused", "migration");
+    assert!(standing_due(&src.config, &names));
+    src.reconcile();
+    // Resumed after a failed migration: back to active at once.
+    src.running("running", "migration canceled");
+    assert!(standing_due(&src.config, &names));
+}

@@ -275,6 +275,16 @@ pub fn desired(
     out
 }
 
+/// Whether a record's metric or standby flag is due to change for its run state
+/// (what [`restand`] would change).
+pub fn restand_due(config: &Config, rec: &Record, rs: &RunState, now_ms: u64) -> bool {
+    let current = Standing {
+        metric: rec.metric,
+        standby: rec.standby,
+    };
+    metric_for(config, current, rec.since_ms, rs, now_ms) != current
+}
+
 /// Gives a kept record the metric its run state calls for; the change, if any.
 fn restand(config: &Config, rec: &mut Record, rs: &RunState, now_ms: u64) -> Option<Change> {
     let current = Standing {

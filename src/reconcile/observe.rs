@@ -109,3 +109,28 @@ pub fn tap_owners(dir: &std::path::Path) -> std::collections::HashMap<String, St
         })
         .collect()
 }
+
+/// Whether one of libvirt's status files just written (`names`, in the status
+/// directory) calls for a new metric for its domain's routes: the destination of
+/// a live migration resumed (standby → arrived), or the source paused for the
+/// switch-over (active → leaving) or resumed after a failed one. `watch`
+/// reconciles at once then, without waiting for events to settle: the upstream
+/// path follows the guest. Reads those files and their records only.
+pub fn standing_due(config: &Config, names: &[std::ffi::OsString]) -> bool {
+    let state = StateDir::new(&config.state_dir);
+    names.iter().any(|n| {
+        let Ok(bytes) = std::fs::read(config.libvirt_status_dir.join(n)) else {
+            return false;
+        };
+        let Ok(xml) = DomainXml::parse(&bytes) else {
+            return false;
+        };
+        let (Some(rs), Some(uuid)) = (xml.run_state.as_ref(), xml.uuid.as_deref()) else {
+            return false;
+        };
+        match state.record(uuid) {
+            Ok(Some(rec)) => super::decide::restand_due(config, &rec, rs, crate::state::now_ms()),
+            _ => false,
+        }
+    })
+}

@@ -13,12 +13,15 @@
 # the destination's "Resumed Migrated" event): source suspended, kernel route changes on
 # both hypervisors, upstream route change (its kernel, fed by BIRD). Results go to
 # REAL_MIGRATION_RESULTS (default target/guest/migration-results.txt).
-# Then a migration hv1 -> hv2 cancelled mid-way (--bandwidth 1, virsh domjobabort): the
-# source keeps running and stays the upstream's path (metric 100), no ping is lost, the
-# destination is left without the domain or any proto-52 route.
+# REAL_MIGRATION_ROUNDS (default 2) rounds of hv1 -> hv2 -> hv1, then a summary (median/max)
+# of the timings. Then a migration hv1 -> hv2 cancelled mid-way (--bandwidth 1, virsh
+# domjobabort), and one the destination refuses (its config denies the guest's /32: its
+# hook fails at prepare): each time the source keeps running and stays the upstream's
+# path (metric 100), no ping is lost, the destination is left without the domain or any
+# proto-52 route.
 # Measures the timings; asserts only what must hold (migration succeeds, the guest answers
 # after each, no duplicate, the source left clean; the cancelled case above).
-# Needs root, qemu-system-x86, bird2; ~1.5 minutes.
+# Needs root, qemu-system-x86, bird2; ~2 minutes (REAL_MIGRATION_ROUNDS=5: ~3 minutes).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/libvirtd.sh
@@ -185,7 +188,7 @@ analyse() { # LABEL SRC DST T0
   {
     echo "== $label ($(date -u +%FT%TZ)); virsh migrate --live --persistent --undefinesource $DOM qemu+unix:///system?socket=... tcp://..."
     for f in 4 6; do
-      awk -v fam="IPv$f" -v r="$r" '
+      awk -v fam="IPv$f" -v r="$r" -v out="$W/$label.stat$f" '
         /bytes from/ { t = substr($1, 2, length($1) - 2)
                        if ($0 ~ /DUP!/) { dup++; next }
                        if (last != "" && t - last > gap) { gap = t - last; gapend = t }
@@ -194,7 +197,8 @@ analyse() { # LABEL SRC DST T0
         /packets transmitted/ { sent = $1 }
         END { printf "  %s: sent %d, answered %d, lost %d, duplicated %d, longest gap %.0f ms", fam, sent, recv, sent - recv, dup, gap * 1000
               if (r != "") printf " (ended %.0f ms after the resume); first answer %.0f ms after the resume", (gapend - r) * 1000, (first - r) * 1000
-              printf "\n" }' "$W/$label.ping$f"
+              printf "\n"
+              printf "%d %d %.0f\n", sent - recv, dup, gap * 1000 > out }' "$W/$label.ping$f"
     done
     if [ -n "$resume" ]; then
       [ -n "$suspend" ] && echo "  source suspended: $(awk -v a="$(date -d "$suspend" +%s.%N)" -v r="$r" 'BEGIN { printf "%.0f ms", (a - r) * 1000 }') (from the destination's resume)"
@@ -207,20 +211,67 @@ analyse() { # LABEL SRC DST T0
             if (e + 0 < t0 + 0) next
             printf "  %-8s %7.0f ms  %s\n", who, (e - r) * 1000, line }' "$W/$h.routes" 2>/dev/null
       done | sort -s -k2,2n
+      summary_line "$label" "$src" "$dst" "$t0" "$r" "$(date -d "${suspend:-$resume}" +%s.%N)"
     else
       echo "  (no Resumed Migrated event on $dst)"
     fi
   } | tee -a "$RESULTS"
 }
 
+# ms from the resume R to the first line of FILE (after T0) naming ADDR and matching RE.
+first_ms() { # FILE T0 R ADDR RE
+  awk -v t0="$2" -v r="$3" -v a="$4" -v re="$5" '
+    /^\[/ { ts = $1; gsub(/[\[\]]/, "", ts) }
+    { line = $0; sub(/^\[[^]]*\] /, "", line) }
+    index(line, a) && line ~ re {
+      cmd = "date -d \"" ts "\" +%s.%N"; cmd | getline e; close(cmd)
+      if (e + 0 < t0 + 0) next
+      printf "%.0f\n", (e - r) * 1000; exit }' "$1" 2>/dev/null
+}
+
+# One line of $W/summary per migration: label, pause, destination kernel at the
+# arrived metric and upstream switch (per family), then lost, duplicated, longest gap per family.
+summary_line() { # LABEL SRC DST T0 RESUME SUSPEND
+  local label=$1 src=$2 dst=$3 t0=$4 r=$5 sus=$6 d4 d6 k4 k6 s4 s6
+  if [ "$dst" = "$H1" ]; then d4=$A1 d6=$A16; else d4=$A2 d6=$A26; fi
+  k4=$(first_ms "$W/$dst.routes" "$t0" "$r" "$V4/32 " '^[^D].*metric 1500')
+  [ -n "$k4" ] || k4=$(first_ms "$W/$dst.routes" "$t0" "$r" "$V4 " '^[^D].*metric 1500')
+  k6=$(first_ms "$W/$dst.routes" "$t0" "$r" "$V6 " '^[^D].*metric 1500')
+  s4=$(first_ms "$W/up.routes" "$t0" "$r" "$V4 " "^[^D].*via $d4 ")
+  s6=$(first_ms "$W/up.routes" "$t0" "$r" "$V6 " "^[^D].*via $d6 ")
+  printf '%s %s %s %s %s %s %s %s\n' "$label" \
+    "$(awk -v a="$sus" -v r="$r" 'BEGIN { printf "%.0f", (r - a) * 1000 }')" \
+    "${k4:--}" "${k6:--}" "${s4:--}" "${s6:--}" \
+    "$(cat "$W/$label.stat4" 2>/dev/null || echo '- - -')" "$(cat "$W/$label.stat6" 2>/dev/null || echo '- - -')" >>"$W/summary"
+  echo "  summary: resume -> destination kernel 1500: ${k4:--}/${k6:--} ms, -> upstream switched: ${s4:--}/${s6:--} ms (IPv4/IPv6)"
+}
+
+# Median and max of a column over the lines of $W/summary matching a label prefix.
+stat_col() { # PREFIX COLUMN
+  grep "^$1" "$W/summary" | awk -v c="$2" '$c != "-" { print $c }' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s/%s (n=%d)", m, v[NR], NR }'
+}
+
 : >"$RESULTS.new"
 mv "$RESULTS.new" "$RESULTS"
-step "migrate hv1 -> hv2"
-migrate "$H1" "$H2" "$M2" hv1-to-hv2
-check "hv1 has no proto 52 route left" test -z "$(e2e_all_routes "$H1")"
-step "migrate hv2 -> hv1"
-migrate "$H2" "$H1" "$M1" hv2-to-hv1
-check "hv2 has no proto 52 route left" test -z "$(e2e_all_routes "$H2")"
+: >"$W/summary"
+ROUNDS=${REAL_MIGRATION_ROUNDS:-2}
+for ((i = 1; i <= ROUNDS; i++)); do
+  step "migrate hv1 -> hv2 ($i of $ROUNDS)"
+  migrate "$H1" "$H2" "$M2" "hv1-to-hv2-$i"
+  check "hv1 has no proto 52 route left" test -z "$(e2e_all_routes "$H1")"
+  step "migrate hv2 -> hv1 ($i of $ROUNDS)"
+  migrate "$H2" "$H1" "$M1" "hv2-to-hv1-$i"
+  check "hv2 has no proto 52 route left" test -z "$(e2e_all_routes "$H2")"
+done
+{
+  echo "== summary over $((2 * ROUNDS)) migrations (median/max, ms from the destination's resume; REAL_MIGRATION_ROUNDS=$ROUNDS)"
+  echo "  | migrations | guest paused | resume -> dest. kernel 1500 (v4, v6) | resume -> upstream switched (v4, v6) | lost per family (v4, v6) | duplicated | longest gap (v4, v6) |"
+  for pre in hv1-to-hv2 hv2-to-hv1 hv; do
+    echo "  | $pre | $(stat_col "$pre" 2) | $(stat_col "$pre" 3), $(stat_col "$pre" 4) | $(stat_col "$pre" 5), $(stat_col "$pre" 6) | $(stat_col "$pre" 7), $(stat_col "$pre" 10) | $(stat_col "$pre" 8), $(stat_col "$pre" 11) | $(stat_col "$pre" 9), $(stat_col "$pre" 12) |"
+  done
+  sed 's/^/  raw: /' "$W/summary"
+} | tee -a "$RESULTS"
 
 # A migration cancelled mid-way (virsh domjobabort on the source while the memory is
 # still being copied, slowed to 1 MiB/s): the source must stay the preferred path and
@@ -259,6 +310,43 @@ for f in 4 6; do
   lost=$(awk '/packets transmitted/ { print $1 - $4 }' "$W/cancel.ping$f")
   echo "== cancelled hv1 -> hv2, IPv$f: $(grep 'packets transmitted' "$W/cancel.ping$f")" | tee -a "$RESULTS"
   check "cancel: no ping lost (IPv$f; the reply to the last one may still be in flight)" test "${lost:-99}" -le 1
+done
+
+# A migration the destination refuses: its config denies the guest's /32, so its hook
+# fails at `prepare` (libvirt then aborts the migration). The source must stay the
+# preferred path (metric 100, upstream via hv1), no ping lost, the destination clean.
+step "a migration hv1 -> hv2 the destination refuses (deny = [\"$V4/32\"] at prepare)"
+lab_exec "$H2" cat /etc/virt-l3/config.toml >"$W/hv2.config.toml"
+{ cat "$W/hv2.config.toml"; printf '\ndeny = ["%s/32"]\n' "$V4"; } | lab_write "$H2" /etc/virt-l3/config.toml
+for f in 4 6; do
+  p=$V4
+  [ $f = 6 ] && p=$V6
+  ip netns exec "$UP" ping -$f -D -i 0.02 "$p" >"$W/refuse.ping$f" 2>&1 &
+  eval "PING$f=\$!"
+done
+sleep 1
+: >"$W/refuse.mark"
+t0=$(now)
+lab_exec "$H1" virsh -c qemu:///system migrate --live --persistent --undefinesource "$DOM" \
+  "qemu+unix:///system?socket=$(sock "$H2")" "tcp://$M2" >"$W/refuse.migrate" 2>&1
+mrc=$?
+check "refuse: virsh migrate fails (exit $mrc: $(tr '\n' ' ' <"$W/refuse.migrate" | sed 's/.*unexpected exit status [0-9]*: //' | cut -c1-200))" test "$mrc" != 0
+check "refuse: the guest runs on the source" poll 10 runs_on "$H1"
+check "refuse: the destination has no domain" poll 20 gone_from "$H2"
+check "refuse: the destination has no proto 52 route left" poll 10 clean "$H2"
+check "refuse: the source's routes are active (100)" poll 10 src_metric_100
+check "refuse: the upstream's path is the source's" via_src
+sleep 1
+kill -INT "$PING4" "$PING6"
+wait "$PING4" "$PING6" 2>/dev/null
+via_dst_seen=$(first_ms "$W/up.routes" "$t0" "$t0" "$V4 " "^[^D].*via $A2 ")$(first_ms "$W/up.routes" "$t0" "$t0" "$V6 " "^[^D].*via $A26 ")
+check "refuse: the upstream never had a path via the destination" test -z "$via_dst_seen"
+lab_write "$H2" /etc/virt-l3/config.toml <"$W/hv2.config.toml"
+for f in 4 6; do
+  lost=$(awk '/packets transmitted/ { print $1 - $4 }' "$W/refuse.ping$f")
+  echo "== refused hv1 -> hv2, IPv$f: $(grep 'packets transmitted' "$W/refuse.ping$f"); virsh: $(tr '\n' ' ' <"$W/refuse.migrate" | sed 's/.*unexpected exit status [0-9]*: //' | cut -c1-200)" | tee -a "$RESULTS"
+  check "refuse: no ping lost (IPv$f; the reply to the last one may still be in flight)" test "${lost:-99}" -le 1
+  check "refuse: no duplicated ping reply (IPv$f)" test "$(grep -c 'DUP!' "$W/refuse.ping$f")" = 0
 done
 echo "results: $RESULTS"
 echo "real-guest-migration: $SECONDS s"

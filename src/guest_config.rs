@@ -128,13 +128,8 @@ pub fn netplan(
 ) -> Result<String, GuestConfigError> {
     let nics = guest_nics(plan, config)?;
     let multi = nics.len() > 1;
-    let mut y = String::new();
-    // Writing to a String cannot fail.
-    let mut w = |line: String| {
-        y.push_str(&line);
-        y.push('\n');
-    };
-    w(format!(
+    let mut y = Yaml::default();
+    y.line(format!(
         "# virt-l3 guest-config for domain {} ({}): the guest side of the routes",
         plan.name,
         if plan.uuid.is_empty() {
@@ -143,104 +138,125 @@ pub fn netplan(
             &plan.uuid
         }
     ));
-    w("# virt-l3 installs on the hypervisor. Generated; do not edit.".into());
-    w("network:".into());
-    w("  version: 2".into());
+    y.line("# virt-l3 installs on the hypervisor. Generated; do not edit.");
+    y.line("network:");
+    y.line("  version: 2");
     if nics.is_empty() {
-        w("  ethernets: {}".into());
-        return Ok(y);
+        y.line("  ethernets: {}");
+        return Ok(y.0);
     }
-    w("  ethernets:".into());
+    y.line("  ethernets:");
     for n in &nics {
-        w(format!("    {}:", nic_id(n.index)));
-        w("      match:".into());
-        w(format!("        macaddress: \"{}\"", n.nic.mac));
+        y.line(format!("    {}:", nic_id(n.index)));
+        y.line("      match:");
+        y.line(format!("        macaddress: \"{}\"", n.nic.mac));
         if let Some(prefix) = &options.set_name_prefix {
-            w(format!(
+            y.line(format!(
                 "      set-name: \"{}\"",
                 interface_name(plan, n, prefix)?
             ));
         }
-        w("      dhcp4: false".into());
-        w("      dhcp6: false".into());
-        w("      accept-ra: false".into());
-        // The hypervisor's filter accepts IPv6 only from the NIC's pinned link-local.
-        let static_ll = match n.nic.link_local {
-            Some(ll) if ll == eui64_link_local(n.nic.mac) => {
-                w("      ipv6-address-generation: eui64".into());
-                None
-            }
-            Some(ll) => {
-                w("      link-local: []".into());
-                Some(ll)
-            }
-            None => None,
-        };
-        w("      addresses:".into());
-        for a in &n.v4 {
-            w(format!("        - \"{a}/32\""));
+        y.line("      dhcp4: false");
+        y.line("      dhcp6: false");
+        y.line("      accept-ra: false");
+        netplan_addresses(&mut y, n, config);
+        netplan_routes(&mut y, n, multi);
+    }
+    Ok(y.0)
+}
+
+/// The YAML being written (writing to a String cannot fail).
+#[derive(Default)]
+struct Yaml(String);
+
+impl Yaml {
+    fn line(&mut self, line: impl AsRef<str>) {
+        self.0.push_str(line.as_ref());
+        self.0.push('\n');
+    }
+}
+
+/// One NIC's link-local choice, addresses and name servers.
+fn netplan_addresses(y: &mut Yaml, n: &GuestNic<'_>, config: &Config) {
+    // The hypervisor's filter accepts IPv6 only from the NIC's pinned link-local.
+    let static_ll = match n.nic.link_local {
+        Some(ll) if ll == eui64_link_local(n.nic.mac) => {
+            y.line("      ipv6-address-generation: eui64");
+            None
         }
-        if let Some(ll) = static_ll {
-            w(format!("        - \"{ll}/64\""));
+        Some(ll) => {
+            y.line("      link-local: []");
+            Some(ll)
         }
-        for a in &n.v6 {
-            w(format!("        - \"{a}/128\""));
-        }
-        if !config.guest_nameservers.is_empty() {
-            w("      nameservers:".into());
-            w("        addresses:".into());
-            for s in &config.guest_nameservers {
-                w(format!("          - \"{s}\""));
-            }
-        }
-        // The first NIC carries the main table's default routes; with several
-        // NICs each one also gets its own table, selected by source address.
-        let table = SOURCE_TABLE_BASE + n.index as u32;
-        let mut tables: Vec<Option<u32>> = Vec::new();
-        if n.index == 0 {
-            tables.push(None);
-        }
-        if multi {
-            tables.push(Some(table));
-        }
-        w("      routes:".into());
-        for t in &tables {
-            if let Some(g) = n.gateway4 {
-                w("        - to: \"0.0.0.0/0\"".into());
-                w(format!("          via: \"{g}\""));
-                w("          on-link: true".into());
-                if let Some(t) = t {
-                    w(format!("          table: {t}"));
-                }
-            }
-            if let Some(g) = n.gateway6 {
-                w("        - to: \"::/0\"".into());
-                w(format!("          via: \"{g}\""));
-                if let Some(t) = t {
-                    w(format!("          table: {t}"));
-                }
-            }
-        }
-        if multi {
-            w("      routing-policy:".into());
-            let sources =
-                n.v4.iter()
-                    .map(|a| format!("{a}/32"))
-                    .chain(n.v6.iter().map(|a| format!("{a}/128")))
-                    .chain(n.nic.routed_prefixes.iter().map(|p| p.prefix.to_string()));
-            for s in sources {
-                w(format!("        - from: \"{s}\""));
-                w(format!("          table: {table}"));
-            }
-        }
-        for p in &n.nic.routed_prefixes {
-            w(format!(
-                "      # routed to this NIC via {} (not an address of the guest): {}",
-                p.via, p.prefix
-            ));
+        None => None,
+    };
+    y.line("      addresses:");
+    for a in &n.v4 {
+        y.line(format!("        - \"{a}/32\""));
+    }
+    if let Some(ll) = static_ll {
+        y.line(format!("        - \"{ll}/64\""));
+    }
+    for a in &n.v6 {
+        y.line(format!("        - \"{a}/128\""));
+    }
+    if !config.guest_nameservers.is_empty() {
+        y.line("      nameservers:");
+        y.line("        addresses:");
+        for s in &config.guest_nameservers {
+            y.line(format!("          - \"{s}\""));
         }
     }
-    Ok(y)
+}
+
+/// One NIC's default routes (the main table for the first NIC; with several
+/// NICs each one also gets its own table, selected by source address), its
+/// routing policy and, as comments, the prefixes routed to it.
+fn netplan_routes(y: &mut Yaml, n: &GuestNic<'_>, multi: bool) {
+    let table = SOURCE_TABLE_BASE + n.index as u32;
+    let mut tables: Vec<Option<u32>> = Vec::new();
+    if n.index == 0 {
+        tables.push(None);
+    }
+    if multi {
+        tables.push(Some(table));
+    }
+    y.line("      routes:");
+    for t in &tables {
+        if let Some(g) = n.gateway4 {
+            y.line("        - to: \"0.0.0.0/0\"");
+            y.line(format!("          via: \"{g}\""));
+            y.line("          on-link: true");
+            if let Some(t) = t {
+                y.line(format!("          table: {t}"));
+            }
+        }
+        if let Some(g) = n.gateway6 {
+            y.line("        - to: \"::/0\"");
+            y.line(format!("          via: \"{g}\""));
+            if let Some(t) = t {
+                y.line(format!("          table: {t}"));
+            }
+        }
+    }
+    if multi {
+        y.line("      routing-policy:");
+        let sources =
+            n.v4.iter()
+                .map(|a| format!("{a}/32"))
+                .chain(n.v6.iter().map(|a| format!("{a}/128")))
+                .chain(n.nic.routed_prefixes.iter().map(|p| p.prefix.to_string()));
+        for s in sources {
+            y.line(format!("        - from: \"{s}\""));
+            y.line(format!("          table: {table}"));
+        }
+    }
+    for p in &n.nic.routed_prefixes {
+        y.line(format!(
+            "      # routed to this NIC via {} (not an address of the guest): {}",
+            p.via, p.prefix
+        ));
+    }
 }
 
 /// `<prefix><index>`, if it is a valid Linux interface name (at most 15 bytes of

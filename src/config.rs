@@ -107,7 +107,7 @@ pub struct Config {
     /// virt-l3's nftables tables (`[firewall]`, docs/FIREWALL.md): fail-closed
     /// bridge ports and the host's protection from its guests, on by default.
     #[serde(default)]
-    pub firewall: crate::firewall::FirewallConfig,
+    pub firewall: crate::firewall::settings::FirewallConfig,
 }
 
 /// The guests' gateway MAC: one fixed value for every routed bridge, or one per
@@ -199,7 +199,7 @@ impl Default for Config {
             guest_nameservers: Vec::new(),
             link_local: LinkLocal::Eui64,
             security_groups: false,
-            firewall: crate::firewall::FirewallConfig::default(),
+            firewall: crate::firewall::settings::FirewallConfig::default(),
         }
     }
 }

@@ -16,11 +16,13 @@ pub mod model;
 pub mod nfnetlink;
 pub mod nft;
 pub mod render;
+pub mod settings;
 
 pub use gather::gather;
-pub use model::{EntryError, FirewallConfig, HostNetworks, HostService, Protected, Proto, Ruleset};
+pub use model::{HostNetworks, Ruleset};
 pub use nft::{install, installed_matches, remove};
 pub use render::{render, version, TABLE, TABLES};
+pub use settings::{EntryError, FirewallConfig, HostService, Protected, Proto};
 
 use crate::config::Config;
 

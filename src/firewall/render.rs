@@ -10,7 +10,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::model::{HostService, Ruleset};
+use super::model::Ruleset;
+use super::settings::HostService;
 use crate::security_group::elements::{sharded, SETS as SG_SETS, SHARDS};
 
 /// The tables virt-l3 owns, as `(family, name)`.

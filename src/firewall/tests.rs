@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use super::model::*;
 use super::render::*;
+use super::settings::*;
 use crate::config::Config;
 
 fn host() -> HostNetworks {

@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::kernel::{Kernel as _, NetlinkKernel};
-use crate::reconcile::reconcile;
+use crate::reconcile::{reconcile_scoped, Scope};
 
 /// How long events must be quiet before reconciling.
 pub const SETTLE: Duration = Duration::from_millis(50);
@@ -189,6 +189,9 @@ pub async fn watch(
         next_change: None,
     };
     let mut bridge_indexes: Vec<u32> = Vec::new();
+    // The first reconcile sweeps (strays included); the ones events trigger look
+    // up the recorded entries only, at a cost that follows them.
+    let mut scope = Scope::Sweep;
     info!(status_dir = %config.libvirt_status_dir.display(), "watching");
     loop {
         tokio::select! {
@@ -229,7 +232,9 @@ pub async fn watch(
             _ = pending.settled() => {
                 pending.dirty = false;
                 pending.first_event = None;
-                reconcile_now(&mut kernel, config, &mut pending.next_change).await;
+                if reconcile_now(&mut kernel, config, scope, &mut pending.next_change).await {
+                    scope = Scope::Records;
+                }
                 bridge_indexes = routed_bridge_indexes(&mut kernel, config).await;
             }
         }
@@ -237,13 +242,14 @@ pub async fn watch(
 }
 
 /// One reconcile, logged; sets when the next one is due by itself (left as it
-/// was when the reconcile failed).
+/// was when the reconcile failed). Whether it ran.
 async fn reconcile_now(
     kernel: &mut NetlinkKernel,
     config: &Config,
+    scope: Scope,
     next_change: &mut Option<Instant>,
-) {
-    match reconcile(kernel, config, false).await {
+) -> bool {
+    match reconcile_scoped(kernel, config, false, scope).await {
         Ok(report) => {
             // A metric due to change by itself (an arrived VM's hold ends).
             *next_change = report.next_change.map(|at| {
@@ -261,8 +267,12 @@ async fn reconcile_now(
             for e in &report.errors {
                 warn!("{e}");
             }
+            true
         }
-        Err(e) => warn!("reconcile failed: {e}"),
+        Err(e) => {
+            warn!("reconcile failed: {e}");
+            false
+        }
     }
 }
 

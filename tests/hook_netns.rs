@@ -467,7 +467,11 @@ fn hook_as_libvirt(
     // A hook that fails before reading stdin (a bad configuration) closes it early:
     // libvirt ignores that EPIPE ("child closed stdin early"), and so does this test.
     if let Err(e) = child.stdin.take().unwrap().write_all(xml) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing the hook's stdin: {e}");
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing the hook's stdin: {e}"
+        );
     }
     child.wait_with_output().unwrap()
 }

@@ -69,7 +69,7 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
             )
         }
     };
-    let view = match KernelView::read(kernel, &config.bridges).await {
+    let view = match KernelView::sweep(kernel, &config.bridges, config.route_protocol).await {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };

@@ -17,6 +17,7 @@ use crate::plan::Entry;
 pub mod batch;
 pub mod fake;
 pub mod netlink;
+mod reads;
 pub mod sysctl;
 pub mod view;
 
@@ -71,6 +72,18 @@ pub struct KernelNeighbour {
     pub protocol: u8,
 }
 
+/// What the kernel answered for one looked-up entry ([`Kernel::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The route the kernel uses for the entry's destination through its bridge
+    /// (not necessarily the entry: another metric or protocol may come first).
+    Route(KernelRoute),
+    /// The neighbour entry of that address on that bridge.
+    Neighbour(KernelNeighbour),
+    /// No answer: no such neighbour, no route through that bridge, no bridge.
+    Nothing,
+}
+
 /// The bridge an entry is on.
 pub(crate) fn bridge_of(e: &Entry) -> &str {
     match e {
@@ -120,6 +133,18 @@ pub trait Kernel {
 
     /// Every route in the main table (both families).
     async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError>;
+
+    /// The main table's routes of `protocol` (both families): a dump the kernel
+    /// filters itself where it can (strict checking, like `ip route show proto
+    /// 52`), else every route, filtered here. Its cost follows the table's size.
+    async fn routes_of(&mut self, protocol: u8) -> Result<Vec<KernelRoute>, KernelError>;
+
+    /// Looks up each entry, one request per entry, pipelined: for a route, the
+    /// route the kernel uses for its destination through its bridge (a FIB
+    /// match); for a neighbour, the entry of its address on its bridge. Returns
+    /// one answer per entry, in order. Its cost follows the number of entries,
+    /// not the table's size.
+    async fn lookup(&mut self, entries: &[Entry]) -> Result<Vec<Found>, KernelError>;
 
     /// Every neighbour entry (both families) on the given interface.
     async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError>;

@@ -94,6 +94,11 @@ impl Lab {
 
     /// Runs `virt-l3 ARGS` inside the namespace with `stdin` as input.
     pub fn virt_l3(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.virt_l3_env(&[], args, stdin)
+    }
+
+    /// [`Lab::virt_l3`] with environment variables set.
+    pub fn virt_l3_env(&self, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_virt-l3")])
@@ -101,6 +106,7 @@ impl Lab {
             .arg(self.config_path())
             .args(args)
             .env_remove("VIRT_L3_CONFIG")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
+mod bulk;
 mod dirfd;
 
 use dirfd::{Dir, Kind, LinkText};

@@ -27,7 +27,7 @@ use common::{env_number, seed_from_env, stderr, Lab, Rng, TestDomain};
 /// every state a crash can leave (a netlink batch is applied whole inside one
 /// `sendto`: SIGKILL is only acted upon when the call returns).
 const SYSCALLS: &str =
-    "sendto,sendmsg,write,symlink,symlinkat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,fsync,fdatasync,flock";
+    "sendto,sendmsg,write,symlink,symlinkat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,fsync,fdatasync,syncfs,flock";
 
 #[derive(Debug, Clone, Copy)]
 enum Kill {

@@ -88,7 +88,6 @@ ip netns del "$NSF"
 cat "$OUT/scale.md" >&2
 
 echo "scale: boot adoption of $N domains against ip -batch" >&2
-{
-  echo
-  benches/reconcile-bulk.sh "$N" "$BIN" | tee /dev/stderr
-} >>"$OUT/scale.md"
+benches/reconcile-bulk.sh "$N" "$BIN" >"$W/bulk.md"
+cat "$W/bulk.md" >&2
+{ echo; cat "$W/bulk.md"; } >>"$OUT/scale.md"

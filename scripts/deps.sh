@@ -3,13 +3,25 @@
 # Usage: scripts/deps.sh [demo|test|bench|package|fuzz]
 set -euo pipefail
 what=${1:-test}
-need=(iproute2 jq nftables)
+# Every package a command of the scripts, tests and suites comes from; a fresh Debian 12
+# (a minimal or cloud image) lacks most of them: procps (sysctl, pgrep), systemd
+# (systemd-networkd for tests/guest_config.rs, systemd-analyze), man-db, a C linker.
+# util-linux (unshare, nsenter, setsid, flock) is essential, listed for the record.
+# gcc + libc6-dev: rustc links with cc.
+# nftables: virt-l3's tables (nft), in the demo and the tests.
+need=(iproute2 jq nftables util-linux procps gcc libc6-dev)
 case "$what" in
   demo) ;;
-  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3-scapy tcpdump libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init groovy strace) ;;
-  bench) need+=(hyperfine valgrind python3-pyroute2 time) ;;
-  package) need+=(rpm) ;;
-  fuzz) need=() ;;
+  # The real guest of tests/lib/guest.sh is not installed: its kernel (linux-image-cloud-amd64's
+  # versioned package) and busybox-static are `apt-get download`ed into target/guest.
+  # g++: cargo-fuzz builds libFuzzer (tests/suites/fuzz.sh); rpm, dpkg-dev, man-db:
+  # tests/suites/package.sh (cargo-deb runs dpkg-shlibdeps, the suite renders the man page).
+  test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3 python3-scapy tcpdump
+    libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init systemd groovy strace
+    g++ rpm dpkg-dev man-db) ;;
+  bench) need+=(hyperfine valgrind python3 python3-pyroute2 time bc) ;;
+  package) need+=(rpm dpkg-dev) ;;
+  fuzz) need=(gcc g++ libc6-dev) ;;
 esac
 # Rust: the machine's toolchain, else rustup's (Debian 12's rustc is too old for the dependencies).
 export PATH="$HOME/.cargo/bin:$PATH"

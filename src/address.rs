@@ -129,6 +129,23 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+/// The modified EUI-64 link-local address of `mac` (RFC 4291 appendix A):
+/// `52:54:00:4c:33:0a` gives `fe80::5054:ff:fe4c:330a`.
+pub fn eui64_link_local(mac: Mac) -> Ipv6Addr {
+    let m = mac.0;
+    let seg = |a: u8, b: u8| u16::from_be_bytes([a, b]);
+    Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        seg(m[0] ^ 0x02, m[1]),
+        seg(m[2], 0xff),
+        seg(0xfe, m[3]),
+        seg(m[4], m[5]),
+    )
+}
+
 /// `fe80::1`, the guests' IPv6 gateway, used in tests and defaults.
 pub const FE80_1: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
@@ -151,6 +168,18 @@ mod tests {
             "520:2:45:76:d2:35",
         ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn eui64_link_locals() {
+        for (mac, ll) in [
+            ("52:54:00:4c:33:0a", "fe80::5054:ff:fe4c:330a"),
+            ("52:02:45:76:d2:35", "fe80::5002:45ff:fe76:d235"),
+            ("00:16:3e:00:00:01", "fe80::216:3eff:fe00:1"),
+        ] {
+            let mac: Mac = mac.parse().unwrap();
+            assert_eq!(eui64_link_local(mac).to_string(), ll);
         }
     }
 

@@ -85,6 +85,32 @@ pub struct Config {
     /// DNS servers written into the guests' network configuration by
     /// `virt-l3 guest-config` (none when empty).
     pub guest_nameservers: Vec<IpAddr>,
+    /// Which IPv6 link-local address each NIC may use (docs/SECURITY-MODEL.md):
+    /// `eui64` (default) the one derived from its MAC, `metadata` the one its
+    /// CloudStack metadata names (`<link-local address=.../>`), `any` every
+    /// fe80::/10 source (weaker: a guest can claim another guest's link-local).
+    pub link_local: LinkLocal,
+    /// Enforce security groups (issue 16, docs/SECURITY-GROUPS.md): every running VM
+    /// gets its rules, or CloudStack's default (ingress closed) when none are known.
+    /// Off by default: a host without a cloud controller must not find every VM closed.
+    pub security_groups: bool,
+    /// virt-l3's nftables tables (`[firewall]`, docs/FIREWALL.md): fail-closed
+    /// bridge ports and the host's protection from its guests, on by default.
+    #[serde(default)]
+    pub firewall: crate::firewall::FirewallConfig,
+}
+
+/// Where a NIC's pinned IPv6 link-local address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkLocal {
+    /// The modified EUI-64 address of the NIC's MAC (RFC 4291 appendix A).
+    #[default]
+    Eui64,
+    /// The `<link-local address=.../>` element of the NIC's CloudStack metadata.
+    Metadata,
+    /// Not pinned: any fe80::/10 source (the behaviour before pinning; weaker).
+    Any,
 }
 
 impl Default for Config {
@@ -113,6 +139,9 @@ impl Default for Config {
             disable_redirects: true,
             log_level: "warn".to_string(),
             guest_nameservers: Vec::new(),
+            link_local: LinkLocal::Eui64,
+            security_groups: false,
+            firewall: crate::firewall::FirewallConfig::default(),
         }
     }
 }
@@ -252,6 +281,41 @@ mod tests {
         let e = Config::from_toml("route_metric = 10\nstandby_metric = 5\n", Path::new("x"))
             .unwrap_err();
         assert!(e.to_string().contains("standby_metric"));
+    }
+
+    #[test]
+    fn firewall_section() {
+        let c = Config::from_toml(
+            "[firewall]\nenabled = false\nhost_allow = [\"tcp/80@169.254.169.254\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(!c.firewall.enabled);
+        assert_eq!(
+            c.firewall.host_allow[0].to_string(),
+            "tcp/80@169.254.169.254"
+        );
+        assert!(
+            Config::default().firewall.enabled,
+            "the firewall is on by default"
+        );
+        for (text, named) in [
+            (
+                "[firewall]\nprotected_networks = [\"management\"]\n",
+                "\"management\"",
+            ),
+            (
+                "[firewall]\nhost_allow = [\"tcp/99999\"]\n",
+                "\"tcp/99999\"",
+            ),
+            ("[firewall]\nhost_allow = [\"ssh\"]\n", "\"ssh\""),
+            ("[firewall]\nenable = true\n", "enable"),
+        ] {
+            let e = Config::from_toml(text, Path::new("/etc/x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named) && e.contains("/etc/x.toml"), "{e}");
+        }
     }
 
     #[test]

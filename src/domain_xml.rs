@@ -5,7 +5,7 @@
 //! Metadata elements are matched by namespace URI, never by prefix.
 
 use quick_xml::events::attributes::Attributes;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
@@ -13,6 +13,10 @@ use crate::plan::text::printable;
 
 /// The namespace of CloudStack's per-NIC network metadata.
 pub const CLOUDSTACK_NETWORK_NS: &str = "https://download.cloudstack.org/libvirt/network";
+/// The same namespace spelled with `http://`: a different namespace to XML, which
+/// virt-l3 does not read but refuses (metadata an operator meant for virt-l3 would
+/// otherwise be silently ignored).
+pub const CLOUDSTACK_NETWORK_NS_HTTP: &str = "http://download.cloudstack.org/libvirt/network";
 
 /// Domain XML larger than this is refused (libvirt's own limit for a domain
 /// definition is 10 MiB; a sane domain is a few kilobytes).
@@ -113,6 +117,9 @@ pub struct InterfaceXml {
     /// `<target dev=...>`: the tap, known once libvirt created it.
     pub target_dev: Option<String>,
     pub filterref: Option<FilterRef>,
+    /// `<virtualport type=...>` (empty when it has no type): the port belongs to
+    /// another switch than a Linux bridge (Open vSwitch, MidoNet).
+    pub virtualport: Option<String>,
 }
 
 /// An `<address>` annotation, as written.
@@ -136,6 +143,9 @@ pub struct NicMetadata {
     pub mac: Option<String>,
     pub addresses: Vec<AddressXml>,
     pub routes: Vec<RouteXml>,
+    /// `<cloudstack:link-local address=.../>`: the NIC's IPv6 link-local address
+    /// (read when `link_local = "metadata"`), as written.
+    pub link_local: Option<String>,
 }
 
 /// A flat `<network:address ... bridge= mac=>` annotation (the upstream proposal's shape).
@@ -162,6 +172,8 @@ pub struct DomainXml {
     pub interfaces: Vec<InterfaceXml>,
     pub nic_metadata: Vec<NicMetadata>,
     pub flat_addresses: Vec<FlatAddress>,
+    /// Whether `<metadata>` holds an element in [`CLOUDSTACK_NETWORK_NS_HTTP`].
+    pub http_namespace_metadata: bool,
 }
 
 /// Where the parser is, as far as virt-l3 cares.
@@ -204,6 +216,18 @@ fn get(attrs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// The state of one parse: the document read so far and where the reader is.
+#[derive(Default)]
+struct Parser {
+    dom: DomainXml,
+    stack: Vec<Ctx>,
+    /// The names of the open elements, parallel to `stack` (for an unclosed document).
+    open_names: Vec<String>,
+    saw_root: bool,
+    /// The text of the open `<name>` or `<uuid>`.
+    text: String,
+}
+
 impl DomainXml {
     /// Parses domain XML, refusing DOCTYPEs, undefined entities, oversize input
     /// and absurd nesting.
@@ -214,216 +238,326 @@ impl DomainXml {
         let mut reader = NsReader::from_reader(xml);
         reader.config_mut().check_end_names = true;
         let mut buf = Vec::new();
-        let mut stack: Vec<Ctx> = Vec::new();
-        // The names of the open elements, parallel to `stack` (for an unclosed document).
-        let mut open_names: Vec<String> = Vec::new();
-        let mut dom = DomainXml::default();
-        let mut saw_root = false;
-        let mut text = String::new();
-
+        let mut p = Parser::default();
         loop {
             let position = reader.buffer_position();
             let (ns, event) = reader
                 .read_resolved_event_into(&mut buf)
                 .map_err(|e| malformed(position, e))?;
-            let is_cs = matches!(ns, ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes());
-            match event {
-                Event::DocType(_) => return Err(XmlError::Doctype),
-                Event::Start(ref e) | Event::Empty(ref e) => {
-                    let empty = matches!(event, Event::Empty(_));
-                    if stack.is_empty() && saw_root {
-                        return Err(XmlError::SecondRoot);
-                    }
-                    // Every element's attributes must be well-formed (quoted, not
-                    // repeated), also those of elements virt-l3 does not read.
-                    for a in e.attributes() {
-                        a.map_err(|err| malformed(position, err))?;
-                    }
-                    let local = e.local_name();
-                    let local = local.as_ref();
-                    let parent = stack.last().copied();
-                    let ctx = match (parent, local) {
-                        (None, b"domain") | (Some(Ctx::DomStatus), b"domain") => {
-                            saw_root = true;
-                            Ctx::Domain
-                        }
-                        (None, b"domstatus") => {
-                            let a = attrs(e.attributes(), position)?;
-                            dom.run_state = Some(RunState {
-                                state: get(&a, "state").unwrap_or_default(),
-                                reason: get(&a, "reason").unwrap_or_default(),
-                            });
-                            Ctx::DomStatus
-                        }
-                        (None, _) => return Err(XmlError::NotADomain),
-                        (Some(Ctx::Domain), b"name") => Ctx::Name,
-                        (Some(Ctx::Domain), b"uuid") => Ctx::Uuid,
-                        (Some(Ctx::Domain), b"metadata") => Ctx::Metadata,
-                        (Some(Ctx::Domain), b"devices") => Ctx::Devices,
-                        (Some(Ctx::Metadata), b"network") if is_cs => Ctx::CsNetwork,
-                        (Some(Ctx::CsNetwork), b"nic") if is_cs => {
-                            let a = attrs(e.attributes(), position)?;
-                            dom.nic_metadata.push(NicMetadata {
-                                mac: get(&a, "mac"),
-                                ..Default::default()
-                            });
-                            Ctx::CsNic
-                        }
-                        (Some(Ctx::CsNetwork), b"address") if is_cs => {
-                            let a = attrs(e.attributes(), position)?;
-                            dom.flat_addresses.push(FlatAddress {
-                                address: address_xml(&a),
-                                bridge: get(&a, "bridge"),
-                                mac: get(&a, "mac"),
-                            });
-                            Ctx::Other
-                        }
-                        (Some(Ctx::CsNic), b"address") if is_cs => {
-                            let a = attrs(e.attributes(), position)?;
-                            if let Some(nic) = dom.nic_metadata.last_mut() {
-                                nic.addresses.push(address_xml(&a));
-                            }
-                            Ctx::Other
-                        }
-                        (Some(Ctx::CsNic), b"route") if is_cs => {
-                            let a = attrs(e.attributes(), position)?;
-                            if let Some(nic) = dom.nic_metadata.last_mut() {
-                                nic.routes.push(RouteXml {
-                                    prefix: get(&a, "prefix"),
-                                    via: get(&a, "via"),
-                                });
-                            }
-                            Ctx::Other
-                        }
-                        (Some(Ctx::Devices), b"interface") => {
-                            let a = attrs(e.attributes(), position)?;
-                            dom.interfaces.push(InterfaceXml {
-                                index: dom.interfaces.len(),
-                                kind: get(&a, "type").unwrap_or_default(),
-                                ..Default::default()
-                            });
-                            Ctx::Interface
-                        }
-                        (Some(Ctx::Interface), child) => {
-                            let a = attrs(e.attributes(), position)?;
-                            let nic = dom.interfaces.last_mut().ok_or(XmlError::NotADomain)?;
-                            match child {
-                                b"mac" => nic.mac = get(&a, "address"),
-                                b"source" => {
-                                    if let Some(b) = get(&a, "bridge") {
-                                        nic.bridge = Some(b);
-                                    }
-                                }
-                                b"target" => nic.target_dev = get(&a, "dev"),
-                                b"filterref" => {
-                                    nic.filterref = Some(FilterRef {
-                                        filter: get(&a, "filter").unwrap_or_default(),
-                                        parameters: Vec::new(),
-                                    });
-                                }
-                                _ => {}
-                            }
-                            if child == b"filterref" {
-                                Ctx::FilterRef
-                            } else {
-                                Ctx::Other
-                            }
-                        }
-                        (Some(Ctx::FilterRef), b"parameter") => {
-                            let a = attrs(e.attributes(), position)?;
-                            if let Some(f) =
-                                dom.interfaces.last_mut().and_then(|n| n.filterref.as_mut())
-                            {
-                                if let (Some(n), Some(v)) = (get(&a, "name"), get(&a, "value")) {
-                                    f.parameters.push((n, v));
-                                }
-                            }
-                            Ctx::Other
-                        }
-                        _ => Ctx::Other,
-                    };
-                    if !empty {
-                        if stack.len() >= MAX_DEPTH {
-                            return Err(XmlError::TooDeep);
-                        }
-                        stack.push(ctx);
-                        open_names.push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
-                        text.clear();
-                    }
+            let ns = match ns {
+                ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes() => Ns::Cs,
+                ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS_HTTP.as_bytes() => {
+                    Ns::CsHttp
                 }
-                Event::Text(ref t) if stack.is_empty() => {
-                    let bytes: &[u8] = t.as_ref();
-                    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-                    if !bytes.iter().all(u8::is_ascii_whitespace) {
-                        return Err(outside_root(position));
-                    }
-                }
-                Event::GeneralRef(_) | Event::CData(_) if stack.is_empty() => {
-                    return Err(outside_root(position));
-                }
-                Event::Text(ref t) => {
-                    if stack.is_empty() && t.iter().any(|b| !b.is_ascii_whitespace()) {
-                        return Err(XmlError::TextOutsideRoot(position));
-                    }
-                    if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
-                        let s = t.decode().map_err(|e| malformed(position, e))?;
-                        text.push_str(&s);
-                    }
-                }
-                Event::GeneralRef(ref r) => {
-                    let resolved = match r.resolve_char_ref() {
-                        Ok(Some(c)) => Some(c),
-                        Err(e) => return Err(malformed(position, e)),
-                        Ok(None) => {
-                            let name = String::from_utf8_lossy(r.as_ref()).into_owned();
-                            match quick_xml::escape::resolve_predefined_entity(&name) {
-                                Some(s) => s.chars().next(),
-                                None => return Err(XmlError::UndefinedEntity(excerpt(&name))),
-                            }
-                        }
-                    };
-                    if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
-                        if let Some(c) = resolved {
-                            text.push(c);
-                        }
-                    }
-                }
-                Event::CData(ref c) => {
-                    if matches!(stack.last(), Some(Ctx::Name | Ctx::Uuid)) {
-                        text.push_str(&String::from_utf8_lossy(c.as_ref()));
-                    }
-                }
-                Event::End(_) => {
-                    open_names.pop();
-                    match stack.pop() {
-                        Some(Ctx::Name) => dom.name = text.trim().to_string(),
-                        Some(Ctx::Uuid) => dom.uuid = Some(text.trim().to_ascii_lowercase()),
-                        _ => {}
-                    }
-                    text.clear();
-                }
-                Event::Eof => {
-                    if let Some(open) = open_names.last() {
-                        return Err(XmlError::Unclosed(excerpt(open)));
-                    }
-                    break;
-                }
-                _ => {}
+                _ => Ns::Other,
+            };
+            if !p.event(event, ns, position)? {
+                break;
             }
             buf.clear();
         }
-        if !saw_root {
-            return Err(XmlError::NotADomain);
-        }
-        if dom.name.is_empty() {
-            return Err(XmlError::NoName);
-        }
-        Ok(dom)
+        p.finish()
     }
 }
 
-fn outside_root(position: u64) -> XmlError {
-    XmlError::TextOutsideRoot(position)
+impl Parser {
+    /// Handles one event; false at the end of the document.
+    fn event(&mut self, event: Event<'_>, ns: Ns, position: u64) -> Result<bool, XmlError> {
+        match event {
+            Event::DocType(_) => return Err(XmlError::Doctype),
+            Event::Start(ref e) => self.start(e, ns, position, false)?,
+            Event::Empty(ref e) => self.start(e, ns, position, true)?,
+            Event::Text(ref t) if self.stack.is_empty() => {
+                let bytes: &[u8] = t.as_ref();
+                let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+                if !bytes.iter().all(u8::is_ascii_whitespace) {
+                    return Err(XmlError::TextOutsideRoot(position));
+                }
+            }
+            Event::GeneralRef(_) | Event::CData(_) if self.stack.is_empty() => {
+                return Err(XmlError::TextOutsideRoot(position));
+            }
+            Event::Text(ref t) if self.in_text() => {
+                let s = t.decode().map_err(|e| malformed(position, e))?;
+                self.text.push_str(&s);
+            }
+            Event::GeneralRef(ref r) => self.general_ref(r, position)?,
+            Event::CData(ref c) if self.in_text() => {
+                self.text.push_str(&String::from_utf8_lossy(c.as_ref()));
+            }
+            Event::End(_) => self.end(),
+            Event::Eof => {
+                if let Some(open) = self.open_names.last() {
+                    return Err(XmlError::Unclosed(excerpt(open)));
+                }
+                return Ok(false);
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    /// Whether the open element's text is kept (`<name>`, `<uuid>`).
+    fn in_text(&self) -> bool {
+        matches!(self.stack.last(), Some(Ctx::Name | Ctx::Uuid))
+    }
+
+    /// An element starts (or is empty: it also ends).
+    fn start(
+        &mut self,
+        e: &BytesStart<'_>,
+        ns: Ns,
+        position: u64,
+        empty: bool,
+    ) -> Result<(), XmlError> {
+        if self.stack.is_empty() && self.saw_root {
+            return Err(XmlError::SecondRoot);
+        }
+        // Every element's attributes must be well-formed (quoted, not
+        // repeated), also those of elements virt-l3 does not read.
+        for a in e.attributes() {
+            a.map_err(|err| malformed(position, err))?;
+        }
+        let local = e.local_name();
+        let el = Element {
+            local: local.as_ref(),
+            start: e,
+            is_cs: ns == Ns::Cs,
+            position,
+        };
+        let ctx = match self.stack.last().copied() {
+            None => self.root(&el)?,
+            Some(Ctx::DomStatus) if el.local == b"domain" => self.root(&el)?,
+            Some(Ctx::Domain) => domain_child(el.local),
+            Some(Ctx::Metadata) => {
+                self.dom.http_namespace_metadata |= ns == Ns::CsHttp;
+                metadata_child(&el)
+            }
+            Some(Ctx::CsNetwork) => self.cs_network_child(&el)?,
+            Some(Ctx::CsNic) => self.cs_nic_child(&el)?,
+            Some(Ctx::Devices) => self.devices_child(&el)?,
+            Some(Ctx::Interface) => self.interface_child(&el)?,
+            Some(Ctx::FilterRef) => self.filterref_child(&el)?,
+            Some(_) => Ctx::Other,
+        };
+        if !empty {
+            if self.stack.len() >= MAX_DEPTH {
+                return Err(XmlError::TooDeep);
+            }
+            self.stack.push(ctx);
+            self.open_names
+                .push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+            self.text.clear();
+        }
+        Ok(())
+    }
+
+    /// The root element (`<domain>`, or `<domstatus>` around it), or `<domain>` in `<domstatus>`.
+    fn root(&mut self, el: &Element<'_, '_>) -> Result<Ctx, XmlError> {
+        match el.local {
+            b"domain" => {
+                self.saw_root = true;
+                Ok(Ctx::Domain)
+            }
+            b"domstatus" if self.stack.is_empty() => {
+                let a = el.attrs()?;
+                self.dom.run_state = Some(RunState {
+                    state: get(&a, "state").unwrap_or_default(),
+                    reason: get(&a, "reason").unwrap_or_default(),
+                });
+                Ok(Ctx::DomStatus)
+            }
+            _ => Err(XmlError::NotADomain),
+        }
+    }
+
+    /// `<network:nic>` or a flat `<network:address>` in CloudStack's metadata.
+    fn cs_network_child(&mut self, el: &Element<'_, '_>) -> Result<Ctx, XmlError> {
+        if !el.is_cs {
+            return Ok(Ctx::Other);
+        }
+        match el.local {
+            b"nic" => {
+                let a = el.attrs()?;
+                self.dom.nic_metadata.push(NicMetadata {
+                    mac: get(&a, "mac"),
+                    ..Default::default()
+                });
+                Ok(Ctx::CsNic)
+            }
+            b"address" => {
+                let a = el.attrs()?;
+                self.dom.flat_addresses.push(FlatAddress {
+                    address: address_xml(&a),
+                    bridge: get(&a, "bridge"),
+                    mac: get(&a, "mac"),
+                });
+                Ok(Ctx::Other)
+            }
+            _ => Ok(Ctx::Other),
+        }
+    }
+
+    /// `<network:address>` or `<network:route>` in a `<network:nic>`.
+    fn cs_nic_child(&mut self, el: &Element<'_, '_>) -> Result<Ctx, XmlError> {
+        if !el.is_cs || !matches!(el.local, b"address" | b"route" | b"link-local") {
+            return Ok(Ctx::Other);
+        }
+        let a = el.attrs()?;
+        if let Some(nic) = self.dom.nic_metadata.last_mut() {
+            match el.local {
+                b"address" => nic.addresses.push(address_xml(&a)),
+                b"link-local" => nic.link_local = get(&a, "address"),
+                _ => nic.routes.push(RouteXml {
+                    prefix: get(&a, "prefix"),
+                    via: get(&a, "via"),
+                }),
+            }
+        }
+        Ok(Ctx::Other)
+    }
+
+    /// `<interface>` in `<devices>`.
+    fn devices_child(&mut self, el: &Element<'_, '_>) -> Result<Ctx, XmlError> {
+        if el.local != b"interface" {
+            return Ok(Ctx::Other);
+        }
+        let a = el.attrs()?;
+        self.dom.interfaces.push(InterfaceXml {
+            index: self.dom.interfaces.len(),
+            kind: get(&a, "type").unwrap_or_default(),
+            ..Default::default()
+        });
+        Ok(Ctx::Interface)
+    }
+
+    /// A child of an `<interface>`: `<mac>`, `<source>`, `<target>`, `<filterref>`.
+    fn interface_child(&mut self, el: &Element<'_, '_>) -> Result<Ctx, XmlError> {
+        let a = el.attrs()?;
+        let nic = self.dom.interfaces.last_mut().ok_or(XmlError::NotADomain)?;
+        match el.local {
+            b"mac" => nic.mac = get(&a, "address"),
+            b"source" => {
+                if let Some(b) = get(&a, "bridge") {
+                    nic.bridge = Some(b);
+                }
+            }
+            b"target" => nic.target_dev = get(&a, "dev"),
+            b"virtualport" => nic.virtualport = Some(get(&a, "type").unwrap_or_default()),
+            b"filterref" => {
+                nic.filterref = Some(FilterRef {
+                    filter: get(&a, "filter").unwrap_or_default(),
+                    parameters: Vec::new(),
+                });
+                return Ok(Ctx::FilterRef);
+            }
+            _ => {}
+        }
+        Ok(Ctx::Other)
+    }
+
+    /// A `<parameter name value>` of a `<filterref>`.
+    fn filterref_child(&mut self, el: &Element<'_, '_>) -> Result<Ctx, XmlError> {
+        if el.local != b"parameter" {
+            return Ok(Ctx::Other);
+        }
+        let a = el.attrs()?;
+        let filterref = self
+            .dom
+            .interfaces
+            .last_mut()
+            .and_then(|n| n.filterref.as_mut());
+        if let (Some(f), Some(n), Some(v)) = (filterref, get(&a, "name"), get(&a, "value")) {
+            f.parameters.push((n, v));
+        }
+        Ok(Ctx::Other)
+    }
+
+    /// An entity or character reference: resolved, kept in `<name>` and `<uuid>`.
+    fn general_ref(&mut self, r: &BytesRef<'_>, position: u64) -> Result<(), XmlError> {
+        let resolved = match r.resolve_char_ref() {
+            Ok(Some(c)) => Some(c),
+            Err(e) => return Err(malformed(position, e)),
+            Ok(None) => {
+                let name = String::from_utf8_lossy(r.as_ref()).into_owned();
+                match quick_xml::escape::resolve_predefined_entity(&name) {
+                    Some(s) => s.chars().next(),
+                    None => return Err(XmlError::UndefinedEntity(excerpt(&name))),
+                }
+            }
+        };
+        if let (true, Some(c)) = (self.in_text(), resolved) {
+            self.text.push(c);
+        }
+        Ok(())
+    }
+
+    /// An element ends.
+    fn end(&mut self) {
+        self.open_names.pop();
+        match self.stack.pop() {
+            Some(Ctx::Name) => self.dom.name = self.text.trim().to_string(),
+            Some(Ctx::Uuid) => self.dom.uuid = Some(self.text.trim().to_ascii_lowercase()),
+            _ => {}
+        }
+        self.text.clear();
+    }
+
+    /// The document, once read to its end.
+    fn finish(self) -> Result<DomainXml, XmlError> {
+        if !self.saw_root {
+            return Err(XmlError::NotADomain);
+        }
+        if self.dom.name.is_empty() {
+            return Err(XmlError::NoName);
+        }
+        Ok(self.dom)
+    }
+}
+
+/// The namespace of an element, as far as virt-l3 cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ns {
+    /// [`CLOUDSTACK_NETWORK_NS`].
+    Cs,
+    /// [`CLOUDSTACK_NETWORK_NS_HTTP`].
+    CsHttp,
+    Other,
+}
+
+/// An element being started, with what its handler needs.
+struct Element<'a, 'e> {
+    local: &'a [u8],
+    start: &'a BytesStart<'e>,
+    /// Whether it is in CloudStack's network metadata namespace.
+    is_cs: bool,
+    position: u64,
+}
+
+impl Element<'_, '_> {
+    fn attrs(&self) -> Result<Vec<(String, String)>, XmlError> {
+        attrs(self.start.attributes(), self.position)
+    }
+}
+
+/// The children of `<domain>` virt-l3 reads.
+fn domain_child(local: &[u8]) -> Ctx {
+    match local {
+        b"name" => Ctx::Name,
+        b"uuid" => Ctx::Uuid,
+        b"metadata" => Ctx::Metadata,
+        b"devices" => Ctx::Devices,
+        _ => Ctx::Other,
+    }
+}
+
+/// CloudStack's `<network>` in `<metadata>`, matched by namespace.
+fn metadata_child(el: &Element<'_, '_>) -> Ctx {
+    if el.is_cs && el.local == b"network" {
+        Ctx::CsNetwork
+    } else {
+        Ctx::Other
+    }
 }
 
 fn address_xml(a: &[(String, String)]) -> AddressXml {

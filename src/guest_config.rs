@@ -11,6 +11,12 @@
 //! - [`network_data`]: OpenStack's `network_data.json` as a ConfigDrive
 //!   carries it (the field names cloud-init's `convert_net_json` reads).
 //!
+//! IPv6 link-local: the NIC's filter accepts IPv6 only from its pinned link-local
+//! (configuration `link_local`). netplan gets `ipv6-address-generation: eui64`
+//! (EUI-64 pin) or the pinned address with `link-local: []` (metadata pin).
+//! `network_data.json` has no such field (cloud-init 22.4's `convert_net_json`
+//! reads none): the guest must use EUI-64 by itself (docs/SECURITY-MODEL.md).
+//!
 //! Routed prefixes are not guest addresses: the hypervisor routes them *via*
 //! one of the NIC's addresses, and what the guest does with them (a container
 //! bridge, a VPN) is its own business. With several NICs, the guest must send
@@ -21,6 +27,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::address::eui64_link_local;
 use crate::config::Config;
 use crate::plan::{DomainPlan, Nic};
 
@@ -129,7 +136,12 @@ pub fn netplan(
     };
     w(format!(
         "# virt-l3 guest-config for domain {} ({}): the guest side of the routes",
-        plan.name, plan.uuid
+        plan.name,
+        if plan.uuid.is_empty() {
+            "no uuid"
+        } else {
+            &plan.uuid
+        }
     ));
     w("# virt-l3 installs on the hypervisor. Generated; do not edit.".into());
     w("network:".into());
@@ -152,9 +164,24 @@ pub fn netplan(
         w("      dhcp4: false".into());
         w("      dhcp6: false".into());
         w("      accept-ra: false".into());
+        // The hypervisor's filter accepts IPv6 only from the NIC's pinned link-local.
+        let static_ll = match n.nic.link_local {
+            Some(ll) if ll == eui64_link_local(n.nic.mac) => {
+                w("      ipv6-address-generation: eui64".into());
+                None
+            }
+            Some(ll) => {
+                w("      link-local: []".into());
+                Some(ll)
+            }
+            None => None,
+        };
         w("      addresses:".into());
         for a in &n.v4 {
             w(format!("        - \"{a}/32\""));
+        }
+        if let Some(ll) = static_ll {
+            w(format!("        - \"{ll}/64\""));
         }
         for a in &n.v6 {
             w(format!("        - \"{a}/128\""));
@@ -326,6 +353,39 @@ pub fn network_data_text(plan: &DomainPlan, config: &Config) -> Result<String, G
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_nic(link_local: Option<&str>) -> DomainPlan {
+        DomainPlan {
+            name: "vm".into(),
+            uuid: "c7a5fdbd-edaf-9455-926a-d65c16db1809".into(),
+            nics: vec![Nic {
+                mac: "52:54:00:4c:33:0a".parse().unwrap(),
+                bridge: "cloudbr0".into(),
+                tap: None,
+                addresses: vec!["2001:db8::10".parse().unwrap()],
+                routed_prefixes: Vec::new(),
+                link_local: link_local.map(|a| a.parse().unwrap()),
+            }],
+        }
+    }
+
+    #[test]
+    fn netplan_makes_the_guest_use_its_pinned_link_local() {
+        let c = Config::default();
+        let o = Options::default();
+        let eui64 = netplan(&one_nic(Some("fe80::5054:ff:fe4c:330a")), &c, &o).unwrap();
+        assert!(
+            eui64.contains("      ipv6-address-generation: eui64\n"),
+            "{eui64}"
+        );
+        assert!(!eui64.contains("link-local"), "{eui64}");
+        let named = netplan(&one_nic(Some("fe80::99")), &c, &o).unwrap();
+        assert!(named.contains("      link-local: []\n"), "{named}");
+        assert!(named.contains("        - \"fe80::99/64\"\n"), "{named}");
+        assert!(!named.contains("ipv6-address-generation"), "{named}");
+        let any = netplan(&one_nic(None), &c, &o).unwrap();
+        assert!(!any.contains("link-local") && !any.contains("address-generation"));
+    }
 
     #[test]
     fn masks() {

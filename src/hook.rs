@@ -13,7 +13,7 @@ use crate::domain_xml::{DomainXml, XmlError};
 use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError, NetlinkKernel};
 use crate::plan::{
-    candidate_addresses, display_name, is_valid_uuid, managed_interfaces, plan, Checks, DomainPlan,
+    candidate_addresses, display_name, is_valid_uuid, plan, routes_nothing, Checks, DomainPlan,
     HostFacts, PlanError, Problem,
 };
 use crate::reconcile::{standing_at_install, Standing};
@@ -116,7 +116,7 @@ pub fn run_with<K: Kernel>(
     xml: &[u8],
     connect: impl FnOnce() -> Result<K, KernelError>,
 ) -> Result<(), HookError> {
-    debug!(domain = %inv.domain, op = %inv.op_text, subop = %inv.subop, extra = %inv.extra, "hook called");
+    debug!(domain = %display_name(&inv.domain), op = %inv.op_text, subop = %inv.subop, extra = %inv.extra, "hook called");
     let result = match inv.op {
         Operation::Other => Ok(()),
         Operation::Stopped | Operation::Release => remove(config, inv, xml, connect),
@@ -124,7 +124,7 @@ pub fn run_with<K: Kernel>(
     };
     match result {
         Err(e) if !inv.op.failure_aborts() => {
-            error!(domain = %inv.domain, op = %inv.op_text, "{e}");
+            error!(domain = %display_name(&inv.domain), op = %inv.op_text, "{e}");
             Ok(())
         }
         other => other,
@@ -149,18 +149,15 @@ fn apply_or_check<K: Kernel>(
         domain: display_name(&inv.domain),
         source,
     })?;
-    if managed_interfaces(&dom, config).next().is_none()
-        && dom.nic_metadata.is_empty()
-        && dom.flat_addresses.is_empty()
-    {
-        debug!(domain = %dom.name, "no interface on a routed bridge; nothing to do");
+    if routes_nothing(&dom, config) {
+        debug!(domain = %display_name(&dom.name), "no interface on a routed bridge; nothing to do");
         return Ok(());
     }
     let state = StateDir::new(&config.state_dir);
     let rt = runtime()?;
     rt.block_on(async {
         let mut kernel = connect().map_err(failed(&dom.name))?;
-        let host = host_facts(&kernel, &dom)
+        let host = host_facts(&kernel, &dom, config)
             .await
             .map_err(failed(&dom.name))?;
         let step = Step {
@@ -183,7 +180,7 @@ fn apply_or_check<K: Kernel>(
     .or_else(|e| {
         if inv.op == Operation::Reconnect {
             // A failing reconnect kills a running VM: log loudly and let it live.
-            error!(domain = %inv.domain, "reconnect could not restore every route (reconcile will retry): {e}");
+            error!(domain = %display_name(&inv.domain), "reconnect could not restore every route (reconcile will retry): {e}");
             Ok(())
         } else {
             Err(e)
@@ -263,7 +260,7 @@ impl Step<'_> {
         match self.plan() {
             Ok(p) => Ok(p),
             Err(e) if self.op == Operation::Reconnect => {
-                warn!(domain = %self.dom.name, "{e}; re-applying the recorded state instead");
+                warn!(domain = %display_name(&self.dom.name), "{e}; re-applying the recorded state instead");
                 match self.dom.uuid.as_deref().map(|u| self.state.record(u)) {
                     Some(Ok(Some(r))) => Ok(r.plan),
                     _ => Err(e.into()),
@@ -278,7 +275,7 @@ impl Step<'_> {
 /// or a routed bridge is missing, not a bridge, or down. At prepare, before
 /// libvirt allocates anything, and again at start, before anything is recorded
 /// or installed.
-async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
+pub(crate) async fn check_host<K: Kernel>(kernel: &mut K, p: &DomainPlan) -> Result<(), HookError> {
     let mut problems = Vec::new();
     if !kernel.has_net_admin() {
         problems.push(Problem {
@@ -358,19 +355,26 @@ fn remove<K: Kernel>(
     if !state.has_lock_file() {
         // Records are written only under the lock, which is created first: without
         // it there is nothing to remove, and nothing to create either.
-        debug!(domain = %inv.domain, "no state directory: nothing to remove");
+        debug!(domain = %display_name(&inv.domain), "no state directory: nothing to remove");
         return Ok(());
     }
     let _lock = state.lock().map_err(failed(domain))?;
     if let Some(u) = &uuid {
         // Between `stopped` and libvirt removing the status file, reconcile would
         // otherwise see a running domain without a record and adopt it again.
+        // libvirt removes the file before `release`; should it still be there (a
+        // caller with another order), the mark stays, and reconcile clears it once
+        // the file is gone.
         let marked = if inv.op == Operation::Stopped {
             state.mark_stopping(u)
+        } else if status_file_present(config, domain) {
+            debug!(domain = %inv.domain, "libvirt's status file is still there: the stopping mark stays");
+            Ok(())
         } else {
             state.clear_stopping(u)
         };
         marked.map_err(failed(domain))?;
+        state.clear_refused(u).map_err(failed(domain))?;
     }
     let record = match &uuid {
         Some(u) => state.record(u),
@@ -381,7 +385,7 @@ fn remove<K: Kernel>(
         if let (Some(u), Some(dom)) = (&uuid, &dom) {
             release_orphan_claims(&state, u, dom).map_err(failed(domain))?;
         }
-        debug!(domain = %inv.domain, "no record: nothing to remove");
+        debug!(domain = %display_name(&inv.domain), "no record: nothing to remove");
         return Ok(());
     };
     let rt = runtime()?;
@@ -391,6 +395,18 @@ fn remove<K: Kernel>(
             .await
             .map_err(failed(domain))
     })
+}
+
+/// Whether libvirt's status file of the domain named `name` (`<name>.xml` in
+/// its status directory) still exists.
+fn status_file_present(config: &Config, name: &str) -> bool {
+    let plain = std::path::Path::new(name).file_name() == Some(std::ffi::OsStr::new(name));
+    plain
+        && config
+            .libvirt_status_dir
+            .join(format!("{name}.xml"))
+            .symlink_metadata()
+            .is_ok()
 }
 
 /// A start killed between claiming the addresses and writing the record left
@@ -406,5 +422,9 @@ fn release_orphan_claims(
         .iter()
         .flat_map(|n| n.routes.iter())
         .filter_map(|r| r.prefix.as_deref()?.parse::<ipnet::IpNet>().ok());
-    state.release_claims(uuid, candidate_addresses(dom), prefixes)
+    let macs = dom
+        .interfaces
+        .iter()
+        .filter_map(|i| i.mac.as_deref()?.parse::<crate::address::Mac>().ok());
+    state.release_claims(uuid, candidate_addresses(dom), prefixes, macs)
 }

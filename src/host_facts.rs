@@ -2,18 +2,112 @@
 //! for the hook (`prepare`, `start`, ...) and the `plan` / `guest-config`
 //! commands, so that those refuse exactly what the hook refuses.
 
-use crate::domain_xml::DomainXml;
-use crate::kernel::{Kernel, KernelError};
-use crate::plan::{candidate_addresses, has_routed_prefixes, HostFacts};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
-/// The host's addresses that matter to `dom`: only the addresses the domain
-/// claims need checking, unless it routes whole prefixes: then every host
-/// address matters.
-pub async fn host_facts<K: Kernel>(kernel: &K, dom: &DomainXml) -> Result<HostFacts, KernelError> {
+use ipnet::IpNet;
+
+use crate::config::Config;
+use crate::domain_xml::DomainXml;
+use crate::kernel::{Kernel, KernelError, RouteLookup};
+use crate::plan::{
+    candidate_addresses, has_routed_prefixes, managed_interfaces, HostFacts, HostRoute,
+};
+
+/// The host's addresses and routes that matter to `dom`: one FIB lookup per
+/// address the domain claims (and per routed prefix's first address), which says
+/// both whether it is the host's and which route it falls into. A domain that
+/// routes whole prefixes also needs every host address (one dump). And the
+/// current MAC of each routed bridge the domain uses (one link read per bridge),
+/// which none of its NICs may have.
+pub async fn host_facts<K: Kernel>(
+    kernel: &K,
+    dom: &DomainXml,
+    config: &Config,
+) -> Result<HostFacts, KernelError> {
+    let claimed = candidate_addresses(dom);
+    let mut lookups = claimed.clone();
+    lookups.extend(prefix_starts(dom));
+    lookups.sort_unstable();
+    lookups.dedup();
+    let found = kernel.lookup_routes(&lookups).await?;
     let addresses = if has_routed_prefixes(dom) {
         kernel.host_addresses().await?
     } else {
-        kernel.local_among(&candidate_addresses(dom)).await?
+        found
+            .iter()
+            .filter(|l| l.local)
+            .map(|l| l.address)
+            .collect()
     };
-    Ok(HostFacts { addresses })
+    let routes = named_routes(kernel, &found).await?;
+    let bridges: BTreeSet<&str> = managed_interfaces(dom, config)
+        .filter_map(|i| i.bridge.as_deref())
+        .collect();
+    let mut bridge_macs = Vec::new();
+    for b in bridges {
+        if let Some(mac) = kernel.link_mac(b).await? {
+            bridge_macs.push((b.to_string(), mac));
+        }
+    }
+    Ok(HostFacts {
+        addresses,
+        routes,
+        bridge_macs,
+    })
+}
+
+/// The first address of every routed prefix the domain's metadata names.
+fn prefix_starts(dom: &DomainXml) -> impl Iterator<Item = IpAddr> + '_ {
+    dom.nic_metadata
+        .iter()
+        .flat_map(|n| n.routes.iter())
+        .filter_map(|r| r.prefix.as_deref()?.trim().parse::<IpNet>().ok())
+        .map(|p| p.network())
+}
+
+/// Whether a looked-up route can make an address unfit for a VM: on-link (no
+/// gateway, not a default route) or the address is its next hop.
+fn matters(l: &RouteLookup) -> bool {
+    l.route.as_ref().is_some_and(|r| {
+        r.ifindex.is_some()
+            && ((r.gateway.is_none() && r.destination.prefix_len() > 0)
+                || r.gateway == Some(l.address))
+    })
+}
+
+/// The routes that matter, with their interface's name (one request per
+/// interface, only for those: usually none).
+async fn named_routes<K: Kernel>(
+    kernel: &K,
+    found: &[RouteLookup],
+) -> Result<Vec<HostRoute>, KernelError> {
+    let mut names: HashMap<u32, Option<String>> = HashMap::new();
+    let mut out: Vec<HostRoute> = Vec::new();
+    let mut seen: HashSet<HostRoute> = HashSet::new();
+    for r in found
+        .iter()
+        .filter(|l| matters(l))
+        .filter_map(|l| l.route.as_ref())
+    {
+        let Some(index) = r.ifindex else { continue };
+        let name = match names.get(&index) {
+            Some(n) => n.clone(),
+            None => {
+                let n = kernel.link_name(index).await?;
+                names.insert(index, n.clone());
+                n
+            }
+        };
+        let interface = name.unwrap_or_else(|| format!("#{index}"));
+        let route = HostRoute {
+            destination: r.destination,
+            gateway: r.gateway,
+            interface,
+        };
+        if seen.insert(route.clone()) {
+            out.push(route);
+        }
+    }
+    Ok(out)
 }

@@ -5,7 +5,7 @@
 use tracing::{info, warn};
 
 use crate::kernel::{Kernel, KernelError};
-use crate::plan::Entry;
+use crate::plan::{display_name, Entry};
 use crate::state::{Record, StateDir, StateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,21 +73,25 @@ fn describe(errors: Vec<KernelError>) -> Vec<String> {
 
 /// Host-side settings applied with a domain's routes.
 #[derive(Debug, Clone, Copy)]
-pub struct HostSettings {
+pub struct HostSettings<'a> {
     /// Set bridge port isolation on the domain's taps.
     pub isolate_taps: bool,
     /// Turn off IPv4 ICMP redirects on the domain's bridges.
     pub disable_redirects: bool,
     /// The MAC every routed bridge should have (else: keep the current one, fixed).
     pub gateway_mac: Option<crate::address::Mac>,
+    /// With `[firewall] enabled`: the configuration the nftables tables are
+    /// ensured for before the domain's taps are accepted.
+    pub firewall: Option<&'a crate::config::Config>,
 }
 
-impl HostSettings {
-    pub fn from_config(config: &crate::config::Config) -> HostSettings {
+impl HostSettings<'_> {
+    pub fn from_config(config: &crate::config::Config) -> HostSettings<'_> {
         HostSettings {
             isolate_taps: config.port_isolation,
             disable_redirects: config.disable_redirects,
             gateway_mac: config.gateway_mac,
+            firewall: config.firewall.enabled.then_some(config),
         }
     }
 }
@@ -108,7 +112,7 @@ pub async fn route_domain<K: Kernel>(
     state: &StateDir,
     record: &Record,
     previous: Option<Record>,
-    host: HostSettings,
+    host: HostSettings<'_>,
     on_failure: OnFailure,
 ) -> Result<(), RoutingError> {
     let mut bridges: Vec<&str> = record.plan.nics.iter().map(|n| n.bridge.as_str()).collect();
@@ -138,7 +142,7 @@ pub async fn route_domain<K: Kernel>(
         if let Some(prev) = previous.filter(|p| p != record) {
             remove_stale(kernel, record, &prev, &wanted).await;
         }
-        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
+        info!(domain = %display_name(&record.plan.name), uuid = %record.plan.uuid, entries = wanted.len(), metric = record.metric, "routed");
         return Ok(());
     }
     let domain = record.plan.name.clone();
@@ -148,7 +152,7 @@ pub async fn route_domain<K: Kernel>(
         OnFailure::RollBack => {
             for r in kernel.remove(&installed, record.protocol).await {
                 if let Err(e) = r {
-                    warn!(domain = %record.plan.name, "rollback could not remove an entry: {e}");
+                    warn!(domain = %display_name(&record.plan.name), "rollback could not remove an entry: {e}");
                 }
             }
             state.forget(record)?;
@@ -175,7 +179,7 @@ async fn pin_bridges<K: Kernel>(
     state: &StateDir,
     record: &Record,
     bridges: &[&str],
-    host: HostSettings,
+    host: HostSettings<'_>,
 ) -> Result<(), RoutingError> {
     let mut repinned: Vec<&str> = Vec::new();
     for b in bridges {
@@ -207,19 +211,22 @@ async fn pin_bridges<K: Kernel>(
             .collect();
         for r in kernel.install(&lost, other.protocol).await {
             if let Err(e) = r {
-                warn!(domain = %other.plan.name, "could not restore a neighbour after pinning the bridge MAC: {e}");
+                warn!(domain = %display_name(&other.plan.name), "could not restore a neighbour after pinning the bridge MAC: {e}");
             }
         }
     }
     Ok(())
 }
 
-/// ICMP redirects off on the bridges, isolation on the taps; returns the failures.
+/// ICMP redirects off on the bridges, isolation on the taps, then virt-l3's
+/// nftables tables ensured (cheap when current) and the taps accepted: a
+/// failure fails the step like any other (at `start`: rolled back, the domain
+/// refused; fail closed, its taps would pass nothing). Returns the failures.
 async fn apply_host_settings<K: Kernel>(
     kernel: &mut K,
     record: &Record,
     bridges: &[&str],
-    host: HostSettings,
+    host: HostSettings<'_>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
     if host.disable_redirects {
@@ -241,6 +248,24 @@ async fn apply_host_settings<K: Kernel>(
             }
         }
     }
+    if let (true, Some(config)) = (failures.is_empty(), host.firewall) {
+        match kernel.ensure_firewall(config).await {
+            Ok(true) => {
+                info!(domain = %record.plan.name, "installed virt-l3's nftables tables (missing or stale)")
+            }
+            Ok(false) => {}
+            Err(e) => return vec![e.to_string()],
+        }
+        let taps: Vec<&str> = record
+            .plan
+            .nics
+            .iter()
+            .filter_map(|n| n.tap.as_deref())
+            .collect();
+        if let Err(e) = kernel.accept_ports(&taps) {
+            failures.push(e.to_string());
+        }
+    }
     failures
 }
 
@@ -255,7 +280,7 @@ async fn remove_stale<K: Kernel>(kernel: &mut K, record: &Record, prev: &Record,
         .collect();
     for r in kernel.remove(&stale, prev.protocol).await {
         if let Err(e) = r {
-            warn!(domain = %record.plan.name, "could not remove a stale entry: {e}");
+            warn!(domain = %display_name(&record.plan.name), "could not remove a stale entry: {e}");
         }
     }
 }
@@ -268,6 +293,12 @@ pub async fn unroute_domain<K: Kernel>(
     state: &StateDir,
     record: &Record,
 ) -> Result<(), RoutingError> {
+    // The taps stop passing frames first (libvirt may give the names to other domains).
+    for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+        if let Err(e) = kernel.forget_port(tap) {
+            warn!(domain = %record.plan.name, "{e}");
+        }
+    }
     let installed = record.plan.entries(record.metric);
     let failures: Vec<String> = kernel
         .remove(&installed, record.protocol)
@@ -277,7 +308,7 @@ pub async fn unroute_domain<K: Kernel>(
         .collect();
     if failures.is_empty() {
         state.forget(record)?;
-        info!(domain = %record.plan.name, uuid = %record.plan.uuid, entries = installed.len(), "unrouted");
+        info!(domain = %display_name(&record.plan.name), uuid = %record.plan.uuid, entries = installed.len(), "unrouted");
         Ok(())
     } else {
         Err(RoutingError::Partial {

@@ -8,9 +8,14 @@
 //! - `owners/<address>`: a symlink to `<uuid> <name>` of the domain owning that address
 //!   (one atomic `symlinkat(2)` to claim, one `readlinkat(2)` to look up);
 //! - `prefixes/<prefix with _ for />`: the same for routed prefixes;
+//! - `macs/<mac>`: the same for the MACs of routed NICs (two domains with one MAC
+//!   would share one nwfilter and one neighbour entry);
 //! - `incoming/<uuid>`: an incoming live migration announced by the `migrate` hook;
-//! - `stopping/<uuid>`: a domain between its `stopped` and `release` hooks (not to be
-//!   adopted by reconcile while libvirt still lists it).
+//! - `stopping/<uuid>`: a domain whose `stopped` hook ran while libvirt still lists it
+//!   (not to be adopted by reconcile until its status file is gone).
+//! - `security-groups/<uuid>.json` (or `name=<name>.json`): a domain's security-group
+//!   rules (`state/security_groups.rs`, issue 16).
+//! - `refused/<uuid>`: why `refresh` refused a change to a running domain (`state/refused.rs`).
 //!
 //! Looking up an address is one file read, whatever the number of domains.
 //!
@@ -31,12 +36,18 @@ use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use serde::{Deserialize, Serialize};
 
+use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
 mod bulk;
 mod dirfd;
+mod refused;
+mod security_groups;
+
+pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
+pub use security_groups::SgKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -102,10 +113,16 @@ pub struct StateLock {
 }
 
 /// The subdirectories reconcile's sweep looks into.
-const SUBDIRS: [&str; 4] = ["domains", "owners", "prefixes", "incoming"];
+const SUBDIRS: [&str; 5] = ["domains", "owners", "prefixes", "macs", "incoming"];
+
+/// The claim directories: one claim (a symlink to `<uuid> <name>`) per name.
+const CLAIMS: [&str; 3] = ["owners", "prefixes", "macs"];
 
 /// The subdirectories created (mode 0700) with the state directory.
-const CREATED: [&str; 5] = ["domains", "owners", "prefixes", "incoming", "stopping"];
+/// (`macs` came later: a state directory made before it gets it at the first save.)
+const CREATED: [&str; 6] = [
+    "domains", "owners", "prefixes", "macs", "incoming", "stopping",
+];
 
 /// Whether a claim's text is `<uuid> <name>`, as [`StateDir::claim`] writes it.
 fn is_owner_text(text: &str) -> bool {
@@ -139,6 +156,24 @@ impl StateDir {
     fn need_sub(&self, sub: &str) -> Result<Dir, StateError> {
         self.open_sub(sub)?.ok_or_else(|| StateError::Io {
             what: "open",
+            path: self.root.join(sub),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
+    }
+
+    /// A subdirectory, created if missing (a state directory made by an older
+    /// virt-l3 has no `macs/`). Callers hold the lock.
+    fn ensure_sub(&self, sub: &str) -> Result<Dir, StateError> {
+        if let Some(dir) = self.open_sub(sub)? {
+            return Ok(dir);
+        }
+        let root = self.open_root()?.ok_or_else(|| StateError::Io {
+            what: "open",
+            path: self.root.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        root.sub(sub, true)?.ok_or_else(|| StateError::Io {
+            what: "create",
             path: self.root.join(sub),
             source: std::io::ErrorKind::NotFound.into(),
         })
@@ -349,6 +384,7 @@ impl StateDir {
         let owner = Self::owner_text(&record.plan);
         let owners = self.need_sub("owners")?;
         let prefixes = self.need_sub("prefixes")?;
+        let macs = self.ensure_sub("macs")?;
         // Claims first, record last: a crash in between leaves claims that the
         // next save or release of this domain cleans, never a record without claims.
         for a in record.plan.addresses() {
@@ -356,6 +392,9 @@ impl StateDir {
         }
         for p in record.plan.prefixes() {
             Self::claim(&prefixes, &prefix_name(&p), &owner)?;
+        }
+        for m in record.plan.macs() {
+            Self::claim(&macs, &m.to_string(), &owner)?;
         }
         let domains = self.need_sub("domains")?;
         let name = Self::record_name(&record.plan.uuid);
@@ -379,6 +418,13 @@ impl StateDir {
             {
                 Self::release_path(&prefixes, &prefix_name(&p), &prev.plan.uuid)?;
             }
+            for m in prev
+                .plan
+                .macs()
+                .filter(|m| !record.plan.macs().any(|n| n == *m))
+            {
+                Self::release_path(&macs, &m.to_string(), &prev.plan.uuid)?;
+            }
         }
         Ok(())
     }
@@ -397,14 +443,16 @@ impl StateDir {
             domains.remove(&temp_name(&name))?;
         }
         self.clear_incoming(&record.plan.uuid)?;
+        self.clear_refused(&record.plan.uuid)?;
         self.release_claims(
             &record.plan.uuid,
             record.plan.addresses(),
             record.plan.prefixes(),
+            record.plan.macs(),
         )
     }
 
-    /// Removes the claims on these addresses and prefixes that name `uuid`, and
+    /// Removes the claims on these addresses, prefixes and MACs that name `uuid`, and
     /// the temporary file of its record: what a start killed before its record
     /// was written leaves (`stopped`/`release` find no record then, and pass the
     /// addresses of the domain XML). Call under the lock.
@@ -413,6 +461,7 @@ impl StateDir {
         uuid: &str,
         addresses: impl IntoIterator<Item = IpAddr>,
         prefixes: impl IntoIterator<Item = IpNet>,
+        macs: impl IntoIterator<Item = Mac>,
     ) -> Result<(), StateError> {
         if !is_valid_uuid(uuid) {
             return Ok(());
@@ -430,11 +479,16 @@ impl StateDir {
                 Self::release_path(&dir, &prefix_name(&p), uuid)?;
             }
         }
+        if let Some(dir) = self.open_sub("macs")? {
+            for m in macs {
+                Self::release_path(&dir, &m.to_string(), uuid)?;
+            }
+        }
         Ok(())
     }
 
     /// Removes what killed writers left: temporary files, and claims naming a
-    /// domain without a record or whose record lacks that address or prefix.
+    /// domain without a record or whose record lacks that address, prefix or MAC.
     /// Every writer holds the lock, so under it such files are leftovers. Call
     /// under the lock with every record; returns what was (or, with `apply`
     /// false, would be) removed. For reconcile, not the hook's hot path.
@@ -448,6 +502,9 @@ impl StateDir {
             for p in r.plan.prefixes() {
                 owned.insert(("prefixes", prefix_name(&p), r.plan.uuid.as_str()));
             }
+            for m in r.plan.macs() {
+                owned.insert(("macs", m.to_string(), r.plan.uuid.as_str()));
+            }
         }
         let mut removed = Vec::new();
         for sub in SUBDIRS {
@@ -457,7 +514,7 @@ impl StateDir {
             for name in dir.names()? {
                 let stale = if name.starts_with('.') {
                     Some(format!("temporary file {sub}/{name}"))
-                } else if sub == "owners" || sub == "prefixes" {
+                } else if CLAIMS.contains(&sub) {
                     // A claim that cannot be read (a file linked elsewhere
                     // included) is unreadable: removing it follows nothing.
                     match Self::owner_text_at(&dir, &name).ok().flatten() {
@@ -547,7 +604,8 @@ impl StateDir {
 
     /// Marks a domain as stopping: its `stopped` hook ran, libvirt has not yet
     /// removed its status file. Reconcile must not adopt it then (it would put
-    /// back what `stopped` just removed). `release` or the next `start` clears it.
+    /// back what `stopped` just removed). `release` (once the status file is gone),
+    /// reconcile (when the status file is gone) or the next `start` clears it.
     pub fn mark_stopping(&self, uuid: &str) -> Result<(), StateError> {
         if !is_valid_uuid(uuid) {
             return Ok(());
@@ -624,6 +682,11 @@ impl Ownership for StateDir {
                 Some((net, Self::read_owner(&dir, &n)?))
             })
             .collect()
+    }
+
+    fn owner_of_mac(&self, mac: Mac) -> Option<Owner> {
+        let dir = self.open_sub("macs").ok()??;
+        Self::read_owner(&dir, &mac.to_string())
     }
 
     fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {

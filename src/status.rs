@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::kernel::{Kernel, KernelError, KernelView};
-use crate::state::{Record, StateDir, StateError};
+use crate::state::{Record, Refusal, StateDir, StateError};
 
 #[derive(Debug, Serialize)]
 pub struct EntryStatus {
@@ -19,6 +19,10 @@ pub struct DomainStatus {
     pub metric: u32,
     pub addresses: Vec<String>,
     pub entries: Vec<EntryStatus>,
+    /// A change to the running domain that `refresh` refused (its routes stay
+    /// as they were), until a later refresh succeeds or the domain stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl DomainStatus {
@@ -51,6 +55,7 @@ pub fn domain_status(record: &Record, view: &KernelView) -> DomainStatus {
                 present: view.has(e, record.protocol),
             })
             .collect(),
+        refused: None,
     }
 }
 
@@ -70,5 +75,26 @@ pub async fn status<K: Kernel>(
     protocols.sort_unstable();
     protocols.dedup();
     let view = KernelView::lookup(kernel, bridges, &entries, &protocols).await?;
-    Ok(records.iter().map(|r| domain_status(r, &view)).collect())
+    let mut out: Vec<DomainStatus> = records.iter().map(|r| domain_status(r, &view)).collect();
+    with_refusals(&mut out, state.refusals()?);
+    Ok(out)
+}
+
+/// Adds the pending refusals: to the domain's status, or (a domain without a
+/// record: a refused first routed NIC) as a status of its own, with no entries.
+pub fn with_refusals(out: &mut Vec<DomainStatus>, refusals: Vec<Refusal>) {
+    for r in refusals {
+        match out.iter_mut().find(|d| d.uuid == r.uuid) {
+            Some(d) => d.refused = Some(r.reason),
+            None => out.push(DomainStatus {
+                name: r.name,
+                uuid: r.uuid,
+                standby: false,
+                metric: 0,
+                addresses: Vec::new(),
+                entries: Vec::new(),
+                refused: Some(r.reason),
+            }),
+        }
+    }
 }

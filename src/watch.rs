@@ -5,6 +5,8 @@
 //! once things have been quiet for a moment, so a burst costs one pass and memory
 //! stays bounded. No polling: the process sleeps until the kernel wakes it.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::kernel::{Kernel as _, NetlinkKernel};
-use crate::reconcile::{reconcile_scoped, Scope};
+use crate::reconcile::{reconcile_scoped, Action, Change, Scope};
 
 /// How long events must be quiet before reconciling.
 pub const SETTLE: Duration = Duration::from_millis(50);
@@ -40,7 +42,10 @@ pub enum WatchError {
     },
 }
 
-/// Whether a netlink event may concern virt-l3.
+/// Whether a netlink event may concern virt-l3. With the firewall on, a port
+/// joining or leaving any bridge is one: a port of a bridge virt-l3 does not
+/// route must join the tables' `foreign_ports` (kernels without `meta ibrname`),
+/// which the reconcile's ensure does.
 fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) -> bool {
     match msg {
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
@@ -52,7 +57,9 @@ fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) 
         RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
             l.attributes.iter().any(|a| match a {
                 LinkAttribute::IfName(n) => config.is_routed_bridge(n),
-                LinkAttribute::Controller(m) => bridge_indexes.contains(m),
+                LinkAttribute::Controller(m) => {
+                    config.firewall.enabled || bridge_indexes.contains(m)
+                }
                 _ => false,
             })
         }
@@ -137,15 +144,42 @@ impl Pending {
     }
 }
 
-/// Resolves when libvirt's status directory changed; drains the events (their
-/// content does not matter). Never without a watch.
-async fn status_changed(status: &Option<AsyncFd<Watched>>) -> std::io::Result<()> {
+/// Resolves when libvirt's status directory changed; drains the events and
+/// returns the status files written (see [`refresh_changed`]). Never without a watch.
+async fn status_changed(status: &Option<AsyncFd<Watched>>) -> std::io::Result<Vec<OsString>> {
     match status {
         Some(fd) => fd.readable().await.map(|mut g| {
-            let _ = g.get_inner().0.read_events();
+            let events = g.get_inner().0.read_events().unwrap_or_default();
             g.clear_ready();
+            let written = AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO;
+            let mut names: Vec<OsString> = events
+                .into_iter()
+                .filter(|e| e.mask.intersects(written))
+                .filter_map(|e| e.name)
+                .filter(|n| Path::new(n).extension().is_some_and(|x| x == "xml"))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
         }),
         None => std::future::pending().await,
+    }
+}
+
+/// libvirt rewrote running domains' status files (a NIC attached or detached,
+/// live metadata; libvirt runs no hook then): refresh each domain now, before
+/// the reconcile the event also marks. A refusal is logged once (until its reason changes).
+async fn refresh_changed(kernel: &mut NetlinkKernel, config: &Config, names: Vec<OsString>) {
+    if !names.is_empty() {
+        // A hot-plugged tap may be newer than the netlink event that says so.
+        kernel.forget_links();
+    }
+    for n in names {
+        let path = config.libvirt_status_dir.join(&n);
+        match crate::refresh::refresh_file(kernel, config, &path).await {
+            Ok(_) | Err(crate::refresh::RefreshError::Refused { first: false, .. }) => {}
+            Err(e) => warn!("{e}"),
+        }
     }
 }
 
@@ -155,6 +189,102 @@ async fn retry_due(status: &Option<AsyncFd<Watched>>) {
         tokio::time::sleep(Duration::from_secs(5)).await
     } else {
         std::future::pending().await
+    }
+}
+
+/// Resolves when nftables changes arrived; whether one removed something of
+/// virt-l3's tables (drains what is there). Never without a subscription.
+async fn tables_changed(nft: &Option<AsyncFd<netlink_sys::Socket>>) -> bool {
+    let Some(fd) = nft else {
+        return std::future::pending().await;
+    };
+    let Ok(mut guard) = fd.readable().await else {
+        return false;
+    };
+    let mut ours = false;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match guard.get_inner().recv(&mut &mut buf[..], 0) {
+            Ok(n) => {
+                ours |= crate::firewall::nfnetlink::removes_from(&buf[..n], crate::firewall::TABLE)
+            }
+            // ENOBUFS: events were lost; assume one was ours.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => ours = true,
+            Err(_) => {
+                guard.clear_ready();
+                return ours;
+            }
+        }
+    }
+}
+
+/// Ports that joined a routed bridge since the last pass (`watch`).
+#[derive(Default)]
+struct NewPorts {
+    joined: std::collections::BTreeSet<String>,
+    /// Blocked ports already logged (forgotten when they go).
+    logged: std::collections::HashSet<String>,
+}
+
+impl NewPorts {
+    fn event(&mut self, msg: &RouteNetlinkMessage, bridge_indexes: &[u32]) {
+        let (RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l)) = msg else {
+            return;
+        };
+        let name = l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        let Some(name) = name else { return };
+        let on_routed = l
+            .attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Controller(m) if bridge_indexes.contains(m)));
+        if matches!(msg, RouteNetlinkMessage::NewLink(_)) && on_routed {
+            self.joined.insert(name);
+        } else {
+            self.logged.remove(&name);
+        }
+    }
+
+    /// After a reconcile: a joined port that no record names stays blocked by
+    /// the tables (never accepted: routing a hot-plugged NIC is issue 18), gets
+    /// port isolation, and is logged once with its domain from libvirt's status files.
+    async fn handle(&mut self, kernel: &mut NetlinkKernel, config: &Config) {
+        if self.joined.is_empty() {
+            return;
+        }
+        let joined = std::mem::take(&mut self.joined);
+        let recorded: std::collections::HashSet<String> =
+            crate::state::StateDir::new(&config.state_dir)
+                .records()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|r| r.plan.nics.into_iter().filter_map(|n| n.tap))
+                .collect();
+        let unknown: Vec<String> = joined
+            .into_iter()
+            .filter(|p| !recorded.contains(p))
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let isolated = kernel.isolated_ports().await.unwrap_or_default();
+        let owners = crate::reconcile::observe::tap_owners(&config.libvirt_status_dir);
+        for port in unknown {
+            if config.port_isolation && isolated.get(&port) == Some(&false) {
+                if let Err(e) = kernel.set_port_isolation(&port, true).await {
+                    warn!("{e}");
+                }
+            }
+            if config.firewall.enabled && self.logged.insert(port.clone()) {
+                let domain = owners
+                    .get(&port)
+                    .map(|d| format!("domain {d}"))
+                    .unwrap_or_else(|| "no running domain names it".into());
+                warn!("port {port} ({domain}) joined a routed bridge without virt-l3's start hook: it stays blocked and isolated (a hot-plugged NIC is not routed; restart the domain to route it)");
+            }
+        }
     }
 }
 
@@ -181,6 +311,24 @@ pub async fn watch(
             None
         }
     };
+    let nft = if config.firewall.enabled {
+        // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and
+        // the same for as long as the AsyncFd lives.
+        match crate::firewall::nfnetlink::subscribe().map(|s| unsafe { AsyncFd::register(s) }) {
+            Ok(Ok(fd)) => Some(fd),
+            Ok(Err(e)) => {
+                warn!("cannot wait on nftables changes: {e}; a flushed table is restored at the next event only");
+                None
+            }
+            Err(e) => {
+                warn!("{e}; a flushed table is restored at the next event only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut new_ports = NewPorts::default();
     tokio::pin!(shutdown);
     // Reconcile once at start.
     let mut pending = Pending {
@@ -192,6 +340,7 @@ pub async fn watch(
     // The first reconcile sweeps (strays included); the ones events trigger look
     // up the recorded entries only, at a cost that follows them.
     let mut scope = Scope::Sweep;
+    let mut refused = Refused::default();
     info!(status_dir = %config.libvirt_status_dir.display(), "watching");
     loop {
         tokio::select! {
@@ -211,10 +360,17 @@ pub async fn watch(
                     if relevant(m, config, &bridge_indexes) {
                         pending.mark();
                     }
+                    new_ports.event(m, &bridge_indexes);
+                }
+            }
+            ours = tables_changed(&nft) => {
+                if ours {
+                    pending.mark();
                 }
             }
             r = status_changed(&status) => {
-                if r.is_ok() {
+                if let Ok(names) = r {
+                    refresh_changed(&mut kernel, config, names).await;
                     pending.mark();
                 }
             }
@@ -232,12 +388,36 @@ pub async fn watch(
             _ = pending.settled() => {
                 pending.dirty = false;
                 pending.first_event = None;
-                if reconcile_now(&mut kernel, config, scope, &mut pending.next_change).await {
+                if reconcile_now(&mut kernel, config, scope, &mut pending.next_change, &mut refused).await {
                     scope = Scope::Records;
                 }
                 bridge_indexes = routed_bridge_indexes(&mut kernel, config).await;
+                new_ports.handle(&mut kernel, config).await;
             }
         }
+    }
+}
+
+/// The running domains reconcile refuses to adopt, as last reported: each run
+/// reports them again, but a refusal is logged once, when it appears (or its
+/// reason changes), not on every event.
+#[derive(Debug, Default)]
+pub struct Refused(BTreeSet<Change>);
+
+impl Refused {
+    /// The refusals of this run that were not in the previous one; remembers this run's.
+    pub fn new_ones<'a>(&mut self, changes: &'a [Change]) -> Vec<&'a Change> {
+        let now: BTreeSet<Change> = changes
+            .iter()
+            .filter(|c| c.action == Action::Refuse)
+            .cloned()
+            .collect();
+        let fresh = changes
+            .iter()
+            .filter(|c| c.action == Action::Refuse && !self.0.contains(*c))
+            .collect();
+        self.0 = now;
+        fresh
     }
 }
 
@@ -248,6 +428,7 @@ async fn reconcile_now(
     config: &Config,
     scope: Scope,
     next_change: &mut Option<Instant>,
+    refused: &mut Refused,
 ) -> bool {
     match reconcile_scoped(kernel, config, false, scope).await {
         Ok(report) => {
@@ -256,10 +437,17 @@ async fn reconcile_now(
                 let wait = at.saturating_sub(crate::state::now_ms());
                 Instant::now() + Duration::from_millis(wait + 10)
             });
-            for c in &report.changes {
+            for c in refused.new_ones(&report.changes) {
+                warn!(
+                    domain = %c.domain.as_deref().unwrap_or("-"),
+                    "{}",
+                    c.what
+                );
+            }
+            for c in report.changes.iter().filter(|c| c.action != Action::Refuse) {
                 info!(
                     action = c.action.as_str(),
-                    domain = c.domain.as_deref().unwrap_or("-"),
+                    domain = %c.domain.as_deref().map_or("-".into(), crate::plan::display_name),
                     "{}",
                     c.what
                 );
@@ -299,5 +487,35 @@ pub async fn termination() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(action: Action, domain: &str, what: &str) -> Change {
+        Change {
+            action,
+            domain: Some(domain.into()),
+            what: what.into(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_logged_once_until_it_changes_or_returns() {
+        let mut refused = Refused::default();
+        let a = change(Action::Refuse, "a", "not adopting running domain A: x");
+        let b = change(Action::Refuse, "b", "not adopting running domain B: y");
+        let add = change(Action::Add, "c", "route 192.0.2.1/32");
+        assert_eq!(refused.new_ones(&[a.clone(), add.clone()]), [&a]);
+        // Every later run reports it again: not logged again.
+        assert!(refused.new_ones(&[a.clone(), add]).is_empty());
+        assert_eq!(refused.new_ones(&[a.clone(), b.clone()]), [&b]);
+        // A new reason is news; so is a refusal that went away and came back.
+        let a2 = change(Action::Refuse, "a", "not adopting running domain A: z");
+        assert_eq!(refused.new_ones(&[a2.clone(), b.clone()]), [&a2]);
+        assert!(refused.new_ones(std::slice::from_ref(&b)).is_empty());
+        assert_eq!(refused.new_ones(&[a2.clone(), b]), [&a2]);
     }
 }

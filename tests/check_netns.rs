@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -13,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixture, stderr, Lab};
+use common::{fixture, repo_path, run, stderr, Lab};
 
 const GATEWAY_MAC: &str = "02:00:00:00:00:01";
 
@@ -129,27 +130,19 @@ impl Drop for Host {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
-    o
-}
-
 /// The shipped BIRD example with its placeholders filled in, logging to a file.
 fn example_bird_conf(dir: &Path) -> String {
-    std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples/bird.conf"),
-    )
-    .unwrap()
-    .replace(
-        "log syslog all;",
-        &format!("log \"{}/bird.log\" all;", dir.display()),
-    )
-    .replace("@ROUTER_ID@", "192.0.2.2")
-    .replace("@LOCAL_AS@", "65010")
-    .replace("@PEER_AS@", "65001")
-    .replace("@PEER_V4@", "192.0.2.1")
-    .replace("@PEER_V6@", "2001:db8::1")
+    std::fs::read_to_string(repo_path("packaging/examples/bird.conf"))
+        .unwrap()
+        .replace(
+            "log syslog all;",
+            &format!("log \"{}/bird.log\" all;", dir.display()),
+        )
+        .replace("@ROUTER_ID@", "192.0.2.2")
+        .replace("@LOCAL_AS@", "65010")
+        .replace("@PEER_AS@", "65001")
+        .replace("@PEER_V4@", "192.0.2.1")
+        .replace("@PEER_V6@", "2001:db8::1")
 }
 
 /// A hypervisor prepared the way docs/TROUBLESHOOTING.md says it should be.
@@ -232,6 +225,9 @@ fn host(gateway_mac: bool) -> Host {
             &h.path("bird.pid").display().to_string(),
         ]));
     h.bird_running = true;
+    // virt-l3's nftables tables, as the reconcile unit installs them at boot.
+    let o = h.lab.virt_l3(&["firewall", "install"], b"");
+    assert!(o.status.success(), "firewall install: {}", stderr(&o));
     h
 }
 
@@ -731,20 +727,54 @@ fn cases() -> Vec<Case> {
             fix: "virt-l3 reconcile",
             summary: "stray protocol-52 route 198.51.100.7/32",
         },
+        Case {
+            name: "virt-l3's nftables tables missing",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                let o = h.lab.virt_l3(&["firewall", "remove"], b"");
+                assert!(o.status.success(), "{}", stderr(&o));
+            },
+            fails: &["firewall"],
+            fix: "virt-l3 firewall install",
+            summary: "missing or stale",
+        },
+        Case {
+            name: "virt-l3's inet table flushed",
+            gateway_mac: true,
+            routed: true,
+            breakage: |h| {
+                run(Command::new("ip").args([
+                    "netns", "exec", &h.lab.ns, "nft", "flush", "table", "inet", "virt_l3",
+                ]));
+            },
+            fails: &["firewall"],
+            fix: "systemctl restart virt-l3-reconcile",
+            summary: "missing or stale",
+        },
+        Case {
+            name: "tables made for another host (a new protected network)",
+            gateway_mac: true,
+            routed: false,
+            breakage: |h| {
+                h.lab.ip(&["addr", "add", "10.9.0.1/24", "dev", "uplink0"]);
+            },
+            fails: &["firewall"],
+            fix: "virt-l3 firewall install",
+            summary: "stale",
+        },
     ]
 }
 
 /// A vtysh stand-in answering `show running-config` with the shipped FRR example
 /// (its `match interface` set to `iface`).
 fn frr_vtysh(h: &Host, iface: &str) {
-    let conf = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples/frr.conf"),
-    )
-    .unwrap()
-    .replace(
-        "match interface cloudbr0",
-        &format!("match interface {iface}"),
-    );
+    let conf = std::fs::read_to_string(repo_path("packaging/examples/frr.conf"))
+        .unwrap()
+        .replace(
+            "match interface cloudbr0",
+            &format!("match interface {iface}"),
+        );
     std::fs::write(h.path("frr-running.conf"), conf).unwrap();
     h.script(
         "vtysh",
@@ -757,6 +787,7 @@ fn frr_vtysh(h: &Host, iface: &str) {
 
 #[test]
 fn check_reports_exactly_the_broken_item() {
+    require_root!();
     let mut problems = Vec::new();
     for case in cases() {
         let mut h = host(case.gateway_mac);
@@ -811,6 +842,7 @@ fn check_reports_exactly_the_broken_item() {
 
 #[test]
 fn check_covers_every_item_and_explains_in_text() {
+    require_root!();
     let mut h = host(false);
     let (code, report, _) = h.check();
     assert_eq!(code, 0, "{report}");
@@ -833,6 +865,7 @@ fn check_covers_every_item_and_explains_in_text() {
         "proxy_ndp",
         "send_redirects",
         "control-network",
+        "allow",
         "libvirt",
         "hook",
         "nwfilter",
@@ -840,6 +873,8 @@ fn check_covers_every_item_and_explains_in_text() {
         "routing-daemon",
         "routing-config",
         "state",
+        "firewall",
+        "ports",
     ];
     assert_eq!(ids, all.into_iter().collect::<BTreeSet<_>>());
     // Without gateway_mac the bridge MAC is a warning, with its fix.
@@ -884,5 +919,62 @@ fn check_covers_every_item_and_explains_in_text() {
         "{text}"
     );
     assert!(text.contains("ok   bridge cloudbr0:"), "{text}");
+    assert!(
+        text.contains("ok   firewall: virt-l3's nftables tables are installed and current"),
+        "{text}"
+    );
     assert!(text.ends_with("not ready: 1 item(s) failed\n"), "{text}");
+}
+
+/// `ports` names each blocked port of a routed bridge and, from libvirt's status
+/// files, its domain; a port virt-l3 accepted is not named; the firewall disabled
+/// is a warning.
+#[test]
+fn check_names_blocked_ports_and_their_domain() {
+    let h = host(true);
+    h.lab.add_tap("vnet7", "cloudbr0");
+    set_running(&h, "running", "booted");
+    let item = |report: &serde_json::Value, id: &str| {
+        report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let (_, report, _) = h.check();
+    let ports = item(&report, "ports");
+    assert_eq!(ports["status"], "warn", "{ports}");
+    let summary = ports["summary"].as_str().unwrap();
+    assert!(summary.contains("vnet3 (domain i-2-10-VM)"), "{summary}");
+    assert!(
+        summary.contains("vnet7 (no running domain names it)"),
+        "{summary}"
+    );
+    assert!(ports["fix"].as_str().unwrap().contains("virsh start"));
+    run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &h.lab.ns,
+        "nft",
+        "add",
+        "element",
+        "bridge",
+        "virt_l3",
+        "accepted_ports",
+        "{ vnet3, vnet7 }",
+    ]));
+    let (_, report, _) = h.check();
+    assert_eq!(item(&report, "ports")["status"], "ok", "{report}");
+    h.lab.write_config(&format!(
+        "require_nwfilter = false\nreconcile_grace_seconds = 0\nlibvirt_status_dir = {:?}\n[firewall]\nenabled = false\n",
+        h.path("libvirt-qemu")
+    ));
+    let (_, report, _) = h.check();
+    assert_eq!(item(&report, "firewall")["status"], "warn", "{report}");
+    assert!(item(&report, "firewall")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("enabled = false"));
 }

@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::process::Output;
@@ -166,6 +167,7 @@ fn reconcile_loop(lab: &Lab, done: &AtomicBool, runs: &AtomicUsize, seed: u64) {
 
 #[test]
 fn fifty_domains_started_stopped_reconnected_and_reconciled_concurrently_end_exact() {
+    require_root!();
     let seed = seed_from_env("VIRT_L3_CONCURRENCY_SEED");
     let rounds = env_number("VIRT_L3_CONCURRENCY_ROUNDS", 8);
     eprintln!(

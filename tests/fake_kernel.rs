@@ -49,15 +49,19 @@ impl Lab {
     }
 
     fn hook(&self, op: &str) -> Result<(), HookError> {
+        self.hook_with(op, NAME, &xml())
+    }
+
+    fn hook_with(&self, op: &str, name: &str, xml: &[u8]) -> Result<(), HookError> {
         let inv = Invocation {
-            domain: NAME.to_string(),
+            domain: name.to_string(),
             op: Operation::parse(op),
             op_text: op.to_string(),
             subop: "begin".to_string(),
             extra: "-".to_string(),
         };
         let kernel = self.kernel.clone();
-        run_with(&self.config, &inv, &xml(), move || Ok(kernel))
+        run_with(&self.config, &inv, xml, move || Ok(kernel))
     }
 
     fn state(&self) -> StateDir {
@@ -156,7 +160,8 @@ fn start_installs_records_isolates_and_turns_redirects_off() {
     assert!(lab.routes().is_empty(), "prepare changes nothing");
     lab.hook("start").unwrap();
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
-    assert_eq!(lab.neighbours(), 2);
+    // Its two addresses and its pinned (EUI-64) link-local.
+    assert_eq!(lab.neighbours(), 3);
     let rec = lab.state().record(UUID).unwrap().unwrap();
     assert_eq!((rec.metric, rec.standby, rec.protocol), (100, false, PROTO));
     let m = lab.kernel.snapshot();
@@ -171,7 +176,7 @@ fn start_installs_records_isolates_and_turns_redirects_off() {
 #[test]
 fn a_half_applied_start_is_rolled_back() {
     let lab = Lab::new();
-    // The third of the five entries fails.
+    // The third of the six entries fails.
     lab.kernel.inject(Fault::Nth {
         n: 3,
         errno: libc::ENETUNREACH,
@@ -182,7 +187,7 @@ fn a_half_applied_start_is_rolled_back() {
         "{err}"
     );
     assert!(
-        err.contains("1 of 5 kernel changes for domain i-2-10-VM failed, all rolled back"),
+        err.contains("1 of 6 kernel changes for domain i-2-10-VM failed, all rolled back"),
         "{err}"
     );
     assert!(err.contains("Network is unreachable"), "{err}");
@@ -193,12 +198,12 @@ fn a_half_applied_start_is_rolled_back() {
     let log = lab.kernel.snapshot().log;
     assert_eq!(
         log.iter().filter(|l| l.starts_with("add ")).count(),
-        4,
+        5,
         "{log:?}"
     );
     assert_eq!(
         log.iter().filter(|l| l.starts_with("remove ")).count(),
-        4,
+        5,
         "{log:?}"
     );
     // Once the kernel takes it, the start goes through.
@@ -217,19 +222,20 @@ fn started_and_reconnect_keep_what_worked() {
     // started fails (libvirt aborts) but keeps the record and what went in.
     let err = lab.hook("started").unwrap_err().to_string();
     assert!(
-        err.contains("1 of 5 kernel changes for domain i-2-10-VM failed: "),
+        err.contains("1 of 6 kernel changes for domain i-2-10-VM failed: "),
         "{err}"
     );
     assert!(!err.contains("rolled back"), "{err}");
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
-    assert_eq!(lab.neighbours(), 1);
+    // The IPv6 address and the pinned link-local went in.
+    assert_eq!(lab.neighbours(), 2);
     assert!(lab.state().record(UUID).unwrap().is_some());
     // reconnect never fails: a failure would kill the running VM.
     lab.hook("reconnect").unwrap();
     assert!(lab.state().record(UUID).unwrap().is_some());
     lab.kernel.clear_faults();
     lab.hook("reconnect").unwrap();
-    assert_eq!(lab.neighbours(), 2);
+    assert_eq!(lab.neighbours(), 3);
 }
 
 #[test]
@@ -403,7 +409,7 @@ fn reconcile_adds_fixes_and_removes_only_its_own() {
     );
     assert_eq!(
         r.changes.iter().filter(|c| c.action == Action::Add).count(),
-        3,
+        4, // with the pinned link-local's neighbour
         "{:?}",
         r.changes
     );
@@ -491,7 +497,11 @@ fn status_looks_up_the_recorded_entries_and_dumps_nothing_when_healthy() {
     lab.hook("start").unwrap();
     let (entries, reads) = lab.status();
     assert!(entries.iter().all(|(_, p)| *p), "{entries:?}");
-    assert_eq!(reads, ["lookup 5"], "one lookup of the 5 entries, no dump");
+    assert_eq!(
+        reads,
+        ["lookup 6"],
+        "one lookup of the 6 entries (the link-local neighbour included), no dump"
+    );
 }
 
 #[test]
@@ -515,7 +525,7 @@ fn status_finds_missing_and_differing_entries_as_a_full_read_does() {
         "{absent:?}"
     );
     // A route not answered as itself is confirmed by the filtered dump.
-    assert_eq!(reads, ["lookup 5", "routes proto 52"]);
+    assert_eq!(reads, ["lookup 6", "routes proto 52"]);
 }
 
 #[test]
@@ -537,7 +547,7 @@ fn a_route_hidden_behind_a_better_one_is_still_found() {
     });
     let (entries, reads) = lab.status();
     assert!(entries.iter().all(|(_, p)| *p), "{entries:?}");
-    assert_eq!(reads, ["lookup 5", "routes proto 52"]);
+    assert_eq!(reads, ["lookup 6", "routes proto 52"]);
 }
 
 #[test]
@@ -548,7 +558,7 @@ fn a_records_reconcile_repairs_like_a_sweep_but_leaves_strays_to_it() {
     // Healthy: the records' entries looked up, no dump at all.
     let (r, reads) = lab.reconcile_scoped(Scope::Records);
     assert!(r.changes.is_empty(), "{:?}", r.changes);
-    assert_eq!(reads, ["lookup 5"]);
+    assert_eq!(reads, ["lookup 6"]);
     // Strays only: a records reconcile does not see them (its entries all answer
     // as themselves); the sweep removes them, reading a filtered dump, never the
     // whole table.
@@ -556,7 +566,7 @@ fn a_records_reconcile_repairs_like_a_sweep_but_leaves_strays_to_it() {
     lab.hook("started").unwrap();
     let (r, reads) = lab.reconcile_scoped(Scope::Records);
     assert!(r.changes.is_empty(), "{:?}", r.changes);
-    assert_eq!(reads, ["lookup 5"]);
+    assert_eq!(reads, ["lookup 6"]);
     assert_eq!(lab.routes().len(), 4, "{:?}", lab.routes());
     let (r, reads) = lab.reconcile_scoped(Scope::Sweep);
     let removes = r
@@ -575,7 +585,7 @@ fn a_records_reconcile_repairs_like_a_sweep_but_leaves_strays_to_it() {
     let adds = r.changes.iter().filter(|c| c.action == Action::Add).count();
     assert_eq!(adds, 2, "{:?}", r.changes);
     assert_eq!(lab.routes(), expected_routes(&lab, 100));
-    assert_eq!(reads, ["lookup 5", "routes proto 52"]);
+    assert_eq!(reads, ["lookup 6", "routes proto 52"]);
 }
 
 #[test]
@@ -597,4 +607,199 @@ fn a_records_reconcile_removes_what_a_pruned_or_restood_record_left() {
     assert!(lab.routes().is_empty(), "{:?}", lab.routes());
     assert_eq!(lab.neighbours(), 0);
     assert!(!reads.contains(&"routes".to_string()), "{reads:?}");
+}
+
+/// A record whose domain libvirt does not list is kept for the grace period, and
+/// reconcile asks to run again when that period ends (`watch` sleeps until then),
+/// so that its routes go even on a host where nothing else happens.
+#[test]
+fn reconcile_asks_to_run_again_when_a_grace_period_ends() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let since = lab.state().record(UUID).unwrap().unwrap().since_ms;
+    let r = lab.reconcile();
+    assert!(
+        !r.changes.iter().any(|c| c.action == Action::Prune),
+        "{:?}",
+        r.changes
+    );
+    assert!(!lab.routes().is_empty());
+    assert_eq!(
+        r.next_change,
+        Some(since + lab.config.reconcile_grace_seconds * 1000)
+    );
+}
+
+/// Everything logged (at debug and above) while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn a_control_character_in_a_domain_name_never_reaches_the_log_raw() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    // The same domain (same UUID), renamed with a newline and an escape: its plan
+    // fails, and reconnect re-applies the record, saying so in the log.
+    let text = String::from_utf8(xml()).unwrap().replace(
+        "<name>i-2-10-VM</name>",
+        "<name>i-2-10-VM&#10;forged line&#27;[31m</name>",
+    );
+    let log = logged(|| {
+        lab.hook_with(
+            "reconnect",
+            "i-2-10-VM\nforged line\u{1b}[31m",
+            text.as_bytes(),
+        )
+        .unwrap();
+    });
+    assert!(
+        log.contains("re-applying the recorded state instead"),
+        "{log}"
+    );
+    assert!(log.contains(r#"i-2-10-VM\nforged line\u{1b}[31m"#), "{log}");
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(!log.contains("\nforged"), "{log}");
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
+}
+
+#[test]
+fn reconcile_adopts_only_what_the_hook_would_accept() {
+    let lab = Lab::new();
+    // Running, no record (virt-l3 installed after it started), and without
+    // virt-l3's nwfilter: prepare would refuse it (require_nwfilter), so
+    // reconcile does not route it, and says so.
+    let unfiltered = String::from_utf8(xml())
+        .unwrap()
+        .replace("<filterref filter='virt-l3-nic-52024576d235'/>", "");
+    let text = format!(
+        "<domstatus state='running' reason='booted' pid='4242'>\n{unfiltered}\n</domstatus>\n"
+    );
+    std::fs::write(
+        lab.config.libvirt_status_dir.join(format!("{NAME}.xml")),
+        text,
+    )
+    .unwrap();
+    let r = lab.reconcile();
+    let refused: Vec<_> = r
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Refuse)
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", r.changes);
+    assert_eq!(refused[0].domain.as_deref(), Some(NAME));
+    assert!(
+        refused[0]
+            .what
+            .contains("does not carry virt-l3's nwfilter"),
+        "{}",
+        refused[0].what
+    );
+    assert!(!r.changes.iter().any(|c| c.action == Action::Adopt));
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().record(UUID).unwrap().is_none());
+    // With its filter, the same domain is adopted.
+    lab.running("running", "booted");
+    let r = lab.reconcile();
+    assert!(
+        r.changes.iter().any(|c| c.action == Action::Adopt),
+        "{:?}",
+        r.changes
+    );
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
+}
+
+/// libvirt removes the status file after `stopped` and before `release`
+/// (qemuProcessStop). Whatever the order, a reconcile in between must not adopt
+/// the stopped domain back: with the file still there when `release` runs, the
+/// stopping mark stays until reconcile sees the file gone.
+#[test]
+fn a_stopped_domain_is_not_adopted_back_whatever_the_status_file_order() {
+    let lab = Lab::new();
+    let adopted = |r: &Report| r.changes.iter().any(|c| c.action == Action::Adopt);
+    // libvirt's order: stopped, status file removed, release.
+    lab.hook("start").unwrap();
+    lab.running("paused", "migration");
+    lab.hook("stopped").unwrap();
+    assert!(!adopted(&lab.reconcile()));
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{NAME}.xml"))).unwrap();
+    lab.hook("release").unwrap();
+    assert!(lab.state().stopping().is_empty());
+    // The status file outlives `release` (the source of a migration, paused).
+    lab.hook("start").unwrap();
+    lab.running("paused", "migration");
+    lab.hook("stopped").unwrap();
+    lab.hook("release").unwrap();
+    let r = lab.reconcile();
+    assert!(!adopted(&r), "{:?}", r.changes);
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().record(UUID).unwrap().is_none());
+    assert_eq!(lab.state().stopping(), vec![UUID.to_string()]);
+    // The file gone, reconcile clears the mark (and adopts nothing).
+    std::fs::remove_file(lab.config.libvirt_status_dir.join(format!("{NAME}.xml"))).unwrap();
+    assert!(!adopted(&lab.reconcile()));
+    assert!(lab.state().stopping().is_empty());
+    assert!(lab.routes().is_empty());
+}
+
+/// virt-l3's nftables tables: `start` ensures them and accepts the tap, `stopped`
+/// forgets it; a firewall failure rolls the start back (fail closed); with the
+/// firewall disabled nothing is asked of it.
+#[test]
+fn start_accepts_the_tap_and_stopped_forgets_it() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let m = lab.kernel.snapshot();
+    assert!(m.firewall);
+    assert_eq!(m.firewall_installs, 1);
+    assert_eq!(m.accepted_ports.iter().collect::<Vec<_>>(), ["vnet3"]);
+    lab.hook("started").unwrap();
+    assert_eq!(
+        lab.kernel.snapshot().firewall_installs,
+        1,
+        "ensured, not reinstalled"
+    );
+    lab.hook("stopped").unwrap();
+    assert!(lab.kernel.snapshot().accepted_ports.is_empty());
+
+    let lab = Lab::new();
+    lab.kernel.with(|m| {
+        m.faults.push(Fault::Matching {
+            text: "install virt-l3's nftables tables".into(),
+            errno: libc::EPERM,
+        })
+    });
+    let e = lab.hook("start").unwrap_err().to_string();
+    assert!(
+        e.contains("all rolled back") && e.contains("nftables"),
+        "{e}"
+    );
+    assert!(lab.routes().is_empty());
+    assert!(lab.state().records().unwrap().is_empty());
+
+    let mut lab = Lab::new();
+    lab.config.firewall.enabled = false;
+    lab.hook("start").unwrap();
+    let m = lab.kernel.snapshot();
+    assert!(!m.firewall && m.accepted_ports.is_empty());
 }

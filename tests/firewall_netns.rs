@@ -211,3 +211,162 @@ fn only_accepted_ports_pass_frames_netns() {
         .expect("forget twice");
     assert!(!works(&g, "ping -c1 -W2 169.254.0.1"));
 }
+
+/// `virt-l3 --config FILE ARGS` in the lab's host namespace.
+fn cli(lab: &Lab, config: &str, args: &str) -> Output {
+    let path = format!("/tmp/{}-config.toml", lab.p);
+    std::fs::write(&path, config).expect("write the config");
+    sh(&format!(
+        "ip netns exec {} {} --config {path} {args}",
+        lab.h(),
+        env!("CARGO_BIN_EXE_virt-l3")
+    ))
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const CLI_CONFIG: &str = "[firewall]\nhost_allow = [\"tcp/80@169.254.169.254\", \"udp/53\"]\nprotected_networks = [\"connected\", \"10.0.0.0/8\"]\n";
+
+/// Golden file of `virt-l3 firewall render` through the binary, in a namespace
+/// whose networks are known (`UPDATE_GOLDEN=1` rewrites it). The bridge table
+/// depends on the kernel's `meta ibrname`: one file per capability.
+#[test]
+fn firewall_render_golden_through_the_binary_netns() {
+    let lab = Lab::new("r");
+    let meta = lab.in_host(firewall::nft::probe_bridge_meta);
+    let name = if meta {
+        "cli-render-meta.nft"
+    } else {
+        "cli-render.nft"
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/firewall")
+        .join(name);
+    let text = stdout(&cli(&lab, CLI_CONFIG, "firewall render"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).expect("write the golden file");
+    }
+    let Ok(want) = std::fs::read_to_string(&path) else {
+        eprintln!("note: no {name} for this kernel (UPDATE_GOLDEN=1 writes it)");
+        return;
+    };
+    assert_eq!(text, want, "{name} differs (UPDATE_GOLDEN=1 rewrites it)");
+    for needle in [
+        "tcp dport 80 accept comment \"host_allow tcp/80@169.254.169.254\"",
+        "elements = { 10.0.0.0/8, 192.0.2.0/24, 198.51.100.0/24 }",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
+}
+
+#[test]
+fn firewall_install_and_remove_through_the_binary_netns() {
+    let lab = Lab::new("i");
+    let h = lab.h();
+    assert_eq!(
+        stdout(&cli(&lab, CLI_CONFIG, "firewall install")),
+        "installed virt-l3's nftables tables\n"
+    );
+    assert_eq!(
+        stdout(&cli(&lab, CLI_CONFIG, "firewall install")),
+        "virt-l3's nftables tables are installed and current\n"
+    );
+    // Accepted ports survive a reinstall (a changed configuration).
+    lab.in_host(|| firewall::accept_port("vg9"))
+        .expect("accept");
+    assert_eq!(
+        stdout(&cli(&lab, "", "firewall install")),
+        "installed virt-l3's nftables tables\n"
+    );
+    assert!(lab
+        .in_host(firewall::nft::accepted_ports)
+        .expect("list")
+        .contains(&"vg9".to_string()));
+    ok(&format!("ip netns exec {h} nft flush table inet virt_l3"));
+    assert_eq!(
+        stdout(&cli(&lab, "", "firewall install")),
+        "installed virt-l3's nftables tables\n",
+        "a flushed table is restored"
+    );
+    assert_eq!(
+        stdout(&cli(&lab, "", "firewall remove")),
+        "removed virt-l3's nftables tables\n"
+    );
+    assert!(!works(&h, "nft list table inet virt_l3"));
+    stdout(&cli(&lab, "", "firewall install"));
+    // Disabled: `install` removes the tables.
+    assert!(stdout(&cli(
+        &lab,
+        "[firewall]\nenabled = false\n",
+        "firewall install"
+    ))
+    .contains("disabled"));
+    assert!(!works(&h, "nft list table bridge virt_l3"));
+    // A malformed entry: exit 2, the value named.
+    let o = cli(
+        &lab,
+        "[firewall]\nprotected_networks = [\"storage\"]\n",
+        "firewall render",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"storage\""));
+}
+
+/// The hook's check: current tables are seen in-process (no `nft` fork); a
+/// flushed or deleted table is reinstalled; accepted ports are kept.
+#[test]
+fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
+    let lab = Lab::new("q");
+    let h = lab.h();
+    let ensure = |lab: &Lab| {
+        lab.in_host(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(firewall::ensure_quick(&Config::default()))
+                .expect("ensure")
+        })
+    };
+    let quick = |lab: &Lab| {
+        lab.in_host(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(firewall::quick_current(&Config::default()))
+                .expect("quick check")
+        })
+    };
+    assert!(!quick(&lab));
+    assert_eq!(ensure(&lab), firewall::Ensured::Installed);
+    assert!(quick(&lab), "current tables are seen without nft");
+    assert_eq!(ensure(&lab), firewall::Ensured::Current);
+    lab.in_host(|| firewall::accept_port("vg5"))
+        .expect("accept");
+    // A netdev guard appears only at the next full install; still current.
+    assert!(quick(&lab), "an accepted port keeps the tables current");
+    assert_eq!(ensure(&lab), firewall::Ensured::Current);
+    for breakage in [
+        "nft flush table inet virt_l3",
+        "nft flush chain bridge virt_l3 forward",
+        "nft delete table bridge virt_l3",
+    ] {
+        ok(&format!("ip netns exec {h} {breakage}"));
+        assert!(!quick(&lab), "{breakage}");
+        assert_eq!(ensure(&lab), firewall::Ensured::Installed, "{breakage}");
+        assert!(quick(&lab), "{breakage}");
+        // Deleting the bridge table loses its set: reconcile accepts the recorded taps again.
+        let kept = lab
+            .in_host(firewall::nft::accepted_ports)
+            .expect("list")
+            .contains(&"vg5".to_string());
+        assert_eq!(kept, !breakage.contains("delete"), "{breakage}");
+    }
+    // A new protected network makes the tables stale.
+    ok(&format!("ip -n {h} addr add 10.7.0.1/24 dev mg0"));
+    assert_eq!(ensure(&lab), firewall::Ensured::Installed);
+}

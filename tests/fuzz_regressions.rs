@@ -7,6 +7,7 @@
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +17,7 @@ use virt_l3::nwfilter::{inject::inject, plan_for_filters};
 use virt_l3::plan::{plan, Checks, HostFacts, NoOwnership};
 
 fn dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/fuzz")
-        .join(target)
+    common::repo_path("testdata/fuzz").join(target)
 }
 
 fn input(target: &str, name: &str) -> Vec<u8> {
@@ -46,9 +45,7 @@ fn every_regression_input_passes_its_targets_checks() {
     assert!(replay("nwfilter", checks::nwfilter) >= 1);
     replay("config", checks::config);
     // Every domain fixture also passes all three XML targets' checks.
-    for e in
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/domains")).unwrap()
-    {
+    for e in std::fs::read_dir(common::repo_path("testdata/domains")).unwrap() {
         let data = std::fs::read(e.unwrap().path()).unwrap();
         checks::domain_xml(&data);
         checks::plan_input(&data);
@@ -92,10 +89,16 @@ fn refusals_escape_control_characters() {
         msg.contains("NIC \"52:54:00:00:0a:0\\u{11}\\u{11}"),
         "the label keeps the value, escaped: {msg}"
     );
-    // A name with a newline is escaped as well.
-    let dom =
-        DomainXml::parse(b"<domain><name>evil\nvirt-l3: all good</name><uuid>nope</uuid></domain>")
-            .unwrap();
+    // A name with a newline is escaped as well (the domain routes a NIC: without
+    // one, there is nothing to refuse, as at the hook).
+    let dom = DomainXml::parse(
+        b"<domain><name>evil\nvirt-l3: all good</name><uuid>nope</uuid><metadata>\
+          <cs:network xmlns:cs='https://download.cloudstack.org/libvirt/network'>\
+          <cs:nic mac='52:54:00:00:00:01'><cs:address address='192.0.2.10'/></cs:nic></cs:network>\
+          </metadata><devices><interface type='bridge'><mac address='52:54:00:00:00:01'/>\
+          <source bridge='cloudbr0'/></interface></devices></domain>",
+    )
+    .unwrap();
     let e = plan(
         &dom,
         &Config::default(),
@@ -126,10 +129,7 @@ fn truncated_documents_are_refused() {
     assert!(plan_for_filters(&xml, &Config::default()).is_err());
     assert!(inject(&xml, &Config::default()).is_err());
     // Every strict prefix of a valid domain is refused (stdin cut short).
-    let full = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/domains/dual-stack.xml"),
-    )
-    .unwrap();
+    let full = std::fs::read(common::repo_path("testdata/domains/dual-stack.xml")).unwrap();
     let end = full.len()
         - full
             .iter()
@@ -178,9 +178,20 @@ fn content_outside_the_root_is_refused() {
 fn inject_picks_the_routed_interface_when_macs_repeat() {
     let xml = br#"<domain><name>d</name><uuid>6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b</uuid><devices>
 <interface type='bridge'><mac address='52:54:00:00:0a:01'/><source bridge='br-vlan100'/><filterref filter='clean-traffic'/></interface>
-<interface type='bridge'><mac address='52:54:00:00:0a:01'/><source bridge='cloudbr0'/><filterref filter='clean-traffic'><parameter name='IP' value='192.0.2.5'/></filterref></interface>
+<interface type='bridge'><mac address='52:54:00:00:0a:01'/><source bridge='cloudbr0'/><filterref filter='virt-l3-nic-525400000a99'><parameter name='IP' value='192.0.2.5'/></filterref></interface>
 </devices></domain>"#;
     let config = Config::default();
+    // (The fuzzer's routed interface carried clean-traffic: a foreign filter,
+    // which inject now refuses to replace; virt-l3's own, another NIC's here, is replaced.)
+    let foreign =
+        String::from_utf8_lossy(xml).replace("'virt-l3-nic-525400000a99'", "'clean-traffic'");
+    let e = inject(foreign.as_bytes(), &config).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "will not replace the nwfilter \"clean-traffic\" of NIC 52:54:00:00:0a:01 on cloudbr0"
+        ),
+        "{e}"
+    );
     let out = inject(xml, &config).unwrap();
     let dom = DomainXml::parse(&out).unwrap();
     assert_eq!(

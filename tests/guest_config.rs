@@ -8,10 +8,11 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{fixture, stderr, Lab};
@@ -21,7 +22,7 @@ use virt_l3::guest_config::{self, Options};
 use virt_l3::plan::{plan, Checks, DomainPlan, HostFacts, NoOwnership};
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/guest-config")
+    common::repo_path("testdata/guest-config")
 }
 
 fn check_golden(name: &str, actual: &str) {
@@ -182,19 +183,7 @@ fn netplan_generate(yaml: &str) -> Vec<(String, String)> {
         "netplan generate refused the output: {}\n{yaml}",
         stderr(&out)
     );
-    let mut files: Vec<(String, String)> =
-        std::fs::read_dir(root.path().join("run/systemd/network"))
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read_to_string(e.path()).unwrap(),
-                )
-            })
-            .collect();
-    files.sort();
-    files
+    common::files_with_contents(&root.path().join("run/systemd/network"))
 }
 
 /// The `[Route]` sections of a networkd file, each as its sorted `key=value` lines.
@@ -360,6 +349,7 @@ fn run_guest_config(lab: &Lab, xml: &[u8], format: &str) -> std::process::Output
 
 #[test]
 fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let unfiltered = String::from_utf8(fixture("dual-stack.xml"))
         .unwrap()
@@ -382,6 +372,7 @@ fn guest_config_refuses_what_the_hook_refuses_with_the_same_error() {
 
 #[test]
 fn guest_addresses_and_macs_equal_what_the_hook_installs() {
+    require_root!();
     let lab = Lab::new(&["vnet101", "vnet102"]);
     let xml = fixture("multi-nic.xml");
     for op in ["prepare", "start", "started"] {
@@ -389,11 +380,25 @@ fn guest_addresses_and_macs_equal_what_the_hook_installs() {
         assert!(o.status.success(), "{op}: {}", stderr(&o));
     }
     // The kernel's view: address -> MAC (neighbours), host routes, routed prefixes.
+    // The pinned link-locals are neighbours too: each the EUI-64 one of its MAC,
+    // which the netplan output makes the guest use (ipv6-address-generation).
     let mut kernel_pairs = BTreeSet::new();
+    let mut link_locals = BTreeSet::new();
     for l in lab.neighbours() {
         let w: Vec<&str> = l.split_whitespace().collect();
-        kernel_pairs.insert((w[0].to_string(), w[4].to_string()));
+        let pair = (w[0].to_string(), w[4].to_string());
+        if w[0].starts_with("fe80:") {
+            link_locals.insert(pair);
+        } else {
+            kernel_pairs.insert(pair);
+        }
     }
+    let eui64 = |mac: &str| virt_l3::address::eui64_link_local(mac.parse().unwrap()).to_string();
+    let want: BTreeSet<(String, String)> = ["52:54:00:00:0a:01", "52:54:00:00:0a:02"]
+        .iter()
+        .map(|m| (eui64(m), m.to_string()))
+        .collect();
+    assert_eq!(link_locals, want, "the kernel's link-local neighbours");
     let mut host_routes = BTreeSet::new();
     let mut prefix_routes = BTreeSet::new();
     for r in lab.routes() {
@@ -515,18 +520,7 @@ fn cloud_init_render(json: &str, renderer: &str, mac: &str) -> Vec<(String, Stri
     } else {
         "out/etc/systemd/network"
     };
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path().join(sub))
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_to_string(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
+    common::files_with_contents(&dir.path().join(sub))
 }
 
 /// systemd-networkd running in a guest's namespace with these .network files
@@ -546,7 +540,7 @@ impl Networkd {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lib/networkd-guest.sh");
+        let script = common::repo_path("tests/lib/networkd-guest.sh");
         let child = Command::new("ip")
             .args(["netns", "exec", &guest.ns])
             .args(["unshare", "-m", "--propagation", "private", "bash"])
@@ -618,10 +612,16 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
             results.push((target, ok, last));
         }
     }
+    let link_local = guest.ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"]);
     let log = networkd.stop();
     assert!(
         configured,
         "{what}: networkd did not install both default routes; guest:\n{routes}\nnetworkd:\n{log}"
+    );
+    // The NIC's filter accepts IPv6 only from the EUI-64 link-local of its MAC.
+    assert!(
+        link_local.contains("inet6 fe80::5002:45ff:fe76:d235/64"),
+        "{what}: the guest's link-local is not the EUI-64 one of its MAC:\n{link_local}"
     );
     for (target, ok, last) in results {
         assert!(
@@ -633,6 +633,7 @@ fn networkd_guest_reaches_both_gateways(what: &str, files: &[(String, String)]) 
 
 #[test]
 fn a_guest_configured_by_networkd_from_the_netplan_output_reaches_both_gateways() {
+    require_root!();
     let c = Config::default();
     let p = planned("dual-stack.xml", &c);
     let files = netplan_generate(&guest_config::netplan(&p, &c, &Options::default()).unwrap());
@@ -641,6 +642,7 @@ fn a_guest_configured_by_networkd_from_the_netplan_output_reaches_both_gateways(
 
 #[test]
 fn a_guest_configured_from_network_data_json_by_cloud_init_and_networkd_reaches_both_gateways() {
+    require_root!();
     let c = Config::default();
     let p = planned("dual-stack.xml", &c);
     let json = guest_config::network_data_text(&p, &c).unwrap();
@@ -668,7 +670,7 @@ fn config_lines(text: &str) -> Vec<String> {
 
 #[test]
 fn the_netplan_bridge_example_generates_the_networkd_examples() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    let examples = common::repo_path("packaging/examples");
     let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
     let files = netplan_generate(&read("cloudbr0.netplan.yaml"));
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -751,7 +753,7 @@ fn bridge_gateways_by_networkd(files: &[(String, String)]) -> Vec<String> {
 /// networkd's IPv4 address conflict detection either.
 #[test]
 fn the_networkd_bridge_example_adds_the_gateways_without_dad() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/examples");
+    let examples = common::repo_path("packaging/examples");
     let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
     let lines =
         bridge_gateways_by_networkd(&[("cloudbr0.network".into(), read("cloudbr0.network"))]);
@@ -856,6 +858,7 @@ fn an_invalid_interface_name_is_refused_naming_domain_nic_and_name() {
 
 #[test]
 fn a_two_nic_guest_configured_by_networkd_sends_each_nics_traffic_out_of_that_nic() {
+    require_root!();
     let lab = Lab::new(&["vnet101", "vnet102"]);
     let xml = fixture("multi-nic.xml");
     for op in ["prepare", "start", "started"] {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use common::{fixture, stderr, Lab};
@@ -27,11 +28,14 @@ fn dual_neighbours() -> Vec<String> {
     s(&[
         "2.57.57.30 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
         "2001:678:3a4:100::80 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
+        // The pinned link-local (EUI-64 of the MAC): a neighbour, no route.
+        "fe80::5002:45ff:fe76:d235 dev cloudbr0 lladdr 52:02:45:76:d2:35 PERMANENT proto 52",
     ])
 }
 
 #[test]
 fn start_installs_exactly_the_plan_rerun_changes_nothing_stopped_removes_all() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let xml = fixture(DUAL);
     for op in ["prepare", "start", "started"] {
@@ -66,6 +70,7 @@ fn start_installs_exactly_the_plan_rerun_changes_nothing_stopped_removes_all() {
 
 #[test]
 fn ipv4_only_and_ipv6_only() {
+    require_root!();
     let lab = Lab::new(&["vnet41", "vnet61"]);
     assert!(lab
         .hook("v4only", "start", "begin", &fixture("ipv4-only.xml"))
@@ -89,6 +94,7 @@ fn ipv4_only_and_ipv6_only() {
             "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+            "fe80::5054:ff:fe00:601 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
         ])
     );
     assert!(lab
@@ -106,6 +112,7 @@ fn ipv4_only_and_ipv6_only() {
 
 #[test]
 fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
+    require_root!();
     let lab = Lab::new(&["vnet101", "vnet102"]);
     lab.add_bridge("br-vlan100");
     lab.add_tap("vnet103", "br-vlan100");
@@ -122,7 +129,8 @@ fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
             "2001:db8:a::2 dev cloudbr0 metric 100",
         ])
     );
-    assert_eq!(lab.neighbours().len(), 4);
+    // Four addresses and the two NICs' pinned link-locals.
+    assert_eq!(lab.neighbours().len(), 6);
     assert!(lab.neighbours().iter().all(|n| !n.contains("10.1.0.5")));
     assert!(lab.isolated("vnet101") && lab.isolated("vnet102"));
     assert!(
@@ -136,6 +144,7 @@ fn several_nics_routed_prefix_and_an_unrouted_nic_left_alone() {
 
 #[test]
 fn invalid_input_at_prepare_fails_clearly_and_changes_nothing() {
+    require_root!();
     let lab = Lab::new(&[]);
     let before = lab.all_routes();
     let o = lab.hook(
@@ -178,6 +187,7 @@ fn invalid_input_at_prepare_fails_clearly_and_changes_nothing() {
 
 #[test]
 fn hostile_xml_is_refused_without_effects() {
+    require_root!();
     let lab = Lab::new(&[]);
     for f in ["hostile-billion-laughs.xml", "hostile-xxe.xml"] {
         for op in ["prepare", "start", "migrate", "restore"] {
@@ -196,6 +206,7 @@ fn hostile_xml_is_refused_without_effects() {
 
 #[test]
 fn a_domain_cannot_claim_another_domains_address() {
+    require_root!();
     let lab = Lab::new(&["vnet3", "vnet9"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -239,7 +250,90 @@ fn a_domain_cannot_claim_another_domains_address() {
 }
 
 #[test]
+fn a_domain_cannot_use_another_domains_mac_and_the_claim_is_released_at_stop() {
+    let lab = Lab::new(&["vnet3", "vnet9"]);
+    assert!(lab
+        .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
+        .status
+        .success());
+    assert!(
+        lab.state_files()
+            .contains(&"macs/52:02:45:76:d2:35".to_string()),
+        "{:?}",
+        lab.state_files()
+    );
+    // Same MAC (and so the same nwfilter name), other addresses.
+    let twin = String::from_utf8(fixture(DUAL))
+        .unwrap()
+        .replace("i-2-10-VM", "twin")
+        .replace(
+            "6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b",
+            "00000000-1111-4222-8333-444444444444",
+        )
+        .replace("2.57.57.30", "2.57.57.31")
+        .replace("2001:678:3a4:100::80", "2001:678:3a4:100::81")
+        .replace("2001:678:3a4:8000::/56", "2001:678:3a4:9000::/56")
+        .replace("vnet3", "vnet9");
+    for op in ["prepare", "start"] {
+        let o = lab.hook("twin", op, "begin", twin.as_bytes());
+        assert!(!o.status.success(), "{op} accepted another domain's MAC");
+        let err = stderr(&o);
+        assert!(
+            err.contains("twin")
+                && err.contains("NIC 52:02:45:76:d2:35")
+                && err.contains(
+                    "MAC 52:02:45:76:d2:35 is already used on a routed bridge by domain i-2-10-VM (6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b)"
+                ),
+            "{err}"
+        );
+    }
+    assert_eq!(lab.routes(), dual_routes());
+    assert_eq!(lab.neighbours(), dual_neighbours());
+    // The twin's stop after its failed start releases nothing of the owner's.
+    assert!(lab
+        .hook("twin", "stopped", "end", twin.as_bytes())
+        .status
+        .success());
+    assert!(lab
+        .state_files()
+        .contains(&"macs/52:02:45:76:d2:35".to_string()));
+    for op in ["stopped", "release"] {
+        assert!(lab
+            .hook("i-2-10-VM", op, "end", &fixture(DUAL))
+            .status
+            .success());
+    }
+    assert!(lab.state_files().is_empty(), "{:?}", lab.state_files());
+    let o = lab.hook("twin", "prepare", "begin", twin.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_nic_with_the_gateway_mac_or_the_bridges_mac_is_refused() {
+    let lab = Lab::new(&["vnet3"]);
+    lab.write_config("gateway_mac = \"52:02:45:76:d2:35\"");
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("MAC 52:02:45:76:d2:35 is the guests' gateway MAC (gateway_mac)"),
+        "{err}"
+    );
+    lab.write_config("");
+    lab.ip(&["link", "set", "cloudbr0", "address", "52:02:45:76:d2:35"]);
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("MAC 52:02:45:76:d2:35 is the MAC of the routed bridge cloudbr0"),
+        "{err}"
+    );
+    assert!(lab.routes().is_empty());
+}
+
+#[test]
 fn an_address_of_the_hypervisor_is_refused() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     lab.ip(&["addr", "add", "192.0.2.42/32", "dev", "lo"]);
     let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
@@ -264,6 +358,7 @@ fn an_address_of_the_hypervisor_is_refused() {
 
 #[test]
 fn a_failed_start_is_rolled_back() {
+    require_root!();
     // The tap named in <target dev> does not exist: isolation fails after routes went in.
     let lab = Lab::new(&[]);
     let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
@@ -285,6 +380,7 @@ fn a_failed_start_is_rolled_back() {
 
 #[test]
 fn stopped_removes_what_a_partial_apply_left() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -311,6 +407,7 @@ fn stopped_removes_what_a_partial_apply_left() {
 
 #[test]
 fn reconnect_restores_deleted_entries_and_never_fails() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -329,6 +426,7 @@ fn reconnect_restores_deleted_entries_and_never_fails() {
 
 #[test]
 fn migrate_and_restore_print_nothing_and_validate() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     for op in ["migrate", "restore"] {
         let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
@@ -343,6 +441,7 @@ fn migrate_and_restore_print_nothing_and_validate() {
 
 #[test]
 fn incoming_migration_installs_standby_routes() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     for op in ["migrate", "prepare", "start", "started"] {
         let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
@@ -364,6 +463,7 @@ fn incoming_migration_installs_standby_routes() {
 
 #[test]
 fn a_routed_nic_without_virt_l3_filter_is_refused_at_prepare() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let xml = String::from_utf8(fixture(DUAL))
         .unwrap()
@@ -378,6 +478,7 @@ fn a_routed_nic_without_virt_l3_filter_is_refused_at_prepare() {
 
 #[test]
 fn configured_protocol_and_metric_are_used() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     lab.write_config("route_protocol = 77\nroute_metric = 33");
     assert!(lab
@@ -399,6 +500,7 @@ fn configured_protocol_and_metric_are_used() {
 
 #[test]
 fn bad_config_refuses_start_but_not_stop() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     lab.write_config("bridgez = [\"x\"]");
     let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
@@ -410,6 +512,7 @@ fn bad_config_refuses_start_but_not_stop() {
 
 #[test]
 fn runs_as_hook_when_installed_in_qemu_d() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     let hookdir = lab.dir.path().join("hooks/qemu.d");
     std::fs::create_dir_all(&hookdir).unwrap();
@@ -544,6 +647,7 @@ fn sys(lab: &Lab, path: &str) -> String {
 
 #[test]
 fn a_tap_joining_or_leaving_the_bridge_does_not_flush_the_neighbours() {
+    require_root!();
     // A bridge whose MAC was never set takes its lowest port MAC; every change of
     // it flushes the neighbour table, permanent entries included.
     let lab = Lab::new(&["vnet3"]);
@@ -579,6 +683,7 @@ fn a_tap_joining_or_leaving_the_bridge_does_not_flush_the_neighbours() {
 
 #[test]
 fn gateway_mac_is_given_to_the_bridge() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     lab.write_config("gateway_mac = \"02:00:00:00:00:01\"");
     assert!(lab
@@ -594,6 +699,7 @@ fn gateway_mac_is_given_to_the_bridge() {
 
 #[test]
 fn plan_shows_what_start_would_do_as_text_and_json() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let o = lab.virt_l3(&["plan", "--json"], &fixture(DUAL));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -616,6 +722,7 @@ fn plan_shows_what_start_would_do_as_text_and_json() {
 
 #[test]
 fn status_reports_each_entry_and_fails_when_one_is_missing() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -625,7 +732,7 @@ fn status_reports_each_entry_and_fails_when_one_is_missing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let entries = v[0]["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 5);
+    assert_eq!(entries.len(), 6, "with the pinned link-local's neighbour");
     assert!(entries.iter().all(|e| e["present"] == true), "{v}");
     lab.ip(&[
         "route",
@@ -705,4 +812,46 @@ fn a_state_directory_that_is_a_link_is_refused_not_followed() {
     assert!(err.contains(&needle), "{err}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+}
+
+#[test]
+fn an_address_on_link_on_or_the_next_hop_through_another_interface_is_refused() {
+    // On-link on eth0 (a connected /24): the upstream's neighbours live there.
+    let lab = Lab::new(&["vnet41"]);
+    lab.add_bridge("eth0");
+    lab.ip(&["link", "set", "eth0", "up"]);
+    lab.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("address 192.0.2.42 is on-link on eth0 (192.0.2.0/24)"),
+        "{}",
+        stderr(&o)
+    );
+    // The next hop of the host's default route through eth1.
+    let lab = Lab::new(&["vnet41"]);
+    lab.add_bridge("eth1");
+    lab.ip(&["link", "set", "eth1", "up"]);
+    lab.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.0.2.42",
+        "dev",
+        "eth1",
+        "onlink",
+    ]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("address 192.0.2.42 is the next hop of a route via eth1"),
+        "{}",
+        stderr(&o)
+    );
+    // On-link on the routed bridge itself: that is virt-l3's business, accepted.
+    let lab = Lab::new(&["vnet41"]);
+    lab.ip(&["route", "add", "192.0.2.0/24", "dev", "cloudbr0"]);
+    let o = lab.hook("v4only", "prepare", "begin", &fixture("ipv4-only.xml"));
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 mod snapshot;
 
@@ -46,7 +47,7 @@ struct Case {
 }
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/hostile")
+    common::repo_path("testdata/hostile")
 }
 
 fn manifest() -> Manifest {
@@ -57,13 +58,9 @@ fn manifest() -> Manifest {
 
 /// Files directly in `dir` (sorted), relative to the corpus directory.
 fn files_in(sub: &str) -> BTreeSet<String> {
-    let dir = corpus_dir().join(sub);
-    std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_file())
-        .map(|e| {
-            let name = e.file_name().into_string().unwrap();
+    common::file_names(&corpus_dir().join(sub))
+        .into_iter()
+        .map(|name| {
             if sub.is_empty() {
                 name
             } else {
@@ -285,6 +282,7 @@ fn judge(case: &Case, step: &str, code: Option<i32>, stdout: &[u8], stderr: &str
 
 #[test]
 fn every_hostile_input_is_refused_and_changes_nothing() {
+    require_root!();
     let m = manifest();
     let lab = Lab::new(&[]);
     // An address of the hypervisor itself, for the cases that claim it.
@@ -395,6 +393,7 @@ fn every_hostile_input_is_refused_and_changes_nothing() {
 /// of exactly that name would match).
 #[test]
 fn a_hostile_domain_argument_is_only_quoted() {
+    require_root!();
     let lab = Lab::new(&[]);
     let owner = std::fs::read(corpus_dir().join("setup/owner.xml")).unwrap();
     let o = lab.hook("owner-vm", "start", "begin", &owner);

@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 mod snapshot;
 
@@ -82,6 +83,7 @@ fn refused_at_every_step(lab: &Lab, name: &str, xml: &[u8], line: &str) {
 
 #[test]
 fn a_missing_bridge_is_refused_at_prepare_and_start() {
+    require_root!();
     let lab = Lab::new(&[]);
     settle(&lab);
     lab.ip(&["link", "del", "cloudbr0"]);
@@ -101,6 +103,7 @@ fn a_missing_bridge_is_refused_at_prepare_and_start() {
 
 #[test]
 fn a_routed_bridge_name_on_something_else_is_refused() {
+    require_root!();
     let lab = Lab::new(&[]);
     settle(&lab);
     lab.ip(&["link", "del", "cloudbr0"]);
@@ -127,6 +130,7 @@ fn a_routed_bridge_name_on_something_else_is_refused() {
 
 #[test]
 fn a_bridge_that_is_down_is_refused_at_prepare_and_start() {
+    require_root!();
     let lab = Lab::new(&[]);
     settle(&lab);
     lab.ip(&["link", "set", "cloudbr0", "down"]);
@@ -184,6 +188,7 @@ fn a_bridge_that_is_down_is_refused_at_prepare_and_start() {
 /// and the start rolls back what went in.
 #[test]
 fn a_kernel_refusal_in_the_middle_of_a_start_is_rolled_back() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     settle(&lab);
     let sysctl = Command::new("ip")
@@ -207,14 +212,17 @@ fn a_kernel_refusal_in_the_middle_of_a_start_is_rolled_back() {
         "{err}"
     );
     let head = format!(
-        "virt-l3 cannot route domain {DUAL_NAME}: 3 of 5 kernel changes for domain {DUAL_NAME} failed, \
+        "virt-l3 cannot route domain {DUAL_NAME}: 4 of 6 kernel changes for domain {DUAL_NAME} failed, \
          all rolled back: the kernel refused to add route 2001:678:3a4:100::80/128 dev cloudbr0 metric 100, \
          add route 2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0 onlink metric 100: \
          IPv6 is disabled on nexthop device: Permission denied (os error 13)"
     );
     for needle in [
         head.as_str(),
-        "the kernel refused to add neighbour 2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent: IPv6 is disabled on this device: Invalid argument (os error 22)",
+        // With the pinned link-local's neighbour.
+        "the kernel refused to add neighbour 2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent, \
+         add neighbour fe80::5002:45ff:fe76:d235 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent: \
+         IPv6 is disabled on this device: Invalid argument (os error 22)",
     ] {
         assert!(err.contains(needle), "lacks {needle:?}: {err}");
     }
@@ -236,6 +244,7 @@ fn a_kernel_refusal_in_the_middle_of_a_start_is_rolled_back() {
 /// entries than the host's gc_thresh3 in one namespace.
 #[test]
 fn permanent_neighbours_are_not_limited_by_the_neighbour_table_size() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     let in_ns = Command::new("ip")
         .args(["netns", "exec", &lab.ns, "test", "-e"])
@@ -325,6 +334,7 @@ fn hook_via(lab: &Lab, wrapper: &[&str], name: &str, op: &str, xml: &[u8]) -> Ou
 /// it): refused at prepare already, and at start before anything is recorded.
 #[test]
 fn without_cap_net_admin_a_start_is_refused_at_prepare() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     settle(&lab);
     let drop = [
@@ -353,6 +363,7 @@ fn without_cap_net_admin_a_start_is_refused_at_prepare() {
 /// no route, neighbour, record or claim.
 #[test]
 fn netlink_permission_denied_at_start_is_rolled_back() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     // The state directory exists (created by a previous domain), as on a host.
     std::fs::create_dir_all(lab.state_dir()).unwrap();
@@ -381,6 +392,7 @@ fn netlink_permission_denied_at_start_is_rolled_back() {
 /// included; the start that sets it puts the other domains' neighbours back.
 #[test]
 fn a_bridge_mac_change_does_not_lose_other_domains_neighbours() {
+    require_root!();
     let lab = Lab::new(&["vnet41", "vnet61"]);
     let o = lab.hook(V4_NAME, "start", "begin", &fixture(V4));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -394,6 +406,7 @@ fn a_bridge_mac_change_does_not_lose_other_domains_neighbours() {
             "192.0.2.41 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "192.0.2.42 dev cloudbr0 lladdr 52:54:00:00:04:01 PERMANENT proto 52",
             "2001:db8:6::1 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
+            "fe80::5054:ff:fe00:601 dev cloudbr0 lladdr 52:54:00:00:06:01 PERMANENT proto 52",
         ]
     );
 }

@@ -4,7 +4,9 @@
 //!
 //! Convention in that file: each key appears once as a commented-out setting,
 //! `# key = value`, with its default value; a key without a default (an
-//! `Option` that is unset) shows an example value instead.
+//! `Option` that is unset) shows an example value instead. A table (`[firewall]`)
+//! is a commented-out header, `# [firewall]`, followed by its keys, after every
+//! top-level key; its keys are named `firewall.key` here.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,20 +25,64 @@ fn is_setting(line: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// The commented-out settings of the file, as settings.
-fn settings() -> Vec<&'static str> {
+fn is_table_header(line: &str) -> bool {
+    line.len() > 2
+        && line.starts_with('[')
+        && line.ends_with(']')
+        && line[1..line.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_')
+}
+
+/// The commented-out settings and table headers of the file, in order.
+fn lines() -> Vec<&'static str> {
     PACKAGED
         .lines()
-        .filter_map(|line| line.strip_prefix("# ").filter(|rest| is_setting(rest)))
+        .filter_map(|line| {
+            line.strip_prefix("# ")
+                .filter(|rest| is_setting(rest) || is_table_header(rest))
+        })
         .collect()
 }
 
-/// Every key of the configuration with its default (`null` when unset).
-fn defaults() -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(Config::default()).expect("serialize the defaults") {
-        serde_json::Value::Object(map) => map,
-        other => panic!("the configuration is not a table: {other}"),
+/// The commented-out settings, each key prefixed with its table (`firewall.enabled`).
+fn settings() -> Vec<String> {
+    let mut table = String::new();
+    let mut out = Vec::new();
+    for line in lines() {
+        if is_table_header(line) {
+            table = format!("{}.", &line[1..line.len() - 1]);
+        } else {
+            out.push(format!("{table}{line}"));
+        }
     }
+    out
+}
+
+/// Every key of the configuration with its default (`null` when unset); a
+/// table's keys as `table.key`.
+fn defaults() -> serde_json::Map<String, serde_json::Value> {
+    flatten(serde_json::to_value(Config::default()).expect("serialize the defaults"))
+}
+
+fn flatten(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(map) = value else {
+        panic!("the configuration is not a table: {value}");
+    };
+    let mut out = serde_json::Map::new();
+    for (key, value) in map {
+        match value {
+            serde_json::Value::Object(table) => {
+                for (k, v) in table {
+                    out.insert(format!("{key}.{k}"), v);
+                }
+            }
+            v => {
+                out.insert(key, v);
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -63,13 +109,14 @@ fn every_key_is_documented_once() {
 
 #[test]
 fn documented_values_are_the_defaults() {
-    let text = settings().join("\n");
+    let text = lines().join("\n");
+    assert!(
+        text.contains("[firewall]\nenabled = true"),
+        "the firewall is documented as on by default"
+    );
     let parsed = Config::from_toml(&text, Path::new("packaging/config.toml (uncommented)"))
         .expect("the commented-out settings of packaging/config.toml parse");
-    let parsed = match serde_json::to_value(parsed).expect("serialize") {
-        serde_json::Value::Object(map) => map,
-        other => panic!("not a table: {other}"),
-    };
+    let parsed = flatten(serde_json::to_value(parsed).expect("serialize"));
     for (key, default) in defaults() {
         if default.is_null() {
             assert!(

@@ -77,6 +77,7 @@ fn per_nic_metadata_gives_routes_and_neighbours() {
         vec![
             "2.57.57.30 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
             "2001:678:3a4:100::80 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
+            "fe80::5002:45ff:fe76:d235 lladdr 52:02:45:76:d2:35 dev cloudbr0 nud permanent",
         ]
     );
     assert_eq!(p.nics[0].tap.as_deref(), Some("vnet3"));
@@ -271,6 +272,9 @@ impl Ownership for Owned {
     fn owner_of_address(&self, a: IpAddr) -> Option<Owner> {
         self.0.get(&a).cloned()
     }
+    fn owner_of_mac(&self, _: virt_l3::address::Mac) -> Option<Owner> {
+        None
+    }
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
         self.1.clone()
     }
@@ -350,4 +354,141 @@ fn the_uuid_must_be_a_uuid() {
     let xml = domain(&addrs(M1, &["192.0.2.1"]), &nic(M1, "cloudbr0"))
         .replace("aaaaaaaa-0000-4000-8000-000000000001", "../../etc/passwd");
     assert!(err_of(&xml).contains("not a valid UUID"));
+}
+
+#[test]
+fn the_link_local_is_pinned_per_configuration() {
+    use virt_l3::config::LinkLocal;
+    let with = |ll: &str| {
+        domain(
+            &format!(
+                "<cs:nic mac='{M1}'><cs:address address='2001:db8::7'/><cs:address address='192.0.2.7'/>{ll}</cs:nic>"
+            ),
+            &nic(M1, "cloudbr0"),
+        )
+    };
+    let config = |mode| Config {
+        link_local: mode,
+        ..Config::default()
+    };
+    let pinned = |xml: &str, mode| {
+        plan_of(xml, &config(mode)).unwrap().nics[0]
+            .link_local
+            .map(|a| a.to_string())
+    };
+    let named = with("<cs:link-local address='fe80::7'/>");
+    assert_eq!(
+        pinned(&named, LinkLocal::Eui64).as_deref(),
+        Some("fe80::5054:ff:fe00:1")
+    );
+    assert_eq!(
+        pinned(&named, LinkLocal::Metadata).as_deref(),
+        Some("fe80::7")
+    );
+    assert_eq!(pinned(&named, LinkLocal::Any), None);
+    // An IPv4-only NIC pins nothing.
+    let v4 = domain(&addrs(M1, &["192.0.2.7"]), &nic(M1, "cloudbr0"));
+    assert_eq!(pinned(&v4, LinkLocal::Eui64), None);
+    // In mode metadata, an IPv6 NIC without the element, or with a bad one, is refused.
+    for (ll, why) in [
+        ("", "has no <link-local"),
+        (
+            "<cs:link-local address='2001:db8::1'/>",
+            "is not a unicast fe80::/10",
+        ),
+        ("<cs:link-local address='fe80::1'/>", "is a gateway address"),
+    ] {
+        let e = plan_of(&with(ll), &config(LinkLocal::Metadata))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(why), "{ll}: {e}");
+    }
+    // The configuration key reads as documented.
+    let c = Config::from_toml("link_local = \"metadata\"", std::path::Path::new("x")).unwrap();
+    assert_eq!(c.link_local, LinkLocal::Metadata);
+    assert!(Config::from_toml("link_local = \"random\"", std::path::Path::new("x")).is_err());
+}
+
+// --- From libvirt's own test corpus (issue 15, item 10) ----------------------
+
+#[test]
+fn a_domain_without_uuid_and_nothing_routed_is_accepted_like_the_hook_does() {
+    // No <uuid>, one NIC on a bridge virt-l3 does not route: the hook accepts it
+    // unread, so `plan`, `guest-config` and `nwfilter` accept it with nothing to do.
+    let xml = "<domain type='qemu'><name>plain</name><devices>\
+               <interface type='bridge'><mac address='52:54:00:00:00:09'/><source bridge='virbr0'/></interface>\
+               </devices></domain>";
+    let p = plan_of(xml, &Config::default()).unwrap();
+    assert!(p.nics.is_empty());
+    assert_eq!((p.name.as_str(), p.uuid.as_str()), ("plain", ""));
+    let none = "<domain><name>bare</name></domain>";
+    assert!(plan_of(none, &Config::default()).unwrap().nics.is_empty());
+    // A routed NIC still needs the <uuid>.
+    let routed = domain(&addrs(M1, &["192.0.2.10"]), &nic(M1, "cloudbr0"))
+        .replace("<uuid>aaaaaaaa-0000-4000-8000-000000000001</uuid>", "");
+    assert!(err_of(&routed).contains("the domain XML has no <uuid>"));
+}
+
+#[test]
+fn an_open_vswitch_port_on_a_routed_bridge_is_refused() {
+    let ovs = nic(M1, "cloudbr0").replace(
+        "</interface>",
+        "<virtualport type='openvswitch'><parameters interfaceid='09b11c53-8b5c-4eeb-8f00-d84eaa0aaa4f'/></virtualport></interface>",
+    );
+    let e = err_of(&domain(&addrs(M1, &["192.0.2.10"]), &ovs));
+    assert!(
+        e.starts_with("virt-l3 refuses domain vm1: NIC 52:54:00:00:00:01 (interface 0) on cloudbr0: \
+                       it is a <virtualport type=\"openvswitch\"> port: virt-l3 routes Linux bridge ports only \
+                       (port isolation and nwfilter, which hold a guest to its addresses, do not apply to it)"),
+        "{e}"
+    );
+    // On a bridge virt-l3 does not route, it is none of virt-l3's business.
+    let unrouted = ovs.replace("cloudbr0", "br-ovs");
+    assert!(plan_of(&domain("", &unrouted), &Config::default()).is_ok());
+}
+
+#[test]
+fn metadata_in_the_http_spelling_of_the_namespace_is_refused() {
+    let https = domain(&addrs(M1, &["192.0.2.10"]), &nic(M1, "cloudbr0"));
+    let http = https.replace("https://download.cloudstack", "http://download.cloudstack");
+    let e = err_of(&http);
+    assert!(
+        e.contains(
+            "its <metadata> uses the namespace http://download.cloudstack.org/libvirt/network, \
+             which virt-l3 does not read: the namespace of CloudStack's network metadata is \
+             https://download.cloudstack.org/libvirt/network"
+        ),
+        "{e}"
+    );
+    // Also without a routed NIC: the metadata was meant for virt-l3 (the hook refuses it too).
+    let unrouted = http.replace("cloudbr0", "virbr0");
+    assert!(err_of(&unrouted).contains("uses the namespace http://"));
+}
+
+#[test]
+fn inject_refuses_to_replace_a_foreign_filterref() {
+    use virt_l3::nwfilter::inject::inject;
+    let c = Config::default();
+    let foreign = nic(M1, "cloudbr0").replace(
+        "filter='virt-l3-nic-525400000001'/>",
+        "filter='clean-traffic'><parameter name='IP' value='192.0.2.10'/></filterref>",
+    );
+    let xml = domain(&addrs(M1, &["192.0.2.10"]), &foreign);
+    let e = inject(xml.as_bytes(), &c).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "virt-l3 will not replace the nwfilter \"clean-traffic\" of NIC 52:54:00:00:00:01 on cloudbr0 \
+         of domain vm1: it is not one of virt-l3's filters (virt-l3-nic-<mac>), so an operator must \
+         decide: remove that <filterref> and run `virt-l3 nwfilter inject` again, or keep it and set \
+         require_nwfilter = false"
+    );
+    // virt-l3's own filter, this NIC's or another NIC's (a cloned XML), is replaced.
+    for own in ["virt-l3-nic-525400000001", "virt-l3-nic-525400000002"] {
+        let xml = domain(
+            &addrs(M1, &["192.0.2.10"]),
+            &nic(M1, "cloudbr0").replace("virt-l3-nic-525400000001", own),
+        );
+        let out = String::from_utf8(inject(xml.as_bytes(), &c).unwrap()).unwrap();
+        assert!(out.contains("filter=\"virt-l3-nic-525400000001\""), "{out}");
+    }
 }

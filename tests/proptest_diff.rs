@@ -8,6 +8,8 @@
 //! `PROPTEST_CASES` raises the number of cases (default 2000).
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -284,19 +286,8 @@ fn keys(wanted: &[Entry]) -> (BTreeSet<String>, BTreeSet<String>) {
     (routes, neighbours)
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(2000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config())]
 
     /// One reconcile pass makes virt-l3's entries exactly the wanted ones, after
     /// which the diff is empty; only virt-l3's entries are ever removed; other

@@ -10,13 +10,14 @@
 #[allow(dead_code)]
 #[path = "../fuzz/src/lib.rs"]
 mod checks;
+mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use proptest::prelude::*;
-use virt_l3::address::{host_net, Mac};
+use virt_l3::address::{eui64_link_local, host_net, Mac};
 use virt_l3::domain_xml::{DomainXml, CLOUDSTACK_NETWORK_NS};
 use virt_l3::plan::{plan, Checks, RoutedPrefix};
 
@@ -486,19 +487,8 @@ fn oracle(spec: &DomainSpec) -> Option<Vec<Expected>> {
     valid.then_some(expected)
 }
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(2000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config())]
 
     /// `plan` accepts a domain iff the oracle says it is valid, and then plans
     /// exactly the oracle's NICs, addresses and prefixes, with a /32 or /128 host
@@ -553,7 +543,15 @@ proptest! {
                     p.neighbours().into_iter().map(|n| (n.address, n.mac)).collect();
                 let want_neighbours: Vec<(IpAddr, Mac)> = want
                     .iter()
-                    .flat_map(|w| w.addresses.iter().map(move |a| (*a, w.mac)))
+                    .flat_map(|w| {
+                        // Then the pinned (EUI-64) link-local of a NIC with IPv6.
+                        let link_local = w
+                            .addresses
+                            .iter()
+                            .any(IpAddr::is_ipv6)
+                            .then(|| (IpAddr::V6(eui64_link_local(w.mac)), w.mac));
+                        w.addresses.iter().map(move |a| (*a, w.mac)).chain(link_local)
+                    })
                     .collect();
                 prop_assert_eq!(neighbours, want_neighbours);
             }

@@ -104,7 +104,7 @@ fn damaged_lab() -> Lab {
 
 /// `status --json`: every entry with whether it is present.
 fn status(lab: &Lab, env: &[(&str, &str)]) -> Vec<(String, bool)> {
-    let o = lab.virt_l3_env(env, &["status", "--json"], b"");
+    let o = lab.virt_l3_env(&["status", "--json"], b"", env);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let mut out: Vec<(String, bool)> = v
         .as_array()
@@ -125,7 +125,7 @@ fn status(lab: &Lab, env: &[(&str, &str)]) -> Vec<(String, bool)> {
 fn reconcile(lab: &Lab, env: &[(&str, &str)], args: &[&str]) -> (String, String) {
     let mut a = vec!["reconcile"];
     a.extend_from_slice(args);
-    let o = lab.virt_l3_env(env, &a, b"");
+    let o = lab.virt_l3_env(&a, b"", env);
     assert!(o.status.success(), "{}", stderr(&o));
     (String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o))
 }

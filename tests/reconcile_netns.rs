@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -81,6 +82,7 @@ fn expected_routes() -> Vec<String> {
 
 #[test]
 fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
+    require_root!();
     let lab = routed_lab();
     let neighbours = lab.neighbours();
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
@@ -114,6 +116,7 @@ fn reconcile_restores_flushed_routes_and_deleted_neighbours_exactly() {
 
 #[test]
 fn reconcile_removes_orphans_and_touches_nothing_else() {
+    require_root!();
     let lab = routed_lab();
     // An orphan of virt-l3 (protocol 52) and entries of other daemons.
     lab.ip(&[
@@ -192,7 +195,52 @@ fn reconcile_removes_orphans_and_touches_nothing_else() {
 }
 
 #[test]
+fn reconcile_does_not_adopt_a_running_domain_the_hook_would_refuse() {
+    // The dual-stack domain runs (its status file) without a record, and its
+    // address 2.57.57.30 is on-link on eth0, an interface virt-l3 does not route
+    // (the upstream's neighbours live there): `prepare` would refuse it.
+    let lab = lab();
+    lab.add_bridge("eth0");
+    lab.ip(&["addr", "add", "2.57.57.1/24", "dev", "eth0"]);
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
+    assert!(!o.status.success(), "the hook refuses it");
+    let why = "address 2.57.57.30 is on-link on eth0 (2.57.57.0/24)";
+    assert!(stderr(&o).contains(why), "{}", stderr(&o));
+    for dry_run in [&["--dry-run"][..], &[]] {
+        let out = reconcile(&lab, dry_run);
+        let line = out
+            .lines()
+            .find(|l| l.contains(" refuse "))
+            .unwrap_or_else(|| panic!("no refuse change: {out}"));
+        assert!(
+            line.contains("not adopting running domain 6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b")
+                && line.contains(why)
+                && line.ends_with("(domain i-2-10-VM)"),
+            "{line}"
+        );
+        assert!(!out.contains(" adopt "), "{out}");
+        assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+        assert!(lab.neighbours().is_empty(), "{:?}", lab.neighbours());
+    }
+    // `check`'s state item compares with the same decision: nothing is missing.
+    let o = lab.virt_l3(&["check"], b"");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("MISSING ENTRIES"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The address leaves eth0: the same domain is adopted, as the hook would accept it.
+    lab.ip(&["addr", "del", "2.57.57.1/24", "dev", "eth0"]);
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("did adopt"), "{out}");
+    assert!(!out.contains(" refuse "), "{out}");
+    assert_eq!(lab.routes(), expected_routes());
+}
+
+#[test]
 fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
+    require_root!();
     let lab = lab();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 60",
@@ -209,6 +257,7 @@ fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
 
 #[test]
 fn reconcile_refuses_without_a_status_directory() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     lab.write_config("libvirt_status_dir = \"/nonexistent/qemu\"\nrequire_nwfilter = false");
     assert!(lab
@@ -227,6 +276,7 @@ fn reconcile_refuses_without_a_status_directory() {
 
 #[test]
 fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
+    require_root!();
     let lab = lab_with("arrived_hold_seconds = 1");
     migrate_in(&lab);
     reconcile(&lab, &[]);
@@ -258,6 +308,7 @@ fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
 
 #[test]
 fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
+    require_root!();
     let lab = lab_with("arrived_hold_seconds = 1");
     migrate_in(&lab);
     let _w = watch(&lab);
@@ -273,6 +324,7 @@ fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
 
 #[test]
 fn reconcile_demotes_the_source_while_it_hands_over() {
+    require_root!();
     let lab = routed_lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
@@ -331,6 +383,7 @@ fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration 
 
 #[test]
 fn watch_heals_within_a_second_and_stops_on_sigterm() {
+    require_root!();
     let lab = routed_lab();
     let neighbours = lab.neighbours();
     let mut w = watch(&lab);
@@ -378,4 +431,204 @@ fn watch_heals_within_a_second_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "watch exited with {status}");
+}
+
+// virt-l3's nftables tables (docs/FIREWALL.md) through the hook, reconcile and watch.
+
+/// The `accepted_ports` of the lab's bridge table (empty without the table).
+fn accepted(lab: &Lab) -> Vec<String> {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns,
+            "nft",
+            "list",
+            "set",
+            "bridge",
+            "virt_l3",
+            "accepted_ports",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut v: Vec<String> = text
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn nft(lab: &Lab, args: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ip netns exec {} nft {args}", lab.ns))
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Every table present, none flushed: the `firewall install` of the lab is a no-op.
+fn tables_current(lab: &Lab) -> bool {
+    let o = lab.virt_l3(&["firewall", "install"], b"");
+    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("current")
+}
+
+#[test]
+fn hook_steps_accept_and_forget_the_taps_netns() {
+    let lab = lab();
+    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    assert!(accepted(&lab).is_empty());
+    let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        accepted(&lab),
+        ["vnet3"],
+        "start installs the tables and accepts its tap"
+    );
+    assert!(tables_current(&lab));
+    // started and reconnect restore a flushed table and the tap.
+    for op in ["started", "reconnect"] {
+        assert!(nft(&lab, "delete table bridge virt_l3"));
+        let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert_eq!(accepted(&lab), ["vnet3"], "{op}");
+    }
+    for op in ["stopped", "release"] {
+        let o = lab.hook("i-2-10-VM", op, "end", &fixture(DUAL));
+        assert!(o.status.success(), "{op}: {}", stderr(&o));
+        assert!(accepted(&lab).is_empty(), "{op} forgets the tap");
+    }
+    assert!(tables_current(&lab), "the tables stay");
+}
+
+#[test]
+fn start_fails_closed_when_the_tables_cannot_be_installed_netns() {
+    let lab = lab();
+    let o = lab.virt_l3_env(
+        &["hook", "i-2-10-VM", "start", "begin", "-"],
+        &fixture(DUAL),
+        &[("VIRT_L3_NFT", "/bin/false")],
+    );
+    assert!(!o.status.success(), "the start is refused");
+    let err = stderr(&o);
+    // One line, after the warning that the bridge MAC was pinned.
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert!(
+        lines.len() == 1 || (lines.len() == 2 && lines[0].contains("MAC pinned")),
+        "{err}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("virt-l3 cannot route domain i-2-10-VM: ")
+            && last.contains("all rolled back")
+            && last.contains("nftables"),
+        "{err}"
+    );
+    assert!(lab.routes().is_empty(), "nothing installed");
+    assert!(lab.state_files().iter().all(|f| !f.starts_with("domains/")));
+    // Disabled: no tables, the start proceeds.
+    lab.write_config(&format!(
+        "libvirt_status_dir = {:?}\nrequire_nwfilter = false\n[firewall]\nenabled = false\n",
+        status_dir(&lab)
+    ));
+    let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!nft(&lab, "list table inet virt_l3"));
+}
+
+#[test]
+fn reconcile_restores_the_tables_and_the_accepted_taps_netns() {
+    let lab = routed_lab();
+    assert_eq!(accepted(&lab), ["vnet3"]);
+    assert!(nft(&lab, "flush table inet virt_l3"));
+    assert!(nft(&lab, "delete table bridge virt_l3"));
+    assert!(nft(&lab, "add table bridge virt_l3"));
+    let out = reconcile(&lab, &[]);
+    assert!(
+        out.contains("did install virt-l3's nftables tables"),
+        "{out}"
+    );
+    assert!(
+        out.contains("did accept bridge port vnet3 (domain i-2-10-VM)"),
+        "{out}"
+    );
+    assert!(tables_current(&lab));
+    assert_eq!(accepted(&lab), ["vnet3"]);
+    // A port accepted for no running domain is forgotten.
+    assert!(nft(
+        &lab,
+        "add element bridge virt_l3 accepted_ports { vnet77 }"
+    ));
+    let out = reconcile(&lab, &[]);
+    assert!(out.contains("did forget bridge port vnet77"), "{out}");
+    assert_eq!(accepted(&lab), ["vnet3"]);
+    assert!(reconcile(&lab, &[]).starts_with("nothing to do"));
+}
+
+#[test]
+fn watch_restores_deleted_tables_and_blocks_new_ports_netns() {
+    let lab = routed_lab();
+    let _w = watch(&lab);
+    std::thread::sleep(Duration::from_millis(300)); // subscribed
+    assert!(nft(&lab, "delete table bridge virt_l3"));
+    within(Duration::from_secs(1), "bridge table restored", || {
+        accepted(&lab) == ["vnet3"]
+    });
+    assert!(nft(&lab, "flush table inet virt_l3"));
+    within(
+        Duration::from_secs(1),
+        "flushed inet table restored",
+        || {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns,
+                    "nft",
+                    "list",
+                    "chain",
+                    "inet",
+                    "virt_l3",
+                    "guest_to_host",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("guest to host")
+        },
+    );
+    // A port nobody accepted joins the routed bridge: isolated, never accepted.
+    lab.add_tap("vnet9", "cloudbr0");
+    within(Duration::from_secs(1), "new port isolated", || {
+        lab.isolated("vnet9")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(accepted(&lab), ["vnet3"], "watch accepts nothing new");
+    // A port of a bridge virt-l3 does not route joins `foreign_ports` (without `meta ibrname`).
+    lab.add_bridge("br-other");
+    lab.add_tap("vnet10", "br-other");
+    let meta = nft(&lab, "list set bridge virt_l3 routed_bridges");
+    if !meta {
+        within(Duration::from_secs(1), "foreign port listed", || {
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns,
+                    "nft",
+                    "list",
+                    "set",
+                    "bridge",
+                    "virt_l3",
+                    "foreign_ports",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("\"vnet10\"")
+        });
+    }
+    assert_eq!(accepted(&lab), ["vnet3"]);
 }

@@ -62,6 +62,9 @@ impl Ownership for Owners {
             .find(|(a, _)| *a == address)
             .map(|(_, o)| o.clone())
     }
+    fn owner_of_mac(&self, _: virt_l3::address::Mac) -> Option<Owner> {
+        None
+    }
     fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
         self.prefixes.clone()
     }
@@ -92,6 +95,7 @@ pub fn host_config(variant: usize) -> (Config, HostFacts) {
     }
     let host = HostFacts {
         addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        ..HostFacts::default()
     };
     (config, host)
 }
@@ -217,11 +221,22 @@ pub fn check_plan(
         }
         assert_eq!(r.metric, 100);
     }
+    // ...and one per pinned link-local (an IPv6 NIC's), with its NIC's MAC.
     let neighbours = p.neighbours();
-    assert_eq!(neighbours.len(), addresses.len());
+    let pinned = p.nics.iter().filter(|x| x.link_local.is_some()).count();
+    assert_eq!(neighbours.len(), addresses.len() + pinned);
     for n in &neighbours {
-        let nic = p.nics.iter().find(|x| x.addresses.contains(&n.address));
+        let nic = p.nics.iter().find(|x| {
+            x.addresses.contains(&n.address) || x.link_local.map(IpAddr::V6) == Some(n.address)
+        });
         assert_eq!(nic.map(|x| x.mac), Some(n.mac));
+    }
+    for x in &p.nics {
+        assert_eq!(
+            x.link_local.is_some(),
+            x.addresses.iter().any(IpAddr::is_ipv6),
+            "the default (eui64) pins exactly the IPv6 NICs"
+        );
     }
     // Routed prefixes of the domain never overlap each other.
     let prefixes: Vec<IpNet> = p.prefixes().collect();

@@ -1,6 +1,9 @@
 # postrm of the .deb: remove, purge, upgrade, disappear, abort-install, abort-upgrade, failed-upgrade.
 case "$1" in
   remove | abort-install)
+    # The prerm removed the tables with the binary; without it (abort-install)
+    # they are removed by name.
+    virt_l3_remove_tables_by_name
     virt_l3_drop_hook
     virt_l3_reload_libvirt
     if command -v deb-systemd-helper >/dev/null 2>&1; then

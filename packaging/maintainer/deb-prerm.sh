@@ -17,5 +17,6 @@ if virt_l3_systemd; then
   done
 fi
 virt_l3_drop_hook
+virt_l3_remove_firewall
 virt_l3_warn_routed_domains
 exit 0

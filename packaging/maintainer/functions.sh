@@ -171,6 +171,30 @@ virt_l3_undefine_nwfilters() {
   return 0
 }
 
+# Removes virt-l3's nftables tables (docs/FIREWALL.md) while the binary is
+# still there: without the hook nothing would accept the ports of new domains,
+# which the bridge table would keep blocked.
+virt_l3_remove_firewall() {
+  [ -x "$VIRT_L3_BIN" ] || return 0
+  if "$VIRT_L3_BIN" firewall remove >/dev/null 2>&1; then
+    echo "virt-l3: removed virt-l3's nftables tables"
+  else
+    virt_l3_warn "warning: cannot remove virt-l3's nftables tables; remove them by hand: nft delete table inet virt_l3; nft delete table bridge virt_l3; nft delete table netdev virt_l3"
+  fi
+  return 0
+}
+
+# After the binary is gone: the tables by name, with nft, if any is left.
+virt_l3_remove_tables_by_name() {
+  command -v nft >/dev/null 2>&1 || return 0
+  for family in inet bridge netdev; do
+    if nft list table "$family" virt_l3 >/dev/null 2>&1; then
+      nft delete table "$family" virt_l3 && echo "virt-l3: removed the nftables table $family virt_l3"
+    fi
+  done
+  return 0
+}
+
 # Warns when routed domains are left behind: their routes stay in the kernel
 # until removed by hand (without the hook, nothing removes them when they stop).
 virt_l3_warn_routed_domains() {

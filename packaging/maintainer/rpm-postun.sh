@@ -1,5 +1,6 @@
 # %postun of the .rpm: $1 is 0 on erase, 1 or more on upgrade.
 if [ "$1" -eq 0 ]; then
+  virt_l3_remove_tables_by_name
   virt_l3_drop_hook
   virt_l3_reload_libvirt
   virt_l3_undefine_nwfilters

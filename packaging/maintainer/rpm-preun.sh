@@ -7,5 +7,6 @@ if command -v systemctl >/dev/null 2>&1; then
   systemctl --no-reload disable $VIRT_L3_UNITS >/dev/null 2>&1 || true
 fi
 virt_l3_drop_hook
+virt_l3_remove_firewall
 virt_l3_warn_routed_domains
 exit 0

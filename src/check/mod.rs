@@ -6,9 +6,11 @@
 //! virt-l3 check` inspects NS. Files and programs are found at the paths of
 //! [`CheckOptions`], all overridable. docs/TROUBLESHOOTING.md explains every item.
 
+mod allow;
 mod bridge;
 mod cloudstack;
 mod facts;
+mod firewall;
 mod libvirt;
 mod routing_daemon;
 mod run;
@@ -160,7 +162,7 @@ fn warn(id: &'static str, subject: Option<&str>, summary: String, fix: String) -
 
 /// Inspects the host. Never changes anything. The items come in a fixed order
 /// (docs/TROUBLESHOOTING.md): bridges, sysctls, the CloudStack control network,
-/// libvirt, the routing daemon, virt-l3's state.
+/// libvirt, the routing daemon, virt-l3's state, its nftables tables, blocked ports.
 pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, CheckError> {
     let facts = facts::kernel_facts().await?;
     let mut items = Vec::new();
@@ -183,12 +185,15 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(sysctls::proxy_ndp(opts, &facts, &uplinks));
     items.push(sysctls::send_redirects(opts, &existing));
     items.push(cloudstack::control_network(config, opts, &facts));
+    items.push(allow::allow_list(config));
     items.push(libvirt::libvirt_version(opts));
     items.push(libvirt::hook_installed(opts));
     items.push(libvirt::nwfilter(opts));
     items.push(libvirt::ebtables(opts));
     items.extend(routing_daemon::routing_daemon(config, opts));
     items.push(state::state(config, &mut kernel).await);
+    items.push(firewall::firewall(config).await);
+    items.push(firewall::ports(config, &facts));
     Ok(Report {
         ready: items.iter().all(|i| i.status != Status::Fail),
         items,

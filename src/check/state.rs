@@ -4,9 +4,9 @@ use std::collections::HashSet;
 
 use super::{fail, ok, Item};
 use crate::config::Config;
-use crate::kernel::{Kernel as _, KernelError, KernelView, NetlinkKernel};
-use crate::plan::HostFacts;
+use crate::kernel::{KernelError, KernelView, NetlinkKernel};
 use crate::reconcile::decide::wanted_entries;
+use crate::reconcile::observe::adoption_facts;
 use crate::reconcile::{desired, diff, running_domains, Desired, KernelDiff, ReconcileError};
 use crate::state::StateDir;
 
@@ -35,8 +35,9 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
     let recorded = records.len();
     let (d, libvirt_note) = match running_domains(&config.libvirt_status_dir) {
         Ok(running) => {
-            let host = match kernel.host_addresses().await {
-                Ok(a) => HostFacts { addresses: a },
+            // The host facts the hook (and reconcile) plan each adoptable domain against.
+            let facts = match adoption_facts(kernel, config, &records, &running).await {
+                Ok(f) => f,
                 Err(e) => return cannot_read_kernel(e),
             };
             let incoming: HashSet<String> = store.incoming().into_iter().collect();
@@ -45,7 +46,7 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
                 records,
                 &running,
                 &incoming,
-                &host,
+                &facts,
                 &store,
                 crate::state::now_ms(),
             );

@@ -6,12 +6,15 @@ use std::process::ExitCode;
 
 use virt_l3::config::ConfigError;
 use virt_l3::domain_xml::XmlError;
+use virt_l3::firewall::FirewallError;
 use virt_l3::guest_config::GuestConfigError;
 use virt_l3::hook::HookError;
 use virt_l3::kernel::KernelError;
 use virt_l3::nwfilter::NwfilterError;
 use virt_l3::plan::PlanError;
 use virt_l3::reconcile::ReconcileError;
+use virt_l3::refresh::RefreshError;
+use virt_l3::security_group::SecurityGroupError;
 use virt_l3::status::StatusError;
 use virt_l3::watch::WatchError;
 
@@ -45,8 +48,15 @@ pub enum CliError {
     Reconcile(#[from] ReconcileError),
     #[error("virt-l3: {0}")]
     Status(#[from] StatusError),
+    /// `refresh`: its errors name virt-l3 and the domain.
+    #[error(transparent)]
+    Refresh(#[from] RefreshError),
+    #[error("virt-l3: {0}")]
+    SecurityGroup(#[from] SecurityGroupError),
     #[error("virt-l3: {0}")]
     Watch(#[from] WatchError),
+    #[error("virt-l3: {0}")]
+    Firewall(#[from] FirewallError),
     /// `check` could not inspect the host at all.
     #[error("virt-l3: {0}")]
     Check(String),
@@ -91,9 +101,12 @@ impl CliError {
 /// A refused domain and a domain XML that cannot be rewritten name virt-l3 already.
 fn nwfilter_line(e: &NwfilterError) -> String {
     match e {
-        NwfilterError::Plan(_) | NwfilterError::Inject { .. } => e.to_string(),
-        NwfilterError::Xml(_) | NwfilterError::Write { .. } | NwfilterError::Define { .. } => {
-            format!("virt-l3: {e}")
-        }
+        NwfilterError::Plan(_)
+        | NwfilterError::Inject { .. }
+        | NwfilterError::ForeignFilter { .. } => e.to_string(),
+        NwfilterError::Xml(_)
+        | NwfilterError::Write { .. }
+        | NwfilterError::Define { .. }
+        | NwfilterError::OtherDomain { .. } => format!("virt-l3: {e}"),
     }
 }

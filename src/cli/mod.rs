@@ -4,6 +4,7 @@
 
 mod check;
 pub mod error;
+mod firewall;
 mod guest_config;
 pub mod hook;
 mod manpages;
@@ -11,6 +12,8 @@ mod nwfilter;
 mod output;
 mod plan;
 mod reconcile;
+mod refresh;
+mod security_group;
 mod status;
 mod support;
 mod watch;
@@ -48,6 +51,9 @@ enum Command {
     /// Make the kernel match the running domains: add what is missing, fix what
     /// differs, remove virt-l3's entries that belong to no running domain.
     Reconcile(reconcile::ReconcileArgs),
+    /// Apply a change to a running domain now (a NIC attached or detached, live
+    /// metadata): route what it gained, unroute what it lost (exit 1: refused or failed).
+    Refresh(refresh::RefreshArgs),
     /// Reconcile whenever routes, neighbours, bridges or libvirt's status files change.
     Watch(watch::WatchArgs),
     /// Inspect this hypervisor item by item, with a fix for each failure
@@ -61,6 +67,12 @@ enum Command {
     GuestConfig(guest_config::GuestConfigArgs),
     /// libvirt nwfilter security groups for routed NICs (domain XML on stdin).
     Nwfilter(nwfilter::NwfilterArgs),
+    /// Security-group rules of a domain (CloudStack's rule string), stateful, on
+    /// the routed path; enforced when `security_groups = true`.
+    SecurityGroup(security_group::SecurityGroupArgs),
+    /// virt-l3's nftables tables: fail-closed bridge ports, the host protected
+    /// from its guests (render for audit, install, remove).
+    Firewall(firewall::FirewallArgs),
 }
 
 impl Cli {
@@ -96,10 +108,13 @@ impl Cli {
             Command::Plan(args) => args.run(&config),
             Command::Status(args) => args.run(&config),
             Command::Reconcile(args) => args.run(&config),
+            Command::Refresh(args) => args.run(&config),
             Command::Watch(args) => args.run(&config),
             Command::Check(args) => args.run(&config),
             Command::GuestConfig(args) => args.run(&config),
             Command::Nwfilter(args) => args.run(&config),
+            Command::SecurityGroup(args) => args.run(&config),
+            Command::Firewall(args) => args.run(&config),
         }
     }
 }

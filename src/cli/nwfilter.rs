@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use virt_l3::config::Config;
 use virt_l3::nwfilter::{self, define};
+use virt_l3::state::StateDir;
 
 use super::error::CliError;
 use super::output;
@@ -69,7 +70,10 @@ impl NwfilterArgs {
                     program: virsh,
                     connect,
                 };
-                let outcomes = define::define_all(&virsh, &filters)?;
+                // Another domain's claim on a MAC (the state directory) or its
+                // recorded ownership of a filter refuses the whole define.
+                let state = StateDir::new(&config.state_dir);
+                let outcomes = define::define_all(&virsh, &plan, config, &state, &filters)?;
                 print!("{}", output::defined(&outcomes));
             }
         }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use virt_l3::config::Config;
 use virt_l3::nwfilter::define::Defined;
 use virt_l3::plan::DomainPlan;
+use virt_l3::security_group::{Outcome, RuleSet, Stored, Target};
 use virt_l3::status::DomainStatus;
 
 use super::error::CliError;
@@ -29,6 +30,15 @@ pub fn plan(p: &DomainPlan, config: &Config, as_json: bool) -> Result<String, Cl
         }));
     }
     let mut out = String::new();
+    if p.nics.is_empty() {
+        // What the hook accepts without reading further (no <uuid> needed).
+        let _ = writeln!(
+            out,
+            "domain {}: no interface on a routed bridge, nothing to do",
+            p.name
+        );
+        return Ok(out);
+    }
     let _ = writeln!(out, "domain {} ({})", p.name, p.uuid);
     for n in &p.nics {
         let tap = n.tap.as_deref().unwrap_or("-");
@@ -64,6 +74,9 @@ pub fn status(report: &[DomainStatus], as_json: bool) -> Result<String, CliError
             ""
         };
         let _ = writeln!(out, "{} {} {mark}{standby}", d.name, d.uuid);
+        if let Some(why) = &d.refused {
+            let _ = writeln!(out, "  REFUSED CHANGE (routes kept as they were): {why}");
+        }
         for e in &d.entries {
             let present = if e.present { "x" } else { " " };
             let _ = writeln!(out, "  [{present}] {}", e.entry);
@@ -114,6 +127,27 @@ pub fn check(report: &virt_l3::check::Report, as_json: bool) -> Result<String, C
     Ok(virt_l3::check::render_text(report))
 }
 
+/// `firewall install`: whether the tables were (re)installed.
+pub fn firewall_ensured(e: virt_l3::firewall::Ensured) -> String {
+    match e {
+        virt_l3::firewall::Ensured::Current => {
+            "virt-l3's nftables tables are installed and current\n".into()
+        }
+        virt_l3::firewall::Ensured::Installed => "installed virt-l3's nftables tables\n".into(),
+    }
+}
+
+/// `firewall install` with `[firewall] enabled = false`.
+pub fn firewall_disabled() -> String {
+    "the firewall is disabled ([firewall] enabled = false): removed virt-l3's nftables tables\n"
+        .into()
+}
+
+/// `firewall remove`.
+pub fn firewall_removed() -> String {
+    "removed virt-l3's nftables tables\n".into()
+}
+
 /// The files a command wrote, one a line.
 pub fn paths(paths: &[PathBuf]) -> String {
     paths.iter().map(|p| format!("{}\n", p.display())).collect()
@@ -129,4 +163,88 @@ pub fn defined(outcomes: &[(String, Defined)]) -> String {
         };
     }
     out
+}
+
+/// `security-group set`: what happened to the rules.
+pub fn sg_outcome(target: &Target, outcome: &Outcome) -> String {
+    let who = target.label();
+    match outcome {
+        Outcome::Installed(a) => format!(
+            "security group of {who} installed for {} address(es)\n",
+            a.len()
+        ),
+        Outcome::NotEnforced => {
+            format!("security group of {who} stored; not enforced (security_groups = false)\n")
+        }
+        Outcome::NotOnHost => format!(
+            "security group of {who} stored; the domain does not run here: applied at its start\n"
+        ),
+    }
+}
+
+/// `security-group show`: the stored rules, one line each, or the JSON document.
+pub fn sg_show(
+    target: &Target,
+    stored: Option<&Stored>,
+    rules: &RuleSet,
+    enforced: bool,
+    as_json: bool,
+) -> Result<String, CliError> {
+    if as_json {
+        return json(&serde_json::json!({
+            "domain": target.name, "uuid": target.uuid, "enforced": enforced,
+            "on_host": target.on_host, "addresses": target.addresses,
+            "stored": stored, "rules": rules.rules,
+        }));
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "security group of {}{}",
+        target.label(),
+        if enforced {
+            ""
+        } else {
+            " (not enforced: security_groups = false)"
+        }
+    );
+    match stored {
+        Some(s) => {
+            let _ = writeln!(out, "  rules {}", virt_l3::plan::printable(&s.rules));
+        }
+        None => {
+            out.push_str("  no rules set: CloudStack's default (ingress closed, egress open)\n")
+        }
+    }
+    for r in &rules.rules {
+        let nets: Vec<String> = r
+            .ipv4
+            .iter()
+            .map(ToString::to_string)
+            .chain(r.ipv6.iter().map(ToString::to_string))
+            .collect();
+        let what = match r.matches {
+            virt_l3::security_group::Match::Any => String::new(),
+            virt_l3::security_group::Match::Ports { first, last } => {
+                format!(" ports {first}-{last}")
+            }
+            virt_l3::security_group::Match::Icmp { r#type, code } => format!(
+                " type {} code {}",
+                r#type.map_or("any".to_string(), |t| t.to_string()),
+                code.map_or("any".to_string(), |c| c.to_string())
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  {:?} {}{what} {}",
+            r.direction,
+            r.protocol,
+            if nets.is_empty() {
+                "(no network)".to_string()
+            } else {
+                nets.join(",")
+            }
+        );
+    }
+    Ok(out)
 }

@@ -39,7 +39,7 @@ pub fn plan_from_stdin(config: &Config) -> Result<DomainPlan, CliError> {
     let host = runtime()?
         .block_on(async {
             let k = NetlinkKernel::connect()?;
-            host_facts(&k, &dom).await
+            host_facts(&k, &dom, config).await
         })
         .unwrap_or_default();
     let checks = Checks {

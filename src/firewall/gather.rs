@@ -20,10 +20,30 @@ struct Link {
 /// Connected networks, ports of other bridges, the accepted ports of the
 /// installed table and whether the kernel has `meta ibrname`.
 pub async fn gather(config: &Config) -> Result<HostNetworks, FirewallError> {
-    let fail = |e: rtnetlink::Error| FirewallError::Gather(e.to_string());
+    Ok(HostNetworks {
+        accepted_ports: nft::accepted_ports()?,
+        bridge_meta: nft::probe_bridge_meta(),
+        ..networks(config).await?
+    })
+}
+
+/// Connected networks and ports of other bridges only (netlink, no `nft` fork):
+/// what the version of the ruleset depends on, but the kernel capability.
+pub async fn networks(config: &Config) -> Result<HostNetworks, FirewallError> {
     let (conn, handle, _) =
         rtnetlink::new_connection().map_err(|e| FirewallError::Gather(e.to_string()))?;
     let task = tokio::spawn(conn);
+    let host = networks_with(&handle, config).await;
+    task.abort();
+    host
+}
+
+/// [`networks`] over an open rtnetlink connection (the hook's own).
+pub async fn networks_with(
+    handle: &rtnetlink::Handle,
+    config: &Config,
+) -> Result<HostNetworks, FirewallError> {
+    let fail = |e: rtnetlink::Error| FirewallError::Gather(e.to_string());
     let mut links: HashMap<u32, Link> = HashMap::new();
     let mut s = handle.link().get().execute();
     while let Some(msg) = s.try_next().await.map_err(fail)? {
@@ -60,7 +80,6 @@ pub async fn gather(config: &Config) -> Result<HostNetworks, FirewallError> {
             }
         }
     }
-    task.abort();
     let routed = |name: &str| config.bridges.iter().any(|b| b == name);
     let mut foreign_ports: Vec<String> = links
         .values()
@@ -77,7 +96,7 @@ pub async fn gather(config: &Config) -> Result<HostNetworks, FirewallError> {
     Ok(HostNetworks {
         connected,
         foreign_ports,
-        accepted_ports: nft::accepted_ports()?,
-        bridge_meta: nft::probe_bridge_meta(),
+        accepted_ports: Vec::new(),
+        bridge_meta: false,
     })
 }

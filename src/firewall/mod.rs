@@ -20,7 +20,7 @@ pub mod render;
 pub use gather::gather;
 pub use model::{EntryError, FirewallConfig, HostNetworks, HostService, Protected, Proto, Ruleset};
 pub use nft::{install, installed_matches, remove};
-pub use render::{render, version, TABLE};
+pub use render::{render, version, TABLE, TABLES};
 
 use crate::config::Config;
 
@@ -61,6 +61,64 @@ pub async fn ensure(config: &Config, fw: &FirewallConfig) -> Result<Ensured, Fir
     Ok(Ensured::Installed)
 }
 
+/// [`ensure`] for the hook and `watch`: when every table is installed, intact
+/// (its rules all there) and carries the version of this host's ruleset (with or
+/// without `meta ibrname`), nothing is forked: two netlink dumps of the host's
+/// networks and two of nftables. Otherwise [`ensure`].
+pub async fn ensure_quick(config: &Config) -> Result<Ensured, FirewallError> {
+    let host = gather::networks(config).await?;
+    ensure_current(config, host).await
+}
+
+/// [`ensure_quick`] over an open rtnetlink connection (the hook's own).
+pub async fn ensure_quick_with(
+    handle: &rtnetlink::Handle,
+    config: &Config,
+) -> Result<Ensured, FirewallError> {
+    let host = gather::networks_with(handle, config).await?;
+    ensure_current(config, host).await
+}
+
+/// The hook's check alone, without the fallback: whether the installed tables
+/// are current for this host (netlink only, never `nft`).
+pub async fn quick_current(config: &Config) -> Result<bool, FirewallError> {
+    let host = gather::networks(config).await?;
+    quick_matches(&mut Ruleset::build(config, &config.firewall, &host))
+}
+
+async fn ensure_current(config: &Config, host: HostNetworks) -> Result<Ensured, FirewallError> {
+    let mut r = Ruleset::build(config, &config.firewall, &host);
+    if quick_matches(&mut r)? {
+        return Ok(Ensured::Current);
+    }
+    ensure(config, &config.firewall).await
+}
+
+/// Whether the installed tables are current for `r` (either kernel capability).
+fn quick_matches(r: &mut Ruleset) -> Result<bool, FirewallError> {
+    let installed = nfnetlink::installed_tables(TABLE)?;
+    if installed.len() < TABLES.len() {
+        return Ok(false);
+    }
+    for meta in [false, true] {
+        r.bridge_meta = meta;
+        let (version, rules) = render::version_and_rules(r);
+        let want = format!("{}{version}", render::COMMENT_PREFIX);
+        let current = TABLES.iter().zip(rules).all(|(&(family, _), expected)| {
+            installed.iter().any(|t| {
+                t.family == nfnetlink::family(family)
+                    && t.comment.as_deref() == Some(want.as_str())
+                    // The netdev guard's one rule exists only with accepted ports.
+                    && (t.rules == expected || (family == "netdev" && t.rules <= 1))
+            })
+        });
+        if current {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The transaction [`ensure`] would install on this host (`virt-l3 firewall render`).
 pub async fn render_for_host(
     config: &Config,
@@ -72,11 +130,16 @@ pub async fn render_for_host(
 /// Lets a bridge port pass frames (the start hook, for its own taps): one
 /// in-process netlink transaction, no `nft` fork.
 pub fn accept_port(name: &str) -> Result<(), FirewallError> {
-    nfnetlink::change_ifname(
+    accept_ports(&[name])
+}
+
+/// [`accept_port`] for several ports in one transaction.
+pub fn accept_ports(names: &[&str]) -> Result<(), FirewallError> {
+    nfnetlink::change_ifnames(
         nfnetlink::NFPROTO_BRIDGE,
         TABLE,
         "accepted_ports",
-        name,
+        names,
         true,
     )
 }

@@ -14,11 +14,13 @@ use crate::config::Config;
 /// The link-local IPv4 network beyond the gateway (CloudStack's control network, metadata).
 pub const LINK_LOCAL_V4: &str = "169.254.0.0/16";
 
-/// Firewall settings. Meant to become the `[firewall]` table of the configuration
-/// file (`Config::firewall`); until then callers pass it beside the [`Config`].
+/// Firewall settings: the `[firewall]` table of the configuration file (`Config::firewall`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FirewallConfig {
+    /// Install the tables and fail closed at every routed-bridge port (security:
+    /// on by default). `false`: virt-l3 owns no tables (and removes them).
+    pub enabled: bool,
     /// Host services guests may reach, `PROTO/PORT[-PORT][@ADDRESS]`
     /// (e.g. `"tcp/80@169.254.169.254"`, `"udp/53"`): everything else from a
     /// guest to the host is dropped.
@@ -31,6 +33,7 @@ pub struct FirewallConfig {
 impl Default for FirewallConfig {
     fn default() -> Self {
         FirewallConfig {
+            enabled: true,
             host_allow: Vec::new(),
             protected_networks: vec![
                 Protected::Connected,
@@ -210,9 +213,9 @@ pub struct Ruleset {
 }
 
 impl Ruleset {
-    /// The ruleset for `config` with the default [`FirewallConfig`].
+    /// The ruleset for `config` and its `[firewall]` settings.
     pub fn from_config(config: &Config, host: &HostNetworks) -> Ruleset {
-        Ruleset::build(config, &FirewallConfig::default(), host)
+        Ruleset::build(config, &config.firewall, host)
     }
 
     /// The ruleset for `config`, the firewall settings and the host's facts.

@@ -25,6 +25,19 @@ const NFTA_DATA_VALUE: u16 = 1;
 /// `NFPROTO_*` of the table.
 pub const NFPROTO_BRIDGE: u8 = 7;
 
+/// The `NFPROTO_*` number of an nft family name (0 for an unknown one).
+pub fn family(name: &str) -> u8 {
+    match name {
+        "inet" => 1,
+        "ip" => 2,
+        "arp" => 3,
+        "netdev" => 5,
+        "bridge" => NFPROTO_BRIDGE,
+        "ip6" => 10,
+        _ => 0,
+    }
+}
+
 /// Adds (`add = true`) or deletes one interface name in the set `table`/`set`
 /// of `family`. Adding a present name or deleting an absent one is not an error.
 pub fn change_ifname(
@@ -34,20 +47,44 @@ pub fn change_ifname(
     name: &str,
     add: bool,
 ) -> Result<(), FirewallError> {
+    change_ifnames(family, table, set, &[name], add)
+}
+
+/// [`change_ifname`] for several names in one transaction (all or none).
+pub fn change_ifnames(
+    family: u8,
+    table: &str,
+    set: &str,
+    names: &[&str],
+    add: bool,
+) -> Result<(), FirewallError> {
+    if names.is_empty() {
+        return Ok(());
+    }
     let what = format!(
-        "{} port {name:?} {} the set {table}/{set}",
+        "{} port(s) {} {} the set {table}/{set}",
         if add { "add" } else { "remove" },
+        names.join(", "),
         if add { "to" } else { "from" }
     );
     let fail = |detail: String| FirewallError::Netlink {
         what: what.clone(),
         detail,
     };
-    if name.is_empty() || name.len() > 15 {
-        return Err(fail("not an interface name".into()));
+    let mut elems = Vec::new();
+    for name in names {
+        if name.is_empty() || name.len() > 15 {
+            return Err(fail(format!("{name:?} is not an interface name")));
+        }
+        let mut key = [0u8; 16];
+        key[..name.len()].copy_from_slice(name.as_bytes());
+        let value = nla(NFTA_DATA_VALUE, &key);
+        attr(
+            &mut elems,
+            NFTA_LIST_ELEM | NLA_F_NESTED,
+            &nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+        );
     }
-    let mut key = [0u8; 16];
-    key[..name.len()].copy_from_slice(name.as_bytes());
     let seq = std::process::id() ^ 0x5e70_0000;
     let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
         | if add {
@@ -58,12 +95,11 @@ pub fn change_ifname(
     let mut body = Vec::new();
     attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
     attr(&mut body, NFTA_SET_ELEM_LIST_SET, &cstr(set));
-    let value = nla(NFTA_DATA_VALUE, &key);
-    let elem = nla(
-        NFTA_LIST_ELEM | NLA_F_NESTED,
-        &nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+    attr(
+        &mut body,
+        NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+        &elems,
     );
-    attr(&mut body, NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem);
     let mut batch = message(
         NFNL_MSG_BATCH_BEGIN,
         NLM_F_REQUEST,
@@ -148,4 +184,199 @@ fn message(ty: u16, flags: u16, seq: u32, family: u8, res_id: u16, body: &[u8]) 
     v.extend(res_id.to_be_bytes());
     v.extend(body);
     v
+}
+
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_GETRULE: u16 = 7;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_DONE: u16 = 3;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_TABLE_USERDATA: u16 = 6;
+const NFTA_RULE_TABLE: u16 = 1;
+/// libnftnl's user data type of a table's comment.
+const NFTNL_UDATA_TABLE_COMMENT: u8 = 0;
+
+/// One table as the kernel lists it: its family, name, comment and rule count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledTable {
+    pub family: u8,
+    pub name: String,
+    pub comment: Option<String>,
+    pub rules: usize,
+}
+
+/// Every table named `name` (any family) with its comment and number of
+/// rules: two netlink dumps, no `nft` fork (the hook's cheap check).
+pub fn installed_tables(name: &str) -> Result<Vec<InstalledTable>, FirewallError> {
+    let fail = |detail: String| FirewallError::Netlink {
+        what: "list the nftables tables".into(),
+        detail,
+    };
+    let mut tables: Vec<InstalledTable> = Vec::new();
+    dump(NFT_MSG_GETTABLE, &[], |family, attrs| {
+        if find_attr(attrs, NFTA_TABLE_NAME).map(c_str) != Some(name.as_bytes()) {
+            return;
+        }
+        tables.push(InstalledTable {
+            family,
+            name: name.to_string(),
+            comment: find_attr(attrs, NFTA_TABLE_USERDATA).and_then(table_comment),
+            rules: 0,
+        });
+    })
+    .map_err(fail)?;
+    if tables.is_empty() {
+        return Ok(tables);
+    }
+    // Not filtered by table in the request: the kernel then stops after the
+    // first family's table of that name.
+    dump(NFT_MSG_GETRULE, &[], |family, attrs| {
+        if find_attr(attrs, NFTA_RULE_TABLE).map(c_str) != Some(name.as_bytes()) {
+            return;
+        }
+        if let Some(t) = tables.iter_mut().find(|t| t.family == family) {
+            t.rules += 1;
+        }
+    })
+    .map_err(fail)?;
+    Ok(tables)
+}
+
+/// The comment in a table's user data (libnftnl TLVs: type, length, value).
+fn table_comment(mut data: &[u8]) -> Option<String> {
+    while data.len() >= 2 {
+        let (ty, len) = (data[0], data[1] as usize);
+        let value = data.get(2..2 + len)?;
+        if ty == NFTNL_UDATA_TABLE_COMMENT {
+            let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+            return Some(String::from_utf8_lossy(&value[..end]).into_owned());
+        }
+        data = &data[2 + len..];
+    }
+    None
+}
+
+/// A NUL-terminated string attribute without its NUL.
+fn c_str(v: &[u8]) -> &[u8] {
+    &v[..v.iter().position(|b| *b == 0).unwrap_or(v.len())]
+}
+
+/// The payload of the first top-level attribute of type `ty`.
+fn find_attr(mut data: &[u8], ty: u16) -> Option<&[u8]> {
+    while data.len() >= 4 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let t = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        if t == ty {
+            return Some(&data[4..len]);
+        }
+        data = &data[((len + 3) & !3).min(data.len())..];
+    }
+    None
+}
+
+/// A dump request of the nftables subsystem (every family): `each` gets every
+/// answer's family and attributes.
+fn dump(msg: u16, body: &[u8], mut each: impl FnMut(u8, &[u8])) -> Result<(), String> {
+    let seq = std::process::id() ^ 0x5e71_0000;
+    let request = message(
+        (NFNL_SUBSYS_NFTABLES << 8) | msg,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        0,
+        0,
+        body,
+    );
+    let mut socket = Socket::new(NETLINK_NETFILTER)
+        .map_err(|e| format!("cannot open a netfilter socket: {e}"))?;
+    socket
+        .bind_auto()
+        .map_err(|e| format!("cannot bind a netfilter socket: {e}"))?;
+    socket
+        .send_to(&request, &SocketAddr::new(0, 0), 0)
+        .map_err(|e| format!("cannot send: {e}"))?;
+    let mut buf = vec![0u8; 32768];
+    loop {
+        let n = socket
+            .recv(&mut &mut buf[..], 0)
+            .map_err(|e| format!("no answer: {e}"))?;
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
+            if len < 16 || at + len > n {
+                return Err("a malformed answer".into());
+            }
+            match ty {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let code =
+                        i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
+                    if code == 0 {
+                        return Ok(());
+                    }
+                    return Err(std::io::Error::from_raw_os_error(-code).to_string());
+                }
+                _ if len >= 20 => each(buf[at + 16], &buf[at + 20..at + len]),
+                _ => {}
+            }
+            at += (len + 3) & !3;
+        }
+    }
+}
+
+/// `NFNLGRP_NFTABLES`: the multicast group of nftables changes.
+const NFNLGRP_NFTABLES: u32 = 7;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELSET: u16 = 11;
+
+/// A non-blocking netfilter socket that receives every nftables change (`watch`).
+pub fn subscribe() -> Result<Socket, FirewallError> {
+    let fail = |detail: String| FirewallError::Netlink {
+        what: "subscribe to nftables changes".into(),
+        detail,
+    };
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| fail(e.to_string()))?;
+    socket.bind_auto().map_err(|e| fail(e.to_string()))?;
+    socket
+        .add_membership(NFNLGRP_NFTABLES)
+        .map_err(|e| fail(e.to_string()))?;
+    socket
+        .set_non_blocking(true)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(socket)
+}
+
+/// Whether a datagram of nftables changes removes something of table `table`
+/// (a table, chain, rule, set or set element deleted: a flush is rule deletions).
+pub fn removes_from(datagram: &[u8], table: &str) -> bool {
+    let mut at = 0;
+    while at + 20 <= datagram.len() {
+        let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let ty = u16::from_ne_bytes(datagram[at + 4..at + 6].try_into().expect("2 bytes"));
+        if len < 16 || at + len > datagram.len() {
+            return false;
+        }
+        let deletion = ty >> 8 == NFNL_SUBSYS_NFTABLES
+            && [
+                NFT_MSG_DELTABLE,
+                NFT_MSG_DELCHAIN,
+                NFT_MSG_DELRULE,
+                NFT_MSG_DELSET,
+                NFT_MSG_DELSETELEM,
+            ]
+            .contains(&(ty & 0xff));
+        // Attribute 1 names the table in every one of these messages.
+        if deletion
+            && find_attr(&datagram[at + 20..at + len], 1).map(c_str) == Some(table.as_bytes())
+        {
+            return true;
+        }
+        at += (len + 3) & !3;
+    }
+    false
 }

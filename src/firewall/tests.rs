@@ -162,6 +162,8 @@ fn rules_hold_what_issue_14_asks() {
         "devices = { \"vnet0\", \"vnet1\" }",
         "elements = { 169.254.0.1 }",
         "elements = { fe80::1 }",
+        "type filter hook prerouting priority -450; policy accept;",
+        "exthdr frag exists frag frag-off 0 frag nexthdr { 0, 43, 44, 60 } counter drop",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
@@ -216,5 +218,26 @@ fn golden_files() {
         let want = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
         assert_eq!(text, want, "{name} differs (UPDATE_GOLDEN=1 rewrites it)");
+    }
+}
+
+#[test]
+fn rule_counts_from_the_model_match_the_rendering() {
+    let mut meta = host();
+    meta.bridge_meta = true;
+    for r in [
+        Ruleset::from_config(&Config::default(), &host()),
+        Ruleset::from_config(&Config::default(), &meta),
+        Ruleset::build(
+            &Config::default(),
+            &fw("host_allow = [\"tcp/80@169.254.169.254\", \"udp/53\", \"tcp/1-9\"]"),
+            &host(),
+        ),
+    ] {
+        let mut bare = r.clone();
+        bare.accepted_ports.clear();
+        let text = render(&bare);
+        let counted = ["inet", "bridge", "netdev"].map(|f| super::nft::expected_rules(&text, f));
+        assert_eq!(rule_counts(&r), counted);
     }
 }

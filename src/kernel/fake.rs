@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::{bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute};
+use super::{
+    bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
+};
 use crate::address::Mac;
 use crate::plan::Entry;
 
@@ -74,6 +76,12 @@ pub struct Model {
     /// Every table read, in order: "routes" (a whole dump), "routes proto N"
     /// (a filtered dump), "lookup N" (N entries looked up).
     pub reads: Vec<String>,
+    /// virt-l3's nftables tables are installed (and current).
+    pub firewall: bool,
+    /// How many times the tables were (re)installed.
+    pub firewall_installs: usize,
+    /// The tables' accepted ports.
+    pub accepted_ports: std::collections::BTreeSet<String>,
 }
 
 /// An in-memory kernel; see the module documentation.
@@ -195,6 +203,24 @@ impl FakeKernel {
         out
     }
 
+    /// A [`Fault::Matching`] for a firewall change (not counted as a change, so
+    /// that [`Fault::Nth`] keeps numbering routes, neighbours and links).
+    fn firewall_fault(&self, what: &str) -> Result<(), KernelError> {
+        self.with(|m| {
+            match m.faults.iter().find_map(|f| match f {
+                Fault::Matching { text, errno } if what.contains(text.as_str()) => Some(*errno),
+                _ => None,
+            }) {
+                Some(errno) => Err(KernelError::Refused {
+                    what: what.to_string(),
+                    errno,
+                    message: errno_text(errno),
+                }),
+                None => Ok(()),
+            }
+        })
+    }
+
     /// The fault for the next change described as `what`, counting it.
     fn fault(&self, what: &str) -> Option<KernelError> {
         self.with(|m| {
@@ -313,6 +339,11 @@ impl Kernel for FakeKernel {
         })
     }
 
+    async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError> {
+        self.read_fault(&format!("look up interface {name}"))?;
+        Ok(self.with(|m| m.links.get(name).and_then(|l| l.mac)))
+    }
+
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
         self.read_fault("look up an address")?;
         Ok(self.with(|m| {
@@ -321,6 +352,30 @@ impl Kernel for FakeKernel {
                 .filter(|c| m.host_addresses.contains(c))
                 .copied()
                 .collect()
+        }))
+    }
+
+    async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError> {
+        self.read_fault("look up an address")?;
+        Ok(self.with(|m| {
+            addresses
+                .iter()
+                .map(|a| RouteLookup {
+                    address: *a,
+                    local: m.host_addresses.contains(a),
+                    route: longest_match(&m.routes, *a),
+                })
+                .collect()
+        }))
+    }
+
+    async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError> {
+        self.read_fault("look up an interface")?;
+        Ok(self.with(|m| {
+            m.links
+                .iter()
+                .find(|(_, l)| l.index == index)
+                .map(|(n, _)| n.clone())
         }))
     }
 
@@ -557,4 +612,60 @@ impl Kernel for FakeKernel {
     fn has_net_admin(&self) -> bool {
         self.with(|m| m.has_net_admin)
     }
+
+    async fn ensure_firewall(
+        &mut self,
+        _config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        self.firewall_fault("install virt-l3's nftables tables")?;
+        Ok(self.with(|m| {
+            let install = !m.firewall;
+            if install {
+                m.firewall = true;
+                m.firewall_installs += 1;
+                m.log.push("install virt-l3's nftables tables".into());
+            }
+            install
+        }))
+    }
+
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let what = format!("accept port(s) {}", ports.join(", "));
+        self.firewall_fault(&what)?;
+        self.with(|m| {
+            if !m.firewall {
+                // As the kernel: no set without the table.
+                return Err(KernelError::Refused {
+                    what,
+                    errno: libc::ENOENT,
+                    message: errno_text(libc::ENOENT),
+                });
+            }
+            m.accepted_ports.extend(ports.iter().map(|p| p.to_string()));
+            Ok(())
+        })
+    }
+
+    fn forget_port(&mut self, port: &str) -> Result<(), KernelError> {
+        self.firewall_fault(&format!("forget port {port}"))?;
+        self.with(|m| m.accepted_ports.remove(port));
+        Ok(())
+    }
+
+    fn accepted_ports(&self) -> Result<Vec<String>, KernelError> {
+        Ok(self.with(|m| m.accepted_ports.iter().cloned().collect()))
+    }
+}
+
+/// The main-table route the kernel would match for `a`: the longest prefix, then
+/// the lowest metric.
+fn longest_match(routes: &[KernelRoute], a: IpAddr) -> Option<KernelRoute> {
+    routes
+        .iter()
+        .filter(|r| r.table == 254 && r.destination.contains(&a))
+        .min_by_key(|r| (std::cmp::Reverse(r.destination.prefix_len()), r.metric))
+        .cloned()
 }

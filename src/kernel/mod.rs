@@ -16,6 +16,7 @@ use crate::plan::Entry;
 
 pub mod batch;
 pub mod fake;
+mod lookup;
 pub mod netlink;
 mod reads;
 pub mod sysctl;
@@ -39,6 +40,9 @@ pub enum KernelError {
         errno: i32,
         message: String,
     },
+    /// virt-l3's nftables tables (docs/FIREWALL.md).
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
 }
 
 /// The text of an errno, with what to do about the one an operator can fix.
@@ -84,6 +88,17 @@ pub enum Found {
     Nothing,
 }
 
+/// What a FIB lookup of one address found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLookup {
+    pub address: IpAddr,
+    /// The address is one of the host's (a `local` route answers).
+    pub local: bool,
+    /// The main-table unicast route the address matches, if any (the default
+    /// route included).
+    pub route: Option<KernelRoute>,
+}
+
 /// The bridge an entry is on.
 pub(crate) fn bridge_of(e: &Entry) -> &str {
     match e {
@@ -108,8 +123,18 @@ pub trait Kernel {
     /// not a Linux bridge, or is administratively down. `None` when it is usable.
     async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError>;
 
+    /// The current MAC of an interface (one link read), or `None` if it does not exist.
+    async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError>;
+
     /// Which of `candidates` are addresses of this host.
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError>;
+
+    /// One FIB lookup per address (one request each): is it local, and which
+    /// route of the main table does it match.
+    async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError>;
+
+    /// The name of the interface with this index, if it exists.
+    async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError>;
 
     /// Every address configured on the host's interfaces.
     async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError>;
@@ -167,4 +192,22 @@ pub trait Kernel {
 
     /// Whether this process may change the network (`CAP_NET_ADMIN`).
     fn has_net_admin(&self) -> bool;
+
+    /// Makes sure virt-l3's nftables tables are installed and current for
+    /// `config` (docs/FIREWALL.md), keeping the accepted ports; cheap when they
+    /// are. Returns whether they were (re)installed.
+    async fn ensure_firewall(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError>;
+
+    /// Lets bridge ports pass frames (the tables' `accepted_ports`), in one
+    /// transaction; idempotent.
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError>;
+
+    /// Stops a bridge port passing frames; a port not accepted is fine.
+    fn forget_port(&mut self, port: &str) -> Result<(), KernelError>;
+
+    /// The ports the tables accept (none without the tables).
+    fn accepted_ports(&self) -> Result<Vec<String>, KernelError>;
 }

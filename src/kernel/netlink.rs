@@ -24,7 +24,9 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use super::batch::BatchSocket;
 use super::reads::{filtered_routes, kernel_neighbour, kernel_route, lookup_request};
-use super::{bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute};
+use super::{
+    bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
+};
 use crate::address::Mac;
 use crate::plan::{Entry, Neighbour, Route};
 
@@ -44,7 +46,7 @@ impl KernelError {
     }
 }
 
-fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+pub(super) fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
         _ => None,
@@ -168,6 +170,32 @@ impl Kernel for NetlinkKernel {
         self.links.clear();
     }
 
+    /// The current MAC of an interface: one `RTM_GETLINK` for that name.
+    async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(link)) => Ok(link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(b) if b.len() == 6 => {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(b);
+                    Some(Mac(m))
+                }
+                _ => None,
+            })),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("look up interface {name}"),
+                e,
+            )),
+        }
+    }
+
     /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
     /// not a Linux bridge, or is administratively down (the kernel refuses
     /// routes through a device that is down). `None` when it is usable.
@@ -217,41 +245,20 @@ impl Kernel for NetlinkKernel {
     /// address (a `local` route answers), all in flight together, so the cost does
     /// not grow with the number of interfaces (each VM's tap has addresses too).
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
-        let lookups = candidates.iter().map(|ip| {
-            let mut handle = self.handle.clone();
-            let ip = *ip;
-            async move {
-                let mut m = RouteMessage::default();
-                m.header.address_family = family(ip);
-                m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
-                m.attributes
-                    .push(RouteAttribute::Destination(route_address(ip)));
-                let mut req =
-                    netlink_packet_core::NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
-                req.header.flags = netlink_packet_core::NLM_F_REQUEST;
-                let mut answers = handle
-                    .request(req)
-                    .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
-                let mut local = false;
-                while let Some(msg) = futures::StreamExt::next(&mut answers).await {
-                    if let netlink_packet_core::NetlinkPayload::InnerMessage(
-                        RouteNetlinkMessage::NewRoute(r),
-                    ) = msg.payload
-                    {
-                        local |= r.header.kind == RouteType::Local;
-                    }
-                    // An error (no route at all) means: not local.
-                }
-                Ok::<_, KernelError>(local.then_some(ip))
-            }
-        });
-        let mut out = Vec::new();
-        for r in futures::future::join_all(lookups).await {
-            if let Some(ip) = r? {
-                out.push(ip);
-            }
-        }
-        Ok(out)
+        let found = super::lookup::lookups(&self.handle, candidates).await?;
+        Ok(found
+            .into_iter()
+            .filter(|l| l.local)
+            .map(|l| l.address)
+            .collect())
+    }
+
+    async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError> {
+        super::lookup::lookups(&self.handle, addresses).await
+    }
+
+    async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError> {
+        super::lookup::link_name(&self.handle, index).await
     }
 
     /// Every address configured on the host's interfaces.
@@ -591,6 +598,26 @@ impl Kernel for NetlinkKernel {
 
     fn disable_redirects(&mut self, bridge: &str) -> std::io::Result<Vec<String>> {
         super::sysctl::disable_redirects(bridge)
+    }
+
+    async fn ensure_firewall(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        let ensured = crate::firewall::ensure_quick_with(&self.handle, config).await?;
+        Ok(ensured == crate::firewall::Ensured::Installed)
+    }
+
+    fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
+        Ok(crate::firewall::accept_ports(ports)?)
+    }
+
+    fn forget_port(&mut self, port: &str) -> Result<(), KernelError> {
+        Ok(crate::firewall::forget_port(port)?)
+    }
+
+    fn accepted_ports(&self) -> Result<Vec<String>, KernelError> {
+        Ok(crate::firewall::nft::accepted_ports()?)
     }
 
     /// `CAP_NET_ADMIN` in the effective set (`/proc/self/status`; when that

@@ -13,7 +13,10 @@ use std::process::Command;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::NwfilterError;
+use super::policy::recorded_owner;
+use super::{NwfilterError, TEMPLATES};
+use crate::config::Config;
+use crate::plan::{nic_filter_name, printable, DomainPlan, Ownership};
 
 /// How to reach libvirtd.
 #[derive(Debug, Clone)]
@@ -104,13 +107,89 @@ pub fn with_uuid(xml: &[u8], uuid: &str, filter: &str) -> Result<Vec<u8>, Nwfilt
     }
 }
 
-/// Defines every filter, in the order given (building blocks before the per-NIC
-/// filters that reference them, as [`super::render`] returns them).
+impl Virsh {
+    /// A defined filter's XML (`virsh nwfilter-dumpxml`).
+    pub fn dump(&self, name: &str) -> Result<String, NwfilterError> {
+        self.run(&["nwfilter-dumpxml", name])
+            .map_err(|message| NwfilterError::Define {
+                filter: name.to_string(),
+                message,
+            })
+    }
+}
+
+/// Refuses when a NIC's MAC is in use on a routed bridge by another domain
+/// (its claim in the state directory): that domain's filter has this name.
+pub fn refuse_claimed_macs(
+    plan: &DomainPlan,
+    config: &Config,
+    owners: &dyn Ownership,
+) -> Result<(), NwfilterError> {
+    for nic in &plan.nics {
+        if let Some(o) = owners.owner_of_mac(nic.mac).filter(|o| o.uuid != plan.uuid) {
+            return Err(NwfilterError::OtherDomain {
+                filter: nic_filter_name(config, &nic.mac),
+                domain: plan.name.clone(),
+                uuid: plan.uuid.clone(),
+                why: format!(
+                    "MAC {} of its NIC on {} is in use on a routed bridge by domain {} ({}), whose filter has this name",
+                    nic.mac,
+                    nic.bridge,
+                    printable(&o.name),
+                    o.uuid
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses when a per-NIC filter that exists already records another domain as
+/// its owner: redefining it would change that domain's live filter. A filter
+/// without a recorded owner (rendered before owners were recorded) is taken
+/// over; [`refuse_claimed_macs`] covers a running domain's.
+fn refuse_foreign_filters(
+    virsh: &Virsh,
+    plan: &DomainPlan,
+    filters: &[(String, Vec<u8>)],
+    existing: &BTreeMap<String, String>,
+) -> Result<(), NwfilterError> {
+    for (name, _) in filters {
+        if TEMPLATES.iter().any(|t| t.name == name) || !existing.contains_key(name) {
+            continue;
+        }
+        let Some(owner) = recorded_owner(&virsh.dump(name)?) else {
+            continue;
+        };
+        if owner != plan.uuid {
+            return Err(NwfilterError::OtherDomain {
+                filter: name.clone(),
+                domain: plan.name.clone(),
+                uuid: plan.uuid.clone(),
+                why: format!(
+                    "the filter that exists belongs to domain {owner} (two domains with one MAC); \
+                     if that domain is gone for good, remove it first: virsh nwfilter-undefine {name}"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Defines every filter of `plan`, in the order given (building blocks before
+/// the per-NIC filters that reference them, as [`super::render`] returns them),
+/// after checking that none of them belongs to another domain: nothing is
+/// defined when one does.
 pub fn define_all(
     virsh: &Virsh,
+    plan: &DomainPlan,
+    config: &Config,
+    owners: &dyn Ownership,
     filters: &[(String, Vec<u8>)],
 ) -> Result<Vec<(String, Defined)>, NwfilterError> {
+    refuse_claimed_macs(plan, config, owners)?;
     let existing = virsh.existing()?;
+    refuse_foreign_filters(virsh, plan, filters, &existing)?;
     let mut done = Vec::new();
     for (name, xml) in filters {
         let (xml, outcome) = match existing.get(name) {

@@ -31,6 +31,8 @@ struct InterfaceSpans {
     mac: Option<String>,
     /// `<source bridge>`, as the plan reads it (the last one that has the attribute).
     bridge: Option<String>,
+    /// The `<filterref filter>` the interface carries.
+    filter: Option<String>,
 }
 
 /// An attribute's value, unescaped as `DomainXml` reads it.
@@ -97,6 +99,7 @@ fn scan(xml: &[u8], domain: &str) -> Result<Vec<InterfaceSpans>, NwfilterError> 
                     }
                     if local.as_ref() == b"filterref" {
                         iface.filterref = Some((before, after));
+                        iface.filter = Some(attribute(e, b"filter").unwrap_or_default());
                     }
                     if empty {
                         iface.last_child_end = Some(after);
@@ -132,6 +135,16 @@ fn scan(xml: &[u8], domain: &str) -> Result<Vec<InterfaceSpans>, NwfilterError> 
         buf.clear();
     }
     Ok(out)
+}
+
+/// Whether `filter` is one of virt-l3's per-NIC filters (`<nwfilter_name>-<12
+/// hex digits>`), this NIC's or another's (a cloned domain's XML): those are
+/// replaced.
+fn is_virt_l3_filter(config: &Config, filter: &str) -> bool {
+    filter
+        .strip_prefix(config.nwfilter_name.as_str())
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// `name` without its namespace prefix.
@@ -205,6 +218,21 @@ pub fn inject(xml: &[u8], config: &Config) -> Result<Vec<u8>, NwfilterError> {
                     ),
                 )
             })?;
+        // Another filter (libvirt's clean-traffic, an operator's own) is not
+        // virt-l3's to replace: dropping it silently could drop rules someone relies on.
+        if let Some(filter) = iface
+            .filter
+            .as_deref()
+            .filter(|f| !is_virt_l3_filter(config, f))
+        {
+            return Err(NwfilterError::ForeignFilter {
+                domain: plan.name.clone(),
+                nic: nic.mac,
+                bridge: nic.bridge.clone(),
+                filter: filter.to_string(),
+                prefix: config.nwfilter_name.clone(),
+            });
+        }
         let indent = iface.child_indent.clone().unwrap_or_default();
         match iface.filterref {
             Some((start, end)) => edits.push((start, end, filterref_xml(nic, config, &indent))),

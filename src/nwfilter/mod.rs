@@ -18,6 +18,7 @@ pub mod policy;
 use quick_xml::events::{BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
 
+use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
 use crate::plan::{nic_filter_name, plan, Checks, DomainPlan, HostFacts, NoOwnership, PlanError};
@@ -40,8 +41,30 @@ pub enum NwfilterError {
     },
     #[error("virt-l3 cannot rewrite the domain XML of {}: {}", crate::plan::printable(.domain), crate::plan::printable(.message))]
     Inject { domain: String, message: String },
+    #[error(
+        "virt-l3 will not replace the nwfilter {} of NIC {nic} on {} of domain {}: it is not one of \
+         virt-l3's filters ({prefix}-<mac>), so an operator must decide: remove that <filterref> and run \
+         `virt-l3 nwfilter inject` again, or keep it and set require_nwfilter = false",
+        crate::plan::shown(.filter), crate::plan::printable(.bridge), crate::plan::display_name(.domain)
+    )]
+    ForeignFilter {
+        domain: String,
+        nic: Mac,
+        bridge: String,
+        filter: String,
+        prefix: String,
+    },
     #[error("cannot define nwfilter {filter} in libvirtd: {message}")]
     Define { filter: String, message: String },
+    /// The filter (or its NIC's MAC) belongs to another domain: defining it
+    /// would re-instantiate that domain's live filter with this one's addresses.
+    #[error("refusing to define nwfilter {filter} for domain {} ({uuid}): {why}", crate::plan::printable(.domain))]
+    OtherDomain {
+        filter: String,
+        domain: String,
+        uuid: String,
+        why: String,
+    },
 }
 
 /// Which way a rule looks, in libvirt's words: `out` leaves the guest, `in` goes to it.
@@ -201,7 +224,7 @@ pub fn render(plan: &DomainPlan, config: &Config) -> Vec<(String, Vec<u8>)> {
         out.push((t.name.to_string(), t.xml.as_bytes().to_vec()));
     }
     for nic in &plan.nics {
-        let f = policy::nic_filter(nic, config);
+        let f = policy::nic_filter_of(&plan.uuid, nic, config);
         out.push((f.name.clone(), f.to_xml()));
     }
     out

@@ -268,3 +268,145 @@ fn virsh_list_is_parsed() {
     assert_eq!(m.len(), 2);
     assert_eq!(m["virt-l3-no-vlan"], "b3b8d0be-e969-4955-912f-c845e614672a");
 }
+
+/// A `virsh` that keeps filters as files in `dir` (`<name>.xml`) and logs each
+/// define: enough for `define_all`'s list, dump and define.
+fn fake_virsh(dir: &Path) -> define::Virsh {
+    let script = dir.join("virsh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+d='{}'
+case "$1" in
+-q) for f in "$d"/*.xml; do [ -e "$f" ] || continue; n=$(basename "$f" .xml); echo " 11111111-2222-4333-8444-$(printf %s "$n" | md5sum | cut -c1-12)  $n"; done ;;
+nwfilter-dumpxml) cat "$d/$2.xml" ;;
+nwfilter-define) n=$(sed -n 's/.*<filter name="\([^"]*\)".*/\1/p' "$2"); cp "$2" "$d/$n.xml"; echo "$n" >>"$d/defined.log" ;;
+*) exit 1 ;;
+esac
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    define::Virsh {
+        program: script,
+        connect: None,
+    }
+}
+
+/// Domain B: domain A (`ipv4-only`) with another UUID, name and address, A's MAC.
+fn impostor() -> Vec<u8> {
+    String::from_utf8(fixture("ipv4-only"))
+        .unwrap()
+        .replace(
+            "aaaaaaaa-0000-4000-8000-000000000004",
+            "bbbbbbbb-0000-4000-8000-00000000000b",
+        )
+        .replace("<name>v4only</name>", "<name>impostor</name>")
+        .replace("192.0.2.41", "192.0.2.99")
+        .into_bytes()
+}
+
+#[test]
+fn define_for_another_domain_with_the_same_mac_leaves_the_filter_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let virsh = fake_virsh(tmp.path());
+    let config = Config::default();
+    let a = plan_for_filters(&fixture("ipv4-only"), &config).unwrap();
+    let done = define::define_all(&virsh, &a, &config, &NoOwnership, &render(&a, &config)).unwrap();
+    assert_eq!(done.len(), 5, "{done:?}");
+    let name = "virt-l3-nic-525400000401";
+    let path = tmp.path().join(format!("{name}.xml"));
+    let before = std::fs::read(&path).unwrap();
+    // The attack: B renders a filter of the same name with its own address.
+    let b = plan_for_filters(&impostor(), &config).unwrap();
+    let e = define::define_all(&virsh, &b, &config, &NoOwnership, &render(&b, &config))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "refusing to define nwfilter {name} for domain impostor (bbbbbbbb-0000-4000-8000-00000000000b): \
+             the filter that exists belongs to domain aaaaaaaa-0000-4000-8000-000000000004"
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!("virsh nwfilter-undefine {name}")),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "A's filter changed");
+    // Nothing at all was defined for B (checked before the first define).
+    let log = std::fs::read_to_string(tmp.path().join("defined.log")).unwrap();
+    assert_eq!(log.lines().count(), 5, "{log}");
+    // A itself redefines its own filter.
+    define::define_all(&virsh, &a, &config, &NoOwnership, &render(&a, &config)).unwrap();
+    // A filter without a recorded owner (an older virt-l3's) is taken over.
+    let legacy = String::from_utf8(before).unwrap().replace(
+        " (filter of domain aaaaaaaa-0000-4000-8000-000000000004)",
+        "",
+    );
+    std::fs::write(&path, legacy).unwrap();
+    define::define_all(&virsh, &b, &config, &NoOwnership, &render(&b, &config)).unwrap();
+    let now = std::fs::read_to_string(&path).unwrap();
+    assert!(now.contains("192.0.2.99"), "{now}");
+}
+
+#[test]
+fn define_refuses_a_mac_another_domain_claims() {
+    struct Claimed;
+    impl crate::plan::Ownership for Claimed {
+        fn owner_of_address(&self, _: std::net::IpAddr) -> Option<crate::plan::Owner> {
+            None
+        }
+        fn owner_of_mac(&self, _: crate::address::Mac) -> Option<crate::plan::Owner> {
+            Some(crate::plan::Owner {
+                uuid: "aaaaaaaa-0000-4000-8000-000000000004".into(),
+                name: "v4only".into(),
+            })
+        }
+        fn routed_prefixes(&self) -> Vec<(ipnet::IpNet, crate::plan::Owner)> {
+            Vec::new()
+        }
+        fn address_within(
+            &self,
+            _: &ipnet::IpNet,
+        ) -> Option<(std::net::IpAddr, crate::plan::Owner)> {
+            None
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let virsh = fake_virsh(tmp.path());
+    let config = Config::default();
+    let b = plan_for_filters(&impostor(), &config).unwrap();
+    let e = define::define_all(&virsh, &b, &config, &Claimed, &render(&b, &config))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "refusing to define nwfilter virt-l3-nic-525400000401 for domain impostor \
+         (bbbbbbbb-0000-4000-8000-00000000000b): MAC 52:54:00:00:04:01 of its NIC on cloudbr0 \
+         is in use on a routed bridge by domain v4only (aaaaaaaa-0000-4000-8000-000000000004), \
+         whose filter has this name"
+    );
+    assert!(!tmp.path().join("defined.log").exists());
+    // The owner itself is not refused by its own claim.
+    let a = plan_for_filters(&fixture("ipv4-only"), &config).unwrap();
+    define::define_all(&virsh, &a, &config, &Claimed, &render(&a, &config)).unwrap();
+}
+
+#[test]
+fn the_owner_is_read_back_from_a_rule_comment() {
+    let config = Config::default();
+    let a = plan_for_filters(&fixture("ipv4-only"), &config).unwrap();
+    let f = policy::nic_filter_of(&a.uuid, &a.nics[0], &config);
+    let xml = String::from_utf8(f.to_xml()).unwrap();
+    assert_eq!(
+        policy::recorded_owner(&xml).as_deref(),
+        Some(a.uuid.as_str())
+    );
+    assert!(f.rules.iter().all(|r| r.comment.len() <= MAX_COMMENT_LEN));
+    assert_eq!(policy::recorded_owner("<filter name='x'/>"), None);
+    assert_eq!(policy::recorded_owner("filter of domain ../../etc"), None);
+}

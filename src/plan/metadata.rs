@@ -2,11 +2,12 @@
 //! addresses come from (per-NIC metadata, flat metadata, the filterref's
 //! IP/IPV6 parameters), with the problems of the metadata itself.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::address::{family_name, Mac};
 use crate::config::Config;
-use crate::domain_xml::{AddressXml, DomainXml, FilterRef, InterfaceXml, RouteXml};
+use crate::domain_xml::{AddressXml, DomainXml, FilterRef, InterfaceXml, NicMetadata, RouteXml};
 
 use super::error::Collector;
 use super::model::nic_filter_name;
@@ -49,6 +50,17 @@ pub fn has_routed_prefixes(dom: &DomainXml) -> bool {
     dom.nic_metadata.iter().any(|n| !n.routes.is_empty())
 }
 
+/// Whether virt-l3 has nothing to do for the domain: no interface on a routed
+/// bridge and no network metadata (in either spelling of its namespace). The hook
+/// then accepts the domain unread, and `plan`, `guest-config` and `nwfilter`
+/// accept it with an empty plan (without requiring a `<uuid>`).
+pub fn routes_nothing(dom: &DomainXml, config: &Config) -> bool {
+    managed_interfaces(dom, config).next().is_none()
+        && dom.nic_metadata.is_empty()
+        && dom.flat_addresses.is_empty()
+        && !dom.http_namespace_metadata
+}
+
 /// The interfaces virt-l3 manages: those on a routed bridge.
 pub fn managed_interfaces<'a>(
     dom: &'a DomainXml,
@@ -61,12 +73,27 @@ pub fn managed_interfaces<'a>(
     })
 }
 
-/// The MAC of every interface of the domain (`None` where it has none or an invalid one).
-pub(super) fn interface_macs(dom: &DomainXml) -> Vec<Option<Mac>> {
+/// The valid MACs of the domain's interfaces.
+pub(super) fn interface_macs(dom: &DomainXml) -> HashSet<Mac> {
     dom.interfaces
         .iter()
-        .map(|i| parse_mac(i.mac.as_deref()))
+        .filter_map(|i| parse_mac(i.mac.as_deref()))
         .collect()
+}
+
+/// The per-NIC metadata blocks by MAC: the first block naming each MAC (a
+/// second one is refused by [`check_metadata_blocks`]).
+pub(super) type MetadataByMac<'a> = HashMap<Mac, &'a NicMetadata>;
+
+/// Indexes the per-NIC metadata blocks by MAC, once per domain.
+pub(super) fn metadata_by_mac(dom: &DomainXml) -> MetadataByMac<'_> {
+    let mut out = HashMap::with_capacity(dom.nic_metadata.len());
+    for m in &dom.nic_metadata {
+        if let Some(mac) = parse_mac(m.mac.as_deref()) {
+            out.entry(mac).or_insert(m);
+        }
+    }
+    out
 }
 
 fn parse_mac(text: Option<&str>) -> Option<Mac> {
@@ -85,20 +112,18 @@ pub(super) fn nic_label(i: &InterfaceXml) -> String {
 
 /// The problems of the per-NIC metadata blocks: each must name, by a valid MAC,
 /// an interface of the domain, and no other block may name it.
-pub(super) fn check_metadata_blocks(dom: &DomainXml, all_macs: &[Option<Mac>], c: &mut Collector) {
+pub(super) fn check_metadata_blocks(dom: &DomainXml, all_macs: &HashSet<Mac>, c: &mut Collector) {
+    let mut named = HashSet::with_capacity(dom.nic_metadata.len());
     for (k, meta) in dom.nic_metadata.iter().enumerate() {
         c.nic = Some(format!("metadata <nic> block {k}"));
         match meta.mac.as_deref().map(|m| (m, m.parse::<Mac>())) {
             None => c.refuse("it has no mac attribute"),
             Some((m, Err(_))) => c.refuse(format!("its mac {} is not a MAC address", shown(m))),
             Some((m, Ok(mac))) => {
-                if !all_macs.contains(&Some(mac)) {
+                if !all_macs.contains(&mac) {
                     c.refuse(format!("no interface of the domain has MAC {m}"));
                 }
-                if dom.nic_metadata[..k]
-                    .iter()
-                    .any(|o| parse_mac(o.mac.as_deref()) == Some(mac))
-                {
+                if !named.insert(mac) {
                     c.refuse(format!("MAC {m} has more than one metadata block"));
                 }
             }
@@ -123,10 +148,14 @@ pub(super) fn assign_flat_addresses<'a>(
     dom: &'a DomainXml,
     config: &Config,
     managed: &[&InterfaceXml],
-    all_macs: &[Option<Mac>],
+    all_macs: &HashSet<Mac>,
     c: &mut Collector,
 ) -> Vec<Vec<&'a AddressXml>> {
     let mut flat_for: Vec<Vec<&AddressXml>> = vec![Vec::new(); managed.len()];
+    if dom.flat_addresses.is_empty() {
+        return flat_for;
+    }
+    let index = ManagedIndex::new(managed);
     for (k, flat) in dom.flat_addresses.iter().enumerate() {
         c.nic = Some(format!(
             "flat metadata address {k} ({})",
@@ -136,8 +165,8 @@ pub(super) fn assign_flat_addresses<'a>(
                 .map_or("-".into(), label_value)
         ));
         let target = match flat.mac.as_deref() {
-            Some(m) => flat_target_by_mac(m, managed, all_macs),
-            None => flat_target_by_bridge(flat.bridge.as_deref(), config, managed),
+            Some(m) => flat_target_by_mac(m, &index, all_macs),
+            None => flat_target_by_bridge(flat.bridge.as_deref(), config, &index),
         };
         match target {
             FlatTarget::Nics(hits) => {
@@ -152,20 +181,40 @@ pub(super) fn assign_flat_addresses<'a>(
     flat_for
 }
 
+/// The managed interfaces (indexes into the managed list) by MAC and by bridge,
+/// built once so that each flat address is placed in constant time.
+struct ManagedIndex<'a> {
+    by_mac: HashMap<Mac, Vec<usize>>,
+    by_bridge: HashMap<Option<&'a str>, Vec<usize>>,
+    count: usize,
+}
+
+impl<'a> ManagedIndex<'a> {
+    fn new(managed: &[&'a InterfaceXml]) -> Self {
+        let mut by_mac: HashMap<Mac, Vec<usize>> = HashMap::new();
+        let mut by_bridge: HashMap<Option<&str>, Vec<usize>> = HashMap::new();
+        for (n, i) in managed.iter().enumerate() {
+            if let Some(mac) = parse_mac(i.mac.as_deref()) {
+                by_mac.entry(mac).or_default().push(n);
+            }
+            by_bridge.entry(i.bridge.as_deref()).or_default().push(n);
+        }
+        ManagedIndex {
+            by_mac,
+            by_bridge,
+            count: managed.len(),
+        }
+    }
+}
+
 /// The managed interface a flat address with a `mac` attribute goes to.
-fn flat_target_by_mac(m: &str, managed: &[&InterfaceXml], all_macs: &[Option<Mac>]) -> FlatTarget {
+fn flat_target_by_mac(m: &str, index: &ManagedIndex<'_>, all_macs: &HashSet<Mac>) -> FlatTarget {
     let Ok(mac) = m.parse::<Mac>() else {
         return FlatTarget::Refused(format!("its mac {} is not a MAC address", shown(m)));
     };
-    let hits: Vec<usize> = managed
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| parse_mac(i.mac.as_deref()) == Some(mac))
-        .map(|(n, _)| n)
-        .collect();
-    if !hits.is_empty() {
-        FlatTarget::Nics(hits)
-    } else if !all_macs.contains(&Some(mac)) {
+    if let Some(hits) = index.by_mac.get(&mac) {
+        FlatTarget::Nics(hits.clone())
+    } else if !all_macs.contains(&mac) {
         FlatTarget::Refused(format!("no interface of the domain has MAC {m}"))
     } else {
         FlatTarget::NotOurs
@@ -177,26 +226,26 @@ fn flat_target_by_mac(m: &str, managed: &[&InterfaceXml], all_macs: &[Option<Mac
 fn flat_target_by_bridge(
     bridge: Option<&str>,
     config: &Config,
-    managed: &[&InterfaceXml],
+    index: &ManagedIndex<'_>,
 ) -> FlatTarget {
     if bridge.is_some_and(|b| !config.is_routed_bridge(b)) {
         return FlatTarget::NotOurs; // addresses for a bridge virt-l3 does not route
     }
-    let hits: Vec<usize> = managed
-        .iter()
-        .enumerate()
-        .filter(|(_, i)| bridge.is_none() || i.bridge.as_deref() == bridge)
-        .map(|(n, _)| n)
-        .collect();
-    match hits.len() {
+    let (count, first) = match bridge {
+        None => (index.count, 0),
+        Some(b) => index
+            .by_bridge
+            .get(&Some(b))
+            .map_or((0, 0), |hits| (hits.len(), hits[0])),
+    };
+    match count {
         0 => FlatTarget::Refused(format!(
             "no interface of the domain is on bridge {}",
             bridge.unwrap_or("(any routed bridge)")
         )),
-        1 => FlatTarget::Nics(hits),
+        1 => FlatTarget::Nics(vec![first]),
         _ => FlatTarget::Refused(format!(
-            "{} interfaces are on {}; add a mac attribute to say which one owns the address",
-            hits.len(),
+            "{count} interfaces are on {}; add a mac attribute to say which one owns the address",
             bridge.unwrap_or("the routed bridges")
         )),
     }
@@ -210,20 +259,23 @@ pub(super) struct Sources {
     /// The addresses are the filterref's IP/IPV6 parameters.
     pub from_filterref: bool,
     pub routes: Vec<RouteXml>,
+    /// The NIC metadata's `<link-local address>`, whatever the address source.
+    pub link_local: Option<String>,
 }
 
 /// Address sources, in precedence order: per-NIC metadata, flat metadata, filterref.
+/// `meta`: the domain's per-NIC metadata blocks ([`metadata_by_mac`]).
 pub(super) fn address_sources(
-    dom: &DomainXml,
+    meta: &MetadataByMac<'_>,
     iface: &InterfaceXml,
     mac: Mac,
     flat: &[&AddressXml],
 ) -> Sources {
-    let meta = dom
-        .nic_metadata
-        .iter()
-        .find(|m| parse_mac(m.mac.as_deref()) == Some(mac));
-    let mut out = Sources::default();
+    let meta = meta.get(&mac);
+    let mut out = Sources {
+        link_local: meta.and_then(|m| m.link_local.clone()),
+        ..Sources::default()
+    };
     if let Some(meta) = meta.filter(|m| !m.addresses.is_empty() || !m.routes.is_empty()) {
         out.addresses.extend(meta.addresses.iter().cloned());
         out.routes.extend(meta.routes.iter().cloned());
@@ -380,6 +432,7 @@ mod tests {
                 mac: Some(M1.into()),
                 addresses: vec![addr(" 192.0.2.7"), addr("x")],
                 routes: Vec::new(),
+                link_local: None,
             }],
             flat_addresses: vec![FlatAddress {
                 address: addr("192.0.2.8"),
@@ -477,19 +530,20 @@ mod tests {
                 mac: Some(M1.into()),
                 addresses: vec![addr("192.0.2.7")],
                 routes: Vec::new(),
+                link_local: None,
             }],
             ..DomainXml::default()
         };
         let flat = addr("192.0.2.8");
-        let s = address_sources(&dom, &i, mac, &[&flat]);
+        let s = address_sources(&metadata_by_mac(&dom), &i, mac, &[&flat]);
         assert_eq!(
             (s.addresses, s.from_filterref),
             (vec![addr("192.0.2.7")], false)
         );
         dom.nic_metadata.clear();
-        let s = address_sources(&dom, &i, mac, &[&flat]);
+        let s = address_sources(&metadata_by_mac(&dom), &i, mac, &[&flat]);
         assert_eq!(s.addresses, vec![flat.clone()]);
-        let s = address_sources(&dom, &i, mac, &[]);
+        let s = address_sources(&metadata_by_mac(&dom), &i, mac, &[]);
         assert!(s.from_filterref);
         assert_eq!(
             s.addresses
@@ -551,5 +605,190 @@ mod tests {
             Err("address 192.0.2.1 has an invalid prefix length \"33\"".into())
         );
         assert!(parse_address(&full(Some("2001:db8::1"), None, Some("128"))).is_ok());
+    }
+
+    /// The quadratic readings this replaces, kept as the reference (issue 15).
+    mod reference {
+        use super::*;
+
+        pub fn blocks(dom: &DomainXml, c: &mut Collector) {
+            let all: Vec<Option<Mac>> = dom
+                .interfaces
+                .iter()
+                .map(|i| parse_mac(i.mac.as_deref()))
+                .collect();
+            for (k, meta) in dom.nic_metadata.iter().enumerate() {
+                c.nic = Some(format!("metadata <nic> block {k}"));
+                match meta.mac.as_deref().map(|m| (m, m.parse::<Mac>())) {
+                    None => c.refuse("it has no mac attribute"),
+                    Some((m, Err(_))) => {
+                        c.refuse(format!("its mac {} is not a MAC address", shown(m)))
+                    }
+                    Some((m, Ok(mac))) => {
+                        if !all.contains(&Some(mac)) {
+                            c.refuse(format!("no interface of the domain has MAC {m}"));
+                        }
+                        if dom.nic_metadata[..k]
+                            .iter()
+                            .any(|o| parse_mac(o.mac.as_deref()) == Some(mac))
+                        {
+                            c.refuse(format!("MAC {m} has more than one metadata block"));
+                        }
+                    }
+                }
+            }
+        }
+
+        pub fn flat_target(
+            flat: &FlatAddress,
+            config: &Config,
+            managed: &[&InterfaceXml],
+            dom: &DomainXml,
+        ) -> FlatTarget {
+            if let Some(m) = flat.mac.as_deref() {
+                let Ok(mac) = m.parse::<Mac>() else {
+                    return FlatTarget::Refused(format!(
+                        "its mac {} is not a MAC address",
+                        shown(m)
+                    ));
+                };
+                let hits: Vec<usize> = managed
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| parse_mac(i.mac.as_deref()) == Some(mac))
+                    .map(|(n, _)| n)
+                    .collect();
+                return if !hits.is_empty() {
+                    FlatTarget::Nics(hits)
+                } else if !dom
+                    .interfaces
+                    .iter()
+                    .any(|i| parse_mac(i.mac.as_deref()) == Some(mac))
+                {
+                    FlatTarget::Refused(format!("no interface of the domain has MAC {m}"))
+                } else {
+                    FlatTarget::NotOurs
+                };
+            }
+            let bridge = flat.bridge.as_deref();
+            if bridge.is_some_and(|b| !config.is_routed_bridge(b)) {
+                return FlatTarget::NotOurs;
+            }
+            let hits: Vec<usize> = managed
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| bridge.is_none() || i.bridge.as_deref() == bridge)
+                .map(|(n, _)| n)
+                .collect();
+            match hits.len() {
+                0 => FlatTarget::Refused(format!("no interface of the domain is on bridge {}", bridge.unwrap_or("(any routed bridge)"))),
+                1 => FlatTarget::Nics(hits),
+                _ => FlatTarget::Refused(format!(
+                    "{} interfaces are on {}; add a mac attribute to say which one owns the address",
+                    hits.len(), bridge.unwrap_or("the routed bridges"))),
+            }
+        }
+
+        pub fn sources(dom: &DomainXml, mac: Mac) -> Option<&NicMetadata> {
+            dom.nic_metadata
+                .iter()
+                .find(|m| parse_mac(m.mac.as_deref()) == Some(mac))
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// A MAC among few (often shared), sometimes invalid or absent.
+    fn mac_text() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            8 => (0..6u8).prop_map(|k| Some(format!("52:54:00:00:00:0{k}"))),
+            1 => Just(Some("zz".to_string())),
+            1 => Just(None),
+        ]
+    }
+
+    fn bridge() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            Just(Some("cloudbr0".to_string())),
+            Just(Some("cloudbr1".to_string())),
+            Just(Some("virbr0".to_string())),
+            Just(None),
+        ]
+    }
+
+    fn domain() -> impl Strategy<Value = DomainXml> {
+        (
+            proptest::collection::vec((mac_text(), bridge()), 0..12),
+            proptest::collection::vec(mac_text(), 0..12),
+            proptest::collection::vec((mac_text(), bridge(), any::<bool>()), 0..12),
+        )
+            .prop_map(|(ifaces, metas, flats)| DomainXml {
+                interfaces: ifaces
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, (mac, bridge))| InterfaceXml {
+                        index,
+                        kind: "bridge".into(),
+                        mac,
+                        bridge,
+                        ..InterfaceXml::default()
+                    })
+                    .collect(),
+                nic_metadata: metas
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, mac)| NicMetadata {
+                        mac,
+                        addresses: vec![addr(&format!("192.0.2.{k}"))],
+                        routes: Vec::new(),
+                        link_local: None,
+                    })
+                    .collect(),
+                flat_addresses: flats
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (mac, bridge, with_mac))| FlatAddress {
+                        address: addr(&format!("198.51.100.{k}")),
+                        mac: mac.filter(|_| with_mac),
+                        bridge,
+                    })
+                    .collect(),
+                ..DomainXml::default()
+            })
+    }
+
+    proptest! {
+        /// The indexed readings give exactly what the quadratic ones gave.
+        #[test]
+        fn indexed_readings_equal_the_reference(dom in domain()) {
+            let config = Config { bridges: vec!["cloudbr0".into(), "cloudbr1".into()], ..Config::default() };
+            let managed: Vec<&InterfaceXml> = managed_interfaces(&dom, &config).collect();
+            let macs = interface_macs(&dom);
+            let (mut fast, mut slow) = (Collector::default(), Collector::default());
+            check_metadata_blocks(&dom, &macs, &mut fast);
+            reference::blocks(&dom, &mut slow);
+            prop_assert_eq!(&fast.problems, &slow.problems);
+
+            let mut fast = Collector::default();
+            let got = assign_flat_addresses(&dom, &config, &managed, &macs, &mut fast);
+            let mut want: Vec<Vec<&AddressXml>> = vec![Vec::new(); managed.len()];
+            let mut slow = Collector::default();
+            for (k, flat) in dom.flat_addresses.iter().enumerate() {
+                slow.nic = Some(format!("flat metadata address {k} ({})", label_value(flat.address.address.as_deref().unwrap())));
+                match reference::flat_target(flat, &config, &managed, &dom) {
+                    FlatTarget::Nics(hits) => hits.into_iter().for_each(|n| want[n].push(&flat.address)),
+                    FlatTarget::NotOurs => {}
+                    FlatTarget::Refused(why) => slow.refuse(why),
+                }
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(&fast.problems, &slow.problems);
+
+            let index = metadata_by_mac(&dom);
+            for mac in dom.interfaces.iter().filter_map(|i| parse_mac(i.mac.as_deref())) {
+                prop_assert_eq!(index.get(&mac).map(|m| *m as *const NicMetadata),
+                    reference::sources(&dom, mac).map(|m| m as *const NicMetadata));
+            }
+        }
     }
 }

@@ -5,11 +5,12 @@
 //! - [`model`]: the desired state ([`DomainPlan`], [`Nic`], [`Route`], [`Neighbour`], [`Entry`]).
 //! - `metadata`: reading the managed interfaces and their address sources from the XML.
 //! - `rules`: each address and prefix rule, a small function.
-//! - `nic`: one managed interface, through the rules.
+//! - `nic`: one managed interface, through the rules; `link_local`: its pinned IPv6 link-local.
 //! - `error`, `text`: the refusal and its one-line text.
 
 mod error;
 mod facts;
+mod link_local;
 mod metadata;
 pub mod model;
 mod nic;
@@ -17,9 +18,10 @@ mod rules;
 pub(crate) mod text;
 
 pub use error::{PlanError, Problem, MAX_PROBLEMS_SHOWN};
-pub use facts::{Checks, HostFacts, NoOwnership, Owner, Ownership};
+pub use facts::{Checks, HostFacts, HostRoute, NoOwnership, Owner, Ownership};
 pub use metadata::{
     candidate_addresses, carries_virt_l3_filter, has_routed_prefixes, managed_interfaces,
+    routes_nothing,
 };
 pub use model::{nic_filter_name, DomainPlan, Entry, Neighbour, Nic, Route, RoutedPrefix};
 pub use text::{display_name, is_valid_uuid, name_problem, printable, shown, MAX_NAME_BYTES};
@@ -41,6 +43,14 @@ pub fn plan(
     owners: &dyn Ownership,
     checks: Checks,
 ) -> Result<DomainPlan, PlanError> {
+    if routes_nothing(dom, config) {
+        // What the hook accepts unread: nothing to plan, nothing to refuse.
+        return Ok(DomainPlan {
+            name: dom.name.clone(),
+            uuid: rules::domain_uuid(dom.uuid.as_deref()).unwrap_or_default(),
+            nics: Vec::new(),
+        });
+    }
     let mut c = Collector::default();
     let uuid = rules::domain_uuid(dom.uuid.as_deref()).unwrap_or_else(|why| {
         c.refuse(why);
@@ -49,6 +59,7 @@ pub fn plan(
     if let Some(why) = name_problem(&dom.name) {
         c.refuse(why);
     }
+    c.refused(rules::http_namespace(dom));
 
     let managed: Vec<&InterfaceXml> = managed_interfaces(dom, config).collect();
     let all_macs = metadata::interface_macs(dom);
@@ -57,13 +68,15 @@ pub fn plan(
     // Flat addresses must resolve to exactly one interface.
     let flat_for = metadata::assign_flat_addresses(dom, config, &managed, &all_macs, &mut c);
 
+    let meta = metadata::metadata_by_mac(dom);
     let ctx = Context::new(config, host, owners, &uuid);
     let mut seen = Seen::default();
     let mut nics: Vec<Nic> = Vec::new();
     let mut pending_prefixes = Vec::new();
     for (iface, flat) in managed.iter().zip(&flat_for) {
         c.nic = Some(metadata::nic_label(iface));
-        let Some(nic) = nic::plan_nic(iface, dom, flat, &ctx, checks, &mut seen, &mut c) else {
+        c.refused(rules::foreign_virtualport(iface));
+        let Some(nic) = nic::plan_nic(iface, &meta, flat, &ctx, checks, &mut seen, &mut c) else {
             continue;
         };
         let label = c.nic.clone().unwrap_or_default();

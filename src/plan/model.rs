@@ -2,7 +2,7 @@
 //! neighbours (the kernel [`Entry`]s) they make, and the name of each NIC's nwfilter.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,12 @@ pub struct Nic {
     pub addresses: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routed_prefixes: Vec<RoutedPrefix>,
+    /// The one IPv6 link-local address the guest may use on this NIC (config
+    /// `link_local`): the filter accepts IPv6 from it and the NIC's addresses only,
+    /// and the hypervisor pins it with a permanent neighbour. `None`: an IPv4-only
+    /// NIC, or `link_local = "any"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_local: Option<Ipv6Addr>,
 }
 
 /// Everything virt-l3 does for one domain.
@@ -131,6 +137,14 @@ impl DomainPlan {
                     bridge: nic.bridge.clone(),
                 });
             }
+            // Pinned, no route: fe80::/10 is on-link on every bridge.
+            if let Some(ll) = nic.link_local {
+                out.push(Neighbour {
+                    address: IpAddr::V6(ll),
+                    mac: nic.mac,
+                    bridge: nic.bridge.clone(),
+                });
+            }
         }
         out
     }
@@ -145,6 +159,11 @@ impl DomainPlan {
     /// Every address the domain owns.
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.nics.iter().flat_map(|n| n.addresses.iter().copied())
+    }
+
+    /// The MAC of every routed NIC of the domain.
+    pub fn macs(&self) -> impl Iterator<Item = Mac> + '_ {
+        self.nics.iter().map(|n| n.mac)
     }
 
     /// Every prefix routed to the domain.
@@ -181,6 +200,7 @@ mod tests {
                     prefix: "198.51.100.0/24".parse().unwrap(),
                     via: "192.0.2.10".parse().unwrap(),
                 }],
+                link_local: None,
             }],
         }
     }
@@ -201,6 +221,24 @@ mod tests {
                 "neighbour 192.0.2.10 lladdr 52:54:00:aa:bb:cc dev br0 nud permanent",
                 "neighbour 2001:db8::10 lladdr 52:54:00:aa:bb:cc dev br0 nud permanent",
             ]
+        );
+    }
+
+    #[test]
+    fn the_pinned_link_local_is_a_neighbour_without_a_route() {
+        let mut p = sample();
+        p.nics[0].link_local = Some("fe80::5054:ff:feaa:bbcc".parse().unwrap());
+        let shown: Vec<String> = p.entries(7).iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 6);
+        assert_eq!(
+            shown[5],
+            "neighbour fe80::5054:ff:feaa:bbcc lladdr 52:54:00:aa:bb:cc dev br0 nud permanent"
+        );
+        assert_eq!(p.routes(7).len(), 3);
+        assert_eq!(
+            p.addresses().count(),
+            2,
+            "the link-local is not an owned address"
         );
     }
 

@@ -9,9 +9,11 @@ use ipnet::IpNet;
 
 use crate::address::{overlaps, unroutable_reason, Mac};
 use crate::config::Config;
-use crate::domain_xml::{InterfaceXml, RouteXml};
+use crate::domain_xml::{
+    DomainXml, InterfaceXml, RouteXml, CLOUDSTACK_NETWORK_NS, CLOUDSTACK_NETWORK_NS_HTTP,
+};
 
-use super::facts::{HostFacts, Owner, Ownership};
+use super::facts::{HostFacts, HostRoute, Owner, Ownership};
 use super::metadata::carries_virt_l3_filter;
 use super::model::{nic_filter_name, Nic};
 use super::text::{is_valid_uuid, shown};
@@ -26,6 +28,8 @@ pub(super) struct Context<'a> {
     pub gateways: BTreeSet<IpAddr>,
     /// Every domain's routed prefixes, this one's included.
     pub other_prefixes: Vec<(IpNet, Owner)>,
+    /// The host's routes through interfaces that are not routed bridges.
+    pub foreign_routes: Vec<&'a HostRoute>,
 }
 
 impl<'a> Context<'a> {
@@ -42,6 +46,11 @@ impl<'a> Context<'a> {
             uuid,
             gateways: config.gateways.iter().copied().collect(),
             other_prefixes: owners.routed_prefixes(),
+            foreign_routes: host
+                .routes
+                .iter()
+                .filter(|r| !config.is_routed_bridge(&r.interface))
+                .collect(),
         }
     }
 }
@@ -55,6 +64,31 @@ pub(super) fn domain_uuid(uuid: Option<&str>) -> Result<String, String> {
         Some(u) => Err(format!("the domain UUID {} is not a valid UUID", shown(u))),
         None => Err("the domain XML has no <uuid>".into()),
     }
+}
+
+/// Metadata in the `http://` spelling of CloudStack's namespace: another namespace
+/// to XML, which virt-l3 would silently ignore.
+pub(super) fn http_namespace(dom: &DomainXml) -> Option<String> {
+    dom.http_namespace_metadata.then(|| {
+        format!(
+            "its <metadata> uses the namespace {CLOUDSTACK_NETWORK_NS_HTTP}, which virt-l3 does not read: \
+             the namespace of CloudStack's network metadata is {CLOUDSTACK_NETWORK_NS}"
+        )
+    })
+}
+
+// --- The interface ----------------------------------------------------------
+
+/// A port of another switch than a Linux bridge (`<virtualport type='openvswitch'>`):
+/// port isolation and nwfilter, which keep a routed guest to its own addresses,
+/// do not apply to it.
+pub(super) fn foreign_virtualport(iface: &InterfaceXml) -> Option<String> {
+    let kind = iface.virtualport.as_deref().filter(|t| !t.is_empty())?;
+    Some(format!(
+        "it is a <virtualport type={}> port: virt-l3 routes Linux bridge ports only \
+         (port isolation and nwfilter, which hold a guest to its addresses, do not apply to it)",
+        shown(kind)
+    ))
 }
 
 // --- MACs -------------------------------------------------------------------
@@ -76,6 +110,37 @@ pub(super) fn nic_mac(text: Option<&str>) -> Result<Mac, String> {
 /// A MAC already used by another routed interface of the domain (records it in `seen`).
 pub(super) fn duplicate_mac(mac: Mac, seen: &mut BTreeSet<Mac>) -> Option<String> {
     (!seen.insert(mac)).then(|| format!("MAC {mac} is used by two routed interfaces"))
+}
+
+/// Why a NIC's MAC is refused on this host, if it is: the gateway's, a routed
+/// bridge's, or another domain's.
+pub(super) fn mac_problem(mac: Mac, ctx: &Context<'_>) -> Option<String> {
+    mac_is_gateway(mac, ctx.config.gateway_mac)
+        .or_else(|| mac_is_bridge(mac, &ctx.host.bridge_macs))
+        .or_else(|| mac_owned_by_other(mac, ctx.owners.owner_of_mac(mac), ctx.uuid))
+}
+
+/// The configured gateway MAC: the guests' neighbour entry for their gateway.
+pub(super) fn mac_is_gateway(mac: Mac, gateway: Option<Mac>) -> Option<String> {
+    (gateway == Some(mac)).then(|| format!("MAC {mac} is the guests' gateway MAC (gateway_mac)"))
+}
+
+/// The current MAC of a routed bridge: the gateway the guests see.
+pub(super) fn mac_is_bridge(mac: Mac, bridges: &[(String, Mac)]) -> Option<String> {
+    bridges.iter().find(|(_, m)| *m == mac).map(|(b, _)| {
+        format!("MAC {mac} is the MAC of the routed bridge {b} (the guests' gateway)")
+    })
+}
+
+/// A MAC another domain uses on a routed bridge: the two would share one nwfilter
+/// and one permanent neighbour entry.
+pub(super) fn mac_owned_by_other(mac: Mac, owner: Option<Owner>, uuid: &str) -> Option<String> {
+    owner.filter(|o| o.uuid != uuid).map(|o| {
+        format!(
+            "MAC {mac} is already used on a routed bridge by domain {} ({})",
+            o.name, o.uuid
+        )
+    })
 }
 
 /// An interface without virt-l3's nwfilter for its MAC.
@@ -109,6 +174,7 @@ pub(super) fn address_problem(
     unroutable_address(ip)
         .or_else(|| gateway_address(ip, &ctx.gateways))
         .or_else(|| hosts_own_address(ip, &ctx.host.addresses))
+        .or_else(|| address_on_host_link(ip, &ctx.foreign_routes))
         .or_else(|| denied_address(ip, &ctx.config.deny))
         .or_else(|| address_not_allowed(ip, &ctx.config.allow))
         .or_else(|| duplicate_address(ip, seen))
@@ -132,6 +198,47 @@ pub(super) fn gateway_address(ip: IpAddr, gateways: &BTreeSet<IpAddr>) -> Option
 pub(super) fn hosts_own_address(ip: IpAddr, host: &[IpAddr]) -> Option<String> {
     host.contains(&ip)
         .then(|| format!("address {ip} is configured on the hypervisor itself"))
+}
+
+/// An address the host reaches through an interface that is not a routed
+/// bridge (`routes`: only those): the next hop of a route through it, or on-link
+/// there (a route without gateway, not a default route). Routing it to a VM
+/// would pull the host's own traffic (its upstream router, a BGP neighbour)
+/// into the guest.
+pub(super) fn address_on_host_link(ip: IpAddr, routes: &[&HostRoute]) -> Option<String> {
+    routes.iter().find_map(|r| {
+        if r.gateway == Some(ip) {
+            Some(format!(
+                "address {ip} is the next hop of a route via {} ({}), an interface that is not a routed bridge",
+                r.interface, r.destination
+            ))
+        } else if r.gateway.is_none() && r.destination.prefix_len() > 0 && r.destination.contains(&ip) {
+            Some(format!(
+                "address {ip} is on-link on {} ({}), an interface that is not a routed bridge",
+                r.interface, r.destination
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+/// A routed prefix that holds the next hop of a route through an interface that
+/// is not a routed bridge, or overlaps a prefix on-link there.
+pub(super) fn prefix_on_host_link(prefix: IpNet, routes: &[&HostRoute]) -> Option<String> {
+    routes.iter().find_map(|r| match r.gateway {
+        Some(g) if prefix.contains(&g) => Some(format!(
+            "routed prefix {prefix} contains {g}, the next hop of a route via {} ({}), an interface that is not a routed bridge",
+            r.interface, r.destination
+        )),
+        None if r.destination.prefix_len() > 0 && overlaps(&r.destination, &prefix) => {
+            Some(format!(
+                "routed prefix {prefix} overlaps {}, on-link on {}, an interface that is not a routed bridge",
+                r.destination, r.interface
+            ))
+        }
+        _ => None,
+    })
 }
 
 /// An address inside a denied prefix.
@@ -233,6 +340,7 @@ pub(super) fn prefix_problem(
     via_not_of_nic(prefix, via, accepted)
         .or_else(|| via_of_other_family(prefix, via))
         .or_else(|| prefix_contains_host(prefix, &ctx.host.addresses))
+        .or_else(|| prefix_on_host_link(prefix, &ctx.foreign_routes))
         .or_else(|| prefix_contains_gateway(prefix, &ctx.gateways))
         .or_else(|| prefix_denied(prefix, &ctx.config.deny))
         .or_else(|| prefix_not_allowed(prefix, &ctx.config.allow))
@@ -391,6 +499,46 @@ mod tests {
         assert_eq!(
             duplicate_mac(mac, &mut seen).as_deref(),
             Some("MAC 52:54:00:aa:bb:cc is used by two routed interfaces")
+        );
+    }
+
+    #[test]
+    fn macs_of_the_gateway_bridges_and_other_domains() {
+        let mac: Mac = "52:54:00:aa:bb:cc".parse().unwrap();
+        let other: Mac = "02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(mac_is_gateway(mac, None), None);
+        assert_eq!(mac_is_gateway(mac, Some(other)), None);
+        assert_eq!(
+            mac_is_gateway(mac, Some(mac)).as_deref(),
+            Some("MAC 52:54:00:aa:bb:cc is the guests' gateway MAC (gateway_mac)")
+        );
+        let bridges = [("cloudbr0".to_string(), other), ("br1".to_string(), mac)];
+        assert_eq!(mac_is_bridge(mac, &bridges[..1]), None);
+        assert_eq!(
+            mac_is_bridge(mac, &bridges).as_deref(),
+            Some("MAC 52:54:00:aa:bb:cc is the MAC of the routed bridge br1 (the guests' gateway)")
+        );
+        assert_eq!(mac_owned_by_other(mac, None, UUID), None);
+        assert_eq!(mac_owned_by_other(mac, Some(owner(UUID)), UUID), None);
+        assert_eq!(
+            mac_owned_by_other(mac, Some(owner(OTHER)), UUID),
+            Some(format!(
+                "MAC 52:54:00:aa:bb:cc is already used on a routed bridge by domain db ({OTHER})"
+            ))
+        );
+        let config = Config {
+            gateway_mac: Some(mac),
+            ..Config::default()
+        };
+        let host = HostFacts {
+            bridge_macs: bridges.to_vec(),
+            ..HostFacts::default()
+        };
+        let ctx = Context::new(&config, &host, &NoOwnership, UUID);
+        assert!(mac_problem(mac, &ctx).unwrap().contains("gateway MAC"));
+        assert_eq!(
+            mac_problem("52:54:00:00:00:01".parse().unwrap(), &ctx),
+            None
         );
     }
 
@@ -602,10 +750,79 @@ mod tests {
             tap: None,
             addresses: vec![ip("192.0.2.7"), ip("198.51.100.4")],
             routed_prefixes: Vec::new(),
+            link_local: None,
         };
         assert_eq!(
             prefix_contains_other_nic(&p, &nic).as_deref(),
             Some("routed prefix 198.51.100.0/24 contains 198.51.100.4, an address of another NIC (52:54:00:aa:bb:cc)")
         );
+    }
+
+    #[test]
+    fn addresses_and_prefixes_the_host_uses_on_other_interfaces() {
+        let lan = HostRoute {
+            destination: net("192.0.2.0/24"),
+            gateway: None,
+            interface: "eth0".into(),
+        };
+        let default = HostRoute {
+            destination: net("0.0.0.0/0"),
+            gateway: Some(ip("192.0.2.1")),
+            interface: "eth0".into(),
+        };
+        let onlink_default = HostRoute {
+            destination: net("0.0.0.0/0"),
+            gateway: None,
+            interface: "ppp0".into(),
+        };
+        let routes = [&lan, &default, &onlink_default];
+        assert_eq!(
+            address_on_host_link(ip("192.0.2.1"), &routes).as_deref(),
+            Some("address 192.0.2.1 is on-link on eth0 (192.0.2.0/24), an interface that is not a routed bridge")
+        );
+        assert_eq!(
+            address_on_host_link(ip("192.0.2.1"), &[&default]).as_deref(),
+            Some("address 192.0.2.1 is the next hop of a route via eth0 (0.0.0.0/0), an interface that is not a routed bridge")
+        );
+        assert_eq!(
+            address_on_host_link(ip("198.51.100.7"), &routes),
+            None,
+            "a default route makes nothing on-link"
+        );
+        assert_eq!(
+            prefix_on_host_link(net("192.0.2.128/25"), &routes).as_deref(),
+            Some("routed prefix 192.0.2.128/25 overlaps 192.0.2.0/24, on-link on eth0, an interface that is not a routed bridge")
+        );
+        assert_eq!(
+            prefix_on_host_link(net("192.0.2.0/30"), &[&default]).as_deref(),
+            Some("routed prefix 192.0.2.0/30 contains 192.0.2.1, the next hop of a route via eth0 (0.0.0.0/0), an interface that is not a routed bridge")
+        );
+        assert_eq!(prefix_on_host_link(net("198.51.100.0/24"), &routes), None);
+    }
+
+    #[test]
+    fn routes_on_routed_bridges_are_not_the_hosts() {
+        let config = Config::default();
+        let host = HostFacts {
+            routes: vec![
+                HostRoute {
+                    destination: net("198.51.100.7/32"),
+                    gateway: None,
+                    interface: "cloudbr0".into(),
+                },
+                HostRoute {
+                    destination: net("192.0.2.0/24"),
+                    gateway: None,
+                    interface: "eth0".into(),
+                },
+            ],
+            ..HostFacts::default()
+        };
+        let ctx = Context::new(&config, &host, &NoOwnership, UUID);
+        let mut seen = BTreeSet::new();
+        assert_eq!(address_problem(ip("198.51.100.7"), &ctx, &mut seen), None);
+        assert!(address_problem(ip("192.0.2.9"), &ctx, &mut seen)
+            .unwrap()
+            .contains("is on-link on eth0 (192.0.2.0/24)"));
     }
 }

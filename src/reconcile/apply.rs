@@ -59,6 +59,9 @@ pub async fn apply<K: Kernel>(
     if config.port_isolation {
         isolate_taps(kernel, d, report).await?;
     }
+    if config.firewall.enabled {
+        firewall(kernel, config, d, report).await;
+    }
     if config.disable_redirects && !d.keep.is_empty() {
         for b in view.bridges.keys() {
             match kernel.disable_redirects(b) {
@@ -94,6 +97,63 @@ async fn isolate_taps<K: Kernel>(
         }
     }
     Ok(())
+}
+
+/// virt-l3's nftables tables: installed and current (restored after a flush or
+/// a deletion), the taps of every kept record accepted, any other accepted port
+/// forgotten. Failures go to the report.
+async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, report: &mut Report) {
+    match kernel.ensure_firewall(config).await {
+        Ok(true) => report.changes.push(Change {
+            action: Action::Firewall,
+            domain: None,
+            what: "virt-l3's nftables tables (missing or stale)".into(),
+        }),
+        Ok(false) => {}
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return;
+        }
+    }
+    let accepted: HashSet<String> = match kernel.accepted_ports() {
+        Ok(a) => a.into_iter().collect(),
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return;
+        }
+    };
+    let mut taps = HashSet::new();
+    for rec in &d.keep {
+        for tap in rec.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
+            taps.insert(tap);
+            if accepted.contains(tap) {
+                continue;
+            }
+            report.changes.push(Change {
+                action: Action::Accept,
+                domain: Some(rec.plan.name.clone()),
+                what: format!("bridge port {tap}"),
+            });
+            if let Err(e) = kernel.accept_ports(&[tap]) {
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+    let mut stale: Vec<&String> = accepted
+        .iter()
+        .filter(|p| !taps.contains(p.as_str()))
+        .collect();
+    stale.sort();
+    for port in stale {
+        report.changes.push(Change {
+            action: Action::Forget,
+            domain: None,
+            what: format!("bridge port {port} (no running domain)"),
+        });
+        if let Err(e) = kernel.forget_port(port) {
+            report.errors.push(e.to_string());
+        }
+    }
 }
 
 /// Saves the records whose standing changed (adopted, promoted, demoted), all

@@ -7,14 +7,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Serialize;
-use tracing::warn;
 
 use super::observe::RunningDomain;
 use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::RunState;
 use crate::kernel::{bridge_of, KernelNeighbour, KernelRoute, KernelView};
-use crate::plan::{managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership};
+use crate::plan::{
+    display_name, managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership,
+};
 use crate::state::Record;
 
 /// What a [`Change`] does, serialized as its word ("add", "pin-mac", ...).
@@ -22,13 +23,21 @@ use crate::state::Record;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// A tap accepted by virt-l3's nftables tables.
+    Accept,
     Add,
     Adopt,
     Demote,
+    /// A port the tables accepted that belongs to no running domain.
+    Forget,
+    /// virt-l3's nftables tables (re)installed.
+    Firewall,
     Isolate,
     PinMac,
     Promote,
     Prune,
+    /// A running domain reconcile will not adopt: the hook would refuse it.
+    Refuse,
     Remove,
     Sysctl,
 }
@@ -36,13 +45,17 @@ pub enum Action {
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
+            Action::Accept => "accept",
             Action::Add => "add",
             Action::Adopt => "adopt",
             Action::Demote => "demote",
+            Action::Forget => "forget",
+            Action::Firewall => "install",
             Action::Isolate => "isolate",
             Action::PinMac => "pin-mac",
             Action::Promote => "promote",
             Action::Prune => "prune",
+            Action::Refuse => "refuse",
             Action::Remove => "remove",
             Action::Sysctl => "sysctl",
         }
@@ -73,6 +86,10 @@ pub struct Desired {
     pub prune: Vec<Record>,
     /// Record changes (adopt, promote, demote, prune), for the report.
     pub changes: Vec<Change>,
+    /// When the earliest grace period of a kept record whose domain libvirt does
+    /// not list ends (ms since the epoch): a reconcile then prunes it if it is
+    /// still not listed, even on a host where nothing else happens.
+    pub grace_ends: Option<u64>,
 }
 
 /// Where a domain's routes stand, as far as the metric goes.
@@ -157,6 +174,35 @@ pub fn still_running(
         .collect()
 }
 
+/// The UUIDs among `uuids` of no running domain.
+pub fn gone(uuids: impl Iterator<Item = String>, running: &[RunningDomain]) -> Vec<String> {
+    uuids
+        .filter(|u| {
+            !running
+                .iter()
+                .any(|r| r.xml.uuid.as_deref() == Some(u.as_str()))
+        })
+        .collect()
+}
+
+/// The host facts each domain reconcile may adopt is planned against, by UUID
+/// ([`super::observe::adoption_facts`]).
+pub type DomainFacts = HashMap<String, HostFacts>;
+
+/// The running domains reconcile may adopt, with their UUIDs: a UUID, no record,
+/// and an interface on a routed bridge.
+pub fn adoption_candidates<'a>(
+    config: &'a Config,
+    recorded: &'a HashSet<String>,
+    running: &'a [RunningDomain],
+) -> impl Iterator<Item = (&'a str, &'a RunningDomain)> + 'a {
+    running.iter().filter_map(move |run| {
+        let uuid = run.xml.uuid.as_deref()?;
+        let managed = managed_interfaces(&run.xml, config).next().is_some();
+        (managed && !recorded.contains(uuid)).then_some((uuid, run))
+    })
+}
+
 /// Decides, from the records and the running domains, which records to keep
 /// (with which metric), which to adopt and which to prune. Pure.
 pub fn desired(
@@ -164,7 +210,7 @@ pub fn desired(
     records: Vec<Record>,
     running: &[RunningDomain],
     incoming: &HashSet<String>,
-    host: &HostFacts,
+    facts: &DomainFacts,
     state: &dyn Ownership,
     now_ms: u64,
 ) -> Desired {
@@ -185,6 +231,8 @@ pub fn desired(
             }
             None if now_ms.saturating_sub(rec.since_ms) < config.reconcile_grace_seconds * 1000 => {
                 // Between the start hook and QEMU running: not in the status dir yet.
+                let ends = rec.since_ms + config.reconcile_grace_seconds * 1000;
+                out.grace_ends = Some(out.grace_ends.map_or(ends, |e| e.min(ends)));
                 out.keep.push(rec);
             }
             None => {
@@ -198,22 +246,27 @@ pub fn desired(
         }
     }
     // Running domains with routed NICs but no record (virt-l3 installed after they
-    // started, a state dir lost): adopt them if their XML is valid.
-    for run in running {
-        let Some(uuid) = run.xml.uuid.as_deref() else {
-            continue;
+    // started, a state dir lost): adopt them if the hook would accept them.
+    for (uuid, run) in adoption_candidates(config, &recorded, running) {
+        // The checks and host facts the hook applies at prepare: what it would
+        // refuse is not adopted. (`watch` logs the refusal once per domain.)
+        let checks = Checks {
+            require_filter: config.require_nwfilter,
         };
-        if recorded.contains(uuid) || managed_interfaces(&run.xml, config).next().is_none() {
-            continue;
-        }
-        match plan(&run.xml, config, host, state, Checks::default()) {
+        let no_facts = HostFacts::default();
+        let host = facts.get(uuid).unwrap_or(&no_facts);
+        match plan(&run.xml, config, host, state, checks) {
             Ok(p) => {
                 let standby = incoming.contains(uuid);
                 let (rec, change) = adopt(config, p, standby, &run.run_state, now_ms);
                 out.changes.push(change);
                 out.keep.push(rec);
             }
-            Err(e) => warn!("not adopting a running domain: {e}"),
+            Err(e) => out.changes.push(Change {
+                action: Action::Refuse,
+                domain: Some(display_name(&run.xml.name)),
+                what: format!("not adopting running domain {uuid}: {e}"),
+            }),
         }
     }
     out
@@ -270,12 +323,14 @@ fn adopt(
     (rec, change)
 }
 
-/// When a kept domain's metric is due to change by itself (an arrived domain's
-/// hold ends), in milliseconds since the epoch.
-pub fn next_change(config: &Config, keep: &[Record]) -> Option<u64> {
-    keep.iter()
+/// When reconcile has something to do by itself: an arrived domain's hold ends, or
+/// the grace period of a record libvirt does not list (ms since the epoch).
+pub fn next_change(config: &Config, d: &Desired) -> Option<u64> {
+    d.keep
+        .iter()
         .filter(|r| r.metric == config.arrived_metric && !r.standby)
         .map(|r| r.since_ms + config.arrived_hold_seconds * 1000)
+        .chain(d.grace_ends)
         .min()
 }
 

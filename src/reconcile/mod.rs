@@ -7,7 +7,7 @@
 //! diff) → [`apply`] (the kernel, then the records).
 //!
 //! To compare without changing anything (`check`'s state item), call the same
-//! steps: [`running_domains`], [`observe::host_facts`], [`observe::incoming`],
+//! steps: [`running_domains`], [`observe::adoption_facts`], [`observe::incoming`],
 //! [`desired`], [`crate::kernel::KernelView::sweep`], [`decide::wanted_entries`], [`diff`].
 
 use serde::Serialize;
@@ -97,16 +97,20 @@ pub async fn reconcile_scoped<K: Kernel>(
         for u in &served {
             state.clear_stopping(u)?;
         }
+        // A refused change's note outlives its domain only when no hook saw it stop.
+        for u in decide::gone(state.refusals()?.into_iter().map(|r| r.uuid), &running) {
+            state.clear_refused(&u)?;
+        }
     }
     let incoming = observe::incoming(&state);
     let recorded = observe::recorded_entries(scope, &records);
-    let host = observe::host_facts(kernel).await?;
+    let facts = observe::adoption_facts(kernel, config, &records, &running).await?;
     let d = desired(
         config,
         records,
         &running,
         &incoming,
-        &host,
+        &facts,
         &state,
         now_ms(),
     );
@@ -125,7 +129,7 @@ pub async fn reconcile_scoped<K: Kernel>(
         config.route_protocol,
     );
     let mut report = Report {
-        next_change: decide::next_change(config, &d.keep),
+        next_change: decide::next_change(config, &d),
         dry_run,
         domains: d.keep.len(),
         changes: d.changes.clone(),
@@ -146,12 +150,14 @@ pub async fn reconcile_scoped<K: Kernel>(
     }
     apply::apply(kernel, config, &state, &d, &kd, &view, &mut report).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), "kernel changed, state written");
-    if !report.changes.is_empty() {
-        info!(
-            changes = report.changes.len(),
-            errors = report.errors.len(),
-            "reconciled"
-        );
+    // A refused domain is refused again on every run: not a change made.
+    let made = report
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Refuse)
+        .count();
+    if made > 0 {
+        info!(changes = made, errors = report.errors.len(), "reconciled");
     }
     Ok(report)
 }

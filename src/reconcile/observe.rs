@@ -1,17 +1,20 @@
 //! Observing, the I/O reconcile decides from: libvirt's status files of running
-//! domains, virt-l3's records and marks, the host's addresses, and the kernel's
-//! tables as a [`KernelView`], read as the caller's [`Scope`] says.
+//! domains, virt-l3's records and marks, the host facts of the domains it may
+//! adopt, and the kernel's tables as a [`KernelView`], read as the caller's
+//! [`Scope`] says.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use tracing::warn;
 
+use super::decide::{adoption_candidates, DomainFacts};
 use super::{ReconcileError, Scope};
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, RunState};
+use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError, KernelView};
-use crate::plan::{Entry, HostFacts};
+use crate::plan::Entry;
 use crate::state::{Record, StateDir};
 
 /// A domain libvirt reports running on this host.
@@ -69,11 +72,43 @@ pub fn incoming(state: &StateDir) -> HashSet<String> {
     state.incoming().into_iter().collect()
 }
 
-/// The host's addresses, which no domain may claim.
-pub async fn host_facts<K: Kernel>(kernel: &K) -> Result<HostFacts, KernelError> {
-    Ok(HostFacts {
-        addresses: kernel.host_addresses().await?,
-    })
+/// The host facts of every domain reconcile may adopt, by UUID: read as the
+/// hook reads them at `prepare` ([`crate::host_facts::host_facts`]: the host's
+/// addresses and the routes through other interfaces that the domain's
+/// addresses fall into), so that reconcile adopts only what the hook would accept.
+pub async fn adoption_facts<K: Kernel>(
+    kernel: &K,
+    config: &Config,
+    records: &[Record],
+    running: &[RunningDomain],
+) -> Result<DomainFacts, KernelError> {
+    let recorded: HashSet<String> = records.iter().map(|r| r.plan.uuid.clone()).collect();
+    let mut out = DomainFacts::new();
+    for (uuid, run) in adoption_candidates(config, &recorded, running) {
+        out.insert(
+            uuid.to_string(),
+            host_facts(kernel, &run.xml, config).await?,
+        );
+    }
+    Ok(out)
+}
+
+/// Tap -> domain, from libvirt's status files (`<target dev=...>`); empty when
+/// they cannot be read (`check`'s `ports`, `watch` naming a blocked port).
+pub fn tap_owners(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let Ok(running) = running_domains(dir) else {
+        return Default::default();
+    };
+    running
+        .into_iter()
+        .flat_map(|d| {
+            let name = d.xml.name.clone();
+            d.xml
+                .interfaces
+                .into_iter()
+                .filter_map(move |i| i.target_dev.map(|t| (t, name.clone())))
+        })
+        .collect()
 }
 
 /// The entries the records name as they stand before deciding (a record pruned

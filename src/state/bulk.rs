@@ -7,7 +7,7 @@ use std::io::Write;
 use super::{prefix_name, temp_name, Record, StateDir, StateError};
 
 impl StateDir {
-    /// Writes every record and claims its addresses and prefixes, as
+    /// Writes every record and claims its addresses, prefixes and MACs, as
     /// [`StateDir::save`] does one by one, for records whose plan the directory
     /// does not hold under another form (reconcile's: adopted, or the same plan
     /// with another metric; nothing of a previous record is released). Call
@@ -26,6 +26,7 @@ impl StateDir {
         }
         let owners = self.need_sub("owners")?;
         let prefixes = self.need_sub("prefixes")?;
+        let macs = self.ensure_sub("macs")?;
         let domains = self.need_sub("domains")?;
         for r in records {
             let owner = Self::owner_text(&r.plan);
@@ -34,6 +35,9 @@ impl StateDir {
             }
             for p in r.plan.prefixes() {
                 Self::claim(&prefixes, &prefix_name(&p), &owner)?;
+            }
+            for m in r.plan.macs() {
+                Self::claim(&macs, &m.to_string(), &owner)?;
             }
         }
         let mut written = Vec::with_capacity(records.len());
@@ -60,6 +64,9 @@ impl StateDir {
         owners.sync()?;
         if records.iter().any(|r| r.plan.prefixes().next().is_some()) {
             prefixes.sync()?;
+        }
+        if records.iter().any(|r| r.plan.macs().next().is_some()) {
+            macs.sync()?;
         }
         domains.sync()
     }

@@ -14,6 +14,7 @@ fn record(uuid: &str, addresses: &[&str]) -> Record {
                 tap: None,
                 addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
                 routed_prefixes: Vec::new(),
+                link_local: None,
             }],
         },
         metric: 100,
@@ -314,4 +315,74 @@ fn a_state_directory_owned_by_another_user_is_refused() {
     let domains = root.join("domains");
     nix::unistd::chown(&domains, nobody, None).unwrap();
     assert_unsafe(f.state.record(A).unwrap_err(), &domains, 0o700, 65534);
+}
+
+#[test]
+fn macs_are_claimed_released_and_swept_like_addresses() {
+    let f = Fixture::new();
+    let _lock = f.state.lock().unwrap();
+    let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
+    let other: Mac = "52:54:00:00:00:02".parse().unwrap();
+    let r = record(A, &["192.0.2.1"]);
+    f.state.save(&r).unwrap();
+    assert_eq!(f.state.owner_of_mac(mac).map(|o| o.uuid), Some(A.into()));
+    // A new MAC in the next record: the old claim is released.
+    let mut moved = r.clone();
+    moved.plan.nics[0].mac = other;
+    f.state.save(&moved).unwrap();
+    assert_eq!(f.state.owner_of_mac(mac), None);
+    assert_eq!(f.state.owner_of_mac(other).map(|o| o.uuid), Some(A.into()));
+    // Forgotten: released.
+    f.state.forget(&moved).unwrap();
+    assert_eq!(f.state.owner_of_mac(other), None);
+    // A start killed before its record: stopped/release pass the XML's MACs.
+    f.state.save(&r).unwrap();
+    f.state
+        .open_sub("domains")
+        .unwrap()
+        .unwrap()
+        .remove(&format!("{A}.json"))
+        .unwrap();
+    f.state.release_claims(A, [], [], [mac]).unwrap();
+    assert_eq!(f.state.owner_of_mac(mac), None);
+    // Reconcile's sweep removes a MAC claim no record has.
+    f.state.save(&r).unwrap();
+    assert_eq!(
+        f.state.sweep(std::slice::from_ref(&r), true).unwrap(),
+        Vec::<String>::new()
+    );
+    let swept = f.state.sweep(&[], true).unwrap();
+    assert!(
+        swept.contains(&format!(
+            "claim macs/{mac} of {A} vm-{A} (no record has it)"
+        )),
+        "{swept:?}"
+    );
+    assert_eq!(f.state.owner_of_mac(mac), None);
+}
+
+#[test]
+fn a_state_directory_without_macs_gets_it_at_the_first_save() {
+    let f = Fixture::new();
+    let _lock = f.state.lock().unwrap();
+    fs::remove_dir(f.state.root().join("macs")).unwrap();
+    f.state.save(&record(A, &["192.0.2.1"])).unwrap();
+    let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
+    assert_eq!(f.state.owner_of_mac(mac).map(|o| o.uuid), Some(A.into()));
+    let meta = fs::symlink_metadata(f.state.root().join("macs")).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
+}
+
+#[test]
+fn a_linked_mac_claim_is_refused_not_followed() {
+    let f = Fixture::new();
+    let _lock = f.state.lock().unwrap();
+    let path = f.plant("macs/52:54:00:00:00:01");
+    let e = f.state.save(&record(A, &["192.0.2.1"])).unwrap_err();
+    assert_refused_link(e, "claim", &path);
+    f.victim_intact();
 }

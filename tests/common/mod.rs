@@ -7,16 +7,100 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/domains")
-            .join(name),
-    )
-    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+/// Returns from the calling test, after printing "NAME: skipped: needs root
+/// (CAP_NET_ADMIN)" to stderr, when this process cannot make and configure network
+/// namespaces (not root, or without CAP_NET_ADMIN / CAP_SYS_ADMIN): the first line of
+/// every test that needs the real kernel, so that `cargo test` as a normal user passes
+/// with those tests reported skipped. (`#[macro_use] mod common;` in the test crate.)
+#[allow(unused_macros)] // not every test crate has root-only tests
+macro_rules! require_root {
+    () => {
+        if !$crate::common::may_make_namespaces() {
+            fn here() {}
+            $crate::common::report_skipped(::std::any::type_name_of_val(&here));
+            return;
+        }
+    };
 }
 
-fn run(cmd: &mut Command) -> Output {
+/// Whether this process may create network namespaces and change their links and
+/// routes: root with CAP_NET_ADMIN and CAP_SYS_ADMIN (`ip netns add` mounts) effective.
+pub fn may_make_namespaces() -> bool {
+    static MAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MAY.get_or_init(|| {
+        const CAP_NET_ADMIN: u32 = 12;
+        const CAP_SYS_ADMIN: u32 = 21;
+        let effective = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(0);
+        nix::unistd::geteuid().is_root()
+            && effective & (1 << CAP_NET_ADMIN) != 0
+            && effective & (1 << CAP_SYS_ADMIN) != 0
+    })
+}
+
+/// Prints the skip line of `require_root!` for the test whose inner function is `here`
+/// (`crate::test_name::here`).
+pub fn report_skipped(here: &str) {
+    let path = here.strip_suffix("::here").unwrap_or(here);
+    let name = path.split_once("::").map_or(path, |(_, rest)| rest);
+    eprintln!("{name}: skipped: needs root (CAP_NET_ADMIN)");
+}
+
+/// A path in the source tree (`repo_path("testdata/domains")`).
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo_path("testdata/domains").join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// The proptest configuration of the property tests: `PROPTEST_CASES` cases
+/// (default 2000), no failure persistence files.
+pub fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: env_number("PROPTEST_CASES", 2000) as u32,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// The entries directly in `dir` (all files: a directory fails), as (name, content), sorted by name.
+pub fn files_with_contents(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_else(|err| panic!("{}: {err}", e.path().display())),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The names of the regular files directly in `dir`, sorted.
+pub fn file_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry"))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Runs `cmd`, asserting that it succeeds (its stderr in the message).
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -94,14 +178,15 @@ impl Lab {
 
     /// Runs `virt-l3 ARGS` inside the namespace with `stdin` as input.
     pub fn virt_l3(&self, args: &[&str], stdin: &[u8]) -> Output {
-        self.virt_l3_env(&[], args, stdin)
+        self.virt_l3_env(args, stdin, &[])
     }
 
-    /// [`Lab::virt_l3`] with environment variables set.
-    pub fn virt_l3_env(&self, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
+    /// [`Lab::virt_l3`] with extra environment variables (`VIRT_L3_NFT`, ...).
+    pub fn virt_l3_env(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
         use std::io::Write;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns, env!("CARGO_BIN_EXE_virt-l3")])
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(self.config_path())
             .args(args)
@@ -162,7 +247,7 @@ impl Lab {
     /// Files under the state directory (relative paths), sorted.
     pub fn state_files(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for sub in ["domains", "owners", "prefixes", "incoming"] {
+        for sub in ["domains", "owners", "prefixes", "macs", "incoming"] {
             if let Ok(d) = std::fs::read_dir(self.state_dir().join(sub)) {
                 for e in d.flatten() {
                     v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
@@ -401,7 +486,8 @@ impl TestDomain {
     pub fn neighbours(&self) -> Vec<String> {
         let mut v = Vec::new();
         for n in &self.nics {
-            for a in [&n.v4, &n.v6] {
+            let link_local = virt_l3::address::eui64_link_local(n.mac.parse().unwrap()).to_string();
+            for a in [&n.v4, &n.v6, &link_local] {
                 v.push(format!(
                     "{a} dev cloudbr0 lladdr {} PERMANENT proto 52",
                     n.mac
@@ -417,6 +503,7 @@ impl TestDomain {
         for n in &self.nics {
             v.push(format!("owners/{}", n.v4));
             v.push(format!("owners/{}", n.v6));
+            v.push(format!("macs/{}", n.mac));
             if let Some((p, _)) = &n.prefix {
                 v.push(format!("prefixes/{}", p.replace('/', "_")));
             }
@@ -440,6 +527,8 @@ impl TestDomain {
                     "bridge": "cloudbr0",
                     "tap": n.tap,
                     "addresses": [n.v4, n.v6],
+                    // Dual-stack: the pinned (EUI-64) link-local.
+                    "link_local": virt_l3::address::eui64_link_local(n.mac.parse().unwrap()).to_string(),
                 });
                 // Serialised only when there is one.
                 if !prefixes.is_empty() {
@@ -519,7 +608,9 @@ impl Lab {
     /// (temporary files) included, sorted.
     pub fn all_state_files(&self) -> Vec<String> {
         let mut v = Vec::new();
-        for sub in ["domains", "owners", "prefixes", "incoming", "stopping"] {
+        for sub in [
+            "domains", "owners", "prefixes", "macs", "incoming", "stopping",
+        ] {
             if let Ok(d) = std::fs::read_dir(self.state_dir().join(sub)) {
                 for e in d.flatten() {
                     v.push(format!("{sub}/{}", e.file_name().to_string_lossy()));

@@ -10,6 +10,17 @@
 #   e2e_neigh LAB ADDR                 the neighbour entry of ADDR on cloudbr0 ("" when none)
 #   check DESCRIPTION CMD...           run CMD; count and print a failure when it fails
 #   e2e_summary                        print the tally; return non-zero on any failure
+#   e2e_trap LAB [LOG_LINES]           on exit: e2e_on_failure (when the suite defines it)
+#                                      and the tail of libvirtd's log if the suite failed,
+#                                      e2e_on_exit (when defined), lab_stop LAB
+#   e2e_case TEXT                      print "case (N s): TEXT"
+#   e2e_virsh / e2e_running / e2e_shut_off / e2e_present / e2e_absent
+#                                      virsh, a domain's state, a proto-52 route, in $E2E_LAB
+#   e2e_template FILE ROUTER_ID LOCAL_AS PEER_AS PEER_V4 PEER_V6
+#                                      print a packaging/examples config, placeholders filled
+#   e2e_frr_start LAB / e2e_frr_stop LAB
+#                                      zebra + bgpd with the lab's /etc/frr/frr.conf loaded
+#                                      as FRR's init script does (vtysh -b) / stop them
 
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E_BIN=${VIRT_L3_BIN:-$E2E_ROOT/target/release/virt-l3}
@@ -40,6 +51,55 @@ e2e_summary() {
   [ "$E2E_FAILURES" = 0 ]
 }
 
+e2e_trap() {
+  E2E_LAB=$1 E2E_LOG_LINES=${2:-30}
+  trap e2e__exit EXIT
+  trap 'exit 130' INT TERM
+}
+
+e2e__exit() {
+  local rc=$?
+  if [ "$rc" != 0 ] || [ "$E2E_FAILURES" != 0 ]; then
+    if declare -F e2e_on_failure >/dev/null; then e2e_on_failure; fi
+    echo "--- libvirtd log (tail) ---" >&2
+    lab_log "$E2E_LAB" "$E2E_LOG_LINES" >&2 || true
+  fi
+  if declare -F e2e_on_exit >/dev/null; then e2e_on_exit; fi
+  lab_stop "$E2E_LAB"
+}
+
+e2e_case() { echo "case ($SECONDS s): $*"; }
+e2e_virsh() { lab_virsh "$E2E_LAB" "$@"; }
+e2e_running() { [ "$(e2e_virsh domstate "$1" 2>/dev/null)" = running ]; }
+e2e_shut_off() { [ "$(e2e_virsh domstate "$1" 2>/dev/null)" = "shut off" ]; }
+e2e_present() { [ -n "$(e2e_route "$E2E_LAB" "$1")" ]; }
+e2e_absent() { [ -z "$(e2e_route "$E2E_LAB" "$1")" ]; }
+
+e2e_template() {
+  sed -e "s/@ROUTER_ID@/$2/g" -e "s/@LOCAL_AS@/$3/g" -e "s/@PEER_AS@/$4/g" \
+    -e "s/@PEER_V4@/$5/g" -e "s/@PEER_V6@/$6/g" "$1"
+}
+
+e2e_frr_start() {
+  local lab=$1
+  lab_exec "$lab" chown frr:frr /etc/frr/frr.conf /run/frr
+  lab_exec "$lab" /usr/lib/frr/zebra -d -i /run/frr/zebra.pid || return 1
+  lab_exec "$lab" /usr/lib/frr/bgpd -d -i /run/frr/bgpd.pid || return 1
+  poll 20 lab_exec "$lab" vtysh -c 'show bgp summary' || return 1
+  # How FRR's init script loads the integrated configuration.
+  lab_exec "$lab" vtysh -b >/dev/null
+}
+
+e2e_frr_stop() {
+  local lab=$1 d pid
+  for d in bgpd zebra; do
+    pid=$(lab_exec "$lab" cat "/run/frr/$d.pid" 2>/dev/null) || continue
+    kill "$pid" 2>/dev/null
+    poll 10 bash -c '! kill -0 "$1"' _ "$pid"
+  done
+  return 0
+}
+
 # Whether the nwfilter subcommands exist (then the lab covers the real path: define + inject).
 e2e_have_nwfilter() {
   "$E2E_BIN" nwfilter --help >/dev/null 2>&1
@@ -47,6 +107,7 @@ e2e_have_nwfilter() {
 
 e2e_lab_start() {
   local name=$1 extra=${2:-} dir nwf=false
+  E2E_LAB=$name
   e2e_build || return 1
   LAB_LIBVIRTD=0 lab_start "$name" || return 1
   dir=$(lab_dir "$name")

@@ -14,6 +14,7 @@
 #                          so /etc/virt-l3/config.toml or /etc/frr/X can be written
 #     /etc/libvirt         bind of LAB_DIR/etc-libvirt, a copy of the host's
 #                          /etc/libvirt (hooks go in its hooks/qemu.d/); lab edits:
+#                          none of the host's hooks, domains or virt-l3 nwfilters,
 #                          no autostarted networks, no cgroups, no security driver,
 #                          libvirtd logs to /var/log/libvirt/libvirtd.log
 #     /var/lib/libvirt, /var/cache/libvirt, /var/log/libvirt
@@ -158,6 +159,8 @@ lab_start() {
   local name=$1 dir ns pid
   [ -n "$name" ] || lab__die "usage: lab_start NAME" || return 1
   [ "$(id -u)" = 0 ] || lab__die "lab_start needs root" || return 1
+  # QEMU's tap NICs; a container or a minimal VM may lack the device (modprobe tun).
+  [ -c /dev/net/tun ] || lab__die "lab_start needs /dev/net/tun for the domains' taps (modprobe tun)" || return 1
   dir=$(lab_dir "$name")
   ns=$(lab_netns "$name")
   if lab__alive "$name"; then
@@ -172,8 +175,13 @@ lab_start() {
   mkdir -p "$dir"/{etc.upper,etc.work,var-lib-libvirt,var-cache-libvirt,var-log-libvirt,tmp}
   chmod 0755 "$dir"
   cp -a /etc/libvirt "$dir/etc-libvirt"
+  # The host's configuration files, none of its objects: a hypervisor's own hooks
+  # (cloudstack-agent's hooks/qemu, an installed virt-l3), domains, autostarted networks
+  # and virt-l3's nwfilters would run in the lab or be counted as the lab's.
+  rm -rf "$dir/etc-libvirt/hooks" "$dir/etc-libvirt/qemu/autostart" "$dir"/etc-libvirt/qemu/networks/autostart/*
+  find "$dir/etc-libvirt/qemu" -maxdepth 1 -name '*.xml' -delete
+  rm -f "$dir"/etc-libvirt/nwfilter/virt-l3-*.xml
   mkdir -p "$dir/etc-libvirt/hooks/qemu.d"
-  rm -f "$dir"/etc-libvirt/qemu/networks/autostart/*
   cat >>"$dir/etc-libvirt/qemu.conf" <<'EOF'
 
 # virt-l3 lab (tests/lib/libvirtd.sh): cgroups are global to the machine and shared

@@ -2,26 +2,25 @@
 # Runs systemd-networkd as a guest's network manager inside the current network
 # namespace, in a private mount namespace, with the .network files of DIR only:
 #   ip netns exec GUEST unshare -m --propagation private bash networkd-guest.sh DIR SECONDS
-# tmpfs over /run/systemd, /etc/systemd/network and /run/udev (nothing of the host's
-# is read or changed); every link is marked initialised in a fake udev database,
-# since no udev runs in the namespace. networkd runs SECONDS at most; SIGTERM to this
-# script stops it at once.
+# A tmpfs over all of /run and over /etc/systemd/network: nothing of the host's is
+# read or changed, and nothing need exist on the host (a machine without the udev
+# package has no /run/udev; the directories networkd wants are made in the tmpfs).
+# Every link is marked initialised in a fake udev database, since no udev runs in
+# the namespace. networkd runs SECONDS at most; SIGTERM to this script stops it at once.
 set -eu
 dir=$1 seconds=$2
-if [ ! -d /run/udev ]; then
-  # A host without udev (a container): a private /run for what networkd needs.
-  mount -t tmpfs tmpfs /run
-  mkdir -p /run/systemd /run/udev
+# Refuse to run outside a private mount namespace: the mounts below would be the host's.
+if [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
+  echo "networkd-guest.sh: run me under unshare -m (the host's mount namespace)" >&2
+  exit 2
 fi
-mount -t tmpfs tmpfs /run/systemd
-mkdir -p /run/systemd/network /run/systemd/netif
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/systemd/network /run/systemd/netif /run/udev/data
 chown systemd-network:systemd-network /run/systemd/netif
 mount -t tmpfs tmpfs /etc/systemd/network
 cp "$dir"/*.network /run/systemd/network/
 # Drop-in directories (NAME.network.d/*.conf), if any.
 for d in "$dir"/*.network.d; do [ -d "$d" ] && cp -r "$d" /run/systemd/network/; done
-mount -t tmpfs tmpfs /run/udev
-mkdir -p /run/udev/data
 for i in /sys/class/net/*; do printf 'I:1\n' >"/run/udev/data/n$(cat "$i/ifindex")"; done
 timeout "$seconds" /lib/systemd/systemd-networkd &
 pid=$!

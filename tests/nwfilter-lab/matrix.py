@@ -31,9 +31,13 @@ import subprocess
 import sys
 import time
 
+import random
+import re
+
 from scapy.all import (  # noqa: E402
-    ARP, Dot1Q, Ether, ICMP, ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NS,
-    ICMPv6ND_RA, ICMPv6ND_Redirect, ICMPv6NDOptPrefixInfo, IP, IPv6, Raw, UDP,
+    ARP, Dot1Q, Ether, ICMP, ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS,
+    ICMPv6ND_RA, ICMPv6ND_Redirect, ICMPv6NDOptDstLLAddr, ICMPv6NDOptPrefixInfo,
+    ICMPv6NDOptSrcLLAddr, IP, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, PadN, Raw, UDP,
     conf, IPv6ExtHdrHopByHop, RouterAlert,
 )
 
@@ -50,6 +54,25 @@ GUESTS = {
     "b": dict(mac="52:54:00:4c:33:0b", port="hB", v4=["192.0.2.20", "192.0.2.21"], v6=[]),
     "c": dict(mac="52:54:00:4c:33:0c", port="hC", v4=[], v6=["2001:db8:10::30", "2001:db8:10::31"]),
 }
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def eui64(mac):
+    """The EUI-64 link-local of a MAC: what virt-l3 pins by default (link_local = "eui64")."""
+    b = [int(x, 16) for x in mac.split(":")]
+    b[0] ^= 0x02
+    iid = b[:3] + [0xff, 0xfe] + b[3:]
+    return socket.inet_ntop(socket.AF_INET6, bytes.fromhex("fe80000000000000") + bytes(iid))
+
+
+def first_fragment_rule():
+    """virt-l3's nftables rule against first fragments without the upper-layer header
+    (src/firewall/render.rs), installed in the lab's hypervisor in mode virt-l3."""
+    text = open(os.path.join(ROOT, "src/firewall/render.rs")).read()
+    m = re.search(r'FIRST_FRAGMENT_RULE: &str = "(.*)";', text)
+    return m.group(1).replace('\\"', '"')
+
+
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 CLONE_NEWNET = 0x40000000
@@ -120,6 +143,9 @@ class Lab:
                 self.guest(g, "ip", "addr", "add", f"{a}/128", "dev", "eth0", "nodad")
                 h("ip", "-6", "route", "add", f"{a}/128", "dev", "cloudbr0")
                 h("ip", "-6", "neigh", "replace", a, "lladdr", d["mac"], "dev", "cloudbr0", "nud", "permanent")
+            if d["v6"]:  # what the hook installs for the pinned link-local (no route)
+                h("ip", "-6", "neigh", "replace", eui64(d["mac"]), "lladdr", d["mac"], "dev", "cloudbr0",
+                  "nud", "permanent")
             if d["v4"]:
                 self.guest(g, "ip", "route", "add", f"{GW4}/32", "dev", "eth0")
                 self.guest(g, "ip", "route", "add", "default", "via", GW4, "dev", "eth0")
@@ -187,8 +213,22 @@ class Lab:
     def bind(self, mode):
         for g, d in GUESTS.items():
             self.virsh("nwfilter-binding-delete", d["port"], check=False)
+        self.host("nft", "delete", "table", "inet", "virt_l3_lab", check=False)
         if mode == "unfiltered":
             return
+        if mode == "virt-l3":
+            # virt-l3's inet table: the fragment rule before defragmentation, and
+            # conntrack (its `ct state` rules load it, and with it defragmentation).
+            rules = ("table inet virt_l3_lab {\n"
+                     "  set routed_bridges { type ifname; elements = { \"cloudbr0\" } }\n"
+                     "  chain fragments { type filter hook prerouting priority -450; policy accept;\n"
+                     f"    {first_fragment_rule()}\n  }}\n"
+                     "  chain guest_to_host { type filter hook input priority filter; policy accept;\n"
+                     "    ct state invalid counter drop\n  }\n}\n")
+            r = subprocess.run(["nsenter", "-t", str(self.holder), "-n", "--", "nft", "-f", "-"],
+                               input=rules, capture_output=True, text=True, timeout=30)
+            if r.returncode != 0:
+                raise RuntimeError(f"nft -f failed: {r.stderr.strip()}")
         for g, d in GUESTS.items():
             if mode == "virt-l3":
                 name = "virt-l3-nic-" + d["mac"].replace(":", "")
@@ -212,6 +252,9 @@ A, B, C = GUESTS["a"], GUESTS["b"], GUESTS["c"]
 BCAST = "ff:ff:ff:ff:ff:ff"
 LL_A = "fe80::5054:ff:fe4c:330a"
 LL_B = "fe80::5054:ff:fe4c:330b"
+LL_C = "fe80::5054:ff:fe4c:330c"
+assert LL_A == eui64(A["mac"]) and LL_C == eui64(C["mac"])
+GW6_NS_GROUP, GW6_NS_MAC = "ff02::1:ff00:1", "33:33:ff:00:00:01"
 
 
 def solicited(addr):
@@ -252,8 +295,22 @@ ATTACKS = [
      e() / IPv6(src=C["v6"][0], dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
     ("ipv6-outside-routed-prefix", "IPv6 only from its addresses", "a",
      e() / IPv6(src="2001:db8:2000::1", dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
-    ("ipv6-link-local-data", "link-local sources only for ND", "a",
-     e() / IPv6(src=LL_A, dst=GW6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-link-local-data", "link-local sources only for ND and ICMPv6 with fe80::1", "a",
+     e() / IPv6(src=LL_A, dst=HOST6) / ICMPv6EchoRequest(), ["br"]),
+    ("ipv6-other-link-local-echo", "IPv6 only from its pinned link-local", "a",
+     e() / IPv6(src="fe80::dead", dst=GW6) / ICMPv6EchoRequest(), ["br"]),
+    ("ns-from-other-guest-link-local", "ND only from its pinned link-local and addresses", "a",
+     e(dst=GW6_NS_MAC) / IPv6(src=LL_C, dst=GW6_NS_GROUP, hlim=255) / ICMPv6ND_NS(tgt=GW6) /
+     ICMPv6NDOptSrcLLAddr(lladdr=A["mac"]), ["br", "b", "c"]),
+    ("unicast-ns-from-other-guest-link-local", "ND only from its pinned link-local and addresses", "a",
+     e() / IPv6(src=LL_C, dst=GW6, hlim=255) / ICMPv6ND_NS(tgt=GW6) / ICMPv6NDOptSrcLLAddr(lladdr=A["mac"]),
+     ["br"]),
+    ("na-from-other-guest-link-local", "ND only from its pinned link-local and addresses", "a",
+     e(dst="33:33:00:00:00:01") / IPv6(src=LL_C, dst="ff02::1", hlim=255) / ICMPv6ND_NA(tgt=LL_C, R=0, S=0, O=1) /
+     ICMPv6NDOptDstLLAddr(lladdr=A["mac"]), ["br", "b", "c"]),
+    ("unicast-na-from-other-guest-link-local", "ND only from its pinned link-local and addresses", "a",
+     e() / IPv6(src=LL_C, dst=GW6, hlim=255) / ICMPv6ND_NA(tgt=LL_C, R=0, S=1, O=1) /
+     ICMPv6NDOptDstLLAddr(lladdr=A["mac"]), ["br"]),
     ("ipv6-link-local-mld", "link-local sources only for ND", "a",
      e(dst="33:33:00:00:00:16") / IPv6(src=LL_A, dst="ff02::16", hlim=1) / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2(),
      ["br", "b", "c"]),
@@ -334,6 +391,86 @@ ATTACKS = [
     ("ipv6-only-guest-sends-ipv4", "IPv6-only NIC: no IPv4/ARP", "c",
      Ether(src=C["mac"], dst=GW_MAC) / IP(src="192.0.2.30", dst=HOST4) / ICMP(), ["br"]),
 ]
+
+
+# --- attacks judged by their effect on the hypervisor ---------------------------------------
+def host_neighbour(lab, addr):
+    for line in lab.host("ip", "-6", "neigh", "show", "dev", "cloudbr0").stdout.splitlines():
+        if line.split()[:1] == [addr]:
+            return line
+    return ""
+
+
+def neighbour_count(lab):
+    return len(lab.host("ip", "-6", "neigh", "show", "dev", "cloudbr0").stdout.splitlines())
+
+
+def na_from_global(lab):
+    """A's global address advertises C's link-local with A's MAC to the gateway."""
+    frame = bytes(e() / IPv6(src=A["v6"][0], dst=GW6, hlim=255) / ICMPv6ND_NA(tgt=LL_C, R=0, S=1, O=1) /
+                  ICMPv6NDOptDstLLAddr(lladdr=A["mac"]))
+    lab.drain()
+    for _ in range(3):
+        lab.send("a", frame)
+    time.sleep(0.3)
+    arrived = any(frame[14:] in f for f in lab.drain()["br"])
+    line = host_neighbour(lab, LL_C)
+    return arrived, C["mac"] not in line, line or "no entry"
+
+
+def ns_flood(lab, count=500):
+    """500 solicitations for fe80::1 from random link-locals, A's MAC in the option."""
+    lab.host("ip", "-6", "neigh", "flush", "dev", "cloudbr0", check=False)  # not the permanent ones
+    before = neighbour_count(lab)
+    rng = random.Random(7)
+    frames = []
+    for _ in range(count):
+        src = "fe80::%x:%x:%x:%x" % tuple(rng.randrange(1, 0xffff) for _ in range(4))
+        frames.append(bytes(e(dst=GW6_NS_MAC) / IPv6(src=src, dst=GW6_NS_GROUP, hlim=255) / ICMPv6ND_NS(tgt=GW6) /
+                            ICMPv6NDOptSrcLLAddr(lladdr=A["mac"])))
+    lab.drain()
+    for f in frames:
+        lab.send("a", f)
+    time.sleep(0.5)
+    grown = neighbour_count(lab) - before
+    lab.host("ip", "-6", "neigh", "flush", "dev", "cloudbr0", check=False)
+    own = len(A["v6"]) + 1  # its addresses and its link-local
+    return grown >= count // 5, grown > own, f"{before} -> {before + grown} entries"
+
+
+def fragmented_dhcpv6_reply(lab):
+    """A DHCPv6 reply from A to C whose UDP header is in the second fragment: a 64-byte
+    destination-options header fills the first (RFC 7112 forbids such a first fragment)."""
+    marker = b"VL3FRAGDHCP6"
+    src, dst = A["v6"][0], C["v6"][0]
+    udp = bytes(IPv6(src=src, dst=dst) / UDP(sport=547, dport=546) / Raw(b"\x07" * 16 + marker))[40:]
+    opts = bytes(IPv6ExtHdrDestOpt(nh=17, options=[PadN(optdata=b"\x00" * 60)]))
+    assert len(opts) == 64, len(opts)
+    ident = random.Random(11).randrange(1 << 31)
+    first = e() / IPv6(src=src, dst=dst, nh=44) / IPv6ExtHdrFragment(nh=60, offset=0, m=1, id=ident) / Raw(opts)
+    second = e() / IPv6(src=src, dst=dst, nh=44) / IPv6ExtHdrFragment(nh=60, offset=len(opts) // 8, m=0, id=ident) / Raw(udp)
+    lab.drain()
+    for _ in range(3):
+        lab.send("a", bytes(first))
+        lab.send("a", bytes(second))
+    time.sleep(0.3)
+    seen = any(marker in f for f in lab.drain()["c"])
+    return seen, seen, "reached guest c" if seen else "not at guest c"
+
+
+EFFECT_ATTACKS = [
+    # (id, property, what counts as arriving without a filter, run -> (arrived, effect, detail))
+    ("na-from-global-for-other-link-local", "the hypervisor's neighbour for C's link-local stays C's",
+     "the NA reaches the hypervisor", na_from_global),
+    ("ns-flood-random-link-locals", "500 NS from random link-locals add no neighbour entries",
+     "the table grows by >= 100", ns_flood),
+    ("fragmented-dhcpv6-reply", "no first fragment without the upper-layer header (RFC 7112)",
+     "the reply reaches guest c", fragmented_dhcpv6_reply),
+]
+
+
+def run_effect_attacks(lab):
+    return {name: list(run(lab)) for name, _p, _c, run in EFFECT_ATTACKS}
 
 
 def marked(pkt, marker):
@@ -431,6 +568,9 @@ LEGIT = [
     ("c-a-routed-v6", "guest -> guest via hypervisor, IPv6 (reverse)", lambda l: ping(l, "c", A["v6"][0])),
     ("v4only-gateway", "IPv4-only guest -> gateway", lambda l: ping(l, "b", GW4)),
     ("v6only-host", "IPv6-only guest -> hypervisor via fe80::1", lambda l: ping(l, "c", HOST6)),
+    ("a-ping-fe80-1", "guest pings fe80::1 from its link-local", lambda l: ping(l, "a", "fe80::1%eth0")),
+    ("c-ping-fe80-1", "IPv6-only guest pings fe80::1 from its link-local", lambda l: ping(l, "c", "fe80::1%eth0")),
+    ("a-ping-169-254-0-1", "guest pings 169.254.0.1", lambda l: ping(l, "a", GW4)),
     ("dad-unique", "IPv6 DAD: probe leaves, address becomes usable", lambda l: dad(l, conflict=False)),
     ("dad-conflict", "IPv6 DAD: hypervisor's defence reaches the guest", lambda l: dad(l, conflict=True)),
     ("announce-self", "qemu announce-self RARP reaches the bridge", announce),
@@ -462,9 +602,11 @@ def main():
         lab.bind(mode)
         before = run_legit(lab)
         attacks = run_attacks(lab)
+        effects = run_effect_attacks(lab)
         after = run_legit(lab)
-        report[mode] = dict(before=before, attacks=attacks, after=after)
-        print(f"{mode}: {sum(not v for v in attacks.values())}/{len(attacks)} attacks blocked, "
+        report[mode] = dict(before=before, attacks=attacks, effects=effects, after=after)
+        blocked = sum(not v for v in attacks.values()) + sum(not v[1] for v in effects.values())
+        print(f"{mode}: {blocked}/{len(attacks) + len(effects)} attacks blocked, "
               f"legit before {sum(before.values())}/{len(before)}, after {sum(after.values())}/{len(after)}",
               flush=True)
     lab.bind("unfiltered")
@@ -490,6 +632,20 @@ def main():
                             f"(got {report['unfiltered']['attacks'][name]}): the test cannot see it")
         if "virt-l3" in report and report["virt-l3"]["attacks"][name]:
             failures.append(f"virt-l3: attack {name} ({prop}) got through to {report['virt-l3']['attacks'][name]}")
+    for name, prop, control, _run in EFFECT_ATTACKS:
+        cells = []
+        for m in modes:
+            arrived, effect, detail = report[m]["effects"][name]
+            if m == "unfiltered":
+                cells.append(f"arrives ({detail})" if arrived else f"MISSING ({detail})")
+            else:
+                cells.append(("blocked" if not arrived else "no effect") + f" ({detail})" if not effect
+                             else f"EFFECT ({detail})")
+        lines.append(f"| `{name}` (a) | {prop} | " + " | ".join(cells) + " |")
+        if "unfiltered" in report and not report["unfiltered"]["effects"][name][0]:
+            failures.append(f"control: attack {name}: without a filter, not seen ({control}): the test cannot see it")
+        if "virt-l3" in report and report["virt-l3"]["effects"][name][1]:
+            failures.append(f"virt-l3: attack {name} ({prop}) had its effect: {report['virt-l3']['effects'][name][2]}")
     lines += ["", "| legitimate flow | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
     for name, desc, _fn in LEGIT:
         cells = []

@@ -13,8 +13,7 @@ source "$here/../lib/libvirtd.sh"
 source "$here/../lib/e2e.sh"
 
 LAB=chk$$
-trap 'lab_stop "$LAB"' EXIT
-trap 'exit 130' INT TERM
+e2e_trap "$LAB" 30
 
 echo "check-libvirt: starting a private libvirtd (lab $LAB)"
 e2e_lab_start "$LAB" || { echo "check-libvirt: the lab did not start" >&2; exit 1; }
@@ -46,17 +45,10 @@ check "hook fails when the entry is gone" is hook fail
 
 # FRR (zebra + bgpd) with the shipped example, as tests/suites/e2e-bgp.sh runs it.
 check "routing-daemon fails before FRR runs" is routing-daemon fail
-sed -e 's/@ROUTER_ID@/192.0.2.2/g' -e 's/@LOCAL_AS@/65010/g' -e 's/@PEER_AS@/65001/g' \
-  -e 's/@PEER_V4@/192.0.2.1/g' -e 's/@PEER_V6@/2001:db8::1/g' \
-  "$E2E_ROOT/packaging/examples/frr.conf" | lab_write "$LAB" /etc/frr/frr.conf
-lab_exec "$LAB" chown frr:frr /etc/frr/frr.conf /run/frr
-frr_pids() { lab_exec "$LAB" cat /run/frr/zebra.pid /run/frr/bgpd.pid 2>/dev/null; }
-stop_frr() { local p; for p in $(frr_pids); do kill "$p" 2>/dev/null; done; }
-trap 'stop_frr; lab_stop "$LAB"' EXIT
-if lab_exec "$LAB" /usr/lib/frr/zebra -d -i /run/frr/zebra.pid &&
-  lab_exec "$LAB" /usr/lib/frr/bgpd -d -i /run/frr/bgpd.pid &&
-  poll 20 lab_exec "$LAB" vtysh -c 'show bgp summary' &&
-  lab_exec "$LAB" vtysh -b >/dev/null; then
+e2e_template "$E2E_ROOT/packaging/examples/frr.conf" 192.0.2.2 65010 65001 192.0.2.1 2001:db8::1 |
+  lab_write "$LAB" /etc/frr/frr.conf
+e2e_on_exit() { e2e_frr_stop "$LAB"; }
+if e2e_frr_start "$LAB"; then
   check "routing-daemon ok: FRR answers vtysh" is routing-daemon ok
   check "routing-config ok: FRR's running configuration redistributes cloudbr0" is routing-config ok
   lab_exec "$LAB" vtysh -c 'configure terminal' -c 'route-map VIRT-L3 permit 10' \

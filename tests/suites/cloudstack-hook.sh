@@ -23,16 +23,7 @@ if [ -z "${JAVA_HOME:-}" ] && [ ! -x /usr/lib/jvm/default-java/bin/java ]; then
 fi
 
 LAB=cshook$$
-cleanup() {
-  local rc=$?
-  if [ "$rc" != 0 ] || [ "$E2E_FAILURES" != 0 ]; then
-    echo "--- libvirtd log (tail) ---" >&2
-    lab_log "$LAB" 30 >&2 || true
-  fi
-  lab_stop "$LAB"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_trap "$LAB" 30
 
 echo "cloudstack-hook: starting a private libvirtd (lab $LAB)"
 e2e_lab_start "$LAB" || { echo "cloudstack-hook: the lab did not start" >&2; exit 1; }
@@ -42,8 +33,8 @@ lab_exec "$LAB" ip link set br-vlan100 up
 HOOKS=/etc/cloudstack/agent/hooks
 lab_write "$LAB" "$HOOKS/libvirt-vm-xml-transformer.groovy" <"$E2E_ROOT/hooks/cloudstack/libvirt-vm-xml-transformer.groovy"
 
-step() { echo "case ($SECONDS s): $*"; }
-virsh_() { lab_virsh "$LAB" "$@"; }
+step() { e2e_case "$@"; }
+virsh_() { e2e_virsh "$@"; }
 # The agent's call; $1: the virt-l3 binary the script runs.
 agent() {
   lab_exec "$LAB" env VIRT_L3_BIN="$1" groovy "$E2E_ROOT/tests/lib/cloudstack-agent-hook.groovy" \
@@ -54,8 +45,8 @@ has_filter() { [ "$(filter_of "$1" "$2")" = "$3" ]; }
 no_filter() { [ -z "$(filter_of "$1" "$2")" ]; }
 defined_with() { virsh_ nwfilter-dumpxml "$1" 2>/dev/null | grep "$2" >/dev/null; }
 not_defined() { ! virsh_ nwfilter-dumpxml "$1" >/dev/null 2>&1; }
-running() { [ "$(virsh_ domstate "$1" 2>/dev/null)" = running ]; }
-present() { [ -n "$(e2e_route "$LAB" "$1")" ]; }
+running() { e2e_running "$1"; }
+present() { e2e_present "$1"; }
 grep_q() { grep -q "$1" "$2"; }
 rc_is() { [ "$1" = "$2" ]; }
 

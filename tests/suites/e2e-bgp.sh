@@ -22,22 +22,18 @@ HV_AS=65000 PEER_AS=65001
 HV4=192.168.255.1 PEER4=192.168.255.2 HV6=fd00:255::1 PEER6=fd00:255::2
 peer_created=false
 
-cleanup() {
-  local rc=$?
-  if [ "$rc" != 0 ] || [ "$E2E_FAILURES" != 0 ]; then
-    echo "--- peer BIRD ---" >&2
-    peer_birdc show protocols >&2 2>&1 || true
-    echo "--- libvirtd log (tail) ---" >&2
-    lab_log "$LAB" 20 >&2 || true
-  fi
+e2e_on_failure() {
+  echo "--- peer BIRD ---" >&2
+  peer_birdc show protocols >&2 2>&1 || true
+}
+e2e_on_exit() {
   if [ "$peer_created" = true ]; then
     [ -s "$PDIR/bird.pid" ] && kill "$(cat "$PDIR/bird.pid")" 2>/dev/null
     ip netns del "$PEER" 2>/dev/null
   fi
-  lab_stop "$LAB"
+  return 0
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_trap "$LAB" 20
 
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
@@ -92,10 +88,7 @@ remetric() { # PREFIX OLD NEW
 remetric_both() { remetric "$1" "$3" "$4" && remetric "$2" "$3" "$4"; }
 established() { [ "$(peer_birdc show protocols | grep -c 'Established')" = 2 ]; }
 
-template() {
-  sed -e "s/@ROUTER_ID@/$HV4/g" -e "s/@LOCAL_AS@/$HV_AS/g" -e "s/@PEER_AS@/$PEER_AS/g" \
-    -e "s/@PEER_V4@/$PEER4/g" -e "s/@PEER_V6@/$PEER6/g" "$1"
-}
+template() { e2e_template "$1" "$HV4" "$HV_AS" "$PEER_AS" "$PEER4" "$PEER6"; }
 
 start_bird() {
   template "$E2E_ROOT/packaging/examples/bird.conf" >"$DIR/hv-bird.conf"
@@ -111,21 +104,9 @@ stop_bird() {
 start_frr() {
   template "$E2E_ROOT/packaging/examples/frr.conf" | lab_write "$LAB" /etc/frr/frr.conf || return 1
   grep -Eq '@[A-Z0-9_]+@' <(lab_exec "$LAB" cat /etc/frr/frr.conf) && { echo "untemplated placeholder in frr.conf" >&2; return 1; }
-  lab_exec "$LAB" chown frr:frr /etc/frr/frr.conf /run/frr
-  lab_exec "$LAB" /usr/lib/frr/zebra -d -i /run/frr/zebra.pid || return 1
-  lab_exec "$LAB" /usr/lib/frr/bgpd -d -i /run/frr/bgpd.pid || return 1
-  poll 20 lab_exec "$LAB" vtysh -c 'show bgp summary' || return 1
-  # How FRR's init script loads the integrated configuration.
-  lab_exec "$LAB" vtysh -b
+  e2e_frr_start "$LAB"
 }
-stop_frr() {
-  local d pid
-  for d in bgpd zebra; do
-    pid=$(lab_exec "$LAB" cat "/run/frr/$d.pid" 2>/dev/null) || continue
-    kill "$pid" 2>/dev/null
-    poll 10 bash -c '! kill -0 "$1"' _ "$pid"
-  done
-}
+stop_frr() { e2e_frr_stop "$LAB"; }
 
 RESULTS=()
 run_daemon() {

@@ -14,16 +14,7 @@ source "$here/../lib/libvirtd.sh"
 source "$here/../lib/e2e.sh"
 
 LAB=e2elv$$
-cleanup() {
-  local rc=$?
-  if [ "$rc" != 0 ] || [ "$E2E_FAILURES" != 0 ]; then
-    echo "--- libvirtd log (tail) ---" >&2
-    lab_log "$LAB" 40 >&2 || true
-  fi
-  lab_stop "$LAB"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_trap "$LAB" 40
 
 echo "e2e-libvirt: starting a private libvirtd (lab $LAB)"
 e2e_lab_start "$LAB" || { echo "e2e-libvirt: the lab did not start" >&2; exit 1; }
@@ -32,14 +23,14 @@ STATE=$(lab_dir "$LAB")/tmp/state
 lab_exec "$LAB" ip link add br-vlan100 type bridge
 lab_exec "$LAB" ip link set br-vlan100 up
 
-step() { echo "case ($SECONDS s): $*"; }
-virsh_() { lab_virsh "$LAB" "$@"; }
-present() { [ -n "$(e2e_route "$LAB" "$1")" ]; }
-absent() { [ -z "$(e2e_route "$LAB" "$1")" ]; }
+step() { e2e_case "$@"; }
+virsh_() { e2e_virsh "$@"; }
+present() { e2e_present "$1"; }
+absent() { e2e_absent "$1"; }
 neigh_is() { e2e_neigh "$LAB" "$1" | grep -i "lladdr $2 PERMANENT" >/dev/null; }
 no_neigh() { ! e2e_neigh "$LAB" "$1" | grep lladdr >/dev/null; }
-running() { [ "$(virsh_ domstate "$1" 2>/dev/null)" = running ]; }
-shut_off() { [ "$(virsh_ domstate "$1" 2>/dev/null)" = "shut off" ]; }
+running() { e2e_running "$1"; }
+shut_off() { e2e_shut_off "$1"; }
 no_record() { ! grep -rqs "$1" "$STATE"; }
 status_ok() { lab_exec "$LAB" "$E2E_BIN" status >/dev/null; }
 status_bad() { ! status_ok; }

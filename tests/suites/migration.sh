@@ -428,7 +428,8 @@ step() {
 }
 seq_start() { hook "$1" prepare && hook "$1" start && hook "$1" started; }
 seq_incoming() { hook "$1" migrate && hook "$1" prepare && hook "$1" start && hook "$1" started; }
-seq_stop() { hook "$1" stopped end && hook "$1" release end && status_gone "$1"; }
+# libvirt's qemuProcessStop: `stopped`, taps deleted, status file removed, `release`.
+seq_stop() { hook "$1" stopped end && status_gone "$1" && hook "$1" release end; }
 switch_over() { # SRC DST GAP: source paused, GAP seconds, destination running
   status "$1" paused migration
   T_SWITCH=$(now)
@@ -505,7 +506,7 @@ step "B: status running (arrived)" B $M_ARRIVED "A:$M_LEAVING B:$M_ARRIVED" eval
 step "B: hold over (watch's timer; no event)" B $M_ACTIVE "A:$M_LEAVING B:$M_ACTIVE" true
 hold_ms=$(awk -v a="$STEP_T" -v b="$T_RUN" -v k="$STEP_TK" 'BEGIN { printf "%d", (a - b) * 1000 + k }')
 check "slow: B kept the arrived metric ${hold_ms} ms after running (arrived_hold_seconds = $HOLD)" hold_ok "$hold_ms"
-step "A: stopped, release, status file removed" A "" "B:$M_ACTIVE" seq_stop A
+step "A: stopped, status file removed, release" A "" "B:$M_ACTIVE" seq_stop A
 sleep 0.3
 sampler_stop
 check "hvB holds the VM's routes at metric 100" kernel_is B $M_ACTIVE
@@ -521,7 +522,7 @@ T_RUN=""
 step "A: migrate, prepare, start, started" A $M_STANDBY "A:$M_STANDBY B:$M_ACTIVE" seq_incoming A
 step "A: status paused/migration" A $M_STANDBY "A:$M_STANDBY B:$M_ACTIVE" status A paused migration
 step "B: status paused/migration (switch-over)" B $M_LEAVING "A:$M_STANDBY B:$M_LEAVING" eval 'status B paused migration; T_SWITCH=$(now)'
-step "A: stopped, release (destination killed)" A "" "B:$M_LEAVING" seq_stop A
+step "A: stopped, status file removed, release (destination killed)" A "" "B:$M_LEAVING" seq_stop A
 step "B: status running (source resumes)" B $M_ACTIVE "B:$M_ACTIVE" status B running "migration canceled"
 sleep 0.3
 sampler_stop

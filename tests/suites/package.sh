@@ -70,6 +70,9 @@ routes_present() {
     grep -q '^2001:678:3a4:8000::/56 via 2001:678:3a4:100::80 dev cloudbr0' <<<"$r"
 }
 routes_absent() { [ -z "$(routes)" ]; }
+tables() { in_lab nft list tables 2>/dev/null | grep ' virt_l3$'; } # virt-l3's nftables tables
+tables_present() { [ "$(tables | wc -l)" = 3 ]; }
+tables_absent() { [ -z "$(tables)" ]; }
 filter_uuids() { virsh_lab nwfilter-list | awk '$2 ~ /^virt-l3-no-/ { print $2, $1 }' | sort; }
 
 step "build the packages"
@@ -96,6 +99,11 @@ ok "built $(basename "$deb1"), $(basename "$deb2"), $(basename "$rpmf"), $(basen
 step "the .deb's metadata"
 info=$(dpkg-deb -f "$deb1")
 check "depends on libvirt-daemon (>= 6.5), which runs qemu.d/ hooks" grep -q '^Depends:.*libvirt-daemon (>= 6.5)' <<<"$info"
+check "depends on nftables (the nft binary installs virt-l3's tables)" grep -q '^Depends:.*nftables' <<<"$info"
+prerm=$(dpkg-deb --ctrl-tarfile "$deb1" | tar -xO ./prerm)
+postrm=$(dpkg-deb --ctrl-tarfile "$deb1" | tar -xO ./postrm)
+check "prerm removes virt-l3's nftables tables (with the binary)" grep -q '^virt_l3_remove_firewall$' <<<"$prerm"
+check "postrm removes what is left of them by name" grep -q '^    virt_l3_remove_tables_by_name$' <<<"$postrm"
 check "conffiles: exactly /etc/virt-l3/config.toml" \
   test "$(dpkg-deb --ctrl-tarfile "$deb1" | tar -xO ./conffiles)" = /etc/virt-l3/config.toml
 contents=$(dpkg-deb -c "$deb1" | awk '{ print $6 }')
@@ -132,6 +140,7 @@ check "config flags: %config(noreplace)" \
 req=$(rpm -qp --requires "$rpmf")
 check "requires libvirt-daemon-driver-qemu >= 6.5.0" grep -qx 'libvirt-daemon-driver-qemu >= 6.5.0' <<<"$req"
 check "requires /bin/sh for its scriptlets" grep -qx '/bin/sh' <<<"$req"
+check "requires nftables (the nft binary installs virt-l3's tables)" grep -qx 'nftables' <<<"$req"
 scripts=$(rpm -qp --scripts "$rpmf")
 for s in 'postinstall scriptlet' 'preuninstall scriptlet' 'postuninstall scriptlet'; do
   grep -q "^$s" <<<"$scripts" || fail "the .rpm has no $s"
@@ -144,6 +153,8 @@ grep -q '^virt_l3_install_hook$' <<<"$post" && grep -q 'systemctl --no-reload en
 grep -q '^\[ "\$1" -eq 0 \] || exit 0$' <<<"$preun" && grep -q '^virt_l3_drop_hook$' <<<"$preun" &&
   grep -q 'systemctl --no-reload disable \$VIRT_L3_UNITS' <<<"$preun" || fail "%preun: only on erase; units, hook"
 grep -q 'rm -rf /run/virt-l3' <<<"$postun" || fail "%postun: state"
+grep -q '^virt_l3_remove_firewall$' <<<"$preun" && grep -q '^  virt_l3_remove_tables_by_name$' <<<"$postun" ||
+  fail "%preun/%postun: virt-l3's nftables tables removed on erase"
 grep -q 'VIRT_L3_HOOK_DIR=/etc/libvirt/hooks/qemu.d' <<<"$post" || fail "scriptlets: hook path"
 ok "%post installs the hook, defines nwfilters, enables units; %preun (erase only) stops, disables, drops the hook; %postun clears state"
 # The scriptlets also run for real in the lab, with rpm's own arguments (last step).
@@ -165,6 +176,7 @@ in_lab /bin/sh -e -c "
 check "libvirtd answers in the lab" virsh_lab version >/dev/null
 check "no hook in the lab before installation" test -z "$(in_lab ls -A /etc/libvirt/hooks/qemu.d)"
 check "no /etc/libvirt/hooks/qemu in the lab (only the packaged hook can route)" absent /etc/libvirt/hooks/qemu
+check "no virt-l3 nwfilter in the lab before installation (the host's are not the lab's)" test -z "$(filter_uuids)"
 in_lab ip link add cloudbr0 type bridge
 in_lab ip link set cloudbr0 up
 sed -e "/<filterref/d" -e "/<target dev=/d" testdata/domains/dual-stack.xml >"$tmp/domain.xml"
@@ -182,6 +194,11 @@ check "the units pass systemd-analyze verify" in_lab env SYSTEMD_LOG_LEVEL=err s
   /lib/systemd/system/virt-l3-watch.service /lib/systemd/system/virt-l3-reconcile.service
 check "the man page renders" in_lab sh -c 'MANPAGER=cat man virt-l3 2>/dev/null | grep "virt-l3-status" >/dev/null'
 check "the packaged config loads: virt-l3 status runs with it" in_lab /usr/bin/virt-l3 --config /etc/virt-l3/config.toml status
+check "the reconcile unit installs virt-l3's nftables tables at boot" \
+  in_lab grep -qx 'ExecStartPre=/usr/bin/virt-l3 firewall install' /lib/systemd/system/virt-l3-reconcile.service
+# What the reconcile unit does at boot (no systemd runs in the lab).
+check "virt-l3 firewall install (as the reconcile unit runs it)" in_lab /usr/bin/virt-l3 firewall install
+check "the tables are in the kernel" tables_present
 uuids1=$(filter_uuids)
 check "base nwfilters defined from the templates: $(echo $(awk '{print $1}' <<<"$uuids1"))" \
   test "$(awk '{print $1}' <<<"$uuids1")" = "$(sort <<<"$TEMPLATES")"
@@ -221,6 +238,8 @@ in_lab dpkg -r virt-l3 >"$tmp/remove.log" 2>&1 || { cat "$tmp/remove.log" >&2; f
 sed 's/^/  | /' "$tmp/remove.log"
 check "hook entry gone" absent "$HOOK"
 check "binary gone" absent /usr/bin/virt-l3
+check "virt-l3's nftables tables removed by dpkg -r" tables_absent
+grep -q "removed virt-l3's nftables tables" "$tmp/remove.log" || fail "the prerm did not say it removed the tables"
 check "config kept until purge (conffile)" in_lab test -f /etc/virt-l3/config.toml
 virsh_lab start "$DOM" >/dev/null || fail "libvirtd cannot start $DOM after the removal"
 check "no hook runs any more: $DOM starts without routes" routes_absent
@@ -287,7 +306,10 @@ check "rpm -U: the edited config is kept" in_lab grep -qx 'require_nwfilter = fa
 check "rpm -U: routes untouched" routes_present
 virsh_lab destroy "$DOM" >/dev/null
 check "rpm: the upgraded hook removes the routes" routes_absent
+check "rpm: virt-l3 firewall install" in_lab /usr/bin/virt-l3 firewall install
+check "rpm: the tables are in the kernel" tables_present
 in_lab $RPMQ -e virt-l3 >"$tmp/rpm-e.log" 2>&1 || { cat "$tmp/rpm-e.log" >&2; fail "rpm -e"; }
+check "rpm -e: virt-l3's nftables tables removed" tables_absent
 sed 's/^/  | /' "$tmp/rpm-e.log"
 for p in "$HOOK" /usr/bin/virt-l3 /run/virt-l3 /usr/share/virt-l3 /usr/share/doc/virt-l3 /usr/share/licenses/virt-l3 \
   /usr/lib/systemd/system/virt-l3-watch.service /etc/systemd/system/multi-user.target.wants/virt-l3-watch.service \

@@ -59,5 +59,45 @@ pub(super) fn rules(n: &NicView) -> Vec<Rule> {
             );
         }
     }
+    if !n.v6.is_empty() {
+        link_local_icmpv6(n, &mut r);
+    }
     r.into_vec()
+}
+
+/// Unicast ICMPv6 between the guest's link-local and the IPv6 gateway (echo, its
+/// errors), both ways: `ping -6 fe80::1%eth0`.
+fn link_local_icmpv6(n: &NicView, r: &mut Rules) {
+    let (ll, mask, label) = &n.link_local;
+    for g in &n.gateways6 {
+        let mut out = n.unicast_out();
+        out.extend([
+            ("srcipaddr", ll.as_str()),
+            ("srcipmask", *mask),
+            ("dstipaddr", g.as_str()),
+            ("dstipmask", "128"),
+            ("protocol", "icmpv6"),
+        ]);
+        r.add(
+            Accept,
+            Out,
+            "ipv6",
+            &out,
+            format!("ICMPv6 from {label} to the gateway {g}"),
+        );
+        r.add(
+            Accept,
+            In,
+            "ipv6",
+            &[
+                ("dstmacaddr", n.mac.as_str()),
+                ("srcipaddr", g.as_str()),
+                ("srcipmask", "128"),
+                ("dstipaddr", ll.as_str()),
+                ("dstipmask", mask),
+                ("protocol", "icmpv6"),
+            ],
+            format!("ICMPv6 from the gateway {g} to {label}"),
+        );
+    }
 }

@@ -9,9 +9,10 @@
 //! | -800     | drop RA, redirects, DHCP servers (`virt-l3-no-router`) | drop IPv6 redirects          |
 //! | -700     | accept ARP from its MAC and IPv4 addresses    | accept ARP for its IPv4 addresses       |
 //! | -690     | accept qemu's announce-self RARP              |                                         |
-//! | -600     | accept neighbour discovery and DAD            | accept neighbour discovery              |
+//! | -600     | accept neighbour discovery and DAD from its link-local and addresses | accept neighbour discovery |
+//! | -590     | drop any other neighbour discovery            |                                         |
 //! | -550     | drop other broadcast/multicast (`virt-l3-no-multicast`) |                               |
-//! | -500     | accept IP from its addresses and prefixes     | accept IP to its addresses and prefixes |
+//! | -500     | accept IP from its addresses and prefixes, ICMPv6 from its link-local to fe80::1 | accept IP to them, ICMPv6 from fe80::1 to its link-local |
 //! | 1000     | drop everything else (`virt-l3-no-other`)     | same                                    |
 //!
 //! The rows naming a template live in `nwfilter-templates/`; every other row is
@@ -42,6 +43,8 @@ pub const PRIO_ARP: i16 = -700;
 pub const PRIO_ANNOUNCE: i16 = -690;
 /// IPv6 neighbour discovery and duplicate address detection.
 pub const PRIO_ND: i16 = -600;
+/// Neighbour discovery from any other source or to any other destination.
+pub const PRIO_ND_OTHER: i16 = -590;
 /// Template `virt-l3-no-multicast`: the remaining broadcast and multicast from the guest.
 pub const PRIO_NO_MULTICAST: i16 = -550;
 /// IP from and to the NIC's addresses and routed prefixes.
@@ -53,11 +56,12 @@ pub const PRIO_NO_OTHER: i16 = 1000;
 type Layer = fn(&NicView) -> Vec<Rule>;
 
 /// The per-NIC layers, in priority order (the templates fill the gaps).
-const LAYERS: [(i16, Layer); 5] = [
+const LAYERS: [(i16, Layer); 6] = [
     (PRIO_SOURCE_MAC, source_mac::rules),
     (PRIO_ARP, arp::rules),
     (PRIO_ANNOUNCE, announce::rules),
     (PRIO_ND, nd::rules),
+    (PRIO_ND_OTHER, nd::drop_others),
     (PRIO_ADDRESSES, addresses::rules),
 ];
 
@@ -70,6 +74,32 @@ pub fn nic_filter(nic: &Nic, config: &Config) -> Filter {
         references: TEMPLATES.iter().map(|t| t.name.to_string()).collect(),
         rules: LAYERS.iter().flat_map(|(_, layer)| layer(&view)).collect(),
     }
+}
+
+/// Written into the comment of a per-NIC filter's first rule, before the UUID of
+/// the domain the filter was rendered for: libvirt keeps rule comments (not XML
+/// comments), so `virsh nwfilter-dumpxml` shows whose filter it is, and
+/// `nwfilter define` refuses to overwrite another domain's.
+pub const OWNER_MARK: &str = "filter of domain ";
+
+/// [`nic_filter`] recording the domain it belongs to (`owner`: its UUID).
+pub fn nic_filter_of(owner: &str, nic: &Nic, config: &Config) -> Filter {
+    let mut f = nic_filter(nic, config);
+    if let Some(first) = f.rules.first_mut() {
+        first.comment = format!("{} ({OWNER_MARK}{owner})", first.comment);
+    }
+    f.header.insert(
+        1,
+        format!("Domain: {owner} (nwfilter define refuses to overwrite another domain's filter)."),
+    );
+    f
+}
+
+/// The UUID of the domain a defined filter's XML says it belongs to, if it says so.
+pub fn recorded_owner(xml: &str) -> Option<String> {
+    let at = xml.find(OWNER_MARK)? + OWNER_MARK.len();
+    let uuid = xml.get(at..at + 36)?;
+    crate::plan::is_valid_uuid(uuid).then(|| uuid.to_string())
 }
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! IPv6 neighbour discovery (priority -600), IPv6 NICs only.
 
-use super::super::{Action::Accept, Direction::FromGuest as Out, Direction::ToGuest as In, Rule};
+use super::super::{
+    Action::{Accept, Drop},
+    Direction::FromGuest as Out,
+    Direction::ToGuest as In,
+    Rule,
+};
 use super::view::{NicView, Rules};
-use super::PRIO_ND;
+use super::{PRIO_ND, PRIO_ND_OTHER};
 
 const IPV6_MULTICAST_MAC: (&str, &str) = ("33:33:00:00:00:00", "ff:ff:00:00:00:00");
 const SOLICITED_NODES: (&str, &str) = ("ff02::1:ff00:0", "104");
 const ALL_NODES: &str = "ff02::1";
 const ALL_ROUTERS: &str = "ff02::2";
-const LINK_LOCAL: (&str, &str) = ("fe80::", "10");
 
 const NS: &str = "135";
 const NA: &str = "136";
@@ -32,10 +36,11 @@ pub(super) fn rules(n: &NicView) -> Vec<Rule> {
 
 /// Solicitations and advertisements from its link-local and own addresses, and DAD.
 fn from_guest(n: &NicView, r: &mut Rules) {
+    let (ll, ll_mask, ll_label) = &n.link_local;
     let mut sources = vec![NdSource {
-        address: LINK_LOCAL.0.into(),
-        mask: LINK_LOCAL.1,
-        label: "a link-local address".into(),
+        address: ll.clone(),
+        mask: ll_mask,
+        label: ll_label.clone(),
     }];
     sources.extend(n.v6.iter().map(|a| NdSource {
         address: a.to_string(),
@@ -99,24 +104,44 @@ fn from_guest(n: &NicView, r: &mut Rules) {
         ],
         "duplicate address detection: neighbour solicitation from the unspecified address".into(),
     );
-    let mut unicast = n.unicast_out();
-    unicast.extend([
-        ("srcipaddr", LINK_LOCAL.0),
-        ("srcipmask", LINK_LOCAL.1),
-        ("protocol", "icmpv6"),
-        ("type", NS),
-        ("typeend", NA),
-    ]);
-    r.add(
-        Accept,
-        Out,
-        "ipv6",
-        &unicast,
-        format!(
-            "unicast neighbour solicitation/advertisement{} from a link-local address",
-            n.to_gateway()
-        ),
-    );
+    for s in &sources {
+        let mut unicast = n.unicast_out();
+        unicast.extend([
+            ("srcipaddr", s.address.as_str()),
+            ("srcipmask", s.mask),
+            ("protocol", "icmpv6"),
+            ("type", NS),
+            ("typeend", NA),
+        ]);
+        r.add(
+            Accept,
+            Out,
+            "ipv6",
+            &unicast,
+            format!(
+                "unicast neighbour solicitation/advertisement{} from {}",
+                n.to_gateway(),
+                s.label
+            ),
+        );
+    }
+}
+
+/// Every other neighbour discovery message from the guest (RS to NA, redirects):
+/// from another source, to another destination. Nothing for an IPv4-only NIC
+/// (its IPv6 is dropped anyway).
+pub(super) fn drop_others(n: &NicView) -> Vec<Rule> {
+    let mut r = Rules::at(PRIO_ND_OTHER);
+    if !n.v6.is_empty() {
+        r.add(
+            Drop,
+            Out,
+            "ipv6",
+            &[("protocol", "icmpv6"), ("type", "133"), ("typeend", "137")],
+            "drop neighbour discovery from any other source or to any other destination".into(),
+        );
+    }
+    r.into_vec()
 }
 
 /// Solicitations to its groups, advertisements to all nodes and to its link-local address.
@@ -157,12 +182,12 @@ fn to_guest(n: &NicView, r: &mut Rules) {
         "ipv6",
         &[
             ("dstmacaddr", &n.mac),
-            ("dstipaddr", LINK_LOCAL.0),
-            ("dstipmask", LINK_LOCAL.1),
+            ("dstipaddr", &n.link_local.0),
+            ("dstipmask", n.link_local.1),
             ("protocol", "icmpv6"),
             ("type", "134"),
             ("typeend", NA),
         ],
-        "to the guest, neighbour discovery to its link-local address".into(),
+        format!("to the guest, neighbour discovery to {}", n.link_local.2),
     );
 }

@@ -6,13 +6,14 @@ use super::*;
 use crate::nwfilter::plan_for_filters;
 
 /// Every row of the table, in order: the layers of this module and the templates.
-const TABLE: [i16; 9] = [
+const TABLE: [i16; 10] = [
     PRIO_SOURCE_MAC,
     PRIO_NO_VLAN,
     PRIO_NO_ROUTER,
     PRIO_ARP,
     PRIO_ANNOUNCE,
     PRIO_ND,
+    PRIO_ND_OTHER,
     PRIO_NO_MULTICAST,
     PRIO_ADDRESSES,
     PRIO_NO_OTHER,

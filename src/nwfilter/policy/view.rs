@@ -15,6 +15,11 @@ pub(super) struct NicView<'a> {
     pub gateway: Option<String>,
     pub v4: Vec<IpAddr>,
     pub v6: Vec<IpAddr>,
+    /// The IPv6 link-local source(s) the guest may use, as (address, mask, label):
+    /// its pinned address, or all of fe80::/10 when not pinned.
+    pub link_local: (String, &'static str, String),
+    /// The IPv6 link-local gateways (`fe80::1`).
+    pub gateways6: Vec<String>,
 }
 
 impl<'a> NicView<'a> {
@@ -32,6 +37,20 @@ impl<'a> NicView<'a> {
             gateway: config.gateway_mac.map(|m| m.to_string()),
             v4: family(false),
             v6: family(true),
+            link_local: match nic.link_local {
+                Some(ll) => (
+                    ll.to_string(),
+                    "128",
+                    format!("its link-local address {ll}"),
+                ),
+                None => ("fe80::".into(), "10", "a link-local address".into()),
+            },
+            gateways6: config
+                .gateways
+                .iter()
+                .filter(|g| matches!(g, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 

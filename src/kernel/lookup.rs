@@ -1,0 +1,77 @@
+//! FIB lookups of single addresses (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`): one
+//! request per address, all in flight together, so the cost does not grow with
+//! the number of interfaces or routes on the host.
+
+use std::net::IpAddr;
+
+use futures::StreamExt;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteType};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::Handle;
+
+use super::netlink::{family, route_address};
+use super::reads::kernel_route;
+use super::{KernelError, RouteLookup};
+
+/// What the host's FIB says of `ip`: whether it is local, and the main-table
+/// unicast route it matches (with that route's prefix, gateway and interface).
+/// No route at all is not an error.
+pub(super) async fn lookup(handle: &Handle, ip: IpAddr) -> Result<RouteLookup, KernelError> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(ip);
+    m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
+    m.header.flags = RouteFlags::FibMatch;
+    m.attributes
+        .push(RouteAttribute::Destination(route_address(ip)));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
+    req.header.flags = NLM_F_REQUEST;
+    let mut answers = handle
+        .clone()
+        .request(req)
+        .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
+    let mut out = RouteLookup {
+        address: ip,
+        local: false,
+        route: None,
+    };
+    while let Some(msg) = answers.next().await {
+        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) = msg.payload {
+            out.local |= r.header.kind == RouteType::Local;
+            if out.route.is_none() {
+                out.route = kernel_route(&r);
+            }
+        }
+        // An error (no route at all) means: not local, no route.
+    }
+    Ok(out)
+}
+
+/// Every address's lookup, in order.
+pub(super) async fn lookups(
+    handle: &Handle,
+    addresses: &[IpAddr],
+) -> Result<Vec<RouteLookup>, KernelError> {
+    futures::future::join_all(addresses.iter().map(|ip| lookup(handle, *ip)))
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// The name of the interface with this index, if it exists.
+pub(super) async fn link_name(handle: &Handle, index: u32) -> Result<Option<String>, KernelError> {
+    let mut s = handle.link().get().match_index(index).execute();
+    match futures::TryStreamExt::try_next(&mut s).await {
+        Ok(Some(link)) => Ok(link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) if matches!(super::netlink::errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+        Err(e) => Err(KernelError::from_rtnetlink(
+            format!("look up interface index {index}"),
+            e,
+        )),
+    }
+}

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Live migration of a real guest (issue 19; tests/lib/guest.sh): two private libvirtd
+# instances (hv1, hv2: own mount and network namespaces, own host UUID), each with
+# virt-l3 as its qemu.d hook, `virt-l3 watch` running, virt-l3's nwfilter bound when
+# available, cloudbr0 with the same gateway MAC, BIRD with packaging/examples/bird.conf;
+# an upstream router (BIRD, packaging/examples/bird-upstream.conf + kernel export) peers
+# with both. A migration network (veth hv1 <-> hv2) carries QEMU's stream. The guest goes
+# hv1 -> hv2 -> hv1 with
+#   virsh migrate --live --persistent --undefinesource DOM \
+#     'qemu+unix:///system?socket=/proc/HOLDER/root/run/libvirt/libvirt-sock' tcp://ADDR
+# while the upstream pings it at 50 Hz over both families. Per migration and family:
+# pings sent, lost, duplicated, the longest gap between replies; the timeline (ms, from
+# the destination's "Resumed Migrated" event): source suspended, kernel route changes on
+# both hypervisors, upstream route change (its kernel, fed by BIRD). Results go to
+# REAL_MIGRATION_RESULTS (default target/guest/migration-results.txt).
+# Then a migration hv1 -> hv2 cancelled mid-way (--bandwidth 1, virsh domjobabort): the
+# source keeps running and stays the upstream's path (metric 100), no ping is lost, the
+# destination is left without the domain or any proto-52 route.
+# Measures the timings; asserts only what must hold (migration succeeds, the guest answers
+# after each, no duplicate, the source left clean; the cancelled case above).
+# Needs root, qemu-system-x86, bird2; ~1.5 minutes.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib/libvirtd.sh
+source "$here/../lib/libvirtd.sh"
+# shellcheck source=../lib/e2e.sh
+source "$here/../lib/e2e.sh"
+# shellcheck source=../lib/guest.sh
+source "$here/../lib/guest.sh"
+
+H1=rgm1$$ H2=rgm2$$ UP=vl3rgmu$$
+UP_AS=65001 AS1=65010 AS2=65020
+A1=10.255.1.1 U1=10.255.1.2 A16=fd00:255:1::1 U16=fd00:255:1::2
+A2=10.255.2.1 U2=10.255.2.2 A26=fd00:255:2::1 U26=fd00:255:2::2
+M1=10.255.9.1 M2=10.255.9.2
+GW_MAC=02:00:00:00:00:01
+DOM=rgm-1 UUID=55555555-0000-4000-8000-000000000001 MAC=52:54:00:00:55:01
+V4=192.0.2.51 V6=2001:db8:5::51
+RESULTS=${REAL_MIGRATION_RESULTS:-$E2E_ROOT/target/guest/migration-results.txt}
+W=$(mktemp -d /tmp/vl3rgm.XXXXXX)
+PIDS=()
+up_created=false
+
+cleanup() {
+  local rc=$? p
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [ "$rc" != 0 ] || [ "$E2E_FAILURES" != 0 ]; then
+    tail -n 20 "$W/$DOM.console" >&2 2>/dev/null
+    birdc -s "$W/up/bird.ctl" show protocols >&2 2>&1
+    for h in "$H1" "$H2"; do echo "--- $h ---" >&2; lab_log "$h" 15 >&2; tail -n 10 "$W/$h.watch.log" >&2; done
+  fi
+  if [ "$up_created" = true ]; then
+    [ -s "$W/up/bird.pid" ] && kill "$(cat "$W/up/bird.pid")" 2>/dev/null
+    ip netns del "$UP" 2>/dev/null
+  fi
+  lab_stop "$H1"
+  lab_stop "$H2"
+  if [ "${REAL_MIGRATION_KEEP:-0}" = 1 ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+step() { echo "case ($SECONDS s): $*"; }
+
+guest_build || exit 1
+mkdir -p "$W/up" "$(dirname "$RESULTS")"
+ip netns add "$UP" || exit 1
+up_created=true
+ip -n "$UP" link set lo up
+
+hv_up() { # LAB HOST_UUID ADDR4 UP4 ADDR6 UP6 UPSIDE AS
+  local lab=$1 ns
+  e2e_lab_start "$lab" "gateway_mac = \"$GW_MAC\"" || return 1
+  printf '\nhost_uuid = "%s"\n' "$2" >>"$(lab_dir "$lab")/etc-libvirt/libvirtd.conf"
+  lab_libvirtd_restart "$lab" || return 1
+  ns=$(lab_netns "$lab")
+  lab_exec "$lab" ip link set cloudbr0 address "$GW_MAC"
+  ip -n "$ns" link add up0 type veth peer name "$7" netns "$UP"
+  lab_exec "$lab" ip addr add "$3/30" dev up0
+  lab_exec "$lab" ip addr add "$5/64" dev up0 nodad
+  lab_exec "$lab" ip link set up0 up
+  lab_exec "$lab" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+  ip -n "$UP" addr add "$4/30" dev "$7"
+  ip -n "$UP" addr add "$6/64" dev "$7" nodad
+  ip -n "$UP" link set "$7" up
+  sed -e "s/@ROUTER_ID@/$3/g" -e "s/@LOCAL_AS@/$8/g" -e "s/@PEER_AS@/$UP_AS/g" \
+    -e "s/@PEER_V4@/$4/g" -e "s/@PEER_V6@/$6/g" -e "s|^log syslog all;|log \"$W/$lab.bird.log\" all;|" \
+    "$E2E_ROOT/packaging/examples/bird.conf" >"$W/$lab.bird.conf"
+  lab_exec "$lab" bird -c "$W/$lab.bird.conf" -s "$W/$lab.bird.ctl" -P "$W/$lab.bird.pid" || return 1
+  lab_exec "$lab" "$E2E_BIN" watch 2>"$W/$lab.watch.log" &
+  PIDS+=($!)
+}
+step "two hypervisors, the upstream"
+hv_up "$H1" 11111111-aaaa-4000-8000-000000000001 "$A1" "$U1" "$A16" "$U16" hv1 "$AS1" || exit 1
+hv_up "$H2" 11111111-aaaa-4000-8000-000000000002 "$A2" "$U2" "$A26" "$U26" hv2 "$AS2" || exit 1
+BIN1=$(lab_dir "$H1")/tmp/virt-l3
+ip -n "$(lab_netns "$H1")" link add mig0 type veth peer name mig0 netns "$(lab_netns "$H2")"
+lab_exec "$H1" ip addr add "$M1/30" dev mig0
+lab_exec "$H1" ip link set mig0 up
+lab_exec "$H2" ip addr add "$M2/30" dev mig0
+lab_exec "$H2" ip link set mig0 up
+sed -e "s/@ROUTER_ID@/10.255.0.1/g" -e "s/@LOCAL_AS@/$UP_AS/g" \
+  -e "s/@HV1_AS@/$AS1/g" -e "s/@HV1_V4@/$A1/g" -e "s/@HV1_V6@/$A16/g" \
+  -e "s/@HV2_AS@/$AS2/g" -e "s/@HV2_V4@/$A2/g" -e "s/@HV2_V6@/$A26/g" \
+  -e "s|^log syslog all;|log \"$W/up/bird.log\" all;|" \
+  "$E2E_ROOT/packaging/examples/bird-upstream.conf" >"$W/up/bird.conf"
+cat >>"$W/up/bird.conf" <<'EOF'
+protocol kernel { ipv4 { import none; export all; }; }
+protocol kernel { ipv6 { import none; export all; }; }
+EOF
+ip netns exec "$UP" bird -c "$W/up/bird.conf" -s "$W/up/bird.ctl" -P "$W/up/bird.pid" || exit 1
+established() { [ "$(birdc -s "$W/up/bird.ctl" show protocols | grep -c Established)" = 4 ]; }
+check "four BGP sessions established at the upstream" poll 90 established
+
+# Timelines: route changes in each namespace, libvirt events on each hypervisor.
+ip -n "$UP" -ts monitor route >"$W/up.routes" 2>&1 &
+PIDS+=($!)
+for h in "$H1" "$H2"; do
+  lab_exec "$h" ip -ts monitor route >"$W/$h.routes" 2>&1 &
+  PIDS+=($!)
+  lab_exec "$h" virsh -c qemu:///system event --all --loop --timestamp >"$W/$h.events" 2>&1 &
+  PIDS+=($!)
+done
+
+step "start the guest on hv1"
+E2E_BIN=$BIN1
+guest_domain "$DOM" "$UUID" "$W" "$MAC,cloudbr0,$V4,$V6" >"$W/dom.xml"
+e2e_define "$H1" <"$W/dom.xml" || exit 1
+# The destination needs the domain's filters too (an operator's tooling defines them on every host).
+[ "$E2E_USE_NWFILTER" = true ] && lab_exec "$H2" "$(lab_dir "$H2")/tmp/virt-l3" nwfilter define -c qemu:///system <"$W/dom.xml" >/dev/null
+echo "  nwfilter bound on both: $E2E_USE_NWFILTER"
+check "initrd from guest-config" guest_initrd "$H1" "$DOM" "$W/$DOM.initrd"
+check "virsh start on hv1" lab_virsh "$H1" start "$DOM"
+check "the guest is ready" guest_wait_ready "$W/$DOM.console" 120
+reach() { ip netns exec "$UP" ping -c 1 -W 1 "$1" >/dev/null; }
+check "the upstream reaches $V4" poll 30 reach "$V4"
+check "the upstream reaches $V6" poll 30 reach "$V6"
+# Let the routes settle to active (100) on hv1.
+sleep 2
+
+sock() { echo "/proc/$(lab_pid "$1")/root/run/libvirt/libvirt-sock"; }
+# ms of an "ip -ts" or virsh event timestamp line (local time), as epoch ms
+ts_ms() { date -d "$1" +%s%3N; }
+
+# One migration with pings; appends to RESULTS.
+migrate() { # SRC DST DST_MIGRATION_ADDR LABEL
+  local src=$1 dst=$2 addr=$3 label=$4 f p t0 t1 rc
+  for f in 4 6; do
+    p=$V4
+    [ $f = 6 ] && p=$V6
+    ip netns exec "$UP" ping -$f -D -i 0.02 "$p" >"$W/$label.ping$f" 2>&1 &
+    eval "PING$f=\$!"
+  done
+  sleep 2
+  : >"$W/$label.mark"
+  t0=$(now)
+  lab_exec "$src" virsh -c qemu:///system migrate --live --persistent --undefinesource "$DOM" \
+    "qemu+unix:///system?socket=$(sock "$dst")" "tcp://$addr" >"$W/$label.migrate" 2>&1
+  rc=$?
+  t1=$(now)
+  sleep 7 # past arrived_hold_seconds (5): the destination's route goes to 100
+  kill -INT "$PING4" "$PING6"
+  wait "$PING4" "$PING6" 2>/dev/null
+  check "$label: virsh migrate succeeds ($(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s)" test "$rc" = 0
+  check "$label: the guest runs on the destination" test "$(lab_virsh "$dst" domstate "$DOM" 2>/dev/null)" = running
+  check "$label: the source no longer has it" gone_from "$src"
+  analyse "$label" "$src" "$dst" "$t0"
+  for f in 4 6; do
+    check "$label: no duplicated ping reply (IPv$f)" test "$(grep -c 'DUP!' "$W/$label.ping$f")" = 0
+  done
+  check "$label: the upstream reaches $V4 after the migration" poll 10 reach "$V4"
+  check "$label: the upstream reaches $V6 after the migration" poll 10 reach "$V6"
+}
+name_of() { case $1 in "$H1") echo hv1 ;; "$H2") echo hv2 ;; *) echo upstream ;; esac }
+gone_from() { ! lab_virsh "$1" domstate "$DOM" >/dev/null 2>&1; }
+
+# Ping statistics per family and the timeline, relative to the destination's resume.
+analyse() { # LABEL SRC DST T0
+  local label=$1 src=$2 dst=$3 t0=$4 f resume suspend line
+  # virsh event --timestamp: "2026-11-30 17:50:01.123+0000: event 'lifecycle' ..."
+  resume=$(grep "lifecycle.*Resumed Migrated" "$W/$dst.events" | tail -n 1 | awk '{ sub(/:$/, "", $2); print $1 " " $2 }')
+  suspend=$(grep "lifecycle.*Suspended" "$W/$src.events" | tail -n 1 | awk '{ sub(/:$/, "", $2); print $1 " " $2 }')
+  local r=""
+  [ -n "$resume" ] && r=$(date -d "$resume" +%s.%N)
+  {
+    echo "== $label ($(date -u +%FT%TZ)); virsh migrate --live --persistent --undefinesource $DOM qemu+unix:///system?socket=... tcp://..."
+    for f in 4 6; do
+      awk -v fam="IPv$f" -v r="$r" '
+        /bytes from/ { t = substr($1, 2, length($1) - 2)
+                       if ($0 ~ /DUP!/) { dup++; next }
+                       if (last != "" && t - last > gap) { gap = t - last; gapend = t }
+                       if (r != "" && t > r && first == "") first = t
+                       last = t; recv++ }
+        /packets transmitted/ { sent = $1 }
+        END { printf "  %s: sent %d, answered %d, lost %d, duplicated %d, longest gap %.0f ms", fam, sent, recv, sent - recv, dup, gap * 1000
+              if (r != "") printf " (ended %.0f ms after the resume); first answer %.0f ms after the resume", (gapend - r) * 1000, (first - r) * 1000
+              printf "\n" }' "$W/$label.ping$f"
+    done
+    if [ -n "$resume" ]; then
+      [ -n "$suspend" ] && echo "  source suspended: $(awk -v a="$(date -d "$suspend" +%s.%N)" -v r="$r" 'BEGIN { printf "%.0f ms", (a - r) * 1000 }') (from the destination's resume)"
+      for h in "$src" "$dst" up; do
+        awk -v r="$r" -v t0="$t0" -v who="$(name_of "$h")" -v v4="$V4" -v v6="$V6" '
+          /^\[/ { ts = $1; gsub(/[\[\]]/, "", ts) }
+          { line = $0; sub(/^\[[^]]*\] /, "", line) }
+          index(line, v4) || index(line, v6) {
+            cmd = "date -d \"" ts "\" +%s.%N"; cmd | getline e; close(cmd)
+            if (e + 0 < t0 + 0) next
+            printf "  %-8s %7.0f ms  %s\n", who, (e - r) * 1000, line }' "$W/$h.routes" 2>/dev/null
+      done | sort -s -k2,2n
+    else
+      echo "  (no Resumed Migrated event on $dst)"
+    fi
+  } | tee -a "$RESULTS"
+}
+
+: >"$RESULTS.new"
+mv "$RESULTS.new" "$RESULTS"
+step "migrate hv1 -> hv2"
+migrate "$H1" "$H2" "$M2" hv1-to-hv2
+check "hv1 has no proto 52 route left" test -z "$(e2e_all_routes "$H1")"
+step "migrate hv2 -> hv1"
+migrate "$H2" "$H1" "$M1" hv2-to-hv1
+check "hv2 has no proto 52 route left" test -z "$(e2e_all_routes "$H2")"
+
+# A migration cancelled mid-way (virsh domjobabort on the source while the memory is
+# still being copied, slowed to 1 MiB/s): the source must stay the preferred path and
+# the destination be left clean.
+step "a cancelled migration hv1 -> hv2"
+for f in 4 6; do
+  p=$V4
+  [ $f = 6 ] && p=$V6
+  ip netns exec "$UP" ping -$f -D -i 0.02 "$p" >"$W/cancel.ping$f" 2>&1 &
+  eval "PING$f=\$!"
+done
+lab_exec "$H1" virsh -c qemu:///system migrate --live --persistent --undefinesource --bandwidth 1 "$DOM" \
+  "qemu+unix:///system?socket=$(sock "$H2")" "tcp://$M2" >"$W/cancel.migrate" 2>&1 &
+mpid=$!
+incoming() { lab_virsh "$H2" domstate "$DOM" >/dev/null 2>&1; }
+check "cancel: the destination has the incoming domain" poll 30 incoming
+sleep 2
+check "cancel: virsh domjobabort on the source" lab_virsh "$H1" domjobabort "$DOM"
+wait "$mpid"
+mrc=$?
+check "cancel: virsh migrate fails (exit $mrc: $(tr '\n' ' ' <"$W/cancel.migrate" | cut -c1-100))" test "$mrc" != 0
+runs_on() { [ "$(lab_virsh "$1" domstate "$DOM" 2>/dev/null)" = running ]; }
+clean() { [ -z "$(e2e_all_routes "$1")" ]; }
+check "cancel: the guest runs on the source" poll 10 runs_on "$H1"
+check "cancel: the destination has no domain" poll 20 gone_from "$H2"
+check "cancel: the destination has no proto 52 route left" poll 10 clean "$H2"
+src_metric_100() { lab_exec "$H1" ip route show exact "$V4/32" proto 52 | grep -q 'metric 100' &&
+  lab_exec "$H1" ip -6 route show exact "$V6/128" proto 52 | grep -q 'metric 100'; }
+check "cancel: the source's routes are active (100)" poll 10 src_metric_100
+via_src() { ip -n "$UP" route show exact "$V4/32" | grep -q "via $A1 " && ip -n "$UP" -6 route show exact "$V6/128" | grep -q "via $A16 "; }
+check "cancel: the upstream's path is the source's" via_src
+sleep 1
+kill -INT "$PING4" "$PING6"
+wait "$PING4" "$PING6" 2>/dev/null
+for f in 4 6; do
+  lost=$(awk '/packets transmitted/ { print $1 - $4 }' "$W/cancel.ping$f")
+  echo "== cancelled hv1 -> hv2, IPv$f: $(grep 'packets transmitted' "$W/cancel.ping$f")" | tee -a "$RESULTS"
+  check "cancel: no ping lost (IPv$f; the reply to the last one may still be in flight)" test "${lost:-99}" -le 1
+done
+echo "results: $RESULTS"
+echo "real-guest-migration: $SECONDS s"
+e2e_summary

@@ -45,7 +45,9 @@ pub enum WatchError {
 /// Whether a netlink event may concern virt-l3. With the firewall on, a port
 /// joining or leaving any bridge is one: a port of a bridge virt-l3 does not
 /// route must join the tables' `foreign_ports` (kernels without `meta ibrname`),
-/// which the reconcile's ensure does.
+/// which the reconcile's ensure does. So is an address added or removed on
+/// any interface: the tables' version follows the host's connected networks,
+/// and the start hook only checks that the tables exist (docs/FIREWALL.md).
 fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) -> bool {
     match msg {
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
@@ -62,6 +64,9 @@ fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) 
                 }
                 _ => false,
             })
+        }
+        RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
+            config.firewall.enabled
         }
         _ => false,
     }
@@ -298,6 +303,8 @@ pub async fn watch(
         MulticastGroup::Neigh,
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Route,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
     ])
     .map_err(WatchError::Netlink)?;
     tokio::spawn(conn);
@@ -517,5 +524,22 @@ mod tests {
         assert_eq!(refused.new_ones(&[a2.clone(), b.clone()]), [&a2]);
         assert!(refused.new_ones(std::slice::from_ref(&b)).is_empty());
         assert_eq!(refused.new_ones(&[a2.clone(), b]), [&a2]);
+    }
+
+    /// The start hook only checks that the tables exist: an address change (the
+    /// tables' version follows the connected networks) must make watch reconcile.
+    #[test]
+    fn an_address_change_is_relevant_with_the_firewall_on() {
+        use netlink_packet_route::address::AddressMessage;
+        let mut config = Config::default();
+        for m in [
+            RouteNetlinkMessage::NewAddress(AddressMessage::default()),
+            RouteNetlinkMessage::DelAddress(AddressMessage::default()),
+        ] {
+            config.firewall.enabled = true;
+            assert!(relevant(&m, &config, &[]));
+            config.firewall.enabled = false;
+            assert!(!relevant(&m, &config, &[]));
+        }
     }
 }

@@ -629,6 +629,14 @@ impl Kernel for FakeKernel {
         }))
     }
 
+    /// As [`Kernel::ensure_firewall`]: the model's tables are never stale.
+    async fn ensure_firewall_present(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        self.ensure_firewall(config).await
+    }
+
     fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
         if ports.is_empty() {
             return Ok(());

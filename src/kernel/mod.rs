@@ -201,6 +201,15 @@ pub trait Kernel {
         config: &crate::config::Config,
     ) -> Result<bool, KernelError>;
 
+    /// The hook's cheaper [`Kernel::ensure_firewall`]: installs the tables only
+    /// when one is missing (or the bridge table's `accepted_ports`), without
+    /// checking that existing ones are current (watch and reconcile do).
+    /// Returns whether they were installed.
+    async fn ensure_firewall_present(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError>;
+
     /// Lets bridge ports pass frames (the tables' `accepted_ports`), in one
     /// transaction; idempotent.
     fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError>;

@@ -608,6 +608,14 @@ impl Kernel for NetlinkKernel {
         Ok(ensured == crate::firewall::Ensured::Installed)
     }
 
+    async fn ensure_firewall_present(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        let ensured = crate::firewall::ensure_present(config).await?;
+        Ok(ensured == crate::firewall::Ensured::Installed)
+    }
+
     fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
         Ok(crate::firewall::accept_ports(ports)?)
     }

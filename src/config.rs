@@ -33,7 +33,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Bridges whose interfaces virt-l3 routes. Every other interface is left alone.
+    /// Bridges whose interfaces virt-l3 routes: names and patterns (a name's start
+    /// followed by `*`, as nftables' interface wildcards), e.g. `["cloudbr0", "brdr-*"]`;
+    /// a pattern covers every kernel bridge it matches, including bridges created
+    /// later. Every other interface is left alone.
     pub bridges: Vec<String>,
     /// Where per-domain records and address ownership live (tmpfs: gone at reboot,
     /// like the routes themselves).
@@ -71,7 +74,14 @@ pub struct Config {
     /// When set, the rendered filters only let a guest send unicast frames to this MAC
     /// and only let it receive frames from it: no layer-2 path between guests even
     /// without port isolation. When unset, that property rests on port isolation alone.
-    pub gateway_mac: Option<Mac>,
+    /// `"derive"`: each bridge gets its own MAC derived from its name
+    /// ([`crate::plan::bridge_names::derived_mac`]), the same on every hypervisor.
+    pub gateway_mac: Option<GatewayMac>,
+    /// Put the gateway addresses (`gateways`: IPv4 as /32, IPv6 link-local as /64
+    /// without duplicate address detection) on every routed bridge virt-l3 pins.
+    /// Off by default: existing hosts configure them in their network configuration;
+    /// recommended with bridge patterns, whose bridges come and go.
+    pub manage_gateways: bool,
     /// Set bridge port isolation on routed taps.
     pub port_isolation: bool,
     /// Turn off IPv4 ICMP redirects (`all` and each routed bridge) when routing a VM:
@@ -98,6 +108,53 @@ pub struct Config {
     /// bridge ports and the host's protection from its guests, on by default.
     #[serde(default)]
     pub firewall: crate::firewall::FirewallConfig,
+}
+
+/// The guests' gateway MAC: one fixed value for every routed bridge, or one per
+/// bridge derived from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayMac {
+    Fixed(Mac),
+    Derive,
+}
+
+impl GatewayMac {
+    /// The MAC of bridge `bridge`.
+    pub fn for_bridge(self, bridge: &str) -> Mac {
+        match self {
+            GatewayMac::Fixed(m) => m,
+            GatewayMac::Derive => crate::plan::bridge_names::derived_mac(bridge),
+        }
+    }
+}
+
+impl Serialize for GatewayMac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GatewayMac::Fixed(m) => m.serialize(s),
+            GatewayMac::Derive => s.serialize_str("derive"),
+        }
+    }
+}
+
+impl std::str::FromStr for GatewayMac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<GatewayMac, String> {
+        if s == "derive" {
+            return Ok(GatewayMac::Derive);
+        }
+        s.parse()
+            .map(GatewayMac::Fixed)
+            .map_err(|()| format!("invalid gateway_mac {s:?}: a MAC address or \"derive\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for GatewayMac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<GatewayMac, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Where a NIC's pinned IPv6 link-local address comes from.
@@ -135,6 +192,7 @@ impl Default for Config {
             require_nwfilter: true,
             nwfilter_name: "virt-l3-nic".to_string(),
             gateway_mac: None,
+            manage_gateways: false,
             port_isolation: true,
             disable_redirects: true,
             log_level: "warn".to_string(),
@@ -186,9 +244,13 @@ impl Config {
             ));
         }
         for b in &self.bridges {
-            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', '\0']) {
+            let stem = b.strip_suffix('*').unwrap_or(b);
+            if stem.is_empty()
+                || b.len() > 15
+                || stem.contains(['/', ' ', '\0', '*', '?', '[', ']'])
+            {
                 return Err(invalid(format!(
-                    "`bridges` holds an invalid interface name {b:?}"
+                    "`bridges` holds an invalid interface name or pattern {b:?} (a name, or the start of names followed by `*`)"
                 )));
             }
         }
@@ -219,7 +281,7 @@ impl Config {
                 "`nwfilter_name` {n:?} must start with a letter and hold only letters, digits, '-' and '_' (at most 64)"
             )));
         }
-        if let Some(m) = self.gateway_mac {
+        if let Some(GatewayMac::Fixed(m)) = self.gateway_mac {
             if m.is_multicast() || m.is_zero() {
                 return Err(invalid(format!(
                     "`gateway_mac` {m} must be a unicast, non-zero MAC address"
@@ -229,8 +291,39 @@ impl Config {
         Ok(())
     }
 
+    /// Whether `bridge` is named by `bridges` (a name or a matching pattern).
     pub fn is_routed_bridge(&self, bridge: &str) -> bool {
-        self.bridges.iter().any(|b| b == bridge)
+        self.bridges
+            .iter()
+            .any(|b| crate::plan::bridge_names::glob_matches(b, bridge))
+    }
+
+    /// The routed bridges among `existing` (the kernel's bridges), with every
+    /// literal name of `bridges` (existing or not), sorted and deduplicated.
+    pub fn routed_bridges_among<'a>(
+        &self,
+        existing: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .bridges
+            .iter()
+            .filter(|b| !crate::plan::bridge_names::is_pattern(b))
+            .cloned()
+            .collect();
+        out.extend(
+            existing
+                .into_iter()
+                .filter(|n| self.is_routed_bridge(n))
+                .map(String::from),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The MAC bridge `bridge` should have, when one is configured.
+    pub fn gateway_mac_for(&self, bridge: &str) -> Option<Mac> {
+        self.gateway_mac.map(|g| g.for_bridge(bridge))
     }
 }
 
@@ -281,6 +374,39 @@ mod tests {
         let e = Config::from_toml("route_metric = 10\nstandby_metric = 5\n", Path::new("x"))
             .unwrap_err();
         assert!(e.to_string().contains("standby_metric"));
+    }
+
+    #[test]
+    fn bridge_patterns_and_derived_gateway_mac() {
+        let c = Config::from_toml(
+            "bridges = [\"cloudbr0\", \"brdr-*\"]\ngateway_mac = \"derive\"\nmanage_gateways = true\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(c.is_routed_bridge("cloudbr0") && c.is_routed_bridge("brdr-7"));
+        assert!(!c.is_routed_bridge("cloudbr1") && !c.is_routed_bridge("virbr0"));
+        assert_eq!(
+            c.routed_bridges_among(["brdr-2", "virbr0", "brdr-1"]),
+            ["brdr-1", "brdr-2", "cloudbr0"]
+        );
+        assert_eq!(c.gateway_mac, Some(GatewayMac::Derive));
+        assert_eq!(
+            c.gateway_mac_for("brdr-1"),
+            Some(crate::plan::bridge_names::derived_mac("brdr-1"))
+        );
+        assert!(c.manage_gateways);
+        let fixed =
+            Config::from_toml("gateway_mac = \"02:00:00:00:00:01\"\n", Path::new("x")).unwrap();
+        assert_eq!(
+            fixed.gateway_mac_for("any").unwrap().to_string(),
+            "02:00:00:00:00:01"
+        );
+        let e = Config::from_toml("gateway_mac = \"derived\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("derive"), "{e}");
+        for bad in ["br[0-9]", "br?", "*", "br*x", "b**"] {
+            let text = format!("bridges = [{bad:?}]\n");
+            assert!(Config::from_toml(&text, Path::new("x")).is_err(), "{bad}");
+        }
     }
 
     #[test]

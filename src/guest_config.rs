@@ -284,11 +284,17 @@ fn v6_mask(len: u8) -> String {
 
 /// OpenStack `network_data.json` (links, networks, services), deterministic.
 ///
-/// One `ipv4`/`ipv6` network per address, netmask all ones. Default routes go on
-/// the first NIC only (the format has no source routing). The IPv4 default is
-/// preceded by a host route to the gateway without a next hop, so that a
-/// renderer that knows nothing of on-link gateways still installs a usable
-/// default route (cloud-init 22.4 drops `on-link`).
+/// One `ipv4`/`ipv6` network per address, netmask all ones. The default routes
+/// go on the first NIC only (the format has no source routing), as the
+/// network-level `gateway` key of its first network of each family, never as a
+/// default route in `routes`: cloud-init marks the default route of a `gateway`
+/// outside the network's prefix on-link (netplan renderer from 23.1, networkd
+/// renderer from 24.2) and nothing in `routes` (cloud-init 26.1 with a default
+/// route via 169.254.0.1 in `routes`: "Nexthop has invalid gateway"). The IPv4
+/// network also keeps a host route to the gateway without a next hop, for the
+/// renderers that write the gateway without on-link (cloud-init 22.4; the
+/// networkd renderer before 24.2): the gateway is then reachable all the same.
+/// docs/OPERATOR-GUIDE.md lists the versions tested.
 pub fn network_data(
     plan: &DomainPlan,
     config: &Config,
@@ -305,33 +311,29 @@ pub fn network_data(
             "ethernet_mac_address": n.nic.mac.to_string(),
         }));
         for (k, a) in n.v4.iter().enumerate() {
-            let mut routes = Vec::new();
-            if let (0, 0, Some(g)) = (n.index, k, n.gateway4) {
-                routes.push(
-                    json!({"network": g.to_string(), "netmask": v4_mask(32), "gateway": "0.0.0.0"}),
-                );
-                routes.push(
-                    json!({"network": "0.0.0.0", "netmask": v4_mask(0), "gateway": g.to_string()}),
-                );
-            }
             let id = format!("{link}-ipv4-{k}");
-            networks.push(json!({
+            let mut net = json!({
                 "id": id, "network_id": id, "link": link, "type": "ipv4",
-                "ip_address": a.to_string(), "netmask": v4_mask(32), "routes": routes,
-            }));
+                "ip_address": a.to_string(), "netmask": v4_mask(32), "routes": [],
+            });
+            if let (0, 0, Some(g)) = (n.index, k, n.gateway4) {
+                net["gateway"] = json!(g.to_string());
+                net["routes"] = json!([
+                    {"network": g.to_string(), "netmask": v4_mask(32), "gateway": "0.0.0.0"}
+                ]);
+            }
+            networks.push(net);
         }
         for (k, a) in n.v6.iter().enumerate() {
-            let mut routes = Vec::new();
-            if let (0, 0, Some(g)) = (n.index, k, n.gateway6) {
-                routes.push(
-                    json!({"network": "::", "netmask": v6_mask(0), "gateway": g.to_string()}),
-                );
-            }
             let id = format!("{link}-ipv6-{k}");
-            networks.push(json!({
+            let mut net = json!({
                 "id": id, "network_id": id, "link": link, "type": "ipv6",
-                "ip_address": a.to_string(), "netmask": v6_mask(128), "routes": routes,
-            }));
+                "ip_address": a.to_string(), "netmask": v6_mask(128), "routes": [],
+            });
+            if let (0, 0, Some(g)) = (n.index, k, n.gateway6) {
+                net["gateway"] = json!(g.to_string());
+            }
+            networks.push(net);
         }
     }
     let services: Vec<serde_json::Value> = config

@@ -6,7 +6,7 @@
 //! reconnect: install what can be installed, never fail (a failure kills the VM).
 //! stopped, release: remove by the record; never fail.
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
@@ -248,7 +248,16 @@ impl Step<'_> {
         } else {
             OnFailure::Keep
         };
-        let host = HostSettings::from_config(self.config);
+        if self.config.manage_gateways {
+            add_gateways(kernel, self.config, &record.plan).await;
+        }
+        let mut host = HostSettings::from_config(self.config);
+        if !matches!(self.op, Operation::Start | Operation::Reconnect) {
+            // The security group is applied at start (an incoming migration's
+            // standby start too: the destination has the rules before the VM
+            // runs there) and at reconnect; `started` does not repeat it.
+            host.security_groups = None;
+        }
         route_domain(kernel, state, &record, previous, host, on_failure)
             .await
             .map_err(failed(name))
@@ -267,6 +276,21 @@ impl Step<'_> {
                 }
             }
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// `manage_gateways`: the gateway addresses on the domain's bridges before its
+/// routes (a bridge created just before the VM), at start and at a refresh.
+/// Failures are logged: the routes do not depend on them, and reconcile retries.
+pub(crate) async fn add_gateways<K: Kernel>(kernel: &mut K, config: &Config, plan: &DomainPlan) {
+    let mut bridges: Vec<&str> = plan.nics.iter().map(|n| n.bridge.as_str()).collect();
+    bridges.sort_unstable();
+    bridges.dedup();
+    for b in bridges {
+        match kernel.add_gateways(b, &config.gateways, true).await {
+            Ok(done) => done.iter().for_each(|d| info!("{d}")),
+            Err(e) => warn!("{e}"),
         }
     }
 }
@@ -381,6 +405,15 @@ fn remove<K: Kernel>(
         None => state.record_by_name(&inv.domain),
     }
     .map_err(failed(domain))?;
+    if inv.op == Operation::Stopped {
+        remove_security_group(
+            config,
+            &state,
+            &inv.domain,
+            uuid.as_deref(),
+            record.as_ref(),
+        );
+    }
     let Some(record) = record else {
         if let (Some(u), Some(dom)) = (&uuid, &dom) {
             release_orphan_claims(&state, u, dom).map_err(failed(domain))?;
@@ -395,6 +428,40 @@ fn remove<K: Kernel>(
             .await
             .map_err(failed(domain))
     })
+}
+
+/// `stopped`: the domain's security-group elements and its stored rules go
+/// (CloudStack programs them again at the next start). Never fails: logged.
+fn remove_security_group(
+    config: &Config,
+    state: &StateDir,
+    domain: &str,
+    uuid: Option<&str>,
+    record: Option<&crate::state::Record>,
+) {
+    use crate::security_group as sg;
+    let target = match record {
+        Some(r) => sg::Target::from_record(r),
+        None => sg::Target {
+            name: Some(domain.to_string()),
+            uuid: uuid.map(str::to_string),
+            addresses: Vec::new(),
+            on_host: false,
+        },
+    };
+    let stored = match sg::load(state, &target) {
+        Ok(s) => s.is_some(),
+        Err(e) => {
+            warn!("{e}");
+            true
+        }
+    };
+    if !(config.security_groups || stored) {
+        return;
+    }
+    if let Err(e) = sg::remove_domain(state, &target) {
+        warn!("{e}");
+    }
 }
 
 /// Whether libvirt's status file of the domain named `name` (`<name>.xml` in

@@ -79,10 +79,13 @@ pub struct HostSettings<'a> {
     /// Turn off IPv4 ICMP redirects on the domain's bridges.
     pub disable_redirects: bool,
     /// The MAC every routed bridge should have (else: keep the current one, fixed).
-    pub gateway_mac: Option<crate::address::Mac>,
+    pub gateway_mac: Option<crate::config::GatewayMac>,
     /// With `[firewall] enabled`: the configuration the nftables tables are
     /// ensured for before the domain's taps are accepted.
     pub firewall: Option<&'a crate::config::Config>,
+    /// With `security_groups = true`: apply the domain's security group (its
+    /// stored rules or CloudStack's default) once the tables are ensured.
+    pub security_groups: Option<&'a crate::config::Config>,
 }
 
 impl HostSettings<'_> {
@@ -92,6 +95,7 @@ impl HostSettings<'_> {
             disable_redirects: config.disable_redirects,
             gateway_mac: config.gateway_mac,
             firewall: config.firewall.enabled.then_some(config),
+            security_groups: config.security_groups.then_some(config),
         }
     }
 }
@@ -138,6 +142,13 @@ pub async fn route_domain<K: Kernel>(
     if failures.is_empty() {
         failures = apply_host_settings(kernel, record, &bridges, host).await;
     }
+    if let (true, Some(config)) = (failures.is_empty(), host.security_groups) {
+        // One in-process set-element transaction; a failure at `start` rolls
+        // the domain back (fail closed).
+        if let Err(e) = crate::security_group::apply_domain(config, state, record) {
+            failures.push(e.to_string());
+        }
+    }
     if failures.is_empty() {
         if let Some(prev) = previous.filter(|p| p != record) {
             remove_stale(kernel, record, &prev, &wanted).await;
@@ -183,7 +194,8 @@ async fn pin_bridges<K: Kernel>(
 ) -> Result<(), RoutingError> {
     let mut repinned: Vec<&str> = Vec::new();
     for b in bridges {
-        match kernel.pin_bridge_mac(b, host.gateway_mac, true).await {
+        let mac = host.gateway_mac.map(|g| g.for_bridge(b));
+        match kernel.pin_bridge_mac(b, mac, true).await {
             Ok(Some(done)) => {
                 warn!("{done} (it followed its ports; set gateway_mac to choose it)");
                 repinned.push(b);

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::kernel::foreign::Foreign;
 use crate::kernel::{Kernel, KernelError, KernelView};
 use crate::state::{Record, Refusal, StateDir, StateError};
 
@@ -19,6 +20,9 @@ pub struct DomainStatus {
     pub metric: u32,
     pub addresses: Vec<String>,
     pub entries: Vec<EntryStatus>,
+    /// Other tools' routes and permanent neighbours for the domain's addresses
+    /// on the routed bridges (crate::kernel::foreign).
+    pub conflicts: Vec<Foreign>,
     /// A change to the running domain that `refresh` refused (its routes stay
     /// as they were), until a later refresh succeeds or the domain stops.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,7 +31,7 @@ pub struct DomainStatus {
 
 impl DomainStatus {
     pub fn healthy(&self) -> bool {
-        self.entries.iter().all(|e| e.present)
+        self.entries.iter().all(|e| e.present) && self.conflicts.is_empty()
     }
 }
 
@@ -40,21 +44,26 @@ pub enum StatusError {
 }
 
 pub fn domain_status(record: &Record, view: &KernelView) -> DomainStatus {
+    let entries = record.plan.entries(record.metric);
+    let mut conflicts: Vec<Foreign> = entries
+        .iter()
+        .flat_map(|e| view.foreign(e, record.protocol))
+        .collect();
+    conflicts.dedup();
     DomainStatus {
         name: record.plan.name.clone(),
         uuid: record.plan.uuid.clone(),
         standby: record.standby,
         metric: record.metric,
         addresses: record.plan.addresses().map(|a| a.to_string()).collect(),
-        entries: record
-            .plan
-            .entries(record.metric)
+        entries: entries
             .iter()
             .map(|e| EntryStatus {
                 entry: e.to_string(),
                 present: view.has(e, record.protocol),
             })
             .collect(),
+        conflicts,
         refused: None,
     }
 }
@@ -93,6 +102,7 @@ pub fn with_refusals(out: &mut Vec<DomainStatus>, refusals: Vec<Refusal>) {
                 metric: 0,
                 addresses: Vec::new(),
                 entries: Vec::new(),
+                conflicts: Vec::new(),
                 refused: Some(r.reason),
             }),
         }

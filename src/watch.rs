@@ -474,7 +474,10 @@ async fn reconcile_now(
 /// The interface indexes of the routed bridges that exist.
 async fn routed_bridge_indexes(kernel: &mut NetlinkKernel, config: &Config) -> Vec<u32> {
     let mut out = Vec::new();
-    for b in &config.bridges {
+    let bridges = crate::kernel::routed_bridges(kernel, config)
+        .await
+        .unwrap_or_else(|_| config.bridges.clone());
+    for b in &bridges {
         if let Ok(Some(i)) = kernel.link_index(b).await {
             out.push(i);
         }

@@ -875,6 +875,7 @@ fn check_covers_every_item_and_explains_in_text() {
         "state",
         "firewall",
         "ports",
+        "foreign-entries",
     ];
     assert_eq!(ids, all.into_iter().collect::<BTreeSet<_>>());
     // Without gateway_mac the bridge MAC is a warning, with its fix.

@@ -368,6 +368,12 @@ struct Expected {
 
 /// The oracle: `Some(plan's NICs)` if the domain is valid, else `None`.
 fn oracle(spec: &DomainSpec) -> Option<Vec<Expected>> {
+    // Nothing routed (no NIC on a routed bridge, no metadata block): accepted with
+    // nothing to do, whatever the <uuid>, as the hook accepts it unread (issue 15,
+    // item 10: `plan`, `guest-config` and `nwfilter` agree with the hook).
+    if !spec.nics.iter().any(|n| n.managed() || n.has_metadata()) {
+        return Some(Vec::new());
+    }
     let mut valid = spec.uuid <= 7;
     // Metadata blocks: a MAC that parses, one block per MAC, an interface with it.
     let mut meta_macs = BTreeSet::new();

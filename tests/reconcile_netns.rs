@@ -600,6 +600,29 @@ fn watch_restores_deleted_tables_and_blocks_new_ports_netns() {
             String::from_utf8_lossy(&o.stdout).contains("guest to host")
         },
     );
+    // Both at once (issue 14): the inet table flushed and the bridge table deleted.
+    assert!(nft(&lab, "flush table inet virt_l3"));
+    assert!(nft(&lab, "delete table bridge virt_l3"));
+    within(Duration::from_secs(1), "both tables restored", || {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns,
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "virt_l3",
+                "guest_to_host",
+            ])
+            .output()
+            .unwrap();
+        accepted(&lab) == ["vnet3"] && String::from_utf8_lossy(&o.stdout).contains("guest to host")
+    });
+    // Restored whole: `firewall install` finds the tables current (checked after the fact,
+    // since it would itself install them).
+    assert!(tables_current(&lab));
     // A port nobody accepted joins the routed bridge: isolated, never accepted.
     lab.add_tap("vnet9", "cloudbr0");
     within(Duration::from_secs(1), "new port isolated", || {

@@ -409,3 +409,21 @@ fn reconcile_drops_the_refusal_note_of_a_domain_gone_without_its_hooks() {
     assert!(lab.refusal(A_UUID).is_none());
     assert_eq!(lab.routes(), ["192.0.2.99/32"]);
 }
+
+#[test]
+fn with_manage_gateways_a_refresh_puts_the_gateways_on_the_bridge_as_the_hook_does() {
+    let mut lab = Lab::new();
+    lab.set(A, A_UUID, &[nic(MAC1, "vnet1", &["192.0.2.10"])]);
+    lab.refresh(A).unwrap();
+    let host = |lab: &Lab| lab.kernel.snapshot().host_addresses;
+    assert!(host(&lab).is_empty(), "off by default: {:?}", host(&lab));
+    lab.config.manage_gateways = true;
+    lab.set(
+        A,
+        A_UUID,
+        &[nic(MAC1, "vnet1", &["192.0.2.10", "192.0.2.11"])],
+    );
+    assert_eq!(lab.refresh(A).unwrap(), Refreshed::Routed);
+    assert_eq!(host(&lab), lab.config.gateways);
+    assert_eq!(lab.routes(), ["192.0.2.10/32", "192.0.2.11/32"]);
+}

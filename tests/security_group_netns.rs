@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 
 use virt_l3::config::Config;
 use virt_l3::firewall::{self, FirewallConfig, HostNetworks, Ruleset};
+use virt_l3::security_group::elements;
 use virt_l3::state::{Record, StateDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_virt-l3");
@@ -57,7 +58,7 @@ impl Lab {
              ip -n {u} route add default via 198.51.100.1; ip -n {u} -6 route add default via 2001:db8:1::1;
              ip -n {h} route add {U4}/32 via 198.51.100.2; ip -n {h} -6 route add {U6}/128 via 2001:db8:1::2;
              ip -n {h} link add vg1 type veth peer name eth0 netns {g}; ip -n {h} link set vg1 master cloudbr0 up;
-             ip -n {g} link set eth0 up; ip -n {g} addr add {G4}/32 dev eth0; ip -n {g} addr add {G6}/128 dev eth0 nodad;
+             ip -n {g} link set eth0 address 52:54:00:00:00:10; ip -n {g} link set eth0 up; ip -n {g} addr add {G4}/32 dev eth0; ip -n {g} addr add {G6}/128 dev eth0 nodad;
              ip -n {g} route add 169.254.0.1 dev eth0; ip -n {g} route add default via 169.254.0.1;
              ip -n {g} -6 route add default via fe80::1 dev eth0;
              ip -n {h} route add {G4}/32 dev cloudbr0; ip -n {h} -6 route add {G6}/128 dev cloudbr0"
@@ -69,8 +70,9 @@ impl Lab {
         std::fs::write(
             lab.config(),
             format!(
-                "state_dir = \"{}\"\nsecurity_groups = true\n",
-                lab.dir.path().join("state").display()
+                "state_dir = \"{}\"\nsecurity_groups = true\nlibvirt_status_dir = \"{}\"\nrequire_nwfilter = false\n",
+                lab.dir.path().join("state").display(),
+                lab.dir.path().join("status").display()
             ),
         )
         .unwrap();
@@ -124,6 +126,13 @@ impl Lab {
             self.ns("h"),
             self.config().display()
         ))
+    }
+    /// libvirt's status file: the domain runs (for reconcile).
+    fn running(&self) {
+        let dir = self.dir.path().join("status");
+        std::fs::create_dir_all(&dir).unwrap();
+        let xml = format!("<domstatus state='running' reason='booted' pid='4242'>\n<domain type='kvm'>\n<name>i-2-55-VM</name>\n<uuid>{UUID}</uuid>\n<metadata>\n<cloudstack:network xmlns:cloudstack=\"https://download.cloudstack.org/libvirt/network\">\n<cloudstack:nic mac=\"52:54:00:00:00:10\">\n<cloudstack:address address=\"{G4}\" prefix=\"32\" family=\"ipv4\"/>\n<cloudstack:address address=\"{G6}\" prefix=\"128\" family=\"ipv6\"/>\n</cloudstack:nic>\n</cloudstack:network>\n</metadata>\n<devices>\n<interface type='bridge'>\n<mac address='52:54:00:00:00:10'/>\n<source bridge='cloudbr0'/>\n<target dev='vg1'/>\n</interface>\n</devices>\n</domain>\n</domstatus>\n");
+        std::fs::write(dir.join("i-2-55-VM.xml"), xml).unwrap();
     }
     fn set(&self, rules: &str) {
         let o = self.sg(&format!("set i-2-55-VM '{rules}'"));
@@ -231,6 +240,34 @@ fn security_groups_on_the_routed_path_netns() {
     assert!(!udp(&u, U6, G6, 5353), "udp rule is IPv4 only");
     assert!(ping(&u, G4), "icmp type 8 allowed");
     assert!(!ping(&u, G6), "no ICMPv6 rule");
+    // The elements sent in-process read back as nft lists them.
+    let shard = format!("{:02x}", elements::shard(G4.parse().unwrap()));
+    let listed = |set: &str| {
+        ok(&format!(
+            "ip netns exec {h} nft list set inet virt_l3 {set}"
+        ))
+    };
+    let ports = listed(&format!("sg_in4_ports_{shard}"));
+    assert!(
+        ports.contains(&format!("{G4} . 0.0.0.0/0 . tcp . 22")),
+        "{ports}"
+    );
+    assert!(
+        ports.contains(&format!("{G4} . {U4} . udp . 5353")),
+        "{ports}"
+    );
+    let icmp = listed(&format!("sg_in4_icmp_{shard}"));
+    assert!(
+        icmp.contains(&format!("{G4} . 0.0.0.0/0 . echo-request . ")),
+        "{icmp}"
+    );
+    let vms = ok(&format!(
+        "ip netns exec {h} nft list map inet virt_l3 sg_vms4"
+    ));
+    assert!(
+        vms.contains(&format!("{G4} : jump security_in4_{shard}")),
+        "{vms}"
+    );
     // An ICMP type that is not echo request: ping refused.
     lab.set("I:icmp;13;-1;0.0.0.0/0,NEXT;I:icmp;129;-1;::/0,NEXT;");
     assert!(!ping(&u, G4) && !ping(&u, G6));
@@ -274,6 +311,46 @@ fn security_groups_on_the_routed_path_netns() {
     assert!(!bad.status.success());
     assert!(tcp(&u, G4, 22), "previous rules stay");
 
+    // Rules survive reconcile after the table was flushed and reinstalled
+    // (which empties the sets): reconcile applies every running VM's elements.
+    lab.set("I:tcp;22;22;0.0.0.0/0,::/0,NEXT;");
+    assert!(!tcp(&u, G4, 23));
+    ok(&format!("ip netns exec {h} nft flush table inet virt_l3"));
+    lab.in_host({
+        let r = r.clone();
+        move || firewall::install(&r)
+    })
+    .unwrap();
+    assert!(tcp(&u, G4, 23), "the reinstalled table has no element");
+    lab.running();
+    let o = sh(&format!(
+        "ip netns exec {h} {BIN} --config {} reconcile",
+        lab.config().display()
+    ));
+    assert!(
+        o.status.success(),
+        "reconcile: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Reconcile pinned the bridge's MAC: the guest learns it again.
+    ok(&format!("ip -n {g} neigh flush all"));
+    let why = || {
+        format!(
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            ok(&format!("ip -n {h} route; ip -n {h} -6 route")),
+            ok(&format!(
+                "ip netns exec {h} nft list map inet virt_l3 sg_vms4"
+            ))
+        )
+    };
+    assert!(tcp(&u, G4, 22), "allowed after reconcile: {}", why());
+    assert!(tcp(&u, G6, 22), "allowed after reconcile: {}", why());
+    assert!(
+        !tcp(&u, G4, 23) && !tcp(&u, G6, 23),
+        "closed again after reconcile"
+    );
+
     // clear: no chain, no element left.
     assert!(lab.sg("clear i-2-55-VM").status.success());
     let table = ok(&format!("ip netns exec {h} nft list table inet virt_l3"));
@@ -281,5 +358,41 @@ fn security_groups_on_the_routed_path_netns() {
         !table.contains("sg_in_") && !table.contains("sg_out_"),
         "{table}"
     );
+    assert!(
+        !table.contains(G4) && !table.contains(G6),
+        "no element of the VM left: {table}"
+    );
     assert!(tcp(&u, G4, 23), "no security group: open again");
+
+    // The hook's `stopped` removes the elements and the stored rules.
+    lab.set("I:tcp;22;22;0.0.0.0/0,::/0,NEXT;");
+    assert!(!tcp(&u, G4, 23));
+    let stored = lab
+        .dir
+        .path()
+        .join(format!("state/security-groups/{UUID}.json"));
+    assert!(stored.exists());
+    let status = std::fs::read_to_string(lab.dir.path().join("status/i-2-55-VM.xml")).unwrap();
+    let xml = &status[status.find("<domain").unwrap()..status.find("</domstatus>").unwrap()];
+    std::fs::write(lab.dir.path().join("domain.xml"), xml).unwrap();
+    let o = sh(&format!(
+        "ip netns exec {h} {BIN} --config {} hook i-2-55-VM stopped end - < {}",
+        lab.config().display(),
+        lab.dir.path().join("domain.xml").display()
+    ));
+    assert!(
+        o.status.success(),
+        "stopped: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let table = ok(&format!("ip netns exec {h} nft list table inet virt_l3"));
+    assert!(
+        !table.contains(G4) && !table.contains(G6),
+        "after stopped: {table}"
+    );
+    let stored = lab
+        .dir
+        .path()
+        .join(format!("state/security-groups/{UUID}.json"));
+    assert!(!stored.exists(), "the stored rules go at stopped");
 }

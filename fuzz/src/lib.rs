@@ -129,6 +129,12 @@ pub fn check_plan(
     owners: &Owners,
 ) {
     assert_eq!(p.name, dom.name);
+    if virt_l3::plan::routes_nothing(dom, config) {
+        // Nothing routed: accepted with nothing to do whatever the <uuid>, as the
+        // hook accepts it unread (issue 15, item 10).
+        assert!(p.nics.is_empty(), "{p:?}");
+        return;
+    }
     assert!(is_valid_uuid(&p.uuid), "{:?}", p.uuid);
     assert_eq!(dom.uuid.as_deref(), Some(p.uuid.as_str()));
     // One planned NIC per interface on a routed bridge, in order.
@@ -301,8 +307,12 @@ pub fn config(data: &[u8]) {
             assert!(c.route_metric < c.arrived_metric);
             assert!(c.arrived_metric < c.leaving_metric);
             assert!(c.leaving_metric < c.standby_metric);
-            if let Some(m) = c.gateway_mac {
-                assert!(!m.is_multicast() && !m.is_zero());
+            if let Some(g) = c.gateway_mac {
+                // Fixed or derived per bridge: a unicast, non-zero MAC either way.
+                for b in &c.bridges {
+                    let m = g.for_bridge(b);
+                    assert!(!m.is_multicast() && !m.is_zero());
+                }
             }
             let written = toml::to_string(&c).expect("a configuration serialises");
             let back = Config::from_toml(&written, path)

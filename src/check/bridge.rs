@@ -51,6 +51,30 @@ pub(super) fn bridge_items(
     ]
 }
 
+/// One `bridge` item per pattern of `bridges` that matches no bridge yet (not a
+/// failure: its bridges come and go).
+pub(super) fn idle_patterns(config: &Config, routed: &[String]) -> Vec<Item> {
+    config
+        .bridges
+        .iter()
+        .filter(|p| crate::plan::bridge_names::is_pattern(p))
+        .filter(|p| {
+            !routed
+                .iter()
+                .any(|b| crate::plan::bridge_names::glob_matches(p, b))
+        })
+        .map(|p| {
+            ok(
+                "bridge",
+                Some(p),
+                format!(
+                    "No bridge matches the pattern {p} yet; virt-l3 routes on those created later."
+                ),
+            )
+        })
+        .collect()
+}
+
 /// `ip address add` for a gateway: an IPv6 gateway without duplicate address
 /// detection, which a guest could otherwise fail (it answers for fe80::1 while the
 /// address is tentative: IPv6 breaks for every guest on the bridge).
@@ -244,7 +268,7 @@ fn mac_item(config: &Config, opts: &CheckOptions, link: &Link, b: &str) -> Item 
         .mac
         .map(|m| m.to_string())
         .unwrap_or_else(|| "none".into());
-    match config.gateway_mac {
+    match config.gateway_mac_for(b) {
         Some(want) if link.mac == Some(want) => ok(
             "bridge-mac",
             Some(b),

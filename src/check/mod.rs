@@ -9,6 +9,7 @@
 mod allow;
 mod bridge;
 mod cloudstack;
+mod coexistence;
 mod facts;
 mod firewall;
 mod libvirt;
@@ -162,19 +163,28 @@ fn warn(id: &'static str, subject: Option<&str>, summary: String, fix: String) -
 
 /// Inspects the host. Never changes anything. The items come in a fixed order
 /// (docs/TROUBLESHOOTING.md): bridges, sysctls, the CloudStack control network,
-/// libvirt, the routing daemon, virt-l3's state, its nftables tables, blocked ports.
+/// libvirt, the routing daemon, virt-l3's state, its nftables tables, blocked ports,
+/// other tools' entries for routed addresses.
 pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, CheckError> {
     let facts = facts::kernel_facts().await?;
     let mut items = Vec::new();
-    let existing: Vec<&str> = config
-        .bridges
+    // The literal names (present or not) and every bridge a pattern matches.
+    let routed = config.routed_bridges_among(
+        facts
+            .links
+            .iter()
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .map(|l| l.name.as_str()),
+    );
+    let existing: Vec<&str> = routed
         .iter()
         .filter(|b| facts.link(b).is_some())
         .map(String::as_str)
         .collect();
-    for b in &config.bridges {
+    for b in &routed {
         items.extend(bridge::bridge_items(config, opts, &facts, b));
     }
+    items.extend(bridge::idle_patterns(config, &routed));
     let mut kernel = NetlinkKernel::connect()?;
     let uplinks = uplinks(config, &facts, &mut kernel).await?;
     items.push(sysctls::forwarding(opts, &existing, &uplinks, 4));
@@ -190,10 +200,11 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(libvirt::hook_installed(opts));
     items.push(libvirt::nwfilter(opts));
     items.push(libvirt::ebtables(opts));
-    items.extend(routing_daemon::routing_daemon(config, opts));
+    items.extend(routing_daemon::routing_daemon(config, opts, &routed));
     items.push(state::state(config, &mut kernel).await);
     items.push(firewall::firewall(config).await);
     items.push(firewall::ports(config, &facts));
+    items.extend(coexistence::foreign_entries(config, &mut kernel).await);
     Ok(Report {
         ready: items.iter().all(|i| i.status != Status::Fail),
         items,

@@ -70,7 +70,11 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
             )
         }
     };
-    let view = match KernelView::sweep(kernel, &config.bridges, config.route_protocol).await {
+    let bridges = match crate::kernel::routed_bridges(kernel, config).await {
+        Ok(b) => b,
+        Err(e) => return cannot_read_kernel(e),
+    };
+    let view = match KernelView::sweep(kernel, &bridges, config.route_protocol).await {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };

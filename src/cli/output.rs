@@ -67,7 +67,15 @@ pub fn status(report: &[DomainStatus], as_json: bool) -> Result<String, CliError
         out.push_str("no routed domains\n");
     }
     for d in report {
-        let mark = if d.healthy() { "ok" } else { "MISSING ENTRIES" };
+        let mark = match (
+            d.entries.iter().any(|e| !e.present),
+            !d.conflicts.is_empty(),
+        ) {
+            (false, false) => "ok",
+            (true, false) => "MISSING ENTRIES",
+            (false, true) => "CONFLICT",
+            (true, true) => "MISSING ENTRIES, CONFLICT",
+        };
         let standby = if d.standby {
             " (standby: incoming migration)"
         } else {
@@ -80,6 +88,14 @@ pub fn status(report: &[DomainStatus], as_json: bool) -> Result<String, CliError
         for e in &d.entries {
             let present = if e.present { "x" } else { " " };
             let _ = writeln!(out, "  [{present}] {}", e.entry);
+        }
+        for c in &d.conflicts {
+            let _ = writeln!(out, "  conflict: another tool's {c}");
+            let _ = writeln!(
+                out,
+                "    fix: stop that tool managing this address, then {}",
+                c.remove
+            );
         }
     }
     Ok(out)

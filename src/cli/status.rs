@@ -22,7 +22,8 @@ impl StatusArgs {
         let state = StateDir::new(&config.state_dir);
         let report = runtime()?.block_on(async {
             let mut k = NetlinkKernel::connect()?;
-            Ok::<_, CliError>(virt_l3::status::status(&mut k, &state, &config.bridges).await?)
+            let bridges = virt_l3::kernel::routed_bridges(&k, config).await?;
+            Ok::<_, CliError>(virt_l3::status::status(&mut k, &state, &bridges).await?)
         })?;
         print!("{}", output::status(&report, self.json)?);
         Ok(if report.iter().all(|d| d.healthy()) {

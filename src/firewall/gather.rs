@@ -80,7 +80,7 @@ pub async fn networks_with(
             }
         }
     }
-    let routed = |name: &str| config.bridges.iter().any(|b| b == name);
+    let routed = |name: &str| config.is_routed_bridge(name);
     let mut foreign_ports: Vec<String> = links
         .values()
         .filter(|l| {

@@ -220,6 +220,7 @@ impl Ruleset {
 
     /// The ruleset for `config`, the firewall settings and the host's facts.
     pub fn build(config: &Config, fw: &FirewallConfig, host: &HostNetworks) -> Ruleset {
+        // Names and patterns (`brdr-*`, an nftables interface wildcard).
         let routed: BTreeSet<String> = config.bridges.iter().cloned().collect();
         let mut protected = Vec::new();
         for p in &fw.protected_networks {
@@ -228,7 +229,9 @@ impl Ruleset {
                 Protected::Connected => protected.extend(
                     host.connected
                         .iter()
-                        .filter(|(ifname, net)| !routed.contains(ifname) && forwardable(net))
+                        .filter(|(ifname, net)| {
+                            !config.is_routed_bridge(ifname) && forwardable(net)
+                        })
                         .map(|(_, net)| net.trunc()),
                 ),
             }

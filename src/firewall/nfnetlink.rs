@@ -1,6 +1,12 @@
 //! In-process set element changes (the hook's path: no `nft` fork): one
-//! nfnetlink batch `BATCH_BEGIN, NEWSETELEM|DELSETELEM, BATCH_END` on a
-//! NETLINK_NETFILTER socket, acknowledged by the kernel.
+//! nfnetlink batch `BATCH_BEGIN, NEWSETELEM|DELSETELEM..., BATCH_END` on a
+//! NETLINK_NETFILTER socket, acknowledged by the kernel message by message;
+//! the kernel applies the whole batch or none of it.
+//!
+//! Keys as nftables encodes them (libnftnl, the kernel's nft_set_pipapo.c):
+//! each field of a concatenation in network byte order, padded with zeros to
+//! 4 bytes; an interval element carries `NFTA_SET_ELEM_KEY` (first value) and
+//! `NFTA_SET_ELEM_KEY_END` (last value).
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
@@ -21,9 +27,17 @@ const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
 const NFTA_DATA_VALUE: u16 = 1;
 /// `NFPROTO_*` of the table.
 pub const NFPROTO_BRIDGE: u8 = 7;
+/// `NFPROTO_INET`.
+pub const NFPROTO_INET: u8 = 1;
 
 /// The `NFPROTO_*` number of an nft family name (0 for an unknown one).
 pub fn family(name: &str) -> u8 {
@@ -67,39 +81,81 @@ pub fn change_ifnames(
         names.join(", "),
         if add { "to" } else { "from" }
     );
-    let fail = |detail: String| FirewallError::Netlink {
-        what: what.clone(),
-        detail,
-    };
-    let mut elems = Vec::new();
+    let mut elements = Vec::new();
     for name in names {
         if name.is_empty() || name.len() > 15 {
-            return Err(fail(format!("{name:?} is not an interface name")));
+            return Err(FirewallError::Netlink {
+                what,
+                detail: format!("{name:?} is not an interface name"),
+            });
         }
-        let mut key = [0u8; 16];
+        let mut key = vec![0u8; 16];
         key[..name.len()].copy_from_slice(name.as_bytes());
-        let value = nla(NFTA_DATA_VALUE, &key);
-        attr(
-            &mut elems,
-            NFTA_LIST_ELEM | NLA_F_NESTED,
-            &nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
-        );
+        elements.push(Element {
+            key,
+            key_end: None,
+            jump: None,
+        });
     }
-    let seq = std::process::id() ^ 0x5e70_0000;
-    let msg_type = (NFNL_SUBSYS_NFTABLES << 8)
-        | if add {
-            NFT_MSG_NEWSETELEM
-        } else {
-            NFT_MSG_DELSETELEM
+    let change = SetChange {
+        set: set.to_string(),
+        add,
+        elements,
+    };
+    match batch(family, table, &[change]) {
+        Err(Failed::Errno(libc::ENOENT, _)) if !add => Ok(()),
+        r => r.map_err(|f| f.into_error(&what)),
+    }
+}
+
+/// One set element: its key and, in an interval set, the key of its last value.
+/// Keys are the set's fields in order, each padded to 4 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub key_end: Option<Vec<u8>>,
+    /// In a verdict map: the chain the element jumps to.
+    pub jump: Option<String>,
+}
+
+/// Elements added to (NEWSETELEM, present ones kept) or deleted from one set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetChange {
+    pub set: String,
+    pub add: bool,
+    pub elements: Vec<Element>,
+}
+
+/// Why a batch failed.
+#[derive(Debug)]
+pub enum Failed {
+    /// The kernel refused a message (the whole batch was undone).
+    Errno(i32, String),
+    /// The socket failed.
+    Io(String),
+}
+
+impl Failed {
+    pub fn into_error(self, what: &str) -> FirewallError {
+        let detail = match self {
+            Failed::Errno(errno, _) => std::io::Error::from_raw_os_error(errno).to_string(),
+            Failed::Io(d) => d,
         };
-    let mut body = Vec::new();
-    attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-    attr(&mut body, NFTA_SET_ELEM_LIST_SET, &cstr(set));
-    attr(
-        &mut body,
-        NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
-        &elems,
-    );
+        FirewallError::Netlink {
+            what: what.to_string(),
+            detail,
+        }
+    }
+}
+
+/// Elements per message (a nested attribute is at most 64 KiB).
+const CHUNK: usize = 128;
+
+/// Applies `changes` to sets of `family`/`table` in ONE nfnetlink batch: the
+/// kernel applies all of it or nothing.
+pub fn batch(family: u8, table: &str, changes: &[SetChange]) -> Result<(), Failed> {
+    let base = std::process::id().wrapping_mul(0x10000) ^ (now_nanos() & 0xffff);
+    let mut seq = base;
     let mut batch = message(
         NFNL_MSG_BATCH_BEGIN,
         NLM_F_REQUEST,
@@ -108,42 +164,109 @@ pub fn change_ifnames(
         NFNL_SUBSYS_NFTABLES,
         &[],
     );
-    let flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE } else { 0 };
-    batch.extend(message(msg_type, flags, seq + 1, family, 0, &body));
+    // (seq, set) of each message that is acknowledged.
+    let mut pending: Vec<(u32, &str)> = Vec::new();
+    for c in changes {
+        for chunk in c.elements.chunks(CHUNK) {
+            seq = seq.wrapping_add(1);
+            let mut body = Vec::new();
+            attr(&mut body, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+            attr(&mut body, NFTA_SET_ELEM_LIST_SET, &cstr(&c.set));
+            let mut elems = Vec::new();
+            for e in chunk {
+                let mut inner = nla(
+                    NFTA_SET_ELEM_KEY | NLA_F_NESTED,
+                    &nla(NFTA_DATA_VALUE, &e.key),
+                );
+                if let (Some(chain), true) = (&e.jump, c.add) {
+                    let mut verdict = nla(NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+                    attr(&mut verdict, NFTA_VERDICT_CHAIN, &cstr(chain));
+                    attr(
+                        &mut inner,
+                        NFTA_SET_ELEM_DATA | NLA_F_NESTED,
+                        &nla(NFTA_DATA_VERDICT | NLA_F_NESTED, &verdict),
+                    );
+                }
+                if let Some(end) = &e.key_end {
+                    attr(
+                        &mut inner,
+                        NFTA_SET_ELEM_KEY_END | NLA_F_NESTED,
+                        &nla(NFTA_DATA_VALUE, end),
+                    );
+                }
+                attr(&mut elems, NFTA_LIST_ELEM | NLA_F_NESTED, &inner);
+            }
+            attr(
+                &mut body,
+                NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+                &elems,
+            );
+            let (ty, flags) = if c.add {
+                (NFT_MSG_NEWSETELEM, NLM_F_CREATE)
+            } else {
+                (NFT_MSG_DELSETELEM, 0)
+            };
+            batch.extend(message(
+                (NFNL_SUBSYS_NFTABLES << 8) | ty,
+                NLM_F_REQUEST | NLM_F_ACK | flags,
+                seq,
+                family,
+                0,
+                &body,
+            ));
+            pending.push((seq, &c.set));
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    seq = seq.wrapping_add(1);
     batch.extend(message(
         NFNL_MSG_BATCH_END,
         NLM_F_REQUEST,
-        seq + 2,
+        seq,
         0,
         NFNL_SUBSYS_NFTABLES,
         &[],
     ));
+    send_and_wait(&batch, pending)
+}
 
+fn now_nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// Sends a batch and reads the acknowledgements: Ok when every message is
+/// acknowledged, the first error otherwise.
+fn send_and_wait(batch: &[u8], mut pending: Vec<(u32, &str)>) -> Result<(), Failed> {
     let mut socket = Socket::new(NETLINK_NETFILTER)
-        .map_err(|e| fail(format!("cannot open a netfilter socket: {e}")))?;
+        .map_err(|e| Failed::Io(format!("cannot open a netfilter socket: {e}")))?;
     socket
         .bind_auto()
-        .map_err(|e| fail(format!("cannot bind a netfilter socket: {e}")))?;
+        .map_err(|e| Failed::Io(format!("cannot bind a netfilter socket: {e}")))?;
     socket
-        .send_to(&batch, &SocketAddr::new(0, 0), 0)
-        .map_err(|e| fail(format!("cannot send: {e}")))?;
-    let mut buf = vec![0u8; 8192];
-    loop {
+        .send_to(batch, &SocketAddr::new(0, 0), 0)
+        .map_err(|e| Failed::Io(format!("cannot send: {e}")))?;
+    let mut buf = vec![0u8; 65536];
+    while !pending.is_empty() {
         let n = socket
             .recv(&mut &mut buf[..], 0)
-            .map_err(|e| fail(format!("no answer: {e}")))?;
+            .map_err(|e| Failed::Io(format!("no answer: {e}")))?;
         let mut at = 0;
         while at + 20 <= n {
             let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
             let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
             let mseq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
-            if ty == NLMSG_ERROR && mseq == seq + 1 {
+            if ty == NLMSG_ERROR {
                 let code = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
-                return match -code {
-                    0 => Ok(()),
-                    libc::ENOENT if !add => Ok(()),
-                    errno => Err(fail(std::io::Error::from_raw_os_error(errno).to_string())),
-                };
+                if let Some(i) = pending.iter().position(|(s, _)| *s == mseq) {
+                    let (_, set) = pending.swap_remove(i);
+                    if code != 0 {
+                        return Err(Failed::Errno(-code, set.to_string()));
+                    }
+                }
             }
             if len < 16 {
                 break;
@@ -151,6 +274,7 @@ pub fn change_ifnames(
             at += (len + 3) & !3;
         }
     }
+    Ok(())
 }
 
 fn cstr(s: &str) -> Vec<u8> {

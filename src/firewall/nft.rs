@@ -90,8 +90,7 @@ pub fn installed_matches(r: &Ruleset) -> Result<bool, FirewallError> {
 }
 
 /// A listed table without what changes at run time: set and map bodies (the
-/// accepted ports, the security groups' map elements) and the per-VM security
-/// group chains (`sg_*`, issue 16), which a full install would wipe.
+/// accepted ports, the security groups' elements, issue 16).
 pub(crate) fn static_part(text: &str) -> String {
     let mut out = String::new();
     let mut skipping = false;
@@ -99,10 +98,6 @@ pub(crate) fn static_part(text: &str) -> String {
         let t = line.trim();
         if skipping {
             skipping = t != "}";
-            continue;
-        }
-        if t.ends_with('{') && t.starts_with("chain sg_") {
-            skipping = true;
             continue;
         }
         if t.ends_with('{') && (t.starts_with("set ") || t.starts_with("map ")) {

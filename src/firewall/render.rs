@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::model::{HostService, Ruleset};
+use crate::security_group::elements::{sharded, SETS as SG_SETS, SHARDS};
 
 /// The tables virt-l3 owns, as `(family, name)`.
 pub const TABLES: [(&str, &str); 3] = [("inet", TABLE), ("bridge", TABLE), ("netdev", TABLE)];
@@ -96,8 +97,9 @@ pub fn version_and_rules(r: &Ruleset) -> (String, [usize; 3]) {
 /// the rendering).
 pub(crate) fn rule_counts(r: &Ruleset) -> [usize; 3] {
     // prerouting 2, fragments 1, input 1, guest_to_host 6 + host_allow,
-    // forward 2, guest_egress 4, protected 2, guest_ingress 2.
-    [20 + r.host_allow.len(), 6, 0]
+    // forward 2, guest_egress 4, protected 2, guest_ingress 2; per security
+    // group shard: security_in4 5, security_in6 6, security_out4 7, security_out6 8.
+    [20 + r.host_allow.len() + 26 * SHARDS as usize, 6, 0]
 }
 
 fn quoted<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<String> {
@@ -146,11 +148,14 @@ fn service_rule(s: &HostService) -> String {
 
 fn inet_table(r: &Ruleset, hash: &str) -> String {
     let mut out = format!("table inet {TABLE} {{\n\tcomment \"{COMMENT_PREFIX}{hash}\"\n");
+    // A bridge pattern (`brdr-*`) is an nftables interface wildcard, which a
+    // set holds only with the interval flag.
+    let wildcard = r.routed_bridges.iter().any(|b| b.ends_with('*'));
     set(
         &mut out,
         "routed_bridges",
         "ifname",
-        "",
+        if wildcard { "interval" } else { "" },
         &quoted(&r.routed_bridges),
     );
     let (gw4, gw6): (Vec<&IpAddr>, Vec<&IpAddr>) = r.gateways.iter().partition(|g| g.is_ipv4());
@@ -184,15 +189,8 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         "interval",
         &p6.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
     );
-    // Security groups (issue 16): address -> `jump sg_<vm>` verdict maps, empty until then.
-    for (name, ty) in [
-        ("vm_ingress4", "ipv4_addr"),
-        ("vm_ingress6", "ipv6_addr"),
-        ("vm_egress4", "ipv4_addr"),
-        ("vm_egress6", "ipv6_addr"),
-    ] {
-        set(&mut out, name, &format!("{ty} : verdict"), "", &[]);
-    }
+    // Security groups (issue 16): global sets, one VM's rules are elements.
+    security_sets(&mut out);
     chain(
         &mut out,
         "prerouting",
@@ -242,8 +240,8 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         &[
             "ip daddr @protected4 jump protected".into(),
             "ip6 daddr @protected6 jump protected".into(),
-            "ip saddr vmap @vm_egress4".into(),
-            "ip6 saddr vmap @vm_egress6".into(),
+            "ip saddr vmap @sg_egress_restricted4".into(),
+            "ip6 saddr vmap @sg_egress_restricted6".into(),
         ],
     );
     chain(
@@ -260,12 +258,92 @@ fn inet_table(r: &Ruleset, hash: &str) -> String {
         "guest_ingress",
         None,
         &[
-            "ip daddr vmap @vm_ingress4".into(),
-            "ip6 daddr vmap @vm_ingress6".into(),
+            "ip daddr vmap @sg_vms4".into(),
+            "ip6 daddr vmap @sg_vms6".into(),
         ],
     );
+    security_chains(&mut out);
     out.push_str("}\n");
     out
+}
+
+/// The security groups' sets (issue 16): verdict maps to the shards' chains,
+/// then each shard's interval sets; elements come from `security_group`.
+fn security_sets(out: &mut String) {
+    for d in SG_SETS.iter().filter(|d| !d.interval) {
+        set(out, d.name, d.nft_type, "", &[]);
+    }
+    for shard in 0..SHARDS {
+        for d in SG_SETS.iter().filter(|d| d.interval) {
+            set(out, &sharded(d.name, shard), d.nft_type, "interval", &[]);
+        }
+    }
+}
+
+/// ICMPv6 a VM always sends and receives, as CloudStack's default rules allow
+/// (RFC 4890: path MTU discovery and errors). Neighbour discovery is link-local
+/// and never forwarded.
+const ICMPV6_ESSENTIAL: &str =
+    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } return";
+
+/// The security groups' static rules (issue 16, docs/SECURITY-GROUPS.md), one
+/// chain per shard, direction and family: reached through the `sg_vms*`
+/// (ingress) or `sg_egress_restricted*` (egress) verdict maps; a constant
+/// number of set lookups per packet, whatever the number of VMs and rules.
+/// Allowed traffic `return`s (the rest of the table applies: guest to guest,
+/// the other VM's ingress).
+fn security_chains(out: &mut String) {
+    for shard in 0..SHARDS {
+        for (dir, v6) in [("in", false), ("in", true), ("out", false), ("out", true)] {
+            security_chain(out, shard, dir, v6);
+        }
+    }
+}
+
+fn security_chain(out: &mut String, shard: u32, dir: &str, v6: bool) {
+    {
+        let (f, ip, icmp) = if v6 {
+            ("6", "ip6", "icmpv6")
+        } else {
+            ("4", "ip", "icmp")
+        };
+        // The VM's address first: daddr for ingress, saddr for egress.
+        let (vm, other) = if dir == "in" {
+            ("daddr", "saddr")
+        } else {
+            ("saddr", "daddr")
+        };
+        let mut rules = vec!["ct state established,related return".to_string()];
+        if v6 {
+            rules.push(ICMPV6_ESSENTIAL.into());
+        }
+        if dir == "out" {
+            // security_group.py's default rules: outbound DNS always allowed.
+            rules.push("udp dport 53 return".into());
+            rules.push("tcp dport 53 return".into());
+        }
+        let pair = format!("{ip} {vm} . {ip} {other}");
+        let set = |kind: &str| sharded(&format!("sg_{dir}{f}_{kind}"), shard);
+        rules.push(format!(
+            "{pair} . meta l4proto . th dport @{} return",
+            set("ports")
+        ));
+        rules.push(format!("{pair} . meta l4proto @{} return", set("all")));
+        rules.push(format!(
+            "{pair} . {icmp} type . {icmp} code @{} return",
+            set("icmp")
+        ));
+        let what = if dir == "in" { "ingress" } else { "egress" };
+        rules.push(format!(
+            "counter drop comment \"security group: {what} default\""
+        ));
+        chain(
+            out,
+            &sharded(&format!("security_{dir}{f}"), shard),
+            None,
+            &rules,
+        );
+    }
 }
 
 /// The bridge table: fail-closed ports and link-local control frames.

@@ -155,8 +155,10 @@ fn rules_hold_what_issue_14_asks() {
         "udp dport 53 accept",
         "fib saddr . iif oif missing counter drop",
         "ip daddr @protected4 jump protected",
-        "ip saddr vmap @vm_egress4",
-        "ip6 daddr vmap @vm_ingress6",
+        "ip saddr vmap @sg_egress_restricted4",
+        "ip6 daddr vmap @sg_vms6",
+        "ip daddr . ip saddr . meta l4proto . th dport @sg_in4_ports_00 return",
+        "ip6 saddr . ip6 daddr . icmpv6 type . icmpv6 code @sg_out6_icmp_3f return",
         "iifname != @foreign_ports iifname != @accepted_ports counter drop",
         "oifname != @foreign_ports oifname != @accepted_ports counter drop",
         "devices = { \"vnet0\", \"vnet1\" }",
@@ -219,6 +221,26 @@ fn golden_files() {
             .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
         assert_eq!(text, want, "{name} differs (UPDATE_GOLDEN=1 rewrites it)");
     }
+}
+
+#[test]
+fn a_bridge_pattern_is_an_interface_wildcard_in_an_interval_set() {
+    let base = render(&Ruleset::from_config(&Config::default(), &host()));
+    assert!(
+        base.contains("set routed_bridges {\n\t\ttype ifname\n\t\telements"),
+        "{base}"
+    );
+    let config = Config {
+        bridges: vec!["cloudbr0".into(), "brdr-*".into()],
+        ..Config::default()
+    };
+    let text = render(&Ruleset::from_config(&config, &host()));
+    assert!(
+        text.contains(
+            "set routed_bridges {\n\t\ttype ifname\n\t\tflags interval\n\t\telements = { \"brdr-*\", \"cloudbr0\" }"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

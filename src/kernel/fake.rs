@@ -576,6 +576,42 @@ impl Kernel for FakeKernel {
         Ok(Some(done))
     }
 
+    async fn bridge_names(&self) -> Result<Vec<String>, KernelError> {
+        Ok(self.with(|m| {
+            m.links
+                .iter()
+                .filter(|(_, l)| l.bridge)
+                .map(|(n, _)| n.clone())
+                .collect()
+        }))
+    }
+
+    /// The model keeps the host's addresses in one list, not per interface.
+    async fn add_gateways(
+        &mut self,
+        bridge: &str,
+        gateways: &[IpAddr],
+        apply: bool,
+    ) -> Result<Vec<String>, KernelError> {
+        if self.with(|m| !m.links.contains_key(bridge)) {
+            return Ok(Vec::new());
+        }
+        let missing: Vec<IpAddr> = self.with(|m| {
+            gateways
+                .iter()
+                .filter(|g| !m.host_addresses.contains(g))
+                .copied()
+                .collect()
+        });
+        if apply {
+            self.with(|m| m.host_addresses.extend(missing.iter().copied()));
+        }
+        Ok(missing
+            .iter()
+            .map(|g| format!("gateway address {g} added to {bridge}"))
+            .collect())
+    }
+
     async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError> {
         if self.index_of(port).is_none() {
             return Err(KernelError::NoInterface(port.to_string()));

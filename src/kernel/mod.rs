@@ -15,7 +15,9 @@ use crate::address::Mac;
 use crate::plan::Entry;
 
 pub mod batch;
+pub mod bridges;
 pub mod fake;
+pub mod foreign;
 mod lookup;
 pub mod netlink;
 mod reads;
@@ -97,6 +99,23 @@ pub struct RouteLookup {
     /// The main-table unicast route the address matches, if any (the default
     /// route included).
     pub route: Option<KernelRoute>,
+}
+
+/// The routed bridges now: the literal names of `bridges` and the kernel's
+/// bridges matching one of its patterns, sorted.
+pub async fn routed_bridges<K: Kernel>(
+    kernel: &K,
+    config: &crate::config::Config,
+) -> Result<Vec<String>, KernelError> {
+    if !config
+        .bridges
+        .iter()
+        .any(|b| crate::plan::bridge_names::is_pattern(b))
+    {
+        return Ok(config.bridges.clone());
+    }
+    let names = kernel.bridge_names().await?;
+    Ok(config.routed_bridges_among(names.iter().map(String::as_str)))
 }
 
 /// The bridge an entry is on.
@@ -182,6 +201,19 @@ pub trait Kernel {
         mac: Option<Mac>,
         apply: bool,
     ) -> Result<Option<String>, KernelError>;
+
+    /// The names of every Linux bridge on the host (for bridge patterns).
+    async fn bridge_names(&self) -> Result<Vec<String>, KernelError>;
+
+    /// Puts the missing `gateways` on `bridge` (IPv4 /32, IPv6 link-local /64
+    /// without DAD); returns what was added (or would be, without `apply`).
+    /// A bridge that does not exist gets nothing.
+    async fn add_gateways(
+        &mut self,
+        bridge: &str,
+        gateways: &[IpAddr],
+        apply: bool,
+    ) -> Result<Vec<String>, KernelError>;
 
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
     async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError>;

@@ -577,6 +577,22 @@ impl Kernel for NetlinkKernel {
         Ok(Some(done))
     }
 
+    async fn bridge_names(&self) -> Result<Vec<String>, KernelError> {
+        super::bridges::bridge_names(&self.handle).await
+    }
+
+    async fn add_gateways(
+        &mut self,
+        bridge: &str,
+        gateways: &[IpAddr],
+        apply: bool,
+    ) -> Result<Vec<String>, KernelError> {
+        let Some(index) = self.link_index(bridge).await? else {
+            return Ok(Vec::new());
+        };
+        super::bridges::add_gateways(&self.handle, index, bridge, gateways, apply).await
+    }
+
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
     async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError> {
         let index = self

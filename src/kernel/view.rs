@@ -85,7 +85,9 @@ impl KernelView {
                         && k.gateway == r.via
                         && protocols.contains(&k.protocol);
                     uncertain |= !exact;
-                    if exact && !routes.contains(&k) {
+                    // Another tool's route of that destination is kept too:
+                    // status names it (crate::kernel::foreign).
+                    if k.destination == r.destination && !routes.contains(&k) {
                         routes.push(k);
                     }
                 }

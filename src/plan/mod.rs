@@ -8,6 +8,7 @@
 //! - `nic`: one managed interface, through the rules; `link_local`: its pinned IPv6 link-local.
 //! - `error`, `text`: the refusal and its one-line text.
 
+pub mod bridge_names;
 mod error;
 mod facts;
 mod link_local;

@@ -10,16 +10,45 @@ use crate::state::{StateDir, StateError};
 
 /// Pins the routed bridges' MACs (or, in a dry run, says which it would pin):
 /// pinning may flush neighbours, which the same pass re-adds. Failures are logged.
-pub async fn pin_bridges<K: Kernel>(kernel: &mut K, config: &Config, dry_run: bool) -> Vec<String> {
+pub async fn pin_bridges<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    bridges: &[String],
+    dry_run: bool,
+) -> Vec<String> {
     let mut pinned = Vec::new();
-    for b in &config.bridges {
-        match kernel.pin_bridge_mac(b, config.gateway_mac, !dry_run).await {
+    for b in bridges {
+        match kernel
+            .pin_bridge_mac(b, config.gateway_mac_for(b), !dry_run)
+            .await
+        {
             Ok(Some(done)) => pinned.push(done),
             Ok(None) => {}
             Err(e) => tracing::warn!("{e}"),
         }
     }
     pinned
+}
+
+/// Puts the missing gateway addresses on the routed bridges when
+/// `manage_gateways` is set (or, in a dry run, says which). Failures are logged.
+pub async fn add_gateways<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    bridges: &[String],
+    dry_run: bool,
+) -> Vec<String> {
+    let mut added = Vec::new();
+    if !config.manage_gateways {
+        return added;
+    }
+    for b in bridges {
+        match kernel.add_gateways(b, &config.gateways, !dry_run).await {
+            Ok(done) => added.extend(done),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    added
 }
 
 /// Makes the kernel changes of a diff: additions, then removals. Every change is
@@ -61,6 +90,16 @@ pub async fn apply<K: Kernel>(
     }
     if config.firewall.enabled {
         firewall(kernel, config, d, report).await;
+    }
+    if config.security_groups {
+        // Every running VM's elements again, after the tables were ensured
+        // (present elements stay): after a flush or a reinstall of the table, or
+        // a reboot, the rules are back.
+        for r in &d.keep {
+            if let Err(e) = crate::security_group::apply_domain(config, state, r) {
+                report.errors.push(e.to_string());
+            }
+        }
     }
     if config.disable_redirects && !d.keep.is_empty() {
         for b in view.bridges.keys() {

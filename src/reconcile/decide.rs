@@ -30,6 +30,8 @@ pub enum Action {
     Demote,
     /// A port the tables accepted that belongs to no running domain.
     Forget,
+    /// A gateway address put on a routed bridge (`manage_gateways`).
+    Gateway,
     /// virt-l3's nftables tables (re)installed.
     Firewall,
     Isolate,
@@ -50,6 +52,7 @@ impl Action {
             Action::Adopt => "adopt",
             Action::Demote => "demote",
             Action::Forget => "forget",
+            Action::Gateway => "gateway",
             Action::Firewall => "install",
             Action::Isolate => "isolate",
             Action::PinMac => "pin-mac",

@@ -116,12 +116,14 @@ pub async fn reconcile_scoped<K: Kernel>(
     );
     tracing::debug!(elapsed = ?t0.elapsed(), "decided records");
     kernel.forget_links();
-    let pinned = if d.keep.is_empty() {
+    let bridges = crate::kernel::routed_bridges(kernel, config).await?;
+    let pinned = if d.keep.is_empty() && !config.manage_gateways {
         Vec::new()
     } else {
-        apply::pin_bridges(kernel, config, dry_run).await
+        apply::pin_bridges(kernel, config, &bridges, dry_run).await
     };
-    let view = observe::kernel_view(kernel, config, scope, recorded, &d.keep).await?;
+    let gateways = apply::add_gateways(kernel, config, &bridges, dry_run).await;
+    let view = observe::kernel_view(kernel, &bridges, config, scope, recorded, &d.keep).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), routes = view.routes.len(), neighbours = view.neighbours.len(), "read kernel");
     let kd = diff(
         &decide::wanted_entries(&d.keep, &view),
@@ -141,6 +143,9 @@ pub async fn reconcile_scoped<K: Kernel>(
     report
         .changes
         .extend(decide::changes(Action::PinMac, pinned));
+    report
+        .changes
+        .extend(decide::changes(Action::Gateway, gateways));
     report
         .changes
         .extend(decide::diff_changes(&kd, &d.keep, &view));

@@ -130,16 +130,17 @@ pub fn recorded_entries(scope: Scope, records: &[Record]) -> Vec<Entry> {
 /// looked up ([`KernelView::lookup`]).
 pub async fn kernel_view<K: Kernel>(
     kernel: &mut K,
+    bridges: &[String],
     config: &Config,
     scope: Scope,
     mut recorded: Vec<Entry>,
     keep: &[Record],
 ) -> Result<KernelView, KernelError> {
     match scope {
-        Scope::Sweep => KernelView::sweep(kernel, &config.bridges, config.route_protocol).await,
+        Scope::Sweep => KernelView::sweep(kernel, bridges, config.route_protocol).await,
         Scope::Records => {
             recorded.extend(keep.iter().flat_map(|r| r.plan.entries(r.metric)));
-            KernelView::lookup(kernel, &config.bridges, &recorded, &[config.route_protocol]).await
+            KernelView::lookup(kernel, bridges, &recorded, &[config.route_protocol]).await
         }
     }
 }

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, XmlError};
-use crate::hook::{check_host, HookError};
+use crate::hook::{add_gateways, check_host, HookError};
 use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError};
 use crate::plan::{display_name, is_valid_uuid, routes_nothing};
@@ -185,6 +185,9 @@ pub async fn refresh_domain<K: Kernel>(
                     HookError::Plan(p) => refuse(&state, name, uuid, p.to_string()),
                     other => RefreshError::Host(other),
                 });
+            }
+            if config.manage_gateways {
+                add_gateways(kernel, config, &record.plan).await;
             }
             let settings = HostSettings::from_config(config);
             route_domain(kernel, &state, &record, previous, settings, OnFailure::Keep)

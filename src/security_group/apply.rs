@@ -1,21 +1,25 @@
-//! The effects: one `nft -f` transaction per VM change, and the rules kept in
-//! the state directory (`security-groups/`, see `state/security_groups.rs`).
+//! The effects: one in-process nfnetlink transaction of set elements per VM
+//! change (no `nft` fork), and the rules kept in the state directory
+//! (`security-groups/`, see `state/security_groups.rs`). A VM's installed
+//! elements are known from its stored rules and addresses (`applied`).
 //!
 //! With `security_groups = false` (the default) rules are stored but nothing is
-//! installed: no chain, no map element. With it on, a running VM always has its
-//! chains: its stored rules, or CloudStack's default (ingress closed, egress
-//! open) when none are known; never "open".
+//! installed: no element. With it on, a running VM always has its elements:
+//! its stored rules, or CloudStack's default (ingress closed, egress open) when
+//! none are known; never "open".
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::elements::{elements, SetElements};
 use super::model::RuleSet;
 use super::parse::parse_rules;
 use super::render;
 use super::SecurityGroupError;
 use crate::config::Config;
-use crate::firewall::FirewallError;
+use crate::firewall::nfnetlink::{self, Failed};
+use crate::firewall::TABLE;
 use crate::plan::{display_name, is_valid_uuid};
 use crate::state::{now_ms, Record, SgKey, StateDir};
 
@@ -64,7 +68,8 @@ impl Target {
         }
     }
 
-    fn from_record(r: &Record) -> Target {
+    /// A domain virt-l3 has a record for.
+    pub fn from_record(r: &Record) -> Target {
         Target {
             name: Some(r.plan.name.clone()),
             uuid: Some(r.plan.uuid.clone()),
@@ -151,36 +156,62 @@ pub enum Outcome {
     NotOnHost,
 }
 
-fn nft(domain: &str, text: &str, what: &str) -> Result<(), SecurityGroupError> {
-    crate::firewall::nft::run(&["-f", "-"], Some(text), what)
-        .map(drop)
-        .map_err(|source| SecurityGroupError::Nft {
+/// One set-element transaction replacing `old` by `new`.
+fn transaction(
+    full: bool,
+    domain: &str,
+    old: &[SetElements],
+    new: &[SetElements],
+    what: &str,
+) -> Result<(), SecurityGroupError> {
+    let changes = render::changes(old, new, full);
+    nfnetlink::batch(nfnetlink::NFPROTO_INET, TABLE, &changes).map_err(|f| {
+        let what = match &f {
+            Failed::Errno(_, set) => format!("{what} (set {set})"),
+            Failed::Io(_) => what.to_string(),
+        };
+        SecurityGroupError::Nft {
             domain: domain.to_string(),
-            source,
-        })
+            source: f.into_error(&what),
+        }
+    })
 }
 
-/// Installs `rules` for `target` (one transaction) when enforcement is on and
-/// the domain is on this host.
+/// The elements installed for stored rules (`None`: the default's, for `addresses`).
+fn installed(previous: Option<&(Stored, RuleSet)>, addresses: &[IpAddr]) -> Vec<SetElements> {
+    match previous {
+        Some((s, r)) => elements(r, &s.applied),
+        None => elements(&RuleSet::cloudstack_default(), addresses),
+    }
+}
+
+/// Installs `rules` for `target` (one transaction replacing the elements of
+/// `previous`) when enforcement is on and the domain is on this host. `full`:
+/// every element is sent, present or not (the hook, reconcile: the table may
+/// have been reinstalled); otherwise only what changes (`security-group set`:
+/// a jump element sent makes the kernel validate the whole table, in time
+/// proportional to the number of VMs).
 fn install(
     config: &Config,
     target: &Target,
     rules: &RuleSet,
-    previous: &[IpAddr],
+    previous: &[SetElements],
+    full: bool,
 ) -> Result<Outcome, SecurityGroupError> {
     if !config.security_groups {
         return Ok(Outcome::NotEnforced);
     }
-    let (Some(uuid), true) = (&target.uuid, target.on_host) else {
+    let (Some(_), true) = (&target.uuid, target.on_host) else {
         return Ok(Outcome::NotOnHost);
     };
-    let stale: Vec<IpAddr> = previous
-        .iter()
-        .filter(|a| !target.addresses.contains(a))
-        .copied()
-        .collect();
-    let text = render::apply(uuid, rules, &target.addresses, &stale);
-    nft(&target.label(), &text, "apply a security group")?;
+    let new = elements(rules, &target.addresses);
+    transaction(
+        full,
+        &target.label(),
+        previous,
+        &new,
+        "apply a security group",
+    )?;
     Ok(Outcome::Installed(target.addresses.clone()))
 }
 
@@ -207,13 +238,19 @@ pub fn set(
         source,
     })?;
     let _lock = state.lock()?;
-    let previous = load(state, target)?
-        .map(|(s, _)| s.applied)
-        .unwrap_or_default();
-    let outcome = install(config, target, &rules, &previous)?;
+    let loaded = load(state, target)?;
+    // Without stored rules a running VM has the default's elements (or none).
+    let old = installed(loaded.as_ref(), &target.addresses);
+    // Only what changes when the VM's previous rules were installed for these
+    // addresses; everything the first time (the default's elements may be
+    // missing: enforcement turned on after the VM started).
+    let known = loaded
+        .as_ref()
+        .is_some_and(|(s, _)| s.applied == target.addresses);
+    let outcome = install(config, target, &rules, &old, !known)?;
     let applied = match &outcome {
         Outcome::Installed(a) => a.clone(),
-        _ => previous,
+        _ => loaded.map(|(s, _)| s.applied).unwrap_or_default(),
     };
     let stored = Stored {
         name: target.name.clone(),
@@ -226,28 +263,27 @@ pub fn set(
     Ok(outcome)
 }
 
-/// Whether an nft error says virt-l3's table (or chain) is not there.
-fn absent(e: &SecurityGroupError) -> bool {
-    matches!(e, SecurityGroupError::Nft { source: FirewallError::Nft { detail, .. }, .. }
-        if detail.contains("No such file"))
-}
-
-/// Removes a domain's chains and map elements (for the addresses it had), then
-/// its stored rules. An absent table or chain is fine.
+/// Removes a domain's elements (those of its stored rules and of the
+/// default, for the addresses it had and has), then its stored rules. An
+/// absent table is fine.
 pub fn remove_domain(state: &StateDir, target: &Target) -> Result<(), SecurityGroupError> {
-    let stored = load(state, target)?.map(|(s, _)| s);
-    if let Some(uuid) = &target.uuid {
+    let loaded = load(state, target)?;
+    if target.uuid.is_some() {
         let mut addrs = target.addresses.clone();
-        addrs.extend(stored.iter().flat_map(|s| s.applied.iter().copied()));
+        addrs.extend(loaded.iter().flat_map(|(s, _)| s.applied.iter().copied()));
         addrs.sort();
         addrs.dedup();
-        match nft(
-            &target.label(),
-            &render::remove(uuid, &addrs),
-            "remove a security group",
-        ) {
-            Err(e) if !absent(&e) => return Err(e),
-            _ => {}
+        let rules = loaded.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+        let old = elements(&rules, &addrs);
+        let changes = render::changes(&old, &[], true);
+        match nfnetlink::batch(nfnetlink::NFPROTO_INET, TABLE, &changes) {
+            Ok(()) | Err(Failed::Errno(libc::ENOENT, _)) => {}
+            Err(f) => {
+                return Err(SecurityGroupError::Nft {
+                    domain: target.label(),
+                    source: f.into_error("remove a security group"),
+                })
+            }
         }
     }
     if let Some(u) = &target.uuid {
@@ -278,11 +314,9 @@ pub fn apply_domain(
     }
     let target = Target::from_record(record);
     let loaded = load(state, &target)?;
-    let (rules, previous) = match &loaded {
-        Some((s, r)) => (r.clone(), s.applied.clone()),
-        None => (RuleSet::cloudstack_default(), Vec::new()),
-    };
-    let outcome = install(config, &target, &rules, &previous)?;
+    let rules = loaded.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+    let old = installed(loaded.as_ref(), &target.addresses);
+    let outcome = install(config, &target, &rules, &old, true)?;
     if let (Some((stored, _)), Outcome::Installed(a)) = (loaded, &outcome) {
         if stored.applied != *a || stored.uuid.is_none() {
             let stored = Stored {
@@ -303,9 +337,11 @@ pub fn render_for(
     state: &StateDir,
     target: &Target,
 ) -> Result<String, SecurityGroupError> {
-    let (rules, previous) = match load(state, target)? {
-        Some((s, r)) => (r, s.applied),
-        None => (RuleSet::cloudstack_default(), Vec::new()),
+    let loaded = load(state, target)?;
+    let rules = loaded.as_ref().map(|(_, r)| r.clone()).unwrap_or_default();
+    let old = match &loaded {
+        Some((s, r)) => elements(r, &s.applied),
+        None => Vec::new(),
     };
     let uuid = target.uuid.clone().unwrap_or_else(|| "<uuid>".to_string());
     let mut out = String::new();
@@ -313,12 +349,8 @@ pub fn render_for(
         out.push_str("# security_groups = false: enforcement is off, nothing is installed\n");
     }
     if !target.on_host {
-        out.push_str("# the domain does not run on this host: no map element\n");
+        out.push_str("# the domain does not run on this host: no element\n");
     }
-    let stale: Vec<IpAddr> = previous
-        .into_iter()
-        .filter(|a| !target.addresses.contains(a))
-        .collect();
-    out.push_str(&render::apply(&uuid, &rules, &target.addresses, &stale));
+    out.push_str(&render::apply(&uuid, &rules, &target.addresses, &old));
     Ok(out)
 }

@@ -4,10 +4,12 @@
 //!
 //! - [`model`]: the rules (pure);
 //! - [`parse`]: CloudStack's rule string (pure);
-//! - [`render`](mod@render): one VM's chains and verdict-map elements as nft text (pure);
-//! - [`apply`]: the effects: one `nft` transaction per VM, the stored rules.
+//! - [`elements`](mod@elements): one VM's rules as elements of the global sets (pure);
+//! - [`render`](mod@render): one VM's set-element transaction as nft text (pure);
+//! - [`apply`]: the effects: one in-process netlink transaction per VM, the stored rules.
 
 pub mod apply;
+pub mod elements;
 pub mod model;
 pub mod parse;
 pub mod render;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use super::model::*;
 use super::parse::parse_rules;
-use super::render;
+use super::{elements, render};
 
 const UUID: &str = "4f6c1d2e-0000-4000-8000-00000000abcd";
 
@@ -149,45 +149,149 @@ fn refusals_name_the_rule() {
     }
 }
 
+fn names(e: &[elements::SetElements]) -> Vec<&'static str> {
+    e.iter().map(|s| s.set.name).collect()
+}
+
+fn texts(e: &[elements::SetElements], set: &str) -> Vec<String> {
+    e.iter()
+        .filter(|s| s.set.name == set)
+        .flat_map(|s| s.elements.iter().map(|b| elements::text(s, b)))
+        .collect()
+}
+
 #[test]
 fn egress_is_open_until_the_first_egress_rule_of_a_family() {
-    let open = render::egress_rules(&parse_rules("I:tcp;22;22;0.0.0.0/0,NEXT;").unwrap());
-    assert!(!open.iter().any(|l| l.contains("drop")));
-    let closed = render::egress_rules(&parse_rules(AGENT).unwrap());
-    assert!(closed
-        .iter()
-        .any(|l| l.starts_with("meta nfproto ipv4") && l.contains("drop")));
-    assert!(!closed
-        .iter()
-        .any(|l| l.starts_with("meta nfproto ipv6") && l.contains("drop")));
-    let ingress = render::ingress_rules(&RuleSet::cloudstack_default());
-    assert_eq!(
-        ingress.first().unwrap(),
-        "ct state established,related return"
+    let open = elements::elements(
+        &parse_rules("I:tcp;22;22;0.0.0.0/0,NEXT;").unwrap(),
+        &addrs(),
     );
-    assert!(ingress.last().unwrap().contains("drop"));
+    assert!(!names(&open)
+        .iter()
+        .any(|n| n.starts_with("sg_egress_restricted")));
+    let closed = elements::elements(&parse_rules(AGENT).unwrap(), &addrs());
+    let shard = elements::shard("100.64.0.10".parse().unwrap());
+    assert_eq!(
+        texts(&closed, "sg_egress_restricted4"),
+        [format!("100.64.0.10 : jump security_out4_{shard:02x}")]
+    );
+    assert!(texts(&closed, "sg_egress_restricted6").is_empty());
+    // The default: ingress closed (the VM's addresses in sg_vms*), nothing allowed.
+    let ingress = elements::elements(&RuleSet::cloudstack_default(), &addrs());
+    assert_eq!(names(&ingress), ["sg_vms4", "sg_vms6"]);
 }
 
 #[test]
 fn families_stay_apart() {
-    let lines =
-        render::ingress_rules(&parse_rules("I:icmp;8;0;192.0.2.0/24,2001:db8::/64,NEXT;").unwrap());
-    assert!(lines.contains(&"ip saddr 192.0.2.0/24 icmp type 8 icmp code 0 return".to_string()));
-    assert!(
-        lines.contains(&"ip6 saddr 2001:db8::/64 icmpv6 type 8 icmpv6 code 0 return".to_string())
+    let e = elements::elements(
+        &parse_rules("I:icmp;8;0;192.0.2.0/24,2001:db8::/64,NEXT;").unwrap(),
+        &addrs(),
+    );
+    assert_eq!(
+        texts(&e, "sg_in4_icmp"),
+        ["100.64.0.10 . 192.0.2.0/24 . 8 . 0"]
+    );
+    assert_eq!(
+        texts(&e, "sg_in6_icmp"),
+        ["2001:db8::10 . 2001:db8::/64 . 8 . 0"]
     );
 }
 
 #[test]
-fn map_elements_per_address_and_family() {
-    let e = render::map_elements(UUID, &addrs());
-    let names: Vec<&str> = e.iter().map(|(m, _, _)| *m).collect();
-    assert_eq!(
-        names,
-        ["vm_ingress4", "vm_egress4", "vm_ingress6", "vm_egress6"]
+fn elements_per_address_and_family() {
+    let e = elements::elements(
+        &parse_rules("I:tcp;22;22;0.0.0.0/0,::/0,NEXT;I:all;0;0;10.0.0.0/8,NEXT;I:icmp;-1;-1;::/0,NEXT;E:udp;53;53;0.0.0.0/0,NEXT;").unwrap(),
+        &addrs(),
     );
-    assert_eq!(e[0].2, format!("sg_in_{UUID}"));
-    assert_eq!(e[1].2, format!("sg_out_{UUID}"));
+    // Each address's interval elements are in its shard's sets.
+    for s in e.iter().filter(|s| s.set.interval) {
+        let a = if s.name.contains('4') {
+            addrs()[0]
+        } else {
+            addrs()[1]
+        };
+        assert_eq!(s.name, elements::sharded(s.set.name, elements::shard(a)));
+    }
+    assert_eq!(
+        names(&e),
+        [
+            "sg_vms4",
+            "sg_vms6",
+            "sg_egress_restricted4",
+            "sg_in4_ports",
+            "sg_in4_all",
+            "sg_in6_ports",
+            "sg_in6_icmp",
+            "sg_out4_ports"
+        ]
+    );
+    assert_eq!(
+        texts(&e, "sg_in4_ports"),
+        ["100.64.0.10 . 0.0.0.0/0 . 6 . 22"]
+    );
+    assert_eq!(
+        texts(&e, "sg_in4_all"),
+        ["100.64.0.10 . 10.0.0.0/8 . 0-255"]
+    );
+    assert_eq!(
+        texts(&e, "sg_in6_icmp"),
+        ["2001:db8::10 . ::/0 . 0-255 . 0-255"]
+    );
+    assert_eq!(
+        texts(&e, "sg_out4_ports"),
+        ["100.64.0.10 . 0.0.0.0/0 . 17 . 53"]
+    );
+}
+
+#[test]
+fn overlapping_rules_become_disjoint_elements() {
+    // The kernel refuses partly overlapping elements in one set.
+    let e = elements::elements(
+        &parse_rules("I:tcp;20;30;10.0.0.0/8,NEXT;I:tcp;25;40;10.1.0.0/16,NEXT;I:tcp;22;22;0.0.0.0/0,NEXT;I:tcp;20;30;10.0.0.0/8,NEXT;").unwrap(),
+        &addrs()[..1],
+    );
+    let boxes = &e
+        .iter()
+        .find(|s| s.set.name == "sg_in4_ports")
+        .unwrap()
+        .elements;
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            assert!(
+                a.iter().zip(b).any(|(x, y)| x.1 < y.0 || y.1 < x.0),
+                "{a:?} overlaps {b:?}"
+            );
+        }
+    }
+    // Every probe is covered exactly as the rules say.
+    let covered = |addr: u128, port: u128| {
+        boxes
+            .iter()
+            .any(|b| b[1].0 <= addr && addr <= b[1].1 && b[3].0 <= port && port <= b[3].1)
+    };
+    let ip = |s: &str| u128::from(u32::from(s.parse::<std::net::Ipv4Addr>().unwrap()));
+    assert!(covered(ip("10.1.2.3"), 40) && covered(ip("10.2.0.1"), 20));
+    assert!(!covered(ip("10.2.0.1"), 31) && covered(ip("192.0.2.1"), 22));
+    assert!(!covered(ip("192.0.2.1"), 23));
+}
+
+#[test]
+fn keys_are_padded_fields_in_network_order() {
+    let e = elements::elements(
+        &parse_rules("I:tcp;22;80;10.0.0.0/8,NEXT;").unwrap(),
+        &addrs()[..1],
+    );
+    let s = e.iter().find(|s| s.set.name == "sg_in4_ports").unwrap();
+    let nl = elements::netlink(s, &s.elements[0]);
+    // As `nft --debug=netlink add element` prints it for this element.
+    assert_eq!(
+        nl.key,
+        [100, 64, 0, 10, 10, 0, 0, 0, 6, 0, 0, 0, 0, 22, 0, 0]
+    );
+    assert_eq!(
+        nl.key_end.unwrap(),
+        [100, 64, 0, 10, 10, 255, 255, 255, 6, 0, 0, 0, 0, 80, 0, 0]
+    );
 }
 
 /// Golden files: `UPDATE_GOLDEN=1 cargo test --lib security_group` rewrites them.
@@ -195,7 +299,10 @@ fn map_elements_per_address_and_family() {
 fn renderings_match_the_golden_files() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/security-groups");
     let many = "I:tcp;22;22;0.0.0.0/0,::/0,NEXT;I:tcp;80;443;198.51.100.0/24,203.0.113.0/24,2001:db8:1::/48,NEXT;I:icmp;8;-1;0.0.0.0/0,NEXT;I:icmp;128;-1;::/0,NEXT;I:udp;0;0;192.0.2.7/32,NEXT;I:47;0;0;192.0.2.0/24,NEXT;E:udp;53;53;0.0.0.0/0,NEXT;E:tcp;443;443;0.0.0.0/0,::/0,NEXT;E:all;0;0;10.0.0.0/8,NEXT;";
-    let stale: Vec<IpAddr> = vec!["100.64.0.9".parse().unwrap()];
+    let stale = elements::elements(
+        &parse_rules(many).unwrap(),
+        &["100.64.0.9".parse().unwrap()],
+    );
     let cases = [
         (
             "default.nft",
@@ -209,7 +316,13 @@ fn renderings_match_the_golden_files() {
             "many.nft",
             render::apply(UUID, &parse_rules(many).unwrap(), &addrs(), &stale),
         ),
-        ("remove.nft", render::remove(UUID, &addrs())),
+        (
+            "remove.nft",
+            render::remove(
+                UUID,
+                &elements::elements(&parse_rules(AGENT).unwrap(), &addrs()),
+            ),
+        ),
     ];
     for (name, text) in cases {
         let path = dir.join(name);

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod cloud_init;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Returns from the calling test, after printing "NAME: skipped: needs root

@@ -13,6 +13,18 @@ for each mode:
                 every attack must be blocked, every legitimate flow must work, before
                 and after the attacks.
   clean-traffic libvirt's clean-traffic with IP parameters: measured, not asserted.
+  production    as in production (issue 14): virt-l3's filters bound, and the hook
+                (`virt-l3 hook NAME prepare|start|started`, a status file per guest) has
+                installed virt-l3's nftables tables, accepted the three taps and isolated
+                them; `virt-l3 watch` runs. Every attack must be blocked, every legitimate
+                flow must work; the hypervisor's own addresses are protected there, so the
+                flows aimed at them in the other modes go to the upstream namespace.
+
+Every mode also meets (issue 14): a fourth, unfiltered port no domain record names
+(the rogue port) joining the bridge and attacking; TCP from a guest to the hypervisor's
+sshd (22) and BGP (179) ports and to a management network; traffic with an upstream
+namespace routed through the hypervisor. Mode production also: a second domain with
+A's MAC (`nwfilter define` and the hook's prepare must refuse it).
 
 Attack frames are built with scapy and written on a packet socket of the sending
 guest's eth0 (or of cloudbr0 for traffic towards a guest). Each carries a unique
@@ -46,6 +58,11 @@ conf.verb = 0
 GW_MAC = "02:56:4c:33:00:01"
 GW4, GW6 = "169.254.0.1", "fe80::1"
 HOST4, HOST6 = "192.0.2.254", "2001:db8:ffff::1"
+# The upstream namespace (behind the hypervisor's uplink up0) and a management network
+# (mg0: a connected /24 that is not a routed bridge, protected by virt-l3's firewall).
+UPLINK4, UPLINK6, UP4, UP6 = "100.100.0.", "fd00:100::", "100.101.0.1", "2001:db8:f000::1"
+MGMT_HOST, MGMT = "10.99.0.1", "10.99.0.2"
+ROGUE_MAC, ROGUE4 = "52:54:00:4c:33:0e", "192.0.2.50"
 GUESTS = {
     "a": dict(mac="52:54:00:4c:33:0a", port="hA", v4=["192.0.2.10", "192.0.2.11"],
               v6=["2001:db8:10::10", "2001:db8:10::11"],
@@ -87,12 +104,18 @@ def sh(*cmd, check=True, timeout=30):
 
 
 class Lab:
-    def __init__(self, holder, prefix, filters_dir):
+    def __init__(self, holder, prefix, filters_dir, binary=None):
         self.holder = holder
         self.prefix = prefix
         self.filters_dir = filters_dir
+        self.binary = binary
         self.ns = {g: f"{prefix}-{g}" for g in GUESTS}
+        self.ns_up, self.ns_mgmt, self.ns_rogue = f"{prefix}-u", f"{prefix}-m", f"{prefix}-r"
         self.sockets = {}
+        self.t4, self.t6 = HOST4, HOST6  # what the guests' flows to "the hypervisor" aim at
+        self.watch = None
+        self.listeners = []
+        self.config = os.path.join(filters_dir, "production.toml")
 
     # --- running things where they belong -------------------------------------------
     def host(self, *cmd, check=True):
@@ -103,7 +126,40 @@ class Lab:
                   "virsh", "-q", "-c", "qemu:///system", *args, check=check)
 
     def guest(self, g, *cmd, check=True):
-        return sh("ip", "netns", "exec", self.ns[g], *cmd, check=check)
+        ns = self.ns[g] if g in self.ns else {"up": self.ns_up, "mgmt": self.ns_mgmt}[g]
+        return sh("ip", "netns", "exec", ns, *cmd, check=check)
+
+    def virt_l3(self, *args, stdin=None, check=False):
+        """virt-l3 with the production config, in the lab's mount and network namespace."""
+        return subprocess.run(["nsenter", "-t", str(self.holder), "-m", "-n", "--", self.binary,
+                               "--config", self.config, *args],
+                              input=stdin, capture_output=True, text=True, timeout=60)
+
+    def listen(self, where, port):
+        """A TCP listener (IPv4 and IPv6) in the hypervisor or a namespace."""
+        code = ("import socket\ns=socket.socket(socket.AF_INET6)\n"
+                "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                "s.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\n"
+                f"s.bind(('::',{port}));s.listen(50)\nwhile True: s.accept()[0].close()\n")
+        pre = (["nsenter", "-t", str(self.holder), "-n", "--"] if where == "host"
+               else ["ip", "netns", "exec", self.ns.get(where, self.ns_mgmt)])
+        self.listeners.append(subprocess.Popen(pre + ["/usr/bin/python3", "-c", code],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def guest_listen_and_connect(self):
+        if not getattr(self, "a_listening", False):
+            self.listen("a", 8080)
+            self.a_listening = True
+            time.sleep(0.3)
+        return tcp(self, "up", A["v4"][0], 8080)
+
+    def close(self):
+        self.stop_watch()
+        for p in self.listeners:
+            p.kill()
+            p.wait()
+        for ns in (self.ns_up, self.ns_mgmt, self.ns_rogue):
+            sh("ip", "netns", "del", ns, check=False)
 
     # --- topology ---------------------------------------------------------------------
     def build(self):
@@ -156,6 +212,29 @@ class Lab:
                     prefix, via, inside = d[key]
                     self.guest(g, "ip", fam, "addr", "add", inside, "dev", "lo", *(["nodad"] if fam == "-6" else []))
                     h("ip", fam, "route", "add", prefix, "via", via, "dev", "cloudbr0", "onlink")
+        # The upstream namespace, routed through the hypervisor (its uplink up0), and a
+        # management network on mg0 (a connected /24, not a routed bridge).
+        for ns, link, v4, v6 in ((self.ns_up, "up0", UPLINK4, UPLINK6), (self.ns_mgmt, "mg0", "10.99.0.", None)):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", link, "netns", labns)
+            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            h("ip", "link", "set", link, "up")
+            h("ip", "addr", "add", f"{v4}1/24", "dev", link)
+            sh("ip", "-n", ns, "addr", "add", f"{v4}2/24", "dev", "eth0")
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"{v4}1")
+            if v6:
+                h("ip", "addr", "add", f"{v6}1/64", "dev", link, "nodad")
+                sh("ip", "-n", ns, "addr", "add", f"{v6}2/64", "dev", "eth0", "nodad")
+                sh("ip", "-n", ns, "-6", "route", "add", "default", "via", f"{v6}1")
+        sh("ip", "-n", self.ns_up, "addr", "add", f"{UP4}/32", "dev", "lo")
+        sh("ip", "-n", self.ns_up, "addr", "add", f"{UP6}/128", "dev", "lo", "nodad")
+        h("ip", "route", "add", f"{UP4}/32", "via", f"{UPLINK4}2")
+        h("ip", "-6", "route", "add", f"{UP6}/128", "via", f"{UPLINK6}2")
+        # The hypervisor's sshd and BGP stand-ins, and a service on the management network.
+        self.listen("host", 22)
+        self.listen("host", 179)
+        self.listen("mgmt", 22)
         # Packet sockets: opened inside each namespace, usable from here afterwards.
         self.sockets["br"] = self.open_socket(f"/proc/{self.holder}/ns/net", "cloudbr0")
         for g in GUESTS:
@@ -214,6 +293,7 @@ class Lab:
         for g, d in GUESTS.items():
             self.virsh("nwfilter-binding-delete", d["port"], check=False)
         self.host("nft", "delete", "table", "inet", "virt_l3_lab", check=False)
+        self.unproduce()
         if mode == "unfiltered":
             return
         if mode == "virt-l3":
@@ -230,7 +310,7 @@ class Lab:
             if r.returncode != 0:
                 raise RuntimeError(f"nft -f failed: {r.stderr.strip()}")
         for g, d in GUESTS.items():
-            if mode == "virt-l3":
+            if mode in ("virt-l3", "production"):
                 name = "virt-l3-nic-" + d["mac"].replace(":", "")
                 params = ""  # addresses are in the filter's rules
             else:
@@ -244,7 +324,77 @@ class Lab:
             with open(path, "w") as f:
                 f.write(xml)
             self.virsh("nwfilter-binding-create", path)
+        if mode == "production":
+            self.produce()
         time.sleep(0.5)
+
+    # --- production: the hook, the firewall tables, watch -------------------------------
+    def write_config(self):
+        state, status = os.path.join(self.filters_dir, "state"), os.path.join(self.filters_dir, "status")
+        os.makedirs(state, exist_ok=True)
+        os.makedirs(status, exist_ok=True)
+        with open(self.config, "w") as f:
+            f.write(f'gateway_mac = "{GW_MAC}"\nstate_dir = "{state}"\nlibvirt_status_dir = "{status}"\n'
+                    "# the lab binds the filters itself (nwfilter-binding-create), the domains carry no filterref\n"
+                    "require_nwfilter = false\n[firewall]\nenabled = true\n")
+        return status
+
+    def domain_xml(self, g):
+        return open(os.path.join(ROOT, "tests/nwfilter-lab/domains", f"guest-{g}.xml")).read()
+
+    def hook(self, name, op, sub, xml):
+        return self.virt_l3("hook", name, op, sub, "-", stdin=xml)
+
+    def produce(self):
+        """What libvirt and the hook do when the three domains start, then `watch`."""
+        status = self.write_config()
+        for g in GUESTS:
+            xml = self.domain_xml(g)
+            with open(os.path.join(status, f"lab-guest-{g}.xml"), "w") as f:
+                f.write(f"<domstatus state='running' reason='booted' pid='4242'>\n{xml}\n</domstatus>\n")
+            for op in ("prepare", "start", "started"):
+                r = self.hook(f"lab-guest-{g}", op, "begin", xml)
+                if r.returncode != 0:
+                    raise RuntimeError(f"hook {op} of lab-guest-{g} failed: {r.stderr.strip()}")
+        got = self.accepted_ports()
+        if got != sorted(d["port"] for d in GUESTS.values()):
+            raise RuntimeError(f"the hook accepted {got}, not the three taps")
+        self.watch_log = open(os.path.join(self.filters_dir, "watch.log"), "w")
+        self.watch = subprocess.Popen(
+            ["nsenter", "-t", str(self.holder), "-m", "-n", "--", self.binary, "--config", self.config, "watch"],
+            stdout=self.watch_log, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        self.t4, self.t6 = UP4, UP6
+
+    def stop_watch(self):
+        if self.watch is not None:
+            self.watch.terminate()
+            try:
+                self.watch.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.watch.kill()
+                self.watch.wait()
+            self.watch = None
+
+    def unproduce(self):
+        if self.watch is None and not os.path.exists(self.config):
+            return
+        self.stop_watch()
+        for g in GUESTS:
+            self.hook(f"lab-guest-{g}", "stopped", "end", self.domain_xml(g))
+            self.hook(f"lab-guest-{g}", "release", "end", self.domain_xml(g))
+        self.virt_l3("firewall", "remove")
+        for d in GUESTS.values():
+            self.host("bridge", "link", "set", "dev", d["port"], "isolated", "off", check=False)
+        os.unlink(self.config)
+        self.t4, self.t6 = HOST4, HOST6
+
+    def accepted_ports(self):
+        out = self.host("nft", "list", "set", "bridge", "virt_l3", "accepted_ports", check=False).stdout
+        return sorted(out.split('"')[1::2])
+
+    def isolated(self, port):
+        return "isolated on" in self.host("ip", "-d", "link", "show", port, check=False).stdout
 
 
 # --- attacks ----------------------------------------------------------------------------
@@ -496,6 +646,136 @@ def run_attacks(lab):
     return results
 
 
+# --- the rogue port: unfiltered, in no domain record ------------------------------------
+ROGUE = [
+    # (id, property, frame, points it reaches when nothing filters)
+    ("rogue-gateway-arp-claim", "a port nobody accepted passes nothing: gateway ARP claim",
+     Ether(src=GW_MAC, dst=BCAST) / ARP(op=2, hwsrc=GW_MAC, psrc=GW4, hwdst=BCAST, pdst=GW4), ["a", "b", "c"]),
+    ("rogue-ra-gateway-mac", "a port nobody accepted passes nothing: RA from the gateway's MAC",
+     Ether(src=GW_MAC, dst="33:33:00:00:00:01") / IPv6(src=GW6, dst="ff02::1", hlim=255) / ICMPv6ND_RA() /
+     ICMPv6NDOptSrcLLAddr(lladdr=GW_MAC) / ICMPv6NDOptPrefixInfo(prefix="2001:db8:bad::", prefixlen=64),
+     ["a", "b", "c"]),
+    ("rogue-direct-to-guest", "a port nobody accepted passes nothing: frames to another guest",
+     Ether(src=ROGUE_MAC, dst=A["mac"]) / IP(src=ROGUE4, dst=A["v4"][0]) / ICMP(), ["a"]),
+    ("rogue-to-gateway", "a port nobody accepted passes nothing: to the hypervisor",
+     Ether(src=ROGUE_MAC, dst=GW_MAC) / IP(src=ROGUE4, dst=HOST4) / ICMP(), ["br"]),
+]
+
+
+def rogue(lab):
+    """A fourth port joins cloudbr0 (no filter, no record) and sends the ROGUE frames,
+    every 50 ms from the moment it joins; what arrives in the first second is reported,
+    then, from 1 s on, each attack is judged as the others are. With watch running, the
+    port must be isolated within the second."""
+    ns = lab.ns_rogue
+    labns = sh("ip", "netns", "identify", str(lab.holder)).stdout.strip()
+    sh("ip", "netns", "add", ns)
+    sh("ip", "-n", ns, "link", "add", "eth0", "address", ROGUE_MAC, "type", "veth", "peer", "name", "hR",
+       "netns", labns)
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    lab.host("sysctl", "-qw", "net.ipv6.conf.hR.disable_ipv6=1")
+    lab.host("ip", "link", "set", "hR", "up")
+    lab.sockets["r"] = lab.open_socket(f"/run/netns/{ns}", "eth0")
+    frames = [(name, marked(pkt, b"VL3RGE%02d" % n), points) for n, (name, _p, pkt, points) in enumerate(ROGUE)]
+    first = {name: [] for name, _f, _p in frames}
+    isolated_ms = None
+    try:
+        lab.drain()
+        lab.host("ip", "link", "set", "hR", "master", "cloudbr0")
+        t0 = time.time()
+        while time.time() - t0 < 1.0:
+            for name, frame, _points in frames:
+                lab.sockets["r"].send(frame)
+            time.sleep(0.05)
+            seen = lab.drain()
+            for n, (name, _frame, points) in enumerate(frames):
+                for p in points:
+                    if any(b"VL3RGE%02d" % n in f for f in seen[p]) and p not in first[name]:
+                        first[name].append(p)
+            if isolated_ms is None and lab.isolated("hR"):
+                isolated_ms = int((time.time() - t0) * 1000)
+        results = {}
+        for n, (name, frame, points) in enumerate(frames):
+            lab.drain()
+            for _ in range(3):
+                lab.sockets["r"].send(frame)
+            time.sleep(0.15)
+            seen = lab.drain()
+            results[name] = sorted(p for p in points if any(b"VL3RGE%02d" % n in f for f in seen[p]))
+        accepted = "hR" in lab.accepted_ports()
+        c = lab.virt_l3("check") if lab.watch is not None else None
+        check = " ".join((c.stdout + c.stderr).split()) if c else ""
+    finally:
+        lab.sockets.pop("r").close()
+        sh("ip", "netns", "del", ns, check=False)
+    return dict(first_second={k: sorted(v) for k, v in first.items()}, after=results,
+                isolated_ms=isolated_ms, accepted=accepted,
+                check_names_it="hR (no running domain names it)" in check)
+
+
+# --- TCP to the hypervisor's services and a management network ---------------------------
+def tcp(lab, where, addr, port):
+    code = f"import socket; socket.create_connection(({addr!r}, {port}), timeout=1.5)"
+    return lab.guest(where, "timeout", "3", "/usr/bin/python3", "-c", code, check=False).returncode == 0
+
+
+SERVICES = [
+    # (id, what, connect -> True when it connected); all from guest a
+    ("a-ssh-host4", "guest -> hypervisor's other address, sshd (22)", lambda l: tcp(l, "a", HOST4, 22)),
+    ("a-bgp-host4", "guest -> hypervisor's other address, BGP (179)", lambda l: tcp(l, "a", HOST4, 179)),
+    ("a-ssh-host6", "guest -> hypervisor's other IPv6 address, sshd (22)", lambda l: tcp(l, "a", HOST6, 22)),
+    ("a-bgp-host6", "guest -> hypervisor's other IPv6 address, BGP (179)", lambda l: tcp(l, "a", HOST6, 179)),
+    ("a-ssh-gateway", "guest -> 169.254.0.1, sshd (22)", lambda l: tcp(l, "a", GW4, 22)),
+    ("a-bgp-gateway", "guest -> 169.254.0.1, BGP (179)", lambda l: tcp(l, "a", GW4, 179)),
+    ("a-ssh-mgmt", "guest -> a host of the management network (22)", lambda l: tcp(l, "a", MGMT, 22)),
+    ("a-ssh-mgmt-hypervisor", "guest -> the hypervisor's management address (22)",
+     lambda l: tcp(l, "a", MGMT_HOST, 22)),
+]
+
+
+def run_services(lab):
+    return {name: bool(fn(lab)) for name, _d, fn in SERVICES}
+
+
+# --- a second domain with A's MAC --------------------------------------------------------
+def duplicate_mac(lab):
+    """Domain lab-guest-d: A's MAC, its own name, UUID and address. `virt-l3 nwfilter
+    define` must refuse it (A's filter unchanged), the hook's prepare must refuse it
+    naming both domains."""
+    xml = (lab.domain_xml("a").replace("lab-guest-a", "lab-guest-d")
+           .replace("4c330a00-0000-4000-8000-00000000000a", "4c330d00-0000-4000-8000-00000000000d"))
+    xml = re.sub(r"\n\s*<cloudstack:(address|route) [^>]*/>", "", xml)
+    xml = xml.replace("<cloudstack:nic mac=\"52:54:00:4c:33:0a\">",
+                      "<cloudstack:nic mac=\"52:54:00:4c:33:0a\">\n"
+                      "<cloudstack:address address=\"192.0.2.40\" prefix=\"32\" family=\"ipv4\"/>")
+    xml = xml.replace("<target dev='hA'/>", "<target dev='hD'/>")
+    name = "virt-l3-nic-" + A["mac"].replace(":", "")
+    before = lab.virsh("nwfilter-dumpxml", name).stdout
+    d = lab.virt_l3("nwfilter", "define", stdin=xml)
+    after = lab.virsh("nwfilter-dumpxml", name).stdout
+    p = lab.hook("lab-guest-d", "prepare", "begin", xml)
+    return dict(define_refused=d.returncode != 0, define_says=d.stderr.strip(),
+                filter_unchanged=before == after and bool(before),
+                prepare_refused=p.returncode != 0, prepare_says=p.stderr.strip(),
+                names_both="lab-guest-a" in p.stderr and "lab-guest-d" in p.stderr)
+
+
+# --- the tables flushed and deleted while watch runs ------------------------------------
+def restore(lab):
+    """`nft flush table inet virt_l3` and `nft delete table bridge virt_l3`: watch must
+    restore both, with the three accepted taps, within a second (ms, or None)."""
+    want = sorted(d["port"] for d in GUESTS.values())
+    lab.host("nft", "flush", "table", "inet", "virt_l3")
+    lab.host("nft", "delete", "table", "bridge", "virt_l3")
+    t0 = time.time()
+    while time.time() - t0 < 2:
+        rules = lab.host("nft", "list", "chain", "inet", "virt_l3", "guest_to_host", check=False).stdout
+        if lab.accepted_ports() == want and "drop" in rules:
+            return int((time.time() - t0) * 1000)
+        time.sleep(0.02)
+    return None
+
+
 # --- legitimate flows -------------------------------------------------------------------
 def ping(lab, where, dst, src=None):
     cmd = ["ping", "-c", "1", "-W", "2"] + (["-I", src] if src else []) + [dst]
@@ -552,10 +832,11 @@ def announce(lab):
 
 LEGIT = [
     ("a-gateway-v4", "guest -> gateway 169.254.0.1 (ARP + ICMP)", lambda l: ping(l, "a", GW4)),
-    ("a-gateway-v6", "guest -> hypervisor via fe80::1 (ND + ICMPv6)", lambda l: ping(l, "a", HOST6)),
-    ("a-host-v4", "guest -> hypervisor address", lambda l: ping(l, "a", HOST4)),
-    ("a-secondary-v4", "guest from its 2nd IPv4", lambda l: ping(l, "a", HOST4, A["v4"][1])),
-    ("a-secondary-v6", "guest from its 2nd IPv6", lambda l: ping(l, "a", HOST6, A["v6"][1])),
+    ("a-gateway-v6", "guest -> hypervisor (production: upstream) via fe80::1 (ND + ICMPv6)",
+     lambda l: ping(l, "a", l.t6)),
+    ("a-host-v4", "guest -> hypervisor address (production: upstream)", lambda l: ping(l, "a", l.t4)),
+    ("a-secondary-v4", "guest from its 2nd IPv4", lambda l: ping(l, "a", l.t4, A["v4"][1])),
+    ("a-secondary-v6", "guest from its 2nd IPv6", lambda l: ping(l, "a", l.t6, A["v6"][1])),
     ("host-a-v4", "hypervisor -> guest, each IPv4",
      lambda l: all(ping(l, "host", x) for x in A["v4"])),
     ("host-a-v6", "hypervisor -> guest, each IPv6",
@@ -567,13 +848,22 @@ LEGIT = [
     ("a-c-routed-v6", "guest -> guest via hypervisor, IPv6", lambda l: ping(l, "a", C["v6"][1])),
     ("c-a-routed-v6", "guest -> guest via hypervisor, IPv6 (reverse)", lambda l: ping(l, "c", A["v6"][0])),
     ("v4only-gateway", "IPv4-only guest -> gateway", lambda l: ping(l, "b", GW4)),
-    ("v6only-host", "IPv6-only guest -> hypervisor via fe80::1", lambda l: ping(l, "c", HOST6)),
+    ("v6only-host", "IPv6-only guest -> hypervisor (production: upstream) via fe80::1",
+     lambda l: ping(l, "c", l.t6)),
     ("a-ping-fe80-1", "guest pings fe80::1 from its link-local", lambda l: ping(l, "a", "fe80::1%eth0")),
     ("c-ping-fe80-1", "IPv6-only guest pings fe80::1 from its link-local", lambda l: ping(l, "c", "fe80::1%eth0")),
     ("a-ping-169-254-0-1", "guest pings 169.254.0.1", lambda l: ping(l, "a", GW4)),
     ("dad-unique", "IPv6 DAD: probe leaves, address becomes usable", lambda l: dad(l, conflict=False)),
     ("dad-conflict", "IPv6 DAD: hypervisor's defence reaches the guest", lambda l: dad(l, conflict=True)),
     ("announce-self", "qemu announce-self RARP reaches the bridge", announce),
+    ("up-a-v4", "upstream -> guest through the hypervisor, IPv4", lambda l: ping(l, "up", A["v4"][0])),
+    ("up-a-v6", "upstream -> guest through the hypervisor, IPv6", lambda l: ping(l, "up", A["v6"][0])),
+    ("up-b-v4", "upstream -> IPv4-only guest", lambda l: ping(l, "up", B["v4"][1])),
+    ("up-c-v6", "upstream -> IPv6-only guest", lambda l: ping(l, "up", C["v6"][1])),
+    ("a-up-v4", "guest -> upstream, IPv4", lambda l: ping(l, "a", UP4)),
+    ("a-up-v6", "guest -> upstream, IPv6", lambda l: ping(l, "a", UP6)),
+    ("up-a-tcp", "upstream -> guest TCP, and back", lambda l: l.guest_listen_and_connect()),
+    ("mgmt-a-v4", "management network -> guest (it may open connections)", lambda l: ping(l, "mgmt", A["v4"][0])),
 ]
 
 
@@ -587,34 +877,121 @@ def run_legit(lab):
     return {name: bool(fn(lab)) for name, _d, fn in LEGIT}
 
 
+def run_modes(lab, modes):
+    lab.build()
+    report = {}
+    for mode in modes:
+        lab.bind(mode)
+        before = run_legit(lab)
+        attacks = run_attacks(lab)
+        effects = run_effect_attacks(lab)
+        services = run_services(lab)
+        rogue_port = rogue(lab)
+        duplicate = duplicate_mac(lab) if mode == "production" else None
+        restored_ms = restore(lab) if mode == "production" else None
+        after = run_legit(lab)
+        report[mode] = dict(before=before, attacks=attacks, effects=effects, after=after,
+                            services=services, rogue=rogue_port, duplicate=duplicate,
+                            restored_ms=restored_ms)
+        blocked = (sum(not v for v in attacks.values()) + sum(not v[1] for v in effects.values())
+                   + sum(not v for v in services.values()) + sum(not v for v in rogue_port["after"].values()))
+        total = len(attacks) + len(effects) + len(services) + len(rogue_port["after"])
+        if duplicate is not None:
+            blocked += duplicate["define_refused"] + duplicate["prepare_refused"]
+            total += 2
+        print(f"{mode}: {blocked}/{total} attacks blocked, "
+              f"legit before {sum(before.values())}/{len(before)}, after {sum(after.values())}/{len(after)}",
+              flush=True)
+        if mode == "production":
+            print(f"production: rogue port isolated after {rogue_port['isolated_ms']} ms, accepted: "
+                  f"{rogue_port['accepted']}, `check` names it: {rogue_port['check_names_it']}; passed in its "
+                  f"first second: {rogue_port['first_second']}; duplicate MAC: {duplicate}; tables flushed "
+                  f"and deleted: restored by watch after {restored_ms} ms", flush=True)
+    return report
+
+
+def rogue_and_service_table(report, modes, failures):
+    """The rows of the rogue port, the services and the duplicate MAC; failures appended."""
+    lines = ["| attack (issue 14) | property | " + " | ".join(modes) + " |",
+             "|---|---|" + "---|" * len(modes)]
+    for name, prop, _pkt, points in ROGUE:
+        cells = []
+        for m in modes:
+            r = report[m]["rogue"]
+            got, first = r["after"][name], r["first_second"][name]
+            if m == "unfiltered":
+                cells.append("arrives" if got else "MISSING")
+                if not got:
+                    failures.append(f"control: rogue attack {name} did not arrive at {points}: the test cannot see it")
+            else:
+                cells.append(("blocked" if not got else f"PASSES to {','.join(got)}")
+                             + (f" (first second: {','.join(first)})" if first else " (first second: nothing)"))
+            if m == "production" and (got or first):
+                failures.append(f"production: rogue attack {name} got through to {got or first}")
+        lines.append(f"| `{name}` (rogue port) | {prop} | " + " | ".join(cells) + " |")
+    for name, desc, _fn in SERVICES:
+        cells = []
+        for m in modes:
+            got = report[m]["services"][name]
+            if m == "unfiltered":
+                cells.append("connects" if got else "MISSING")
+                if not got:
+                    failures.append(f"control: {name} ({desc}) does not connect without a filter")
+            else:
+                cells.append("CONNECTS" if got else "blocked")
+            if m == "production" and got:
+                failures.append(f"production: {name} ({desc}) connects")
+        lines.append(f"| `{name}` (a) | {desc} | " + " | ".join(cells) + " |")
+    if "production" in report:
+        r = report["production"]["rogue"]
+        if r["isolated_ms"] is None or r["accepted"] or not r["check_names_it"]:
+            failures.append(f"production: the rogue port: isolated after {r['isolated_ms']} ms (watch), "
+                            f"accepted {r['accepted']}, named by check {r['check_names_it']}")
+        ms = report["production"]["restored_ms"]
+        if ms is None or ms > 1000:
+            failures.append(f"production: watch restored the flushed and deleted tables after {ms} ms")
+        d = report["production"]["duplicate"]
+        if not (d["define_refused"] and d["filter_unchanged"]):
+            failures.append(f"production: nwfilter define of a domain with A's MAC: {d}")
+        if not (d["prepare_refused"] and d["names_both"]):
+            failures.append(f"production: hook prepare of a domain with A's MAC: {d}")
+        cells = ["not run"] * (len(modes) - 1) + [
+            "refused, A's filter unchanged" if d["define_refused"] and d["filter_unchanged"] else "ACCEPTED"]
+        lines.append("| `duplicate-mac-define` (domain d) | a second domain with A's MAC: `nwfilter define` | "
+                     + " | ".join(cells) + " |")
+        cells[-1] = "refused naming both" if d["prepare_refused"] and d["names_both"] else "ACCEPTED"
+        lines.append("| `duplicate-mac-prepare` (domain d) | a second domain with A's MAC: hook `prepare` | "
+                     + " | ".join(cells) + " |")
+        cells[-1] = f"restored in {ms} ms" if ms is not None and ms <= 1000 else f"NOT RESTORED ({ms} ms)"
+        lines.append("| `tables-flushed-and-deleted` (host) | `nft flush table inet virt_l3`, "
+                     "`nft delete table bridge virt_l3`: watch restores them and the accepted taps within 1 s | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--holder", type=int, required=True)
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--modes", default="unfiltered,virt-l3,clean-traffic")
+    ap.add_argument("--modes", default="unfiltered,virt-l3,clean-traffic,production")
+    ap.add_argument("--bin", required=True, help="the virt-l3 binary (mode production)")
     ap.add_argument("--markdown", help="write the result table here")
     args = ap.parse_args()
-    lab = Lab(args.holder, args.prefix, args.work)
-    lab.build()
-    report = {}
-    for mode in args.modes.split(","):
-        lab.bind(mode)
-        before = run_legit(lab)
-        attacks = run_attacks(lab)
-        effects = run_effect_attacks(lab)
-        after = run_legit(lab)
-        report[mode] = dict(before=before, attacks=attacks, effects=effects, after=after)
-        blocked = sum(not v for v in attacks.values()) + sum(not v[1] for v in effects.values())
-        print(f"{mode}: {blocked}/{len(attacks) + len(effects)} attacks blocked, "
-              f"legit before {sum(before.values())}/{len(before)}, after {sum(after.values())}/{len(after)}",
-              flush=True)
-    lab.bind("unfiltered")
+    lab = Lab(args.holder, args.prefix, args.work, args.bin)
+    try:
+        report = run_modes(lab, args.modes.split(","))
+    finally:
+        try:
+            lab.bind("unfiltered")
+        finally:
+            lab.close()
     with open(os.path.join(args.work, "matrix.json"), "w") as f:
         json.dump(report, f, indent=1)
 
     failures = []
     modes = list(report)
+    lines = rogue_and_service_table(report, modes, failures)
 
     def cell_attack(mode, name, points):
         got = report[mode]["attacks"][name]
@@ -622,16 +999,17 @@ def main():
             return "arrives" if sorted(got) == sorted(points) else f"MISSING at {','.join(sorted(set(points) - set(got)))}"
         return "blocked" if not got else f"PASSES to {','.join(got)}"
 
-    lines = ["| attack (from) | property | " + " | ".join(modes) + " |",
-             "|---|---|" + "---|" * len(modes)]
+    lines += ["", "| attack (from) | property | " + " | ".join(modes) + " |",
+              "|---|---|" + "---|" * len(modes)]
     for name, prop, sender, _pkt, points in ATTACKS:
         cells = [cell_attack(m, name, points) for m in modes]
         lines.append(f"| `{name}` ({sender}) | {prop} | " + " | ".join(cells) + " |")
         if "unfiltered" in report and sorted(report["unfiltered"]["attacks"][name]) != sorted(points):
             failures.append(f"control: attack {name} did not arrive at {points} without a filter "
                             f"(got {report['unfiltered']['attacks'][name]}): the test cannot see it")
-        if "virt-l3" in report and report["virt-l3"]["attacks"][name]:
-            failures.append(f"virt-l3: attack {name} ({prop}) got through to {report['virt-l3']['attacks'][name]}")
+        for m in ("virt-l3", "production"):
+            if m in report and report[m]["attacks"][name]:
+                failures.append(f"{m}: attack {name} ({prop}) got through to {report[m]['attacks'][name]}")
     for name, prop, control, _run in EFFECT_ATTACKS:
         cells = []
         for m in modes:
@@ -644,8 +1022,9 @@ def main():
         lines.append(f"| `{name}` (a) | {prop} | " + " | ".join(cells) + " |")
         if "unfiltered" in report and not report["unfiltered"]["effects"][name][0]:
             failures.append(f"control: attack {name}: without a filter, not seen ({control}): the test cannot see it")
-        if "virt-l3" in report and report["virt-l3"]["effects"][name][1]:
-            failures.append(f"virt-l3: attack {name} ({prop}) had its effect: {report['virt-l3']['effects'][name][2]}")
+        for m in ("virt-l3", "production"):
+            if m in report and report[m]["effects"][name][1]:
+                failures.append(f"{m}: attack {name} ({prop}) had its effect: {report[m]['effects'][name][2]}")
     lines += ["", "| legitimate flow | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
     for name, desc, _fn in LEGIT:
         cells = []
@@ -653,7 +1032,7 @@ def main():
             b, a = report[m]["before"][name], report[m]["after"][name]
             cells.append("works" if b and a else
                          f"FAILS ({'before' if not b else ''}{' and ' if not b and not a else ''}{'after' if not a else ''})")
-            if m in ("unfiltered", "virt-l3") and not (b and a):
+            if m in ("unfiltered", "virt-l3", "production") and not (b and a):
                 failures.append(f"{m}: legitimate flow {name} ({desc}) fails "
                                 f"{'before' if not b else 'after'} the attacks")
         lines.append(f"| `{name}`: {desc} | " + " | ".join(cells) + " |")

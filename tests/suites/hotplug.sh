@@ -12,6 +12,9 @@
 #       address claimed -> nothing changes, `status` shows the refusal, watch logs it;
 #       the NIC detached -> its routes and neighbours gone; a PCI (virtio) NIC attached
 #       -> routed
+#     a NIC WITHOUT virt-l3's filter or metadata attached (usb-net) -> isolated, not in the
+#       bridge table's accepted_ports, the host's broadcast frames not carried, `check`
+#       names it with its domain; detached -> nothing left (accepted ports, routes, neighbours)
 #   with watch stopped: `virt-l3 refresh DOMAIN` gives the same results synchronously
 #       (exit 1 and one line on refusal).
 set -uo pipefail
@@ -41,6 +44,7 @@ UUID=22222222-0000-4000-8000-000000000001
 MAC1=52:54:00:00:21:01
 MAC2=52:54:00:00:21:02
 MAC3=52:54:00:00:21:03
+MAC4=52:54:00:00:21:04
 OTHER=vmo
 OTHER_UUID=22222222-0000-4000-8000-000000000002
 
@@ -210,6 +214,85 @@ within 1 "neighbour 192.0.2.35 -> $MAC3" neigh_is 192.0.2.35 "$MAC3"
 within 1 "the new tap isolated" isolated_nic "$MAC3"
 check "virsh metadata --live (its addresses)" set_metadata "$MAC1,192.0.2.31" "$MAC3,192.0.2.35"
 within 1 "no refusal pending" not_refused
+
+# A NIC without virt-l3's filter and without metadata (issue 14): libvirt runs no hook,
+# no record names its tap. The bridge table drops every frame from and to it (it is not
+# in accepted_ports), watch isolates it and logs it, `check` names it with its domain.
+e2e_case "watch: a NIC WITHOUT virt-l3's filter attached (usb-net), then detached"
+IFACE4=$DIR/tmp/iface-unfiltered.xml
+cat >"$IFACE4" <<EOF
+<interface type='bridge'>
+  <mac address='$MAC4'/>
+  <source bridge='cloudbr0'/>
+  <model type='usb-net'/>
+</interface>
+EOF
+accepted_ports() {
+  lab_exec "$LAB" nft list set bridge virt_l3 accepted_ports | grep -o '"[^"]*"' | tr -d '"' | sort
+}
+tx_packets() { lab_exec "$LAB" cat "/sys/class/net/$1/statistics/tx_packets"; }
+# flood TAP...: 20 ARP requests for 192.0.2.31 (the first NIC's address) the host
+# broadcasts on cloudbr0 (the bridge floods them to every port it may, the first NIC's
+# filter lets them through); prints how many of them each TAP transmitted (packet
+# sockets on the taps: what the kernel hands to the tap, whether qemu reads it or not).
+flood() {
+  lab_exec "$LAB" /usr/bin/python3 -c '
+import socket, sys, time
+taps = [socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)) for _ in sys.argv[1:]]
+for s, name in zip(taps, sys.argv[1:]):
+    s.bind((name, 0))
+    s.setblocking(False)
+out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+out.bind(("cloudbr0", 0))
+mac = bytes.fromhex(open("/sys/class/net/cloudbr0/address").read().strip().replace(":", ""))
+arp = bytes.fromhex("0001080006040001") + mac + socket.inet_aton("169.254.0.1") + bytes(6) + socket.inet_aton("192.0.2.31")
+frame = (b"\xff" * 6 + mac + b"\x08\x06" + arp + b"virt-l3-hotplug").ljust(60, b"\0")
+for _ in range(20):
+    out.send(frame)
+time.sleep(0.3)
+counts = []
+for s in taps:
+    n = 0
+    try:
+        while True:
+            n += b"virt-l3-hotplug" in s.recv(65535)
+    except BlockingIOError:
+        pass
+    counts.append(str(n))
+print(" ".join(counts))' "$@"
+}
+no_neigh_mac() { ! lab_exec "$LAB" ip neigh show | grep -qi "$1"; }
+not_accepted() { ! accepted_ports | grep -qx "$1"; }
+tap_gone() { ! lab_exec "$LAB" ip link show "$1" >/dev/null 2>&1; }
+nic4_gone() { [ -z "$(tap_of "$MAC4")" ]; }
+accepted_before=$(accepted_ports)
+routes_before=$(e2e_all_routes "$LAB")
+check "virsh attach-device --live (usb-net, no filterref, no metadata)" \
+  virsh_ attach-device "$VM" "$IFACE4" --live
+TAP4=$(tap_of "$MAC4")
+check "libvirt names its tap ($TAP4)" test -n "$TAP4"
+within 1 "the unfiltered tap isolated" isolated_nic "$MAC4"
+sleep 0.3
+check "the unfiltered tap is not in accepted_ports (got: $(accepted_ports | tr '\n' ' '))" not_accepted "$TAP4"
+check "accepted_ports unchanged" test "$(accepted_ports)" = "$accepted_before"
+TAP1=$(tap_of "$MAC1")
+read -r n1 n4 <<<"$(flood "$TAP1" "$TAP4")"
+check "the host's broadcast reaches the accepted tap $TAP1 (control: $n1 of 20)" test "${n1:-0}" -ge 20
+check "the unfiltered tap $TAP4 carries none of it ($n4 of 20)" test "${n4:-x}" = 0
+check "watch logged the port with its domain" grep -q "port $TAP4 (domain $VM) joined" "$DIR/tmp/watch.log"
+out=$(lab_exec "$LAB" "$E2E_BIN" check 2>&1)
+check "virt-l3 check names $TAP4 blocked, with domain $VM (got: $(grep "$TAP4" <<<"$out"))" \
+  bash -c 'tr -s "\n " "  " <<<"$1" | grep -q "Blocked (not accepted by virt-l3, they pass no frame): .*$2 (domain $3)"' \
+  _ "$out" "$TAP4" "$VM"
+check "no route for it" test "$(e2e_all_routes "$LAB")" = "$routes_before"
+check "no neighbour with its MAC" no_neigh_mac "$MAC4"
+check "virsh detach-device --live" virsh_ detach-device "$VM" "$IFACE4" --live
+within 1 "libvirt reports it gone" nic4_gone
+within 1 "its tap gone from the host" tap_gone "$TAP4"
+check "nothing left: accepted_ports as before" test "$(accepted_ports)" = "$accepted_before"
+check "nothing left: routes as before" test "$(e2e_all_routes "$LAB")" = "$routes_before"
+check "nothing left: no neighbour with its MAC" no_neigh_mac "$MAC4"
+check "no refusal pending" not_refused
 stop_watch
 
 # --- refresh, watch stopped -------------------------------------------------------------

@@ -7,7 +7,10 @@
 #     `virt-l3 nwfilter define` them, twice: the second run must keep every UUID;
 #     the rule comments must survive in `virsh nwfilter-dumpxml`.
 #  3. tests/nwfilter-lab/matrix.py: three guests on a bridge, attacks and legitimate
-#     flows without filter (control), with virt-l3's filters, with clean-traffic.
+#     flows without filter (control), with virt-l3's filters, with clean-traffic, and as
+#     in production (filters, the hook's nftables tables and accepted taps, `virt-l3
+#     watch`): a rogue fourth port, TCP to the hypervisor's services and a management
+#     network, an upstream namespace, a second domain with A's MAC (issue 14).
 #
 # Needs root, libvirt-daemon-system, python3-scapy (Debian's /usr/bin/python3), libxml2-utils (scripts/deps.sh test).
 # Usage: tests/suites/nwfilter-lab.sh [--markdown FILE]   (VIRT_L3_BIN: a built binary)
@@ -36,7 +39,7 @@ CONFIG=$ROOT/tests/nwfilter-lab/config.toml
 cleanup() {
   local rc=$?
   set +e
-  for g in a b c; do
+  for g in a b c u m r; do
     [ -e "/run/netns/$PREFIX-$g" ] && ip netns del "$PREFIX-$g"
   done
   if [ $rc -ne 0 ]; then
@@ -93,6 +96,6 @@ got=$(grep -c "comment='virt-l3: " "$WORK/dump.xml")
 echo "nwfilter-lab: defined 7 filters, redefinition kept UUIDs, $got rule comments kept by libvirt"
 
 echo "nwfilter-lab: traffic matrix"
-/usr/bin/python3 tests/nwfilter-lab/matrix.py --holder "$(lab_pid "$LAB")" --prefix "$PREFIX" --work "$WORK" \
+/usr/bin/python3 tests/nwfilter-lab/matrix.py --holder "$(lab_pid "$LAB")" --prefix "$PREFIX" --work "$WORK" --bin "$BIN" \
   ${MARKDOWN:+--markdown "$MARKDOWN"} || fail "traffic matrix (see above)"
 echo "nwfilter-lab: passed"

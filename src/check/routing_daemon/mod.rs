@@ -44,8 +44,13 @@ fn frr_running(opts: &CheckOptions) -> Option<String> {
     (o.status.success() && !text.trim().is_empty()).then_some(text)
 }
 
-/// `routing-daemon` then `routing-config`.
-pub(super) fn routing_daemon(config: &Config, opts: &CheckOptions) -> Vec<Item> {
+/// `routing-daemon` then `routing-config`. `bridges`: the routed bridges now
+/// (patterns of `bridges` expanded: FRR's `match interface` names one interface).
+pub(super) fn routing_daemon(
+    config: &Config,
+    opts: &CheckOptions,
+    bridges: &[String],
+) -> Vec<Item> {
     let mut running = Vec::new();
     if bird_running(opts) {
         running.push(Daemon::Bird);
@@ -53,10 +58,10 @@ pub(super) fn routing_daemon(config: &Config, opts: &CheckOptions) -> Vec<Item> 
     if let Some(c) = frr_running(opts) {
         running.push(Daemon::Frr(c));
     }
-    let sources = sources(config, opts, &running);
+    let sources = sources(config, opts, &running, bridges);
     vec![
         daemon_item(opts, &running),
-        config_item(config, opts, &sources),
+        config_item(config, opts, &sources, bridges),
     ]
 }
 
@@ -88,7 +93,12 @@ fn daemon_item(opts: &CheckOptions, running: &[Daemon]) -> Item {
 }
 
 /// The configuration: of each running daemon; with none running, of the files there are.
-fn sources(config: &Config, opts: &CheckOptions, running: &[Daemon]) -> Vec<Source> {
+fn sources(
+    config: &Config,
+    opts: &CheckOptions,
+    running: &[Daemon],
+    bridges: &[String],
+) -> Vec<Source> {
     let mut sources: Vec<Source> = Vec::new();
     let bird_file = |sources: &mut Vec<Source>| {
         let label = format!("BIRD ({})", opts.bird_config.display());
@@ -104,7 +114,7 @@ fn sources(config: &Config, opts: &CheckOptions, running: &[Daemon]) -> Vec<Sour
         if let Ok(t) = std::fs::read_to_string(&opts.frr_config) {
             sources.push((
                 format!("FRR ({})", opts.frr_config.display()),
-                frr_selects(&t, &config.bridges),
+                frr_selects(&t, bridges),
             ));
         }
     }
@@ -113,14 +123,19 @@ fn sources(config: &Config, opts: &CheckOptions, running: &[Daemon]) -> Vec<Sour
             Daemon::Bird => bird_file(&mut sources),
             Daemon::Frr(c) => sources.push((
                 "FRR (running configuration)".to_string(),
-                frr_selects(c, &config.bridges),
+                frr_selects(c, bridges),
             )),
         }
     }
     sources
 }
 
-fn config_item(config: &Config, opts: &CheckOptions, sources: &[Source]) -> Item {
+fn config_item(
+    config: &Config,
+    opts: &CheckOptions,
+    sources: &[Source],
+    bridges: &[String],
+) -> Item {
     let good: Vec<&String> = sources
         .iter()
         .filter(|(_, r)| r.is_ok())
@@ -166,16 +181,16 @@ fn config_item(config: &Config, opts: &CheckOptions, sources: &[Source]) -> Item
                 .collect::<Vec<_>>()
                 .join("; ")
         ),
-        announce_fix(config),
+        announce_fix(config, bridges),
     )
 }
 
 /// Fix of `routing-config`: what BIRD's and FRR's configurations need.
-fn announce_fix(config: &Config) -> String {
+fn announce_fix(config: &Config, bridges: &[String]) -> String {
     format!(
         "BIRD: a kernel protocol per family with `learn;` and `import where krt_source = {};`, and a BGP protocol exporting them (packaging/examples/bird.conf), then `birdc configure`. FRR: `redistribute kernel route-map VIRT-L3` in address-family ipv4 unicast and ipv6 unicast of `router bgp`, with `route-map VIRT-L3 permit 10` / `match interface {}` (packaging/examples/frr.conf).",
         config.route_protocol,
-        config.bridges.join("` and `match interface ")
+        bridges.join("` and `match interface ")
     )
 }
 

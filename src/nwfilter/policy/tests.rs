@@ -127,3 +127,23 @@ fn templates_sit_at_their_table_rows() {
         );
     }
 }
+
+#[test]
+fn a_derived_gateway_mac_is_the_one_of_the_nics_bridge() {
+    let config = Config {
+        bridges: vec!["cloudbr0".into(), "brdr-*".into()],
+        gateway_mac: Some(crate::config::GatewayMac::Derive),
+        ..Config::default()
+    };
+    for nic in nics(&Config::default()) {
+        let mut on_brdr = nic.clone();
+        on_brdr.bridge = "brdr-7".into();
+        for n in [&nic, &on_brdr] {
+            let want = crate::plan::bridge_names::derived_mac(&n.bridge).to_string();
+            assert_eq!(
+                view::NicView::new(n, &config).gateway.as_deref(),
+                Some(want.as_str())
+            );
+        }
+    }
+}

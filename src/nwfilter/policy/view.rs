@@ -34,7 +34,7 @@ impl<'a> NicView<'a> {
         NicView {
             nic,
             mac: nic.mac.to_string(),
-            gateway: config.gateway_mac.map(|m| m.to_string()),
+            gateway: config.gateway_mac_for(&nic.bridge).map(|m| m.to_string()),
             v4: family(false),
             v6: family(true),
             link_local: match nic.link_local {

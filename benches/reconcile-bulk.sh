@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # Bulk reconcile: 10,000 dual-stack VMs (20,000 routes + 20,000 neighbours) in a
 # throwaway namespace, side by side with `ip -batch` doing the same additions.
-#   benches/reconcile-bulk.sh [N]        (default N=10000; needs root)
+#   benches/reconcile-bulk.sh [N [BIN]]   (default N=10000; needs root)
+# BIN: a built virt-l3 (else the release build). ROUNDS (default 3) alternating
+# runs of the boot case and of ip -batch; the table gives their medians. Then
+# `nwfilter render --all` for the N running domains, one process.
 # Prints a markdown table; docs/BENCHMARKS.md records a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build --release --quiet
-BIN=$PWD/target/release/virt-l3
+BIN=${2:-}
+ROUNDS=${ROUNDS:-3}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet
+  BIN=$PWD/target/release/virt-l3
+fi
 NS=vl3-bulk-$$
 # /run is a tmpfs, like the production state_dir (/run/virt-l3).
 TMP=$(mktemp -d -p /run vl3-bulk.XXXXXX)
@@ -68,11 +75,22 @@ ipbatch_empty=$(echo "$t1 - $t0" | bc)
 t0=$(now); ip -n "$NS" -batch "$TMP/batch"; t1=$(now)
 ipbatch_present=$(echo "$t1 - $t0" | bc)
 
-# virt-l3 reconcile from empty (no records, as after a reboot: adopts every domain)
-flush; rm -rf "$TMP/state"
-t0=$(now); ip netns exec "$NS" "$BIN" --config "$TMP/config.toml" reconcile --json > "$TMP/r1.json"; t1=$(now)
-vl3_empty=$(echo "$t1 - $t0" | bc)
-[ "$(count)" = "$want" ] || { echo "reconcile installed $(count) of $want" >&2; exit 1; }
+# virt-l3 reconcile from empty (no records, as after a reboot: adopts every
+# domain), alternating with ip -batch from empty; medians.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+: >"$TMP/boot.t"; : >"$TMP/batch.t"
+for _ in $(seq "$ROUNDS"); do
+  flush; rm -rf "$TMP/state"
+  t0=$(now); ip netns exec "$NS" "$BIN" --config "$TMP/config.toml" reconcile --json > "$TMP/r1.json"; t1=$(now)
+  echo "$t1 - $t0" | bc >>"$TMP/boot.t"
+  [ "$(count)" = "$want" ] || { echo "reconcile installed $(count) of $want" >&2; exit 1; }
+  flush
+  t0=$(now); ip -n "$NS" -batch "$TMP/batch"; t1=$(now)
+  echo "$t1 - $t0" | bc >>"$TMP/batch.t"
+done
+vl3_empty=$(median <"$TMP/boot.t")
+ipbatch_empty=$(median <"$TMP/batch.t")
+flush
 # kernel flushed, records present (ip route flush on a running host)
 flush
 t0=$(now); ip netns exec "$NS" "$BIN" --config "$TMP/config.toml" reconcile --json > "$TMP/r2.json"; t1=$(now)
@@ -89,3 +107,8 @@ echo "|---|---|---|---|"
 echo "| kernel empty, no records (boot) | $ipbatch_empty | $vl3_empty | $(ratio "$ipbatch_empty" "$vl3_empty") |"
 echo "| kernel empty, records present (flush) | $ipbatch_empty | $vl3_records | $(ratio "$ipbatch_empty" "$vl3_records") |"
 echo "| everything present | $ipbatch_present | $vl3_present | $(ratio "$ipbatch_present" "$vl3_present") |"
+echo
+echo "boot case: virt-l3 $(tr '\n' ' ' <"$TMP/boot.t")s; ip -batch $(tr '\n' ' ' <"$TMP/batch.t")s ($ROUNDS alternating rounds)"
+t0=$(now); "$BIN" --config "$TMP/config.toml" nwfilter render --all --out-dir "$TMP/filters" > "$TMP/render.txt"; t1=$(now)
+echo
+echo "nwfilter render --all, $N running domains, one process: $(echo "$t1 - $t0" | bc) s, $(wc -l <"$TMP/render.txt") files"

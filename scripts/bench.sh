@@ -16,7 +16,10 @@
 #     and a state directory holding their COUNT records and address claims;
 #  3. peak RSS of each invocation, and callgrind instruction counts;
 #  4. `virt-l3 nwfilter render` for one domain and for COUNT domains (skipped,
-#     with a message, while the subcommand does not exist).
+#     with a message, while the subcommand does not exist);
+#  5. benches/scale.sh: status and reconcile on an empty table and on 1,000,000
+#     + 200,000 foreign routes beside `ip route show proto 52`, boot adoption of
+#     10,000 domains against `ip -batch`, `nwfilter render --all` (scale.md).
 # Every timed run starts from the same state: hyperfine's --prepare removes the
 # fixture's routes, neighbours and state files first ("start" rows). "re-apply"
 # rows run with everything already in place (what `started`/`reconnect` do).
@@ -53,7 +56,7 @@ PYTHON=/usr/bin/python3 # Debian's, which has python3-pyroute2
 out=${out:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out"/*.json "$out"/*.tsv "$out"/results.md
+rm -f "$out"/*.json "$out"/*.tsv "$out"/results.md "$out"/scale.md
 
 # The state directory lives on tmpfs, as /run/virt-l3 does on a hypervisor.
 W=$(mktemp -d /dev/shm/virt-l3-bench.XXXXXX)
@@ -244,6 +247,9 @@ else
   printf 'render\tskipped: `virt-l3 nwfilter render` does not exist in this build yet\n' >>"$out/info.tsv"
 fi
 
+step "scale (issue 17): reads on a full routing table, boot adoption, render --all"
+if [ "$quick" = 1 ]; then benches/scale.sh "$BIN" "$out" --quick; else benches/scale.sh "$BIN" "$out"; fi
+
 step "machine"
 {
   echo '```'
@@ -262,4 +268,4 @@ cat "$out/machine.md" >&2
 
 step "results ($out)"
 "$PYTHON" "$ROOT/benches/report.py" "$out" >/dev/null
-cat "$out/results.md" "$out/machine.md"
+cat "$out/results.md" "$out/scale.md" "$out/machine.md"

@@ -301,9 +301,10 @@ async fn apply_host_settings<K: Kernel>(
         }
     }
     if let (true, Some(config)) = (failures.is_empty(), host.firewall) {
-        match kernel.ensure_firewall(config).await {
+        // Only whether the tables exist: staleness is watch's and reconcile's.
+        match kernel.ensure_firewall_present(config).await {
             Ok(true) => {
-                info!(domain = %record.plan.name, "installed virt-l3's nftables tables (missing or stale)")
+                info!(domain = %record.plan.name, "installed virt-l3's nftables tables (missing)")
             }
             Ok(false) => {}
             Err(e) => return vec![e.to_string()],

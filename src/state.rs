@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
+mod bulk;
 mod dirfd;
 mod refused;
 mod security_groups;

@@ -74,7 +74,16 @@ pub async fn status<K: Kernel>(
     bridges: &[String],
 ) -> Result<Vec<DomainStatus>, StatusError> {
     let records = state.records()?;
-    let view = KernelView::read(kernel, bridges).await?;
+    // Exactly the recorded entries, looked up: the cost follows them, not the
+    // size of the host's routing table.
+    let entries: Vec<_> = records
+        .iter()
+        .flat_map(|r| r.plan.entries(r.metric))
+        .collect();
+    let mut protocols: Vec<u8> = records.iter().map(|r| r.protocol).collect();
+    protocols.sort_unstable();
+    protocols.dedup();
+    let view = KernelView::lookup(kernel, bridges, &entries, &protocols).await?;
     let mut out: Vec<DomainStatus> = records.iter().map(|r| domain_status(r, &view)).collect();
     with_refusals(&mut out, state.refusals()?);
     Ok(out)

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::kernel::{Kernel as _, NetlinkKernel};
-use crate::reconcile::{reconcile, Action, Change};
+use crate::reconcile::{reconcile_scoped, Action, Change, Scope};
 
 /// How long events must be quiet before reconciling.
 pub const SETTLE: Duration = Duration::from_millis(50);
@@ -45,7 +45,9 @@ pub enum WatchError {
 /// Whether a netlink event may concern virt-l3. With the firewall on, a port
 /// joining or leaving any bridge is one: a port of a bridge virt-l3 does not
 /// route must join the tables' `foreign_ports` (kernels without `meta ibrname`),
-/// which the reconcile's ensure does.
+/// which the reconcile's ensure does. So is an address added or removed on
+/// any interface: the tables' version follows the host's connected networks,
+/// and the start hook only checks that the tables exist (docs/FIREWALL.md).
 fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) -> bool {
     match msg {
         RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
@@ -62,6 +64,9 @@ fn relevant(msg: &RouteNetlinkMessage, config: &Config, bridge_indexes: &[u32]) 
                 }
                 _ => false,
             })
+        }
+        RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
+            config.firewall.enabled
         }
         _ => false,
     }
@@ -308,6 +313,8 @@ pub async fn watch(
         MulticastGroup::Neigh,
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv6Route,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
     ])
     .map_err(WatchError::Netlink)?;
     tokio::spawn(conn);
@@ -348,6 +355,9 @@ pub async fn watch(
         urgent: false,
     };
     let mut bridge_indexes: Vec<u32> = Vec::new();
+    // The first reconcile sweeps (strays included); the ones events trigger look
+    // up the recorded entries only, at a cost that follows them.
+    let mut scope = Scope::Sweep;
     let mut refused = Refused::default();
     info!(status_dir = %config.libvirt_status_dir.display(), "watching");
     loop {
@@ -402,7 +412,9 @@ pub async fn watch(
                 pending.dirty = false;
                 pending.urgent = false;
                 pending.first_event = None;
-                reconcile_now(&mut kernel, config, &mut pending.next_change, &mut refused).await;
+                if reconcile_now(&mut kernel, config, scope, &mut pending.next_change, &mut refused).await {
+                    scope = Scope::Records;
+                }
                 bridge_indexes = routed_bridge_indexes(&mut kernel, config).await;
                 new_ports.handle(&mut kernel, config).await;
             }
@@ -434,14 +446,15 @@ impl Refused {
 }
 
 /// One reconcile, logged; sets when the next one is due by itself (left as it
-/// was when the reconcile failed).
+/// was when the reconcile failed). Whether it ran.
 async fn reconcile_now(
     kernel: &mut NetlinkKernel,
     config: &Config,
+    scope: Scope,
     next_change: &mut Option<Instant>,
     refused: &mut Refused,
-) {
-    match reconcile(kernel, config, false).await {
+) -> bool {
+    match reconcile_scoped(kernel, config, false, scope).await {
         Ok(report) => {
             // A metric due to change by itself (an arrived VM's hold ends).
             *next_change = report.next_change.map(|at| {
@@ -466,8 +479,12 @@ async fn reconcile_now(
             for e in &report.errors {
                 warn!("{e}");
             }
+            true
         }
-        Err(e) => warn!("reconcile failed: {e}"),
+        Err(e) => {
+            warn!("reconcile failed: {e}");
+            false
+        }
     }
 }
 
@@ -548,5 +565,22 @@ mod tests {
         assert_eq!(refused.new_ones(&[a2.clone(), b.clone()]), [&a2]);
         assert!(refused.new_ones(std::slice::from_ref(&b)).is_empty());
         assert_eq!(refused.new_ones(&[a2.clone(), b]), [&a2]);
+    }
+
+    /// The start hook only checks that the tables exist: an address change (the
+    /// tables' version follows the connected networks) must make watch reconcile.
+    #[test]
+    fn an_address_change_is_relevant_with_the_firewall_on() {
+        use netlink_packet_route::address::AddressMessage;
+        let mut config = Config::default();
+        for m in [
+            RouteNetlinkMessage::NewAddress(AddressMessage::default()),
+            RouteNetlinkMessage::DelAddress(AddressMessage::default()),
+        ] {
+            config.firewall.enabled = true;
+            assert!(relevant(&m, &config, &[]));
+            config.firewall.enabled = false;
+            assert!(!relevant(&m, &config, &[]));
+        }
     }
 }

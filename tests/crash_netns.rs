@@ -28,7 +28,7 @@ use common::{env_number, seed_from_env, stderr, Lab, Rng, TestDomain};
 /// every state a crash can leave (a netlink batch is applied whole inside one
 /// `sendto`: SIGKILL is only acted upon when the call returns).
 const SYSCALLS: &str =
-    "sendto,sendmsg,write,symlink,symlinkat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,fsync,fdatasync,flock";
+    "sendto,sendmsg,write,symlink,symlinkat,rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,fsync,fdatasync,syncfs,flock";
 
 #[derive(Debug, Clone, Copy)]
 enum Kill {
@@ -249,7 +249,9 @@ fn run(lab: &Lab, args: &[&str], stdin: &[u8], kill: Kill) -> Output {
     cmd.args(["netns", "exec", &lab.ns]);
     match kill {
         Kill::At(sys, n) => {
-            cmd.args(["strace", "-f", "-qq", "-o", "/dev/null", "-e"])
+            // Not `-f`: strace counts `when` per traced process, so a child
+            // (`nft list set`, which reconcile forks) would keep its own count.
+            cmd.args(["strace", "-qq", "-o", "/dev/null", "-e"])
                 .arg(format!("trace={sys}"))
                 .arg("-e")
                 .arg(format!("inject={sys}:signal=KILL:when={n}"));
@@ -277,12 +279,13 @@ fn run(lab: &Lab, args: &[&str], stdin: &[u8], kill: Kill) -> Output {
     child.wait_with_output().expect("wait virt-l3")
 }
 
-/// How many times a step makes each of [`SYSCALLS`] (strace -c).
+/// How many times a step makes each of [`SYSCALLS`] (strace -c), in virt-l3's
+/// own process: the kill points [`run`] can reach (a forked `nft` is not counted).
 fn count_syscalls(lab: &Lab, args: &[&str], stdin: &[u8]) -> (Output, BTreeMap<String, u64>) {
     let file = lab.dir.path().join("strace-count");
     let bin = env!("CARGO_BIN_EXE_virt-l3");
     let mut child = Command::new("ip")
-        .args(["netns", "exec", &lab.ns, "strace", "-f", "-qq", "-c", "-o"])
+        .args(["netns", "exec", &lab.ns, "strace", "-qq", "-c", "-o"])
         .arg(&file)
         .arg("-e")
         .arg(format!("trace={SYSCALLS}"))

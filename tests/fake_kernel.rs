@@ -8,7 +8,7 @@ use virt_l3::config::Config;
 use virt_l3::hook::{run_with, HookError, Invocation, Operation};
 use virt_l3::kernel::fake::{FakeKernel, Fault};
 use virt_l3::kernel::{KernelNeighbour, KernelRoute};
-use virt_l3::reconcile::{reconcile, Action, Report};
+use virt_l3::reconcile::{reconcile, reconcile_scoped, Action, Report, Scope};
 use virt_l3::state::StateDir;
 
 const NAME: &str = "i-2-10-VM";
@@ -101,6 +101,40 @@ impl Lab {
             .unwrap();
         rt.block_on(reconcile(&mut kernel, &self.config, false))
             .unwrap()
+    }
+
+    /// A reconcile reading the kernel as `scope` says; the reads it made.
+    fn reconcile_scoped(&self, scope: Scope) -> (Report, Vec<String>) {
+        let mut kernel = self.kernel.clone();
+        self.kernel.with(|m| m.reads.clear());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let r = rt
+            .block_on(reconcile_scoped(&mut kernel, &self.config, false, scope))
+            .unwrap();
+        (r, self.kernel.with(|m| std::mem::take(&mut m.reads)))
+    }
+
+    /// `virt-l3 status`: (entry, present) of every recorded entry; the reads made.
+    fn status(&self) -> (Vec<(String, bool)>, Vec<String>) {
+        let mut kernel = self.kernel.clone();
+        self.kernel.with(|m| m.reads.clear());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let s = rt
+            .block_on(virt_l3::status::status(
+                &mut kernel,
+                &self.state(),
+                &self.config.bridges,
+            ))
+            .unwrap();
+        let entries = s
+            .iter()
+            .flat_map(|d| d.entries.iter().map(|e| (e.entry.clone(), e.present)))
+            .collect();
+        (entries, self.kernel.with(|m| std::mem::take(&mut m.reads)))
     }
 }
 
@@ -429,6 +463,150 @@ fn reconcile_prunes_a_domain_that_no_longer_runs() {
     );
     assert!(lab.routes().is_empty());
     assert!(lab.state().record(UUID).unwrap().is_none());
+}
+
+/// Damages the routed domain's entries: one route missing, one neighbour with
+/// another MAC; a protocol-52 route and neighbour nobody wants (strays).
+fn damage(lab: &Lab) {
+    let i = ifindex(lab);
+    lab.kernel.with(|m| {
+        m.routes
+            .retain(|r| r.destination.to_string() != "2.57.57.30/32");
+        m.neighbours[0].mac = Some(virt_l3::address::Mac([0x52, 0, 0, 0, 0, 9]));
+        m.routes.push(KernelRoute {
+            destination: "192.0.2.99/32".parse().unwrap(),
+            ifindex: Some(i),
+            gateway: None,
+            metric: 100,
+            protocol: PROTO,
+            table: 254,
+        });
+        m.neighbours.push(KernelNeighbour {
+            address: "192.0.2.99".parse().unwrap(),
+            ifindex: i,
+            mac: None,
+            permanent: true,
+            protocol: PROTO,
+        });
+    });
+}
+
+#[test]
+fn status_looks_up_the_recorded_entries_and_dumps_nothing_when_healthy() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let (entries, reads) = lab.status();
+    assert!(entries.iter().all(|(_, p)| *p), "{entries:?}");
+    assert_eq!(
+        reads,
+        ["lookup 6"],
+        "one lookup of the 6 entries (the link-local neighbour included), no dump"
+    );
+}
+
+#[test]
+fn status_finds_missing_and_differing_entries_as_a_full_read_does() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    damage(&lab);
+    let (entries, reads) = lab.status();
+    let absent: Vec<&str> = entries
+        .iter()
+        .filter(|(_, p)| !p)
+        .map(|(e, _)| e.as_str())
+        .collect();
+    assert_eq!(absent.len(), 2, "{entries:?}");
+    assert!(
+        absent.iter().any(|e| e.contains("2.57.57.30")),
+        "{absent:?}"
+    );
+    assert!(
+        absent.iter().any(|e| e.starts_with("neighbour")),
+        "{absent:?}"
+    );
+    // A route not answered as itself is confirmed by the filtered dump.
+    assert_eq!(reads, ["lookup 6", "routes proto 52"]);
+}
+
+#[test]
+fn a_route_hidden_behind_a_better_one_is_still_found() {
+    // The kernel's lookup answers the lowest metric first: a foreign route of
+    // the same destination with a lower metric hides virt-l3's, which is there.
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    let i = ifindex(&lab);
+    lab.kernel.with(|m| {
+        m.routes.push(KernelRoute {
+            destination: "2.57.57.30/32".parse().unwrap(),
+            ifindex: Some(i),
+            gateway: None,
+            metric: 5,
+            protocol: 186,
+            table: 254,
+        })
+    });
+    let (entries, reads) = lab.status();
+    assert!(entries.iter().all(|(_, p)| *p), "{entries:?}");
+    assert_eq!(reads, ["lookup 6", "routes proto 52"]);
+}
+
+#[test]
+fn a_records_reconcile_repairs_like_a_sweep_but_leaves_strays_to_it() {
+    let lab = Lab::new();
+    lab.hook("start").unwrap();
+    lab.running("running", "booted");
+    // Healthy: the records' entries looked up, no dump at all.
+    let (r, reads) = lab.reconcile_scoped(Scope::Records);
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert_eq!(reads, ["lookup 6"]);
+    // Strays only: a records reconcile does not see them (its entries all answer
+    // as themselves); the sweep removes them, reading a filtered dump, never the
+    // whole table.
+    damage(&lab);
+    lab.hook("started").unwrap();
+    let (r, reads) = lab.reconcile_scoped(Scope::Records);
+    assert!(r.changes.is_empty(), "{:?}", r.changes);
+    assert_eq!(reads, ["lookup 6"]);
+    assert_eq!(lab.routes().len(), 4, "{:?}", lab.routes());
+    let (r, reads) = lab.reconcile_scoped(Scope::Sweep);
+    let removes = r
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Remove)
+        .count();
+    assert_eq!(removes, 2, "{:?}", r.changes);
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
+    assert!(reads.contains(&"routes proto 52".to_string()), "{reads:?}");
+    assert!(!reads.contains(&"routes".to_string()), "{reads:?}");
+    // Damage: a records reconcile repairs it as a sweep does; the missing route
+    // makes it confirm with the filtered dump, so the strays it sees go too.
+    damage(&lab);
+    let (r, reads) = lab.reconcile_scoped(Scope::Records);
+    let adds = r.changes.iter().filter(|c| c.action == Action::Add).count();
+    assert_eq!(adds, 2, "{:?}", r.changes);
+    assert_eq!(lab.routes(), expected_routes(&lab, 100));
+    assert_eq!(reads, ["lookup 6", "routes proto 52"]);
+}
+
+#[test]
+fn a_records_reconcile_removes_what_a_pruned_or_restood_record_left() {
+    let lab = Lab::new();
+    let config = Config {
+        reconcile_grace_seconds: 0,
+        ..lab.config.clone()
+    };
+    let lab = Lab { config, ..lab };
+    lab.hook("start").unwrap();
+    // No status file: the domain no longer runs; its entries go, found by lookup.
+    let (r, reads) = lab.reconcile_scoped(Scope::Records);
+    assert!(
+        r.changes.iter().any(|c| c.action == Action::Prune),
+        "{:?}",
+        r.changes
+    );
+    assert!(lab.routes().is_empty(), "{:?}", lab.routes());
+    assert_eq!(lab.neighbours(), 0);
+    assert!(!reads.contains(&"routes".to_string()), "{reads:?}");
 }
 
 /// A record whose domain libvirt does not list is kept for the grace period, and

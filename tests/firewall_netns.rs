@@ -370,3 +370,49 @@ fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
     ok(&format!("ip -n {h} addr add 10.7.0.1/24 dev mg0"));
     assert_eq!(ensure(&lab), firewall::Ensured::Installed);
 }
+
+/// The start hook's check: only whether the tables (and `accepted_ports`)
+/// exist. A missing table is installed; a stale or flushed one is left to watch
+/// and reconcile (`ensure_quick`), which reinstall it.
+#[test]
+fn ensure_present_installs_missing_tables_and_leaves_staleness_to_ensure_quick_netns() {
+    let lab = Lab::new("p");
+    let h = lab.h();
+    let run = |lab: &Lab, quick: bool| {
+        lab.in_host(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let c = Config::default();
+            rt.block_on(async {
+                if quick {
+                    firewall::ensure_quick(&c).await
+                } else {
+                    firewall::ensure_present(&c).await
+                }
+            })
+            .expect("ensure")
+        })
+    };
+    assert_eq!(run(&lab, false), firewall::Ensured::Installed);
+    assert_eq!(run(&lab, false), firewall::Ensured::Current);
+    assert_eq!(run(&lab, true), firewall::Ensured::Current);
+    for table in ["inet", "bridge", "netdev"] {
+        ok(&format!(
+            "ip netns exec {h} nft delete table {table} virt_l3"
+        ));
+        assert_eq!(run(&lab, false), firewall::Ensured::Installed, "{table}");
+        assert_eq!(run(&lab, true), firewall::Ensured::Current, "{table}");
+    }
+    // A new protected network: stale, but present; ensure_quick reinstalls.
+    ok(&format!("ip -n {h} addr add 10.7.0.1/24 dev mg0"));
+    assert_eq!(run(&lab, false), firewall::Ensured::Current);
+    assert_eq!(run(&lab, true), firewall::Ensured::Installed);
+    // A flushed chain: present; ensure_quick restores it.
+    ok(&format!(
+        "ip netns exec {h} nft flush chain bridge virt_l3 forward"
+    ));
+    assert_eq!(run(&lab, false), firewall::Ensured::Current);
+    assert_eq!(run(&lab, true), firewall::Ensured::Installed);
+}

@@ -74,7 +74,7 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
         Ok(b) => b,
         Err(e) => return cannot_read_kernel(e),
     };
-    let view = match KernelView::read(kernel, &bridges).await {
+    let view = match KernelView::sweep(kernel, &bridges, config.route_protocol).await {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };

@@ -8,7 +8,8 @@
 //! - [`nfnetlink`]: the hook's path, set elements changed in-process;
 //! - [`gather`]: the host's facts, read from the kernel.
 //!
-//! API for hook, watch and reconcile: [`ensure`], [`accept_port`],
+//! API for hook, watch and reconcile: [`ensure`], [`ensure_quick`],
+//! [`ensure_present`], [`accept_port`],
 //! [`forget_port`], [`render_for_host`].
 
 pub mod gather;
@@ -79,6 +80,27 @@ pub async fn ensure_quick_with(
 ) -> Result<Ensured, FirewallError> {
     let host = gather::networks_with(handle, config).await?;
     ensure_current(config, host).await
+}
+
+/// The hook's check at `start`: virt-l3's three tables exist and the bridge
+/// table holds `accepted_ports` (one nfnetlink datagram, no dump of the host's
+/// networks, no `nft` fork); otherwise [`ensure`]. Whether existing tables are
+/// current for this host (a changed host network, a flushed chain) is left to
+/// `watch` and reconcile, which run [`ensure_quick`] (docs/FIREWALL.md).
+pub async fn ensure_present(config: &Config) -> Result<Ensured, FirewallError> {
+    let families: Vec<u8> = TABLES
+        .iter()
+        .map(|(family, _)| nfnetlink::family(family))
+        .collect();
+    if nfnetlink::tables_present(
+        TABLE,
+        &families,
+        nfnetlink::NFPROTO_BRIDGE,
+        "accepted_ports",
+    )? {
+        return Ok(Ensured::Current);
+    }
+    ensure(config, &config.firewall).await
 }
 
 /// The hook's check alone, without the fallback: whether the installed tables

@@ -385,6 +385,89 @@ fn c_str(v: &[u8]) -> &[u8] {
     &v[..v.iter().position(|b| *b == 0).unwrap_or(v.len())]
 }
 
+const NFT_MSG_GETSET: u16 = 10;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+
+/// Whether the table `name` exists in each of `families` and holds the set
+/// `set` in the family `set_family` (the hook's check at `start`): one datagram
+/// of plain requests (`NFT_MSG_GETTABLE` per family, `NFT_MSG_GETSET`), each
+/// answered by the object or by an error (`ENOENT`: absent). Neither rules nor
+/// comments are compared (see [`super::ensure_present`]).
+pub fn tables_present(
+    name: &str,
+    families: &[u8],
+    set_family: u8,
+    set: &str,
+) -> Result<bool, FirewallError> {
+    let fail = |detail: String| FirewallError::Netlink {
+        what: "look up the nftables tables".into(),
+        detail,
+    };
+    let seq0 = std::process::id() ^ 0x7ab1_0000;
+    let mut request = Vec::new();
+    for (i, family) in families.iter().enumerate() {
+        request.extend(message(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE,
+            NLM_F_REQUEST,
+            seq0.wrapping_add(i as u32),
+            *family,
+            0,
+            &nla(NFTA_TABLE_NAME, &cstr(name)),
+        ));
+    }
+    let mut body = nla(NFTA_SET_TABLE, &cstr(name));
+    body.extend(nla(NFTA_SET_NAME, &cstr(set)));
+    request.extend(message(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET,
+        NLM_F_REQUEST,
+        seq0.wrapping_add(families.len() as u32),
+        set_family,
+        0,
+        &body,
+    ));
+    let mut socket = Socket::new(NETLINK_NETFILTER)
+        .map_err(|e| fail(format!("cannot open a netfilter socket: {e}")))?;
+    socket
+        .bind_auto()
+        .map_err(|e| fail(format!("cannot bind a netfilter socket: {e}")))?;
+    socket
+        .send_to(&request, &SocketAddr::new(0, 0), 0)
+        .map_err(|e| fail(format!("cannot send: {e}")))?;
+    let mut answered = vec![false; families.len() + 1];
+    let mut present = true;
+    let mut buf = vec![0u8; 32768];
+    while answered.iter().any(|a| !a) {
+        let n = socket
+            .recv(&mut &mut buf[..], 0)
+            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
+            let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
+            if len < 16 || at + len > n {
+                return Err(fail("a malformed answer".into()));
+            }
+            let i = seq.wrapping_sub(seq0) as usize;
+            if i < answered.len() {
+                if ty == NLMSG_ERROR && len >= 20 {
+                    let code =
+                        i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
+                    match -code {
+                        0 => {}
+                        libc::ENOENT => present = false,
+                        e => return Err(fail(std::io::Error::from_raw_os_error(e).to_string())),
+                    }
+                }
+                answered[i] = true;
+            }
+            at += (len + 3) & !3;
+        }
+    }
+    Ok(present)
+}
+
 /// The payload of the first top-level attribute of type `ty`.
 fn find_attr(mut data: &[u8], ty: u16) -> Option<&[u8]> {
     while data.len() >= 4 {

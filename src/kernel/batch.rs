@@ -10,14 +10,18 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// Messages per `sendmsg`: keeps error replies far below the socket's receive buffer.
 const CHUNK: usize = 512;
+/// Lookups per `sendmsg`: every one is answered (a route or neighbour message of
+/// a few hundred bytes), and answers that do not fit the receive buffer are lost.
+const QUERY_CHUNK: usize = 128;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 
 /// A blocking rtnetlink socket for batched changes.
@@ -41,6 +45,109 @@ impl BatchSocket {
             seq: 1,
             buf: Vec::new(),
         })
+    }
+
+    /// Turns on strict checking of get requests (`NETLINK_GET_STRICT_CHK`, Linux
+    /// 4.20): dumps then honour the filters set in the request's header and
+    /// attributes (route protocol, table, interface). Fails on older kernels.
+    pub fn set_strict(&mut self) -> io::Result<()> {
+        self.socket.set_netlink_get_strict_chk(true)
+    }
+
+    /// Serializes `msg` with `flags` (besides REQUEST) and the next sequence number.
+    fn push(&mut self, msg: RouteNetlinkMessage, flags: u16) -> u32 {
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        m.finalize();
+        let start = self.buf.len();
+        self.buf.resize(start + m.buffer_len(), 0);
+        m.serialize(&mut self.buf[start..]);
+        seq
+    }
+
+    /// Sends each get request (no dump: one answer each) and returns, in order,
+    /// the kernel's answer: the message, or the errno it answered instead
+    /// (`ENOENT`: no such neighbour; `ENETUNREACH`: no route). Pipelined: one
+    /// `sendmsg` per [`QUERY_CHUNK`] requests, the answers read together.
+    pub fn query(
+        &mut self,
+        requests: Vec<RouteNetlinkMessage>,
+    ) -> io::Result<Vec<Result<RouteNetlinkMessage, i32>>> {
+        let mut out: Vec<Result<RouteNetlinkMessage, i32>> = Vec::with_capacity(requests.len());
+        let mut requests = requests.into_iter().peekable();
+        let mut buf = vec![0u8; 64 * 1024];
+        while requests.peek().is_some() {
+            let chunk: Vec<RouteNetlinkMessage> = requests.by_ref().take(QUERY_CHUNK).collect();
+            let n = chunk.len();
+            self.buf.clear();
+            let first_seq = self.seq;
+            for (i, msg) in chunk.into_iter().enumerate() {
+                // The last asks for an acknowledgement too: it marks the end.
+                self.push(msg, if i == n - 1 { NLM_F_ACK } else { 0 });
+            }
+            self.socket.send(&self.buf, 0)?;
+            let base = out.len();
+            out.resize_with(base + n, || Err(0));
+            let last_seq = first_seq.wrapping_add(n as u32 - 1);
+            'chunk: loop {
+                let len = self.socket.recv(&mut &mut buf[..], 0)?;
+                for (kind, seq, msg) in messages(&buf[..len]) {
+                    let index = seq.wrapping_sub(first_seq) as usize;
+                    if index >= n {
+                        continue;
+                    }
+                    if kind == NLMSG_ERROR {
+                        let code = error_code(msg);
+                        if code != 0 {
+                            out[base + index] = Err(code);
+                        }
+                        if seq == last_seq {
+                            break 'chunk;
+                        }
+                    } else if let Ok(m) = parse(msg) {
+                        out[base + index] = Ok(m);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One dump (`NLM_F_DUMP`), every message of it.
+    pub fn dump(&mut self, request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.buf.clear();
+        let seq = self.push(request, NLM_F_DUMP);
+        self.socket.send(&self.buf, 0)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let len = self.socket.recv(&mut &mut buf[..], 0)?;
+            for (kind, s, msg) in messages(&buf[..len]) {
+                if s != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code = error_code(msg);
+                        return Err(io::Error::from_raw_os_error(if code == 0 {
+                            libc::EIO
+                        } else {
+                            code
+                        }));
+                    }
+                    _ => {
+                        if let Ok(m) = parse(msg) {
+                            out.push(m);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Sends each request (with its own `NLM_F_*` flags besides REQUEST/ACK) and
@@ -111,6 +218,43 @@ impl BatchSocket {
                 at += (len + 3) & !3;
             }
         }
+    }
+}
+
+/// The netlink messages in a datagram: (type, sequence number, whole message).
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + NLMSG_HDRLEN > buf.len() {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
+        if len < NLMSG_HDRLEN || at + len > buf.len() {
+            return None;
+        }
+        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
+        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().ok()?);
+        let msg = &buf[at..at + len];
+        at += (len + 3) & !3;
+        Some((kind, seq, msg))
+    })
+}
+
+/// The errno of an error message (0 for an acknowledgement).
+fn error_code(msg: &[u8]) -> i32 {
+    msg.get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(libc::EIO, |b| -i32::from_ne_bytes(b))
+}
+
+/// A route or neighbour message.
+fn parse(msg: &[u8]) -> Result<RouteNetlinkMessage, ()> {
+    match NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg) {
+        Ok(NetlinkMessage {
+            payload: NetlinkPayload::InnerMessage(m),
+            ..
+        }) => Ok(m),
+        _ => Err(()),
     }
 }
 

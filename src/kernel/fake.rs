@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::{
-    bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
+    bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
 };
 use crate::address::Mac;
 use crate::plan::Entry;
@@ -73,6 +73,9 @@ pub struct Model {
     pub changes: usize,
     /// Every change made, in order, as described in errors ("add route ...").
     pub log: Vec<String>,
+    /// Every table read, in order: "routes" (a whole dump), "routes proto N"
+    /// (a filtered dump), "lookup N" (N entries looked up).
+    pub reads: Vec<String>,
     /// virt-l3's nftables tables are installed (and current).
     pub firewall: bool,
     /// How many times the tables were (re)installed.
@@ -477,7 +480,55 @@ impl Kernel for FakeKernel {
 
     async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError> {
         self.read_fault("list routes")?;
-        Ok(self.with(|m| m.routes.clone()))
+        Ok(self.with(|m| {
+            m.reads.push("routes".into());
+            m.routes.clone()
+        }))
+    }
+
+    async fn routes_of(&mut self, protocol: u8) -> Result<Vec<KernelRoute>, KernelError> {
+        self.read_fault("list routes")?;
+        Ok(self.with(|m| {
+            m.reads.push(format!("routes proto {protocol}"));
+            m.routes
+                .iter()
+                .filter(|r| r.protocol == protocol)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    /// As the kernel answers: for a route, the lowest-metric route of that
+    /// destination through that bridge; for a neighbour, its entry.
+    async fn lookup(&mut self, entries: &[Entry]) -> Result<Vec<Found>, KernelError> {
+        self.read_fault("look up entries")?;
+        Ok(self.with(|m| {
+            m.reads.push(format!("lookup {}", entries.len()));
+            entries
+                .iter()
+                .map(|e| {
+                    let Some(index) = m.links.get(bridge_of(e)).map(|l| l.index) else {
+                        return Found::Nothing;
+                    };
+                    let found = match e {
+                        Entry::Route(r) => m
+                            .routes
+                            .iter()
+                            .filter(|k| k.destination == r.destination && k.ifindex == Some(index))
+                            .min_by_key(|k| k.metric)
+                            .cloned()
+                            .map(Found::Route),
+                        Entry::Neighbour(n) => m
+                            .neighbours
+                            .iter()
+                            .find(|k| k.address == n.address && k.ifindex == index)
+                            .cloned()
+                            .map(Found::Neighbour),
+                    };
+                    found.unwrap_or(Found::Nothing)
+                })
+                .collect()
+        }))
     }
 
     async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError> {
@@ -612,6 +663,14 @@ impl Kernel for FakeKernel {
             }
             install
         }))
+    }
+
+    /// As [`Kernel::ensure_firewall`]: the model's tables are never stale.
+    async fn ensure_firewall_present(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        self.ensure_firewall(config).await
     }
 
     fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {

@@ -11,7 +11,8 @@ use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, Rout
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::Handle;
 
-use super::netlink::{family, kernel_route, route_address};
+use super::netlink::{family, route_address};
+use super::reads::kernel_route;
 use super::{KernelError, RouteLookup};
 
 /// What the host's FIB says of `ip`: whether it is local, and the main-table

@@ -20,6 +20,7 @@ pub mod fake;
 pub mod foreign;
 mod lookup;
 pub mod netlink;
+mod reads;
 pub mod sysctl;
 pub mod view;
 
@@ -75,6 +76,18 @@ pub struct KernelNeighbour {
     pub mac: Option<Mac>,
     pub permanent: bool,
     pub protocol: u8,
+}
+
+/// What the kernel answered for one looked-up entry ([`Kernel::lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The route the kernel uses for the entry's destination through its bridge
+    /// (not necessarily the entry: another metric or protocol may come first).
+    Route(KernelRoute),
+    /// The neighbour entry of that address on that bridge.
+    Neighbour(KernelNeighbour),
+    /// No answer: no such neighbour, no route through that bridge, no bridge.
+    Nothing,
 }
 
 /// What a FIB lookup of one address found.
@@ -165,6 +178,18 @@ pub trait Kernel {
     /// Every route in the main table (both families).
     async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError>;
 
+    /// The main table's routes of `protocol` (both families): a dump the kernel
+    /// filters itself where it can (strict checking, like `ip route show proto
+    /// 52`), else every route, filtered here. Its cost follows the table's size.
+    async fn routes_of(&mut self, protocol: u8) -> Result<Vec<KernelRoute>, KernelError>;
+
+    /// Looks up each entry, one request per entry, pipelined: for a route, the
+    /// route the kernel uses for its destination through its bridge (a FIB
+    /// match); for a neighbour, the entry of its address on its bridge. Returns
+    /// one answer per entry, in order. Its cost follows the number of entries,
+    /// not the table's size.
+    async fn lookup(&mut self, entries: &[Entry]) -> Result<Vec<Found>, KernelError>;
+
     /// Every neighbour entry (both families) on the given interface.
     async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError>;
 
@@ -204,6 +229,15 @@ pub trait Kernel {
     /// `config` (docs/FIREWALL.md), keeping the accepted ports; cheap when they
     /// are. Returns whether they were (re)installed.
     async fn ensure_firewall(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError>;
+
+    /// The hook's cheaper [`Kernel::ensure_firewall`]: installs the tables only
+    /// when one is missing (or the bridge table's `accepted_ports`), without
+    /// checking that existing ones are current (watch and reconcile do).
+    /// Returns whether they were installed.
+    async fn ensure_firewall_present(
         &mut self,
         config: &crate::config::Config,
     ) -> Result<bool, KernelError>;

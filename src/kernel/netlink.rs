@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use futures::stream::TryStreamExt;
-use ipnet::IpNet;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoBridgePort, LinkAttribute};
 use netlink_packet_route::neighbour::{
@@ -24,8 +23,9 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::batch::BatchSocket;
+use super::reads::{filtered_routes, kernel_neighbour, kernel_route, lookup_request};
 use super::{
-    bridge_of, errno_text, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
+    bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
 };
 use crate::address::Mac;
 use crate::plan::{Entry, Neighbour, Route};
@@ -59,7 +59,16 @@ pub struct NetlinkKernel {
     links: HashMap<String, u32>,
     /// Opened on first use: route and neighbour changes go through it in batches.
     batch: Option<BatchSocket>,
+    /// Whether to ask the kernel for filtered dumps: true until the kernel turns
+    /// strict checking down (before Linux 4.20), or when `VIRT_L3_STRICT_DUMPS=0`
+    /// says not to (to exercise the fallback).
+    strict_dumps: bool,
 }
+
+/// The environment switch that forces the fallback of [`Kernel::routes_of`]:
+/// `VIRT_L3_STRICT_DUMPS=0` dumps every route and filters here, as a kernel
+/// without strict checking makes virt-l3 do.
+pub const STRICT_DUMPS_ENV: &str = "VIRT_L3_STRICT_DUMPS";
 
 impl NetlinkKernel {
     pub fn connect() -> Result<NetlinkKernel, KernelError> {
@@ -69,6 +78,7 @@ impl NetlinkKernel {
             handle,
             links: HashMap::new(),
             batch: None,
+            strict_dumps: std::env::var(STRICT_DUMPS_ENV).map_or(true, |v| v != "0"),
         })
     }
 
@@ -76,6 +86,14 @@ impl NetlinkKernel {
         self.link_index(bridge)
             .await?
             .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
+    }
+
+    /// The batch socket, opened on first use.
+    fn batch_socket(&mut self) -> std::io::Result<&mut BatchSocket> {
+        match self.batch {
+            Some(ref mut b) => Ok(b),
+            None => Ok(self.batch.insert(BatchSocket::open()?)),
+        }
     }
 
     /// Sends a batch and turns each errno into a result for its entry.
@@ -86,14 +104,7 @@ impl NetlinkKernel {
         verb: &str,
         gone_is_fine: bool,
     ) -> Vec<Result<(), KernelError>> {
-        let batch = match self.batch.as_mut() {
-            Some(b) => Ok(b),
-            None => match BatchSocket::open() {
-                Ok(b) => Ok(self.batch.insert(b)),
-                Err(e) => Err(e),
-            },
-        };
-        let codes = match batch.and_then(|b| b.execute(requests)) {
+        let codes = match self.batch_socket().and_then(|b| b.execute(requests)) {
             Ok(c) => c,
             Err(e) => {
                 return entries
@@ -448,6 +459,63 @@ impl Kernel for NetlinkKernel {
         Ok(out)
     }
 
+    /// The main table's routes of `protocol`: a kernel-filtered dump, or (a
+    /// kernel without strict checking, or `VIRT_L3_STRICT_DUMPS=0`) every route
+    /// filtered here.
+    async fn routes_of(&mut self, protocol: u8) -> Result<Vec<KernelRoute>, KernelError> {
+        if self.strict_dumps {
+            if let Some(routes) = filtered_routes(protocol) {
+                return Ok(routes);
+            }
+            self.strict_dumps = false;
+        } else {
+            tracing::debug!("{STRICT_DUMPS_ENV}=0: dumping every route");
+        }
+        let mut routes = self.routes().await?;
+        routes.retain(|r| r.protocol == protocol);
+        Ok(routes)
+    }
+
+    /// One get request per entry, pipelined through the batch socket: a route
+    /// is looked up with `RTM_F_FIB_MATCH` through its bridge, a neighbour by
+    /// address and bridge (`RTM_GETNEIGH`, Linux 4.20).
+    async fn lookup(&mut self, entries: &[Entry]) -> Result<Vec<Found>, KernelError> {
+        let mut asked = Vec::with_capacity(entries.len());
+        let mut requests = Vec::with_capacity(entries.len());
+        for e in entries {
+            match self.link_index(bridge_of(e)).await? {
+                Some(i) => {
+                    asked.push(true);
+                    requests.push(lookup_request(e, i));
+                }
+                None => asked.push(false),
+            }
+        }
+        let refused = |e: std::io::Error| KernelError::Refused {
+            what: "look up virt-l3's routes and neighbours".into(),
+            errno: e.raw_os_error().unwrap_or(0),
+            message: e.to_string(),
+        };
+        let answers = self
+            .batch_socket()
+            .map_err(refused)?
+            .query(requests)
+            .map_err(refused)?;
+        let mut answers = answers.into_iter();
+        Ok(asked
+            .into_iter()
+            .map(|a| match a.then(|| answers.next()).flatten() {
+                Some(Ok(RouteNetlinkMessage::NewRoute(m))) => {
+                    kernel_route(&m).map_or(Found::Nothing, Found::Route)
+                }
+                Some(Ok(RouteNetlinkMessage::NewNeighbour(m))) => {
+                    kernel_neighbour(&m).map_or(Found::Nothing, Found::Neighbour)
+                }
+                _ => Found::Nothing,
+            })
+            .collect())
+    }
+
     /// Every neighbour entry (both families) on the given interface.
     async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError> {
         let mut out = Vec::new();
@@ -556,6 +624,14 @@ impl Kernel for NetlinkKernel {
         Ok(ensured == crate::firewall::Ensured::Installed)
     }
 
+    async fn ensure_firewall_present(
+        &mut self,
+        config: &crate::config::Config,
+    ) -> Result<bool, KernelError> {
+        let ensured = crate::firewall::ensure_present(config).await?;
+        Ok(ensured == crate::firewall::Ensured::Installed)
+    }
+
     fn accept_ports(&mut self, ports: &[&str]) -> Result<(), KernelError> {
         Ok(crate::firewall::accept_ports(ports)?)
     }
@@ -591,7 +667,7 @@ pub(super) fn family(ip: IpAddr) -> AddressFamily {
     }
 }
 
-fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
+pub(super) fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
     match ip {
         IpAddr::V4(a) => NeighbourAddress::Inet(a),
         IpAddr::V6(a) => NeighbourAddress::Inet6(a),
@@ -645,80 +721,4 @@ pub(super) fn route_address(ip: IpAddr) -> RouteAddress {
         IpAddr::V4(a) => RouteAddress::Inet(a),
         IpAddr::V6(a) => RouteAddress::Inet6(a),
     }
-}
-
-fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
-        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
-        _ => None,
-    }
-}
-
-pub(super) fn kernel_route(m: &RouteMessage) -> Option<KernelRoute> {
-    if m.header.kind != RouteType::Unicast {
-        return None;
-    }
-    let mut dest = None;
-    let mut ifindex = None;
-    let mut gateway = None;
-    let mut metric = 0;
-    let mut table = u32::from(m.header.table);
-    for a in &m.attributes {
-        match a {
-            RouteAttribute::Destination(d) => dest = route_addr(d),
-            RouteAttribute::Oif(i) => ifindex = Some(*i),
-            RouteAttribute::Gateway(g) => gateway = route_addr(g),
-            RouteAttribute::Priority(p) => metric = *p,
-            RouteAttribute::Table(t) => table = *t,
-            _ => {}
-        }
-    }
-    let len = m.header.destination_prefix_length;
-    let dest = match dest {
-        Some(d) => d,
-        None if m.header.address_family == AddressFamily::Inet => IpAddr::from([0u8; 4]),
-        None => IpAddr::from([0u16; 8]),
-    };
-    if table != u32::from(netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    Some(KernelRoute {
-        destination: IpNet::new(dest, len).ok()?,
-        ifindex,
-        gateway,
-        metric,
-        protocol: u8::from(m.header.protocol),
-        table,
-    })
-}
-
-fn kernel_neighbour(m: &NeighbourMessage) -> Option<KernelNeighbour> {
-    let mut address = None;
-    let mut mac = None;
-    let mut protocol = 0;
-    for a in &m.attributes {
-        match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => {
-                address = Some(IpAddr::V4(*v))
-            }
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v)) => {
-                address = Some(IpAddr::V6(*v))
-            }
-            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                let mut b = [0u8; 6];
-                b.copy_from_slice(l);
-                mac = Some(Mac(b));
-            }
-            NeighbourAttribute::Protocol(p) => protocol = u8::from(*p),
-            _ => {}
-        }
-    }
-    Some(KernelNeighbour {
-        address: address?,
-        ifindex: m.header.ifindex,
-        mac,
-        permanent: m.header.state == NeighbourState::Permanent,
-        protocol,
-    })
 }

@@ -193,9 +193,16 @@ impl Filter {
 /// Plans a domain the way `render` and `inject` need it: validated like at
 /// `prepare`, without host facts or other domains (those are the hook's business).
 pub fn plan_for_filters(xml: &[u8], config: &Config) -> Result<DomainPlan, NwfilterError> {
-    let dom = DomainXml::parse(xml)?;
+    plan_domain_for_filters(&DomainXml::parse(xml)?, config)
+}
+
+/// [`plan_for_filters`] for a domain XML already parsed (a libvirt status file).
+pub fn plan_domain_for_filters(
+    dom: &DomainXml,
+    config: &Config,
+) -> Result<DomainPlan, NwfilterError> {
     Ok(plan(
-        &dom,
+        dom,
         config,
         &HostFacts::default(),
         &NoOwnership,

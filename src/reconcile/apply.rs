@@ -70,7 +70,9 @@ pub async fn apply_diff<K: Kernel>(kernel: &mut K, kd: &KernelDiff, protocol: u8
     errors
 }
 
-/// Applies a decided reconcile: the kernel diff, the hosts settings, the records.
+/// Applies a decided reconcile: the records first (claims, then records, in bulk;
+/// as the hook does, the state before the kernel), then the kernel diff (one
+/// batch), then the host settings.
 pub async fn apply<K: Kernel>(
     kernel: &mut K,
     config: &Config,
@@ -80,6 +82,7 @@ pub async fn apply<K: Kernel>(
     view: &KernelView,
     report: &mut Report,
 ) -> Result<(), ReconcileError> {
+    write_records(state, d)?;
     let errors = apply_diff(kernel, kd, config.route_protocol).await;
     report.errors.extend(errors);
     if config.port_isolation {
@@ -108,7 +111,6 @@ pub async fn apply<K: Kernel>(
             }
         }
     }
-    write_records(state, d)?;
     Ok(())
 }
 
@@ -193,20 +195,22 @@ async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, repor
     }
 }
 
-/// Saves the records whose standing changed (adopted, promoted, demoted) and
-/// forgets the pruned ones.
+/// Saves the records whose standing changed (adopted, promoted, demoted), all
+/// at once ([`StateDir::save_all`]: reconcile never changes a record's plan),
+/// and forgets the pruned ones.
 fn write_records(state: &StateDir, d: &Desired) -> Result<(), StateError> {
     let changed: HashSet<&str> = d
         .changes
         .iter()
         .filter_map(|c| c.domain.as_deref())
         .collect();
-    for rec in d
+    let saved: Vec<_> = d
         .keep
         .iter()
         .filter(|r| changed.contains(r.plan.name.as_str()))
-    {
-        state.save(rec)?;
+        .collect();
+    state.save_all(&saved)?;
+    for rec in saved {
         if !rec.standby {
             state.clear_incoming(&rec.plan.uuid)?;
         }

@@ -8,13 +8,13 @@
 //!
 //! To compare without changing anything (`check`'s state item), call the same
 //! steps: [`running_domains`], [`observe::adoption_facts`], [`observe::incoming`],
-//! [`desired`], [`KernelView::read`], [`decide::wanted_entries`], [`diff`].
+//! [`desired`], [`crate::kernel::KernelView::sweep`], [`decide::wanted_entries`], [`diff`].
 
 use serde::Serialize;
 use tracing::info;
 
 use crate::config::Config;
-use crate::kernel::{Kernel, KernelError, KernelView};
+use crate::kernel::{Kernel, KernelError};
 use crate::state::{now_ms, StateDir, StateError};
 
 pub mod apply;
@@ -54,12 +54,33 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-/// Reconciles once: records, kernel, state. Holds the state lock throughout, so
-/// it is safe to run concurrently with hooks.
+/// Which read of the kernel a reconcile makes (see [`observe::kernel_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything virt-l3's protocol holds in the main table, strays included:
+    /// boot and `virt-l3 reconcile` (a dump the kernel filters).
+    Sweep,
+    /// Exactly the entries the records name, before and after (a reconcile
+    /// `watch` triggers): looked up one by one; strays are left to the sweep.
+    Records,
+}
+
+/// Reconciles once, sweeping (see [`Scope::Sweep`]): records, kernel, state.
+/// Holds the state lock throughout, so it is safe to run concurrently with hooks.
 pub async fn reconcile<K: Kernel>(
     kernel: &mut K,
     config: &Config,
     dry_run: bool,
+) -> Result<Report, ReconcileError> {
+    reconcile_scoped(kernel, config, dry_run, Scope::Sweep).await
+}
+
+/// Reconciles once, reading the kernel as `scope` says.
+pub async fn reconcile_scoped<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    dry_run: bool,
+    scope: Scope,
 ) -> Result<Report, ReconcileError> {
     let t0 = std::time::Instant::now();
     let state = StateDir::new(&config.state_dir);
@@ -82,6 +103,7 @@ pub async fn reconcile<K: Kernel>(
         }
     }
     let incoming = observe::incoming(&state);
+    let recorded = observe::recorded_entries(scope, &records);
     let facts = observe::adoption_facts(kernel, config, &records, &running).await?;
     let d = desired(
         config,
@@ -101,7 +123,7 @@ pub async fn reconcile<K: Kernel>(
         apply::pin_bridges(kernel, config, &bridges, dry_run).await
     };
     let gateways = apply::add_gateways(kernel, config, &bridges, dry_run).await;
-    let view = KernelView::read(kernel, &bridges).await?;
+    let view = observe::kernel_view(kernel, &bridges, config, scope, recorded, &d.keep).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), routes = view.routes.len(), neighbours = view.neighbours.len(), "read kernel");
     let kd = diff(
         &decide::wanted_entries(&d.keep, &view),

@@ -1,7 +1,7 @@
 //! Observing, the I/O reconcile decides from: libvirt's status files of running
-//! domains, virt-l3's records and marks, and the host facts of the domains it
-//! may adopt. (The kernel's
-//! tables are read as a [`crate::kernel::KernelView`].)
+//! domains, virt-l3's records and marks, the host facts of the domains it may
+//! adopt, and the kernel's tables as a [`KernelView`], read as the caller's
+//! [`Scope`] says.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,11 +9,12 @@ use std::path::Path;
 use tracing::warn;
 
 use super::decide::{adoption_candidates, DomainFacts};
-use super::ReconcileError;
+use super::{ReconcileError, Scope};
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, RunState};
 use crate::host_facts::host_facts;
-use crate::kernel::{Kernel, KernelError};
+use crate::kernel::{Kernel, KernelError, KernelView};
+use crate::plan::Entry;
 use crate::state::{Record, StateDir};
 
 /// A domain libvirt reports running on this host.
@@ -133,4 +134,38 @@ pub fn standing_due(config: &Config, names: &[std::ffi::OsString]) -> bool {
             _ => false,
         }
     })
+}
+
+/// The entries the records name as they stand before deciding (a record pruned
+/// or given another metric leaves entries to remove): only a [`Scope::Records`]
+/// reconcile needs them.
+pub fn recorded_entries(scope: Scope, records: &[Record]) -> Vec<Entry> {
+    match scope {
+        Scope::Sweep => Vec::new(),
+        Scope::Records => records
+            .iter()
+            .flat_map(|r| r.plan.entries(r.metric))
+            .collect(),
+    }
+}
+
+/// The kernel's tables as the reconcile needs them: for a sweep, everything of
+/// virt-l3's protocol ([`KernelView::sweep`]); for a records reconcile, the
+/// entries of the records before (`recorded`) and after (`keep`) deciding,
+/// looked up ([`KernelView::lookup`]).
+pub async fn kernel_view<K: Kernel>(
+    kernel: &mut K,
+    bridges: &[String],
+    config: &Config,
+    scope: Scope,
+    mut recorded: Vec<Entry>,
+    keep: &[Record],
+) -> Result<KernelView, KernelError> {
+    match scope {
+        Scope::Sweep => KernelView::sweep(kernel, bridges, config.route_protocol).await,
+        Scope::Records => {
+            recorded.extend(keep.iter().flat_map(|r| r.plan.entries(r.metric)));
+            KernelView::lookup(kernel, bridges, &recorded, &[config.route_protocol]).await
+        }
+    }
 }

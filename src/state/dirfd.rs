@@ -191,6 +191,18 @@ impl Dir {
         renameat(&self.fd, from, &self.fd, to).map_err(|e| io_err("replace", self.path(to), e))
     }
 
+    /// Flushes this directory's entries (names created, renamed, removed) to
+    /// its disk: `fsync(2)` on the directory.
+    pub(super) fn sync(&self) -> Result<(), StateError> {
+        nix::unistd::fsync(&self.fd).map_err(|e| io_err("flush", self.path.clone(), e))
+    }
+
+    /// Flushes every file's data of the file system this directory is on, in
+    /// one call (`syncfs(2)`), where many `fdatasync(2)` would each wait.
+    pub(super) fn sync_file_system(&self) -> Result<(), StateError> {
+        nix::unistd::syncfs(&self.fd).map_err(|e| io_err("flush", self.path.clone(), e))
+    }
+
     /// `symlinkat(2)`: creates the link `name` pointing at `target`.
     pub(super) fn symlink(&self, target: &str, name: &str) -> Result<(), Errno> {
         symlinkat(target, &self.fd, name)

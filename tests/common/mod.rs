@@ -193,6 +193,7 @@ impl Lab {
             .arg(self.config_path())
             .args(args)
             .env_remove("VIRT_L3_CONFIG")
+            .envs(env.iter().copied())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

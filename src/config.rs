@@ -26,7 +26,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     // One line: TOML's messages quote keys, which may hold tabs or newlines (fuzzing).
-    #[error("the configuration file {path} is invalid: {}", crate::plan::printable(.message))]
+    #[error("the configuration file {path} is invalid: {}", crate::plan::text::printable(.message))]
     Invalid { path: PathBuf, message: String },
 }
 

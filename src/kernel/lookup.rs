@@ -11,8 +11,8 @@ use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, Rout
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::Handle;
 
-use super::netlink::{family, route_address};
 use super::reads::kernel_route;
+use super::wire::{errno_of, family, route_address};
 use super::{KernelError, RouteLookup};
 
 /// What the host's FIB says of `ip`: whether it is local, and the main-table
@@ -68,7 +68,7 @@ pub(super) async fn link_name(handle: &Handle, index: u32) -> Result<Option<Stri
             _ => None,
         })),
         Ok(None) => Ok(None),
-        Err(e) if matches!(super::netlink::errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+        Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
         Err(e) => Err(KernelError::from_rtnetlink(
             format!("look up interface index {index}"),
             e,

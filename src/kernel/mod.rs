@@ -23,6 +23,7 @@ pub mod netlink;
 mod reads;
 pub mod sysctl;
 pub mod view;
+mod wire;
 
 pub use netlink::NetlinkKernel;
 pub use view::KernelView;

@@ -10,13 +10,10 @@ use std::net::IpAddr;
 use futures::stream::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{InfoBridgePort, LinkAttribute};
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
-};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridgePort, RouteMessageBuilder};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
@@ -24,6 +21,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use super::batch::BatchSocket;
 use super::reads::{filtered_routes, kernel_neighbour, kernel_route, lookup_request};
+use super::wire::{errno_of, family, neighbour_address, route_address};
 use super::{
     bridge_of, errno_text, Found, Kernel, KernelError, KernelNeighbour, KernelRoute, RouteLookup,
 };
@@ -43,13 +41,6 @@ impl KernelError {
             errno,
             message,
         }
-    }
-}
-
-pub(super) fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
-        _ => None,
     }
 }
 
@@ -659,21 +650,6 @@ impl Kernel for NetlinkKernel {
     }
 }
 
-pub(super) fn family(ip: IpAddr) -> AddressFamily {
-    if ip.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    }
-}
-
-pub(super) fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
-    match ip {
-        IpAddr::V4(a) => NeighbourAddress::Inet(a),
-        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-    }
-}
-
 /// The netlink message for one of virt-l3's routes.
 pub fn route_message(r: &Route, ifindex: u32, protocol: u8) -> RouteMessage {
     let mut m = RouteMessage::default();
@@ -714,11 +690,4 @@ fn neighbour_message(n: &Neighbour, ifindex: u32) -> NeighbourMessage {
             n.address,
         )));
     m
-}
-
-pub(super) fn route_address(ip: IpAddr) -> RouteAddress {
-    match ip {
-        IpAddr::V4(a) => RouteAddress::Inet(a),
-        IpAddr::V6(a) => RouteAddress::Inet6(a),
-    }
 }

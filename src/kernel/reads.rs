@@ -14,7 +14,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::batch::BatchSocket;
-use super::netlink::{family, neighbour_address, route_address};
+use super::wire::{family, neighbour_address, route_address};
 use super::{KernelNeighbour, KernelRoute};
 use crate::address::Mac;
 use crate::plan::Entry;

@@ -16,7 +16,7 @@ mod metadata;
 pub mod model;
 mod nic;
 mod rules;
-pub(crate) mod text;
+pub mod text;
 
 pub use error::{PlanError, Problem, MAX_PROBLEMS_SHOWN};
 pub use facts::{Checks, HostFacts, HostRoute, NoOwnership, Owner, Ownership};

@@ -8,15 +8,21 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::observe::RunningDomain;
 use crate::address::Mac;
 use crate::config::Config;
-use crate::domain_xml::RunState;
+use crate::domain_xml::{DomainXml, RunState};
 use crate::kernel::{bridge_of, KernelNeighbour, KernelRoute, KernelView};
 use crate::plan::{
     display_name, managed_interfaces, plan, Checks, DomainPlan, Entry, HostFacts, Ownership,
 };
 use crate::state::Record;
+
+/// A domain libvirt reports running on this host.
+#[derive(Debug, Clone)]
+pub struct RunningDomain {
+    pub xml: DomainXml,
+    pub run_state: RunState,
+}
 
 /// What a [`Change`] does, serialized as its word ("add", "pin-mac", ...).
 /// Ordered as those words sort.
@@ -189,7 +195,7 @@ pub fn gone(uuids: impl Iterator<Item = String>, running: &[RunningDomain]) -> V
 }
 
 /// The host facts each domain reconcile may adopt is planned against, by UUID
-/// ([`super::observe::adoption_facts`]).
+/// (`observe::adoption_facts`).
 pub type DomainFacts = HashMap<String, HostFacts>;
 
 /// The running domains reconcile may adopt, with their UUIDs: a UUID, no record,

@@ -8,21 +8,15 @@ use std::path::Path;
 
 use tracing::warn;
 
+pub use super::decide::RunningDomain;
 use super::decide::{adoption_candidates, DomainFacts};
 use super::{ReconcileError, Scope};
 use crate::config::Config;
-use crate::domain_xml::{DomainXml, RunState};
+use crate::domain_xml::DomainXml;
 use crate::host_facts::host_facts;
 use crate::kernel::{Kernel, KernelError, KernelView};
 use crate::plan::Entry;
 use crate::state::{Record, StateDir};
-
-/// A domain libvirt reports running on this host.
-#[derive(Debug, Clone)]
-pub struct RunningDomain {
-    pub xml: DomainXml,
-    pub run_state: RunState,
-}
 
 /// Reads every status file; unreadable ones are reported and skipped.
 pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError> {

@@ -1,5 +1,5 @@
 //! One VM's security group as nft text (pure, deterministic): the set-element
-//! transaction [`super::apply`] sends in-process, for audit
+//! transaction `apply` sends in-process, for audit
 //! (`virt-l3 security-group render`) and for loading with `nft -f`.
 //!
 //! The static rules live in the table (firewall/render.rs); a VM's rules are

@@ -10,6 +10,7 @@ step() { printf '\n=== %s ===\n' "$*"; }
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+python3 scripts/import-cycles.py
 
 step "build"
 cargo build --release --quiet

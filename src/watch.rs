@@ -303,6 +303,38 @@ impl NewPorts {
     }
 }
 
+/// libvirt's status directory, watched by inotify (none until it exists).
+fn status_events(config: &Config) -> Option<AsyncFd<Watched>> {
+    match inotify_on(&config.libvirt_status_dir) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            warn!("{e}; watching netlink only until the directory exists");
+            None
+        }
+    }
+}
+
+/// nftables change notifications, when the firewall is on.
+fn nft_events(config: &Config) -> Option<AsyncFd<netlink_sys::Socket>> {
+    if config.firewall.enabled {
+        // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and
+        // the same for as long as the AsyncFd lives.
+        match crate::firewall::nfnetlink::subscribe().map(|s| unsafe { AsyncFd::register(s) }) {
+            Ok(Ok(fd)) => Some(fd),
+            Ok(Err(e)) => {
+                warn!("cannot wait on nftables changes: {e}; a flushed table is restored at the next event only");
+                None
+            }
+            Err(e) => {
+                warn!("{e}; a flushed table is restored at the next event only");
+                None
+            }
+        }
+    } else {
+        None
+    }
+}
+
 /// Runs until `shutdown` resolves.
 pub async fn watch(
     config: &Config,
@@ -321,30 +353,8 @@ pub async fn watch(
     let mut kernel = NetlinkKernel::connect()
         .map_err(|e| WatchError::Netlink(std::io::Error::other(e.to_string())))?;
 
-    let mut status = match inotify_on(&config.libvirt_status_dir) {
-        Ok(i) => Some(i),
-        Err(e) => {
-            warn!("{e}; watching netlink only until the directory exists");
-            None
-        }
-    };
-    let nft = if config.firewall.enabled {
-        // SAFETY: the AsyncFd owns the socket, whose descriptor stays open and
-        // the same for as long as the AsyncFd lives.
-        match crate::firewall::nfnetlink::subscribe().map(|s| unsafe { AsyncFd::register(s) }) {
-            Ok(Ok(fd)) => Some(fd),
-            Ok(Err(e)) => {
-                warn!("cannot wait on nftables changes: {e}; a flushed table is restored at the next event only");
-                None
-            }
-            Err(e) => {
-                warn!("{e}; a flushed table is restored at the next event only");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let mut status = status_events(config);
+    let nft = nft_events(config);
     let mut new_ports = NewPorts::default();
     tokio::pin!(shutdown);
     // Reconcile once at start.

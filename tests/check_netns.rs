@@ -932,6 +932,7 @@ fn check_covers_every_item_and_explains_in_text() {
 /// is a warning.
 #[test]
 fn check_names_blocked_ports_and_their_domain() {
+    require_root!();
     let h = host(true);
     h.lab.add_tap("vnet7", "cloudbr0");
     set_running(&h, "running", "booted");

@@ -3,6 +3,9 @@
 //! on veth ports, an upstream namespace (203.0.113.1 "the internet") and a
 //! management namespace (192.0.2.0/24, protected by default).
 
+#[macro_use]
+mod common;
+
 use std::process::{Command, Output};
 
 use virt_l3::config::Config;
@@ -127,6 +130,7 @@ fn listen(ns: &str, port: u16) {
 
 #[test]
 fn install_is_atomic_idempotent_and_restorable_netns() {
+    require_root!();
     let lab = Lab::new("a");
     let r = lab.ruleset(&["vg1"]);
     assert!(!lab.matches(&r));
@@ -154,6 +158,7 @@ fn install_is_atomic_idempotent_and_restorable_netns() {
 
 #[test]
 fn guests_reach_gateways_and_the_internet_not_the_host_netns() {
+    require_root!();
     let lab = Lab::new("b");
     let g = lab.guest(10, "vg1");
     let (h, u, m) = (lab.h(), format!("{}u", lab.p), format!("{}m", lab.p));
@@ -184,6 +189,7 @@ fn guests_reach_gateways_and_the_internet_not_the_host_netns() {
 
 #[test]
 fn only_accepted_ports_pass_frames_netns() {
+    require_root!();
     let lab = Lab::new("c");
     let g = lab.guest(11, "vg2");
     let r = lab.ruleset(&[]);
@@ -235,6 +241,7 @@ const CLI_CONFIG: &str = "[firewall]\nhost_allow = [\"tcp/80@169.254.169.254\", 
 /// depends on the kernel's `meta ibrname`: one file per capability.
 #[test]
 fn firewall_render_golden_through_the_binary_netns() {
+    require_root!();
     let lab = Lab::new("r");
     let meta = lab.in_host(firewall::nft::probe_bridge_meta);
     let name = if meta {
@@ -264,6 +271,7 @@ fn firewall_render_golden_through_the_binary_netns() {
 
 #[test]
 fn firewall_install_and_remove_through_the_binary_netns() {
+    require_root!();
     let lab = Lab::new("i");
     let h = lab.h();
     assert_eq!(
@@ -319,6 +327,7 @@ fn firewall_install_and_remove_through_the_binary_netns() {
 /// flushed or deleted table is reinstalled; accepted ports are kept.
 #[test]
 fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
+    require_root!();
     let lab = Lab::new("q");
     let h = lab.h();
     let ensure = |lab: &Lab| {
@@ -376,6 +385,7 @@ fn ensure_quick_sees_current_flushed_and_deleted_tables_netns() {
 /// and reconcile (`ensure_quick`), which reinstall it.
 #[test]
 fn ensure_present_installs_missing_tables_and_leaves_staleness_to_ensure_quick_netns() {
+    require_root!();
     let lab = Lab::new("p");
     let h = lab.h();
     let run = |lab: &Lab, quick: bool| {

@@ -251,6 +251,7 @@ fn a_domain_cannot_claim_another_domains_address() {
 
 #[test]
 fn a_domain_cannot_use_another_domains_mac_and_the_claim_is_released_at_stop() {
+    require_root!();
     let lab = Lab::new(&["vnet3", "vnet9"]);
     assert!(lab
         .hook("i-2-10-VM", "start", "begin", &fixture(DUAL))
@@ -310,6 +311,7 @@ fn a_domain_cannot_use_another_domains_mac_and_the_claim_is_released_at_stop() {
 
 #[test]
 fn a_nic_with_the_gateway_mac_or_the_bridges_mac_is_refused() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     lab.write_config("gateway_mac = \"52:02:45:76:d2:35\"");
     let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
@@ -581,6 +583,7 @@ fn hook_as_libvirt(
 
 #[test]
 fn hook_mode_prints_nothing_on_stdout_for_a_refused_and_an_accepted_domain() {
+    require_root!();
     let lab = Lab::new(&["vnet41"]);
     // Refused: one line on stderr, naming virt-l3 (no `virt-l3: ` prefix), exit 1.
     for op in ["prepare", "start"] {
@@ -754,6 +757,7 @@ fn status_reports_each_entry_and_fails_when_one_is_missing() {
 
 #[test]
 fn a_state_directory_others_can_write_stops_the_hook_with_one_line() {
+    require_root!();
     use std::os::unix::fs::PermissionsExt;
     let lab = Lab::new(&["vnet3"]);
     let xml = fixture(DUAL);
@@ -796,6 +800,7 @@ fn a_state_directory_others_can_write_stops_the_hook_with_one_line() {
 
 #[test]
 fn a_state_directory_that_is_a_link_is_refused_not_followed() {
+    require_root!();
     let lab = Lab::new(&["vnet3"]);
     let xml = fixture(DUAL);
     let elsewhere = lab.dir.path().join("elsewhere");
@@ -816,6 +821,7 @@ fn a_state_directory_that_is_a_link_is_refused_not_followed() {
 
 #[test]
 fn an_address_on_link_on_or_the_next_hop_through_another_interface_is_refused() {
+    require_root!();
     // On-link on eth0 (a connected /24): the upstream's neighbours live there.
     let lab = Lab::new(&["vnet41"]);
     lab.add_bridge("eth0");

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
 mod common;
 
 use common::{fixture, stderr, Lab};
@@ -132,6 +133,7 @@ fn reconcile(lab: &Lab, env: &[(&str, &str)], args: &[&str]) -> (String, String)
 
 #[test]
 fn status_finds_missing_and_differing_entries_and_a_hidden_route() {
+    require_root!();
     let lab = damaged_lab();
     let entries = status(&lab, &[]);
     let absent: Vec<&str> = entries
@@ -162,6 +164,7 @@ fn status_finds_missing_and_differing_entries_and_a_hidden_route() {
 
 #[test]
 fn the_sweep_and_its_fallback_find_the_same_and_converge() {
+    require_root!();
     let lab = damaged_lab();
     let (strict, log) = reconcile(&lab, &[("VIRT_L3_LOG", "debug")], &["--dry-run"]);
     assert!(

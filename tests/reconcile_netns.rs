@@ -196,6 +196,7 @@ fn reconcile_removes_orphans_and_touches_nothing_else() {
 
 #[test]
 fn reconcile_does_not_adopt_a_running_domain_the_hook_would_refuse() {
+    require_root!();
     // The dual-stack domain runs (its status file) without a record, and its
     // address 2.57.57.30 is on-link on eth0, an interface virt-l3 does not route
     // (the upstream's neighbours live there): `prepare` would refuse it.
@@ -479,6 +480,7 @@ fn tables_current(lab: &Lab) -> bool {
 
 #[test]
 fn hook_steps_accept_and_forget_the_taps_netns() {
+    require_root!();
     let lab = lab();
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
     assert!(accepted(&lab).is_empty());
@@ -507,6 +509,7 @@ fn hook_steps_accept_and_forget_the_taps_netns() {
 
 #[test]
 fn start_fails_closed_when_the_tables_cannot_be_installed_netns() {
+    require_root!();
     let lab = lab();
     let o = lab.virt_l3_env(
         &["hook", "i-2-10-VM", "start", "begin", "-"],
@@ -542,6 +545,7 @@ fn start_fails_closed_when_the_tables_cannot_be_installed_netns() {
 
 #[test]
 fn reconcile_restores_the_tables_and_the_accepted_taps_netns() {
+    require_root!();
     let lab = routed_lab();
     assert_eq!(accepted(&lab), ["vnet3"]);
     assert!(nft(&lab, "flush table inet virt_l3"));
@@ -571,6 +575,7 @@ fn reconcile_restores_the_tables_and_the_accepted_taps_netns() {
 
 #[test]
 fn watch_restores_deleted_tables_and_blocks_new_ports_netns() {
+    require_root!();
     let lab = routed_lab();
     let _w = watch(&lab);
     std::thread::sleep(Duration::from_millis(300)); // subscribed

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+#[macro_use]
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -194,6 +197,7 @@ fn ping(ns: &str, addr: &str) -> bool {
 
 #[test]
 fn security_groups_on_the_routed_path_netns() {
+    require_root!();
     let lab = Lab::new();
     let (h, u, g) = (lab.ns("h"), lab.ns("u"), lab.ns("g"));
     let r = lab.ruleset();

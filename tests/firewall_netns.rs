@@ -2,6 +2,7 @@
 //! host namespace with cloudbr0 (169.254.0.1/32, fe80::1/64), guest namespaces
 //! on veth ports, an upstream namespace (203.0.113.1 "the internet") and a
 //! management namespace (192.0.2.0/24, protected by default).
+#![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
 #[macro_use]
 mod common;

@@ -46,6 +46,8 @@ import time
 import random
 import re
 
+import yaml
+
 from scapy.all import (  # noqa: E402
     ARP, Dot1Q, Ether, ICMP, ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NA, ICMPv6ND_NS,
     ICMPv6ND_RA, ICMPv6ND_Redirect, ICMPv6NDOptDstLLAddr, ICMPv6NDOptPrefixInfo,
@@ -129,10 +131,10 @@ class Lab:
         ns = self.ns[g] if g in self.ns else {"up": self.ns_up, "mgmt": self.ns_mgmt}[g]
         return sh("ip", "netns", "exec", ns, *cmd, check=check)
 
-    def virt_l3(self, *args, stdin=None, check=False):
-        """virt-l3 with the production config, in the lab's mount and network namespace."""
+    def virt_l3(self, *args, stdin=None, check=False, config=None):
+        """virt-l3 with the production config (or `config`), in the lab's mount and network namespace."""
         return subprocess.run(["nsenter", "-t", str(self.holder), "-m", "-n", "--", self.binary,
-                               "--config", self.config, *args],
+                               "--config", config or self.config, *args],
                               input=stdin, capture_output=True, text=True, timeout=60)
 
     def listen(self, where, port):
@@ -608,6 +610,52 @@ def fragmented_dhcpv6_reply(lab):
     return seen, seen, "reached guest c" if seen else "not at guest c"
 
 
+def gateway_state(lab):
+    """fe80::1 on cloudbr0: ok, tentative, dadfailed or absent."""
+    out = lab.host("ip", "-6", "addr", "show", "dev", "cloudbr0").stdout
+    for line in out.splitlines():
+        if f"inet6 {GW6}/" in line:
+            return "dadfailed" if "dadfailed" in line else "tentative" if "tentative" in line else "ok"
+    return "absent"
+
+
+def gateway_dad(lab, nodad=True):
+    """The hypervisor removes fe80::1 from cloudbr0 and adds it again (the shipped way:
+    `ip address add fe80::1/64 dev cloudbr0 nodad`, as packaging/examples and `check`'s
+    fixes do; `nodad=False`: a plain `ip address add`), while A sends, every 50 ms for
+    2.5 s, an unsolicited NA for fe80::1 with its own MAC and a DAD probe for fe80::1
+    (NS from :: to its solicited-node group). Effect: fe80::1 tentative, dadfailed or
+    gone afterwards, or the hypervisor holding a neighbour entry for it."""
+    na = bytes(e(dst="33:33:00:00:00:01") / IPv6(src=LL_A, dst="ff02::1", hlim=255) /
+               ICMPv6ND_NA(tgt=GW6, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=A["mac"]))
+    probe = bytes(e(dst=GW6_NS_MAC) / IPv6(src="::", dst=GW6_NS_GROUP, hlim=255) / ICMPv6ND_NS(tgt=GW6))
+    lab.drain()
+    lab.host("ip", "address", "del", f"{GW6}/64", "dev", "cloudbr0")
+    lab.send("a", na)
+    lab.send("a", probe)
+    lab.host("ip", "address", "add", f"{GW6}/64", "dev", "cloudbr0", *(["nodad"] if nodad else []))
+    arrived = False
+    t0 = time.time()
+    while time.time() - t0 < 2.5:
+        lab.send("a", na)
+        lab.send("a", probe)
+        time.sleep(0.05)
+        arrived |= any(na[14:] in f or probe[14:] in f for f in lab.drain()["br"])
+    deadline = time.time() + 3  # a DAD the attack did not disturb ends within ~2 s
+    state = gateway_state(lab)
+    while state == "tentative" and time.time() < deadline:
+        time.sleep(0.1)
+        state = gateway_state(lab)
+    neighbour = host_neighbour(lab, GW6)
+    if state != "ok" or not nodad:  # put it back the shipped way, usable
+        lab.host("ip", "address", "del", f"{GW6}/64", "dev", "cloudbr0", check=False)
+        lab.host("ip", "address", "add", f"{GW6}/64", "dev", "cloudbr0", "nodad")
+    for g in GUESTS:  # the NA reached the others' caches where nothing filters it
+        lab.guest(g, "ip", "-6", "neigh", "flush", "dev", "eth0", check=False)
+    detail = f"fe80::1 {state}" + (f", neighbour {neighbour.strip()}" if neighbour else "")
+    return arrived, state != "ok" or bool(neighbour), detail
+
+
 EFFECT_ATTACKS = [
     # (id, property, what counts as arriving without a filter, run -> (arrived, effect, detail))
     ("na-from-global-for-other-link-local", "the hypervisor's neighbour for C's link-local stays C's",
@@ -616,6 +664,8 @@ EFFECT_ATTACKS = [
      "the table grows by >= 100", ns_flood),
     ("fragmented-dhcpv6-reply", "no first fragment without the upper-layer header (RFC 7112)",
      "the reply reaches guest c", fragmented_dhcpv6_reply),
+    ("gateway-dad-readd-nodad", "fe80::1 removed and re-added the shipped way (`nodad`) while the guest "
+     "sends an NA for it and a DAD probe: it stays usable", "the NA and probe reach the hypervisor", gateway_dad),
 ]
 
 
@@ -820,6 +870,53 @@ def dad(lab, conflict):
     return (state == "dadfailed") if conflict else (state == "ok" and probe)
 
 
+def guest_config_dad(lab, g="c"):
+    """Guest C configured from `virt-l3 guest-config` (netplan) of its domain, as a
+    booting guest applies it: eth0 down and up (its link-local generated as netplan
+    says, with DAD), then its addresses with DAD and its routes. Afterwards its
+    EUI-64 link-local and every /128 must be there, neither tentative nor dadfailed."""
+    config = lab.config  # production's (its state names the three domains)
+    if not os.path.exists(config):  # the other modes: no filterref, the lab binds the filters itself
+        config = os.path.join(lab.filters_dir, "guest-config.toml")
+        with open(config, "w") as f:
+            f.write(f'gateway_mac = "{GW_MAC}"\nstate_dir = "{os.path.join(lab.filters_dir, "gc-state")}"\n'
+                    "require_nwfilter = false\n")
+    r = lab.virt_l3("guest-config", "--format", "netplan", stdin=lab.domain_xml(g), config=config)
+    if r.returncode != 0:
+        print(f"guest-config of lab-guest-{g} failed: {r.stderr.strip()}", file=sys.stderr)
+        return False
+    (nic,) = yaml.safe_load(r.stdout)["network"]["ethernets"].values()
+    mac = GUESTS[g]["mac"]
+    if nic["match"]["macaddress"].lower() != mac or nic.get("ipv6-address-generation") != "eui64":
+        print(f"guest-config of lab-guest-{g}: not the EUI-64 of {mac}: {r.stdout}", file=sys.stderr)
+        return False
+    run = lambda *cmd: lab.guest(g, *cmd, check=False)  # noqa: E731
+    run("ip", "link", "set", "eth0", "down")
+    run("ip", "address", "flush", "dev", "eth0")
+    run("sysctl", "-qw", "net.ipv6.conf.eth0.addr_gen_mode=0")  # eui64
+    run("sysctl", "-qw", f"net.ipv6.conf.eth0.accept_ra={int(bool(nic.get('accept-ra')))}")
+    run("sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
+    run("ip", "link", "set", "eth0", "up")
+    for a in nic.get("addresses", []):
+        run("ip", "address", "add", a, "dev", "eth0")
+    for rt in nic.get("routes", []):
+        fam = "-6" if ":" in rt["to"] else "-4"
+        run("ip", fam, "route", "replace", "default" if rt["to"] in ("::/0", "0.0.0.0/0") else rt["to"],
+            "via", rt["via"], "dev", "eth0", *(["onlink"] if rt.get("on-link") else []))
+    want = [eui64(mac)] + [a.split("/")[0] for a in nic.get("addresses", []) if ":" in a]
+    deadline = time.time() + 6
+    states = {}
+    while time.time() < deadline:
+        states = {a: addr_state(lab, g, a) for a in want}
+        if "tentative" not in states.values():
+            break
+        time.sleep(0.2)
+    if set(want) != {eui64(mac)} | set(GUESTS[g]["v6"]) or any(v != "ok" for v in states.values()):
+        print(f"guest-config DAD of lab-guest-{g}: {states}", file=sys.stderr)
+        return False
+    return ping(lab, g, "fe80::1%eth0")
+
+
 def announce(lab):
     marker = b"VL3ANNOUNCE"
     frame = bytes(qemu_announce(A["mac"])) + marker
@@ -856,6 +953,8 @@ LEGIT = [
     ("dad-unique", "IPv6 DAD: probe leaves, address becomes usable", lambda l: dad(l, conflict=False)),
     ("dad-conflict", "IPv6 DAD: hypervisor's defence reaches the guest", lambda l: dad(l, conflict=True)),
     ("announce-self", "qemu announce-self RARP reaches the bridge", announce),
+    ("guest-config-dad", "IPv6-only guest configured from `guest-config` (netplan): its EUI-64 link-local "
+     "and its /128s pass DAD (neither tentative nor dadfailed)", guest_config_dad),
     ("up-a-v4", "upstream -> guest through the hypervisor, IPv4", lambda l: ping(l, "up", A["v4"][0])),
     ("up-a-v6", "upstream -> guest through the hypervisor, IPv6", lambda l: ping(l, "up", A["v6"][0])),
     ("up-b-v4", "upstream -> IPv4-only guest", lambda l: ping(l, "up", B["v4"][1])),
@@ -885,12 +984,15 @@ def run_modes(lab, modes):
         before = run_legit(lab)
         attacks = run_attacks(lab)
         effects = run_effect_attacks(lab)
+        # The vulnerable baseline: fe80::1 re-added WITHOUT nodad (not the shipped way),
+        # unfiltered only: the attack must work there, or the lab could not see it.
+        baseline = list(gateway_dad(lab, nodad=False)) if mode == "unfiltered" else None
         services = run_services(lab)
         rogue_port = rogue(lab)
         duplicate = duplicate_mac(lab) if mode == "production" else None
         restored_ms = restore(lab) if mode == "production" else None
         after = run_legit(lab)
-        report[mode] = dict(before=before, attacks=attacks, effects=effects, after=after,
+        report[mode] = dict(before=before, attacks=attacks, effects=effects, baseline=baseline, after=after,
                             services=services, rogue=rogue_port, duplicate=duplicate,
                             restored_ms=restored_ms)
         blocked = (sum(not v for v in attacks.values()) + sum(not v[1] for v in effects.values())
@@ -1025,6 +1127,16 @@ def main():
         for m in ("virt-l3", "production"):
             if m in report and report[m]["effects"][name][1]:
                 failures.append(f"{m}: attack {name} ({prop}) had its effect: {report[m]['effects'][name][2]}")
+    if "unfiltered" in report:
+        arrived, effect, detail = report["unfiltered"]["baseline"]
+        cells = [(f"EFFECT ({detail})" if effect else f"NO EFFECT ({detail})") if m == "unfiltered" else "not run"
+                 for m in modes]
+        lines.append("| `gateway-dad-readd-plain` (a) | the vulnerable baseline: the same with a plain "
+                     "`ip address add` (no `nodad`, not the shipped way), unfiltered: the attack works | "
+                     + " | ".join(cells) + " |")
+        if not (arrived and effect):
+            failures.append(f"control: fe80::1 re-added without nodad, unfiltered: the attack did not work "
+                            f"({detail}): the test cannot see it")
     lines += ["", "| legitimate flow | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
     for name, desc, _fn in LEGIT:
         cells = []

@@ -598,6 +598,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unclosed_document_names_its_innermost_open_element() {
+        let unclosed = |xml: &[u8]| match DomainXml::parse(xml) {
+            Err(XmlError::Unclosed(name)) => name,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unclosed(b"<domain><devices><interface>"), "interface");
+        assert_eq!(
+            unclosed(b"<domain><devices><interface></interface>"),
+            "devices"
+        );
+        assert_eq!(unclosed(b"<domain><x:y xmlns:x='u'></x:y>"), "domain");
+        assert_eq!(unclosed(b"<domain><x:y xmlns:x='u'>"), "x:y");
+    }
+
+    #[test]
     fn matches_namespace_by_uri_not_prefix() {
         let xml = br#"<domain><name>x</name><metadata>
             <zz:network xmlns:zz="https://download.cloudstack.org/libvirt/network"><zz:nic mac="52:54:00:00:00:01"><zz:address address="192.0.2.1" family="ipv4"/></zz:nic></zz:network>

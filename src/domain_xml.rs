@@ -237,12 +237,12 @@ impl DomainXml {
         }
         let mut reader = NsReader::from_reader(xml);
         reader.config_mut().check_end_names = true;
-        let mut buf = Vec::new();
         let mut p = Parser::default();
         loop {
             let position = reader.buffer_position();
+            // Events borrow from `xml` (the slice reader): nothing is copied.
             let (ns, event) = reader
-                .read_resolved_event_into(&mut buf)
+                .read_resolved_event()
                 .map_err(|e| malformed(position, e))?;
             let ns = match ns {
                 ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes() => Ns::Cs,
@@ -254,7 +254,6 @@ impl DomainXml {
             if !p.event(event, ns, position)? {
                 break;
             }
-            buf.clear();
         }
         p.finish()
     }
@@ -596,6 +595,21 @@ mod tests {
         assert_eq!(d.nic_metadata.len(), 1);
         assert_eq!(d.nic_metadata[0].addresses.len(), 2);
         assert_eq!(d.nic_metadata[0].routes.len(), 1);
+    }
+
+    #[test]
+    fn an_unclosed_document_names_its_innermost_open_element() {
+        let unclosed = |xml: &[u8]| match DomainXml::parse(xml) {
+            Err(XmlError::Unclosed(name)) => name,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(unclosed(b"<domain><devices><interface>"), "interface");
+        assert_eq!(
+            unclosed(b"<domain><devices><interface></interface>"),
+            "devices"
+        );
+        assert_eq!(unclosed(b"<domain><x:y xmlns:x='u'></x:y>"), "domain");
+        assert_eq!(unclosed(b"<domain><x:y xmlns:x='u'>"), "x:y");
     }
 
     #[test]

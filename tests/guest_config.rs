@@ -392,6 +392,9 @@ fn networkd_routes(files: &[(String, String)]) -> Vec<BTreeSet<String>> {
 /// virt-l3 adds for them. Never a default route in a network's `routes`.
 #[test]
 fn cloud_init_renders_usable_default_routes_with_every_version() {
+    // Root: cloud-init's networkd renderer hands its files to systemd-network
+    // (chown); systemd-networkd runs in a private namespace.
+    require_root!();
     let c = Config::default();
     let p = planned("dual-stack.xml", &c);
     let json = guest_config::network_data_text(&p, &c).unwrap();
@@ -910,6 +913,9 @@ fn bridge_gateways_by_networkd(files: &[(String, String)]) -> Vec<String> {
 /// networkd's IPv4 address conflict detection either.
 #[test]
 fn the_networkd_bridge_example_adds_the_gateways_without_dad() {
+    // Root: cloud-init's networkd renderer hands its files to systemd-network
+    // (chown); systemd-networkd runs in a private namespace.
+    require_root!();
     let examples = common::repo_path("packaging/examples");
     let read = |n: &str| std::fs::read_to_string(examples.join(n)).unwrap();
     let lines =

@@ -11,6 +11,7 @@
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::FirewallError;
+use crate::kernel::batch::recv;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -249,11 +250,9 @@ fn send_and_wait(batch: &[u8], mut pending: Vec<(u32, &str)>) -> Result<(), Fail
     socket
         .send_to(batch, &SocketAddr::new(0, 0), 0)
         .map_err(|e| Failed::Io(format!("cannot send: {e}")))?;
-    let mut buf = vec![0u8; 65536];
+    let mut buf = Vec::with_capacity(65536);
     while !pending.is_empty() {
-        let n = socket
-            .recv(&mut &mut buf[..], 0)
-            .map_err(|e| Failed::Io(format!("no answer: {e}")))?;
+        let n = recv(&socket, &mut buf).map_err(|e| Failed::Io(format!("no answer: {e}")))?;
         let mut at = 0;
         while at + 20 <= n {
             let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
@@ -436,11 +435,9 @@ pub fn tables_present(
         .map_err(|e| fail(format!("cannot send: {e}")))?;
     let mut answered = vec![false; families.len() + 1];
     let mut present = true;
-    let mut buf = vec![0u8; 32768];
+    let mut buf = Vec::with_capacity(32768);
     while answered.iter().any(|a| !a) {
-        let n = socket
-            .recv(&mut &mut buf[..], 0)
-            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let n = recv(&socket, &mut buf).map_err(|e| fail(format!("no answer: {e}")))?;
         let mut at = 0;
         while at + 16 <= n {
             let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
@@ -504,11 +501,9 @@ fn dump(msg: u16, body: &[u8], mut each: impl FnMut(u8, &[u8])) -> Result<(), St
     socket
         .send_to(&request, &SocketAddr::new(0, 0), 0)
         .map_err(|e| format!("cannot send: {e}"))?;
-    let mut buf = vec![0u8; 32768];
+    let mut buf = Vec::with_capacity(32768);
     loop {
-        let n = socket
-            .recv(&mut &mut buf[..], 0)
-            .map_err(|e| format!("no answer: {e}"))?;
+        let n = recv(&socket, &mut buf).map_err(|e| format!("no answer: {e}"))?;
         let mut at = 0;
         while at + 16 <= n {
             let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;

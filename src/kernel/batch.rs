@@ -79,7 +79,7 @@ impl BatchSocket {
     ) -> io::Result<Vec<Result<RouteNetlinkMessage, i32>>> {
         let mut out: Vec<Result<RouteNetlinkMessage, i32>> = Vec::with_capacity(requests.len());
         let mut requests = requests.into_iter().peekable();
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = Vec::with_capacity(64 * 1024);
         while requests.peek().is_some() {
             let chunk: Vec<RouteNetlinkMessage> = requests.by_ref().take(QUERY_CHUNK).collect();
             let n = chunk.len();
@@ -94,8 +94,8 @@ impl BatchSocket {
             out.resize_with(base + n, || Err(0));
             let last_seq = first_seq.wrapping_add(n as u32 - 1);
             'chunk: loop {
-                let len = self.socket.recv(&mut &mut buf[..], 0)?;
-                for (kind, seq, msg) in messages(&buf[..len]) {
+                recv(&self.socket, &mut buf)?;
+                for (kind, seq, msg) in messages(&buf) {
                     let index = seq.wrapping_sub(first_seq) as usize;
                     if index >= n {
                         continue;
@@ -123,10 +123,10 @@ impl BatchSocket {
         let seq = self.push(request, NLM_F_DUMP);
         self.socket.send(&self.buf, 0)?;
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = Vec::with_capacity(256 * 1024);
         loop {
-            let len = self.socket.recv(&mut &mut buf[..], 0)?;
-            for (kind, s, msg) in messages(&buf[..len]) {
+            recv(&self.socket, &mut buf)?;
+            for (kind, s, msg) in messages(&buf) {
                 if s != seq {
                     continue;
                 }
@@ -191,9 +191,9 @@ impl BatchSocket {
         last_seq: u32,
         results: &mut [(i32, Option<String>)],
     ) -> io::Result<()> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = Vec::with_capacity(64 * 1024);
         loop {
-            let n = self.socket.recv(&mut &mut buf[..], 0)?;
+            let n = recv(&self.socket, &mut buf)?;
             let mut at = 0;
             while at + NLMSG_HDRLEN <= n {
                 let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
@@ -222,6 +222,15 @@ impl BatchSocket {
 }
 
 /// The netlink messages in a datagram: (type, sequence number, whole message).
+/// Receives one datagram into `buf`'s capacity (its contents replaced) and
+/// returns its length. `buf` is allocated once with `Vec::with_capacity` and
+/// reused, so no receive zeroes a buffer first.
+pub fn recv(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    socket.recv(buf, 0)?;
+    Ok(buf.len())
+}
+
 fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0;
     std::iter::from_fn(move || {

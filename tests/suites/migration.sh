@@ -181,9 +181,13 @@ hook() { # HOST OP [SUBOP]: the hook as libvirt runs it, domain XML on stdin
   ip netns exec "$(ns_of "$1")" "$BIN" --config "$W/$1/config.toml" \
     hook "$DOM" "$2" "${3:-begin}" - <"$FIXTURE" 2>>"$W/$1/hook.log"
 }
+# STATUS_T: when the last status file became visible (taken just before the
+# rename, without a fork: with the switch-over acted on at once, the upstream can
+# move within a few ms of it, less than a `$(now)` after `mv` takes on a loaded host).
 status() { # HOST STATE REASON: libvirt's status file, written as libvirt does (rename)
   local f=$W/$1/qemu/$DOM.xml
   { echo "<domstatus state='$2' reason='$3' pid='4242'>"; cat "$FIXTURE"; echo "</domstatus>"; } >"$f.new" &&
+    STATUS_T=$EPOCHREALTIME &&
     mv "$f.new" "$f"
 }
 status_gone() { rm -f "$W/$1/qemu/$DOM.xml"; }
@@ -216,8 +220,11 @@ sampler_start() { # FILE
     trap 'exit 0' TERM
     while :; do
       for p in "$V4" "$V6"; do
-        t=$EPOCHREALTIME
+        # Stamped when BIRD has answered: the state shown held at some instant
+        # before this time, so a path preferred "before the domain ran" is one
+        # BIRD preferred before then for certain.
         out=$(ubirdc show route for "$p" all 2>&1)
+        t=$EPOCHREALTIME
         printf '@@ %s %s\n%s\n' "$t" "$p" "$out"
       done
       sleep 0.02
@@ -432,10 +439,10 @@ seq_incoming() { hook "$1" migrate && hook "$1" prepare && hook "$1" start && ho
 seq_stop() { hook "$1" stopped end && status_gone "$1" && hook "$1" release end; }
 switch_over() { # SRC DST GAP: source paused, GAP seconds, destination running
   status "$1" paused migration
-  T_SWITCH=$(now)
+  T_SWITCH=$STATUS_T
   sleep "$3"
   status "$2" running migrated
-  T_RUN=$(now)
+  T_RUN=$STATUS_T
 }
 
 ROUND_LOG=()
@@ -501,8 +508,8 @@ step "B: migrate, prepare, start, started" B $M_STANDBY "A:$M_ACTIVE B:$M_STANDB
 step "B: status paused/migration" B $M_STANDBY "A:$M_ACTIVE B:$M_STANDBY" status B paused migration
 sleep 0.3 # B's watcher reconciles (nothing to change)
 check "B stays standby while paused for the incoming migration" kernel_is B $M_STANDBY
-step "A: status paused/migration (switch-over)" A $M_LEAVING "A:$M_LEAVING B:$M_STANDBY" eval 'status A paused migration; T_SWITCH=$(now)'
-step "B: status running (arrived)" B $M_ARRIVED "A:$M_LEAVING B:$M_ARRIVED" eval 'status B running migrated; T_RUN=$(now)'
+step "A: status paused/migration (switch-over)" A $M_LEAVING "A:$M_LEAVING B:$M_STANDBY" eval 'status A paused migration; T_SWITCH=$STATUS_T'
+step "B: status running (arrived)" B $M_ARRIVED "A:$M_LEAVING B:$M_ARRIVED" eval 'status B running migrated; T_RUN=$STATUS_T'
 step "B: hold over (watch's timer; no event)" B $M_ACTIVE "A:$M_LEAVING B:$M_ACTIVE" true
 hold_ms=$(awk -v a="$STEP_T" -v b="$T_RUN" -v k="$STEP_TK" 'BEGIN { printf "%d", (a - b) * 1000 + k }')
 check "slow: B kept the arrived metric ${hold_ms} ms after running (arrived_hold_seconds = $HOLD)" hold_ok "$hold_ms"
@@ -521,7 +528,7 @@ sleep 0.3
 T_RUN=""
 step "A: migrate, prepare, start, started" A $M_STANDBY "A:$M_STANDBY B:$M_ACTIVE" seq_incoming A
 step "A: status paused/migration" A $M_STANDBY "A:$M_STANDBY B:$M_ACTIVE" status A paused migration
-step "B: status paused/migration (switch-over)" B $M_LEAVING "A:$M_STANDBY B:$M_LEAVING" eval 'status B paused migration; T_SWITCH=$(now)'
+step "B: status paused/migration (switch-over)" B $M_LEAVING "A:$M_STANDBY B:$M_LEAVING" eval 'status B paused migration; T_SWITCH=$STATUS_T'
 step "A: stopped, status file removed, release (destination killed)" A "" "B:$M_LEAVING" seq_stop A
 step "B: status running (source resumes)" B $M_ACTIVE "B:$M_ACTIVE" status B running "migration canceled"
 sleep 0.3

@@ -73,7 +73,9 @@ ip -n "$UP" link set lo up
 
 hv_up() { # LAB HOST_UUID ADDR4 UP4 ADDR6 UP6 UPSIDE AS
   local lab=$1 ns
-  e2e_lab_start "$lab" "gateway_mac = \"$GW_MAC\"" || return 1
+  # The upstream sits on the uplink networks the firewall protects by default
+  # (real-guest.sh says why): only the link-local range stays protected here.
+  e2e_lab_start "$lab" "gateway_mac = \"$GW_MAC\""$'\n[firewall]\nprotected_networks = ["169.254.0.0/16"]' || return 1
   printf '\nhost_uuid = "%s"\n' "$2" >>"$(lab_dir "$lab")/etc-libvirt/libvirtd.conf"
   lab_libvirtd_restart "$lab" || return 1
   ns=$(lab_netns "$lab")

@@ -34,6 +34,7 @@ Port isolation is left off, so the filters alone are tested.
 """
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -269,6 +270,17 @@ class Lab:
             os.close(home)
             os.close(target)
         return s
+
+    @contextlib.contextmanager
+    def relink(self, g):
+        """Guest g's eth0 set down and up, as a booting guest does. Its link going down
+        detaches the lab's packet socket on it (the kernel reports ENETDOWN on the next
+        read): the lab opens a new one once the link is up again."""
+        self.guest(g, "ip", "link", "set", "eth0", "down")
+        yield
+        self.guest(g, "ip", "link", "set", "eth0", "up")
+        self.sockets[g].close()
+        self.sockets[g] = self.open_socket(f"/run/netns/{self.ns[g]}", "eth0")
 
     def drain(self):
         seen = {p: [] for p in self.sockets}
@@ -891,12 +903,11 @@ def guest_config_dad(lab, g="c"):
         print(f"guest-config of lab-guest-{g}: not the EUI-64 of {mac}: {r.stdout}", file=sys.stderr)
         return False
     run = lambda *cmd: lab.guest(g, *cmd, check=False)  # noqa: E731
-    run("ip", "link", "set", "eth0", "down")
-    run("ip", "address", "flush", "dev", "eth0")
-    run("sysctl", "-qw", "net.ipv6.conf.eth0.addr_gen_mode=0")  # eui64
-    run("sysctl", "-qw", f"net.ipv6.conf.eth0.accept_ra={int(bool(nic.get('accept-ra')))}")
-    run("sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
-    run("ip", "link", "set", "eth0", "up")
+    with lab.relink(g):
+        run("ip", "address", "flush", "dev", "eth0")
+        run("sysctl", "-qw", "net.ipv6.conf.eth0.addr_gen_mode=0")  # eui64
+        run("sysctl", "-qw", f"net.ipv6.conf.eth0.accept_ra={int(bool(nic.get('accept-ra')))}")
+        run("sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=1")
     for a in nic.get("addresses", []):
         run("ip", "address", "add", a, "dev", "eth0")
     for rt in nic.get("routes", []):

@@ -31,6 +31,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg, OFlag};
@@ -105,11 +106,48 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// The directories opened while this process holds the lock (see [`Held`]).
+    held: Arc<Mutex<Option<Held>>>,
+}
+
+/// While the lock is held, no other virt-l3 changes the state tree, so the
+/// state directory and its subdirectories are opened (and checked) once and
+/// their descriptors reused: a hook's start opened the root about twenty times.
+/// Each reuse still checks, with one `fstatat` that does not follow links, that
+/// the name is the directory that was opened (a directory swapped for a link
+/// is then opened again and refused as before). Forgotten when the lock is
+/// released; without the lock every access opens and checks again, as a
+/// long-running `watch` must.
+#[derive(Default)]
+struct Held {
+    root: Option<Dir>,
+    subs: Vec<(&'static str, Dir)>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field(
+                "subs",
+                &self.subs.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// Held while the state (and the kernel entries it describes) is being changed.
 pub struct StateLock {
+    held: Arc<Mutex<Option<Held>>>,
     _lock: Flock<std::fs::File>,
+}
+
+impl Drop for StateLock {
+    /// Forgets the held directories before the lock itself is released.
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = None;
+        }
+    }
 }
 
 /// The subdirectories reconcile's sweep looks into.
@@ -131,7 +169,10 @@ fn is_owner_text(text: &str) -> bool {
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            held: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -140,20 +181,49 @@ impl StateDir {
 
     /// Opens the state directory, checked (`None` when it does not exist).
     fn open_root(&self) -> Result<Option<Dir>, StateError> {
+        if let Some(root) = self.held_dir(None) {
+            return Ok(Some(root));
+        }
         Dir::open_root(&self.root, false)
     }
 
     /// Opens a subdirectory, checked (`None` when it or the state directory does not exist).
-    fn open_sub(&self, sub: &str) -> Result<Option<Dir>, StateError> {
-        match self.open_root()? {
-            Some(root) => root.sub(sub, false),
-            None => Ok(None),
+    fn open_sub(&self, sub: &'static str) -> Result<Option<Dir>, StateError> {
+        if let Some(dir) = self.held_dir(Some(sub)) {
+            return Ok(Some(dir));
         }
+        let dir = match self.open_root()? {
+            Some(root) => root.sub(sub, false)?,
+            None => None,
+        };
+        if let (Some(dir), Ok(mut held)) = (&dir, self.held.lock()) {
+            if let Some(held) = held.as_mut() {
+                held.subs.push((sub, dir.clone()));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The root (`None`) or a subdirectory already opened under the lock, if
+    /// its name still leads to it.
+    fn held_dir(&self, sub: Option<&str>) -> Option<Dir> {
+        let mut held = self.held.lock().ok()?;
+        let held = held.as_mut()?;
+        let root = held.root.clone()?;
+        let Some(sub) = sub else {
+            return Some(root).filter(|r| r.is_at(None, &self.root));
+        };
+        let i = held.subs.iter().position(|(n, _)| *n == sub)?;
+        if held.subs[i].1.is_at(Some(&root), Path::new(sub)) {
+            return Some(held.subs[i].1.clone());
+        }
+        held.subs.swap_remove(i);
+        None
     }
 
     /// A subdirectory that must exist (callers hold the lock, which exists
     /// only once the subdirectories do).
-    fn need_sub(&self, sub: &str) -> Result<Dir, StateError> {
+    fn need_sub(&self, sub: &'static str) -> Result<Dir, StateError> {
         self.open_sub(sub)?.ok_or_else(|| StateError::Io {
             what: "open",
             path: self.root.join(sub),
@@ -163,7 +233,7 @@ impl StateDir {
 
     /// A subdirectory, created if missing (a state directory made by an older
     /// virt-l3 has no `macs/`). Callers hold the lock.
-    fn ensure_sub(&self, sub: &str) -> Result<Dir, StateError> {
+    fn ensure_sub(&self, sub: &'static str) -> Result<Dir, StateError> {
         if let Some(dir) = self.open_sub(sub)? {
             return Ok(dir);
         }
@@ -221,7 +291,16 @@ impl StateDir {
             path: root.path("lock"),
             source: std::io::Error::from(e),
         })?;
-        Ok(StateLock { _lock: lock })
+        if let Ok(mut held) = self.held.lock() {
+            *held = Some(Held {
+                root: Some(root),
+                subs: Vec::new(),
+            });
+        }
+        Ok(StateLock {
+            held: self.held.clone(),
+            _lock: lock,
+        })
     }
 
     fn record_name(uuid: &str) -> String {
@@ -642,7 +721,7 @@ impl StateDir {
         self.marks("incoming")
     }
 
-    fn marks(&self, sub: &str) -> Vec<String> {
+    fn marks(&self, sub: &'static str) -> Vec<String> {
         self.open_sub(sub)
             .ok()
             .flatten()

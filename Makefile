@@ -4,7 +4,7 @@
 all: build
 
 build:
-	cargo build --release --locked
+	scripts/build-release.sh
 
 # fmt, clippy, unit and namespace tests, then every tests/suites/*.sh (root, Debian 12).
 test:

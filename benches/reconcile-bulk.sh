@@ -13,7 +13,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 BIN=${2:-}
 ROUNDS=${ROUNDS:-3}
 if [ -z "$BIN" ]; then
-  cargo build --release --quiet
+  scripts/build-release.sh --quiet
   BIN=$PWD/target/release/virt-l3
 fi
 NS=vl3-bulk-$$

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ ! -x "$binary" ]; then
-  [ -x target/release/virt-l3 ] || cargo build --release
+  [ -x target/release/virt-l3 ] || scripts/build-release.sh
   install -m 0755 target/release/virt-l3 "$binary"
 fi
 if [ "$as_qemu" = 1 ]; then

@@ -47,7 +47,7 @@ if [ "$quick" = 1 ]; then rounds=1 runs=8 count=1000 warmup=2; fi
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces)" >&2; exit 1; }
 
 scripts/deps.sh bench
-cargo build --release --quiet
+scripts/build-release.sh --quiet
 FIX=$ROOT/testdata/bench/two-nic-dual-stack.xml
 PFX=$ROOT/testdata/bench/routed-prefix.xml # the same, plus a routed prefix
 SH=$ROOT/benches/alternatives/hook.sh

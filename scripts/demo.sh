@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh demo
 export PATH="$HOME/.cargo/bin:$PATH"
 
-echo "== building virt-l3 (cargo build --release)"
-cargo build --release --quiet
+echo "== building virt-l3 (scripts/build-release.sh: cargo build --release, statically linked)"
+scripts/build-release.sh --quiet
 BIN=$PWD/target/release/virt-l3
 NS=virt-l3-demo-$$
 TMP=$(mktemp -d)

@@ -15,7 +15,7 @@ what=${1:-test}
 # util-linux (unshare, nsenter, setsid, flock) is essential, listed for the record.
 # gcc + libc6-dev: rustc links with cc.
 # nftables: virt-l3's tables (nft), in the demo and the tests.
-need=(iproute2 jq nftables util-linux procps gcc libc6-dev)
+need=(iproute2 jq nftables util-linux procps gcc libc6-dev) # libc6-dev: libc.a, the release binary is static (scripts/build-release.sh)
 # What newer cloud-init's net-convert imports (Debian's cloud-init pulls in the rest).
 cloud_init_need=(git python3 python3-yaml python3-jinja2 python3-jsonschema python3-configobj
   python3-requests python3-jsonpatch python3-netifaces cloud-init)
@@ -27,9 +27,9 @@ case "$what" in
   # tests/suites/package.sh (cargo-deb runs dpkg-shlibdeps, the suite renders the man page).
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3 python3-scapy tcpdump
     libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init systemd groovy strace
-    g++ rpm dpkg-dev man-db "${cloud_init_need[@]}") ;;
+    g++ rpm dpkg-dev binutils man-db "${cloud_init_need[@]}") ;;
   bench) need+=(hyperfine valgrind python3 python3-pyroute2 time bc) ;;
-  package) need+=(rpm dpkg-dev) ;;
+  package) need+=(rpm dpkg-dev binutils) ;;
   fuzz) need=(gcc g++ libc6-dev) ;;
   cloud-init) need+=("${cloud_init_need[@]}") ;;
 esac

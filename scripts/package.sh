@@ -38,7 +38,7 @@ script() { # body-file output-file
 
 stage() {
   # PACKAGE_NO_BUILD=1: package the binary already in target/release (several packages of one build).
-  [ "${PACKAGE_NO_BUILD:-0}" = 1 ] || cargo build --release --locked --quiet
+  [ "${PACKAGE_NO_BUILD:-0}" = 1 ] || scripts/build-release.sh --quiet
   rm -rf "$stage"
   mkdir -p "$stage"/{man,doc,debian,rpm}
   # Man pages from the command line definition, compressed as both distributions ship them.

@@ -13,7 +13,7 @@ cargo clippy --all-targets --quiet -- -D warnings
 python3 scripts/import-cycles.py
 
 step "build"
-cargo build --release --quiet
+scripts/build-release.sh --quiet
 
 step "unit and namespace integration tests"
 cargo test --release --quiet

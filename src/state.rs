@@ -31,19 +31,23 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
 use crate::address::Mac;
 use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
 
+mod access;
 mod bulk;
 mod dirfd;
 mod refused;
 mod security_groups;
 
+use access::Held;
+pub use access::StateLock;
 pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
@@ -105,11 +109,8 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
-}
-
-/// Held while the state (and the kernel entries it describes) is being changed.
-pub struct StateLock {
-    _lock: Flock<std::fs::File>,
+    /// The directories opened while this process holds the lock (see [`Held`]).
+    held: Arc<Mutex<Option<Held>>>,
 }
 
 /// The subdirectories reconcile's sweep looks into.
@@ -131,52 +132,14 @@ fn is_owner_text(text: &str) -> bool {
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> StateDir {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            held: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Opens the state directory, checked (`None` when it does not exist).
-    fn open_root(&self) -> Result<Option<Dir>, StateError> {
-        Dir::open_root(&self.root, false)
-    }
-
-    /// Opens a subdirectory, checked (`None` when it or the state directory does not exist).
-    fn open_sub(&self, sub: &str) -> Result<Option<Dir>, StateError> {
-        match self.open_root()? {
-            Some(root) => root.sub(sub, false),
-            None => Ok(None),
-        }
-    }
-
-    /// A subdirectory that must exist (callers hold the lock, which exists
-    /// only once the subdirectories do).
-    fn need_sub(&self, sub: &str) -> Result<Dir, StateError> {
-        self.open_sub(sub)?.ok_or_else(|| StateError::Io {
-            what: "open",
-            path: self.root.join(sub),
-            source: std::io::ErrorKind::NotFound.into(),
-        })
-    }
-
-    /// A subdirectory, created if missing (a state directory made by an older
-    /// virt-l3 has no `macs/`). Callers hold the lock.
-    fn ensure_sub(&self, sub: &str) -> Result<Dir, StateError> {
-        if let Some(dir) = self.open_sub(sub)? {
-            return Ok(dir);
-        }
-        let root = self.open_root()?.ok_or_else(|| StateError::Io {
-            what: "open",
-            path: self.root.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-        root.sub(sub, true)?.ok_or_else(|| StateError::Io {
-            what: "create",
-            path: self.root.join(sub),
-            source: std::io::ErrorKind::NotFound.into(),
-        })
     }
 
     /// Checks the state directory if it exists: owned by the effective user
@@ -191,37 +154,6 @@ impl StateDir {
     /// (Not following links: a planted link is refused by [`StateDir::lock`].)
     pub fn has_lock_file(&self) -> bool {
         std::fs::symlink_metadata(self.root.join("lock")).is_ok()
-    }
-
-    /// Takes the state lock (blocking), creating the directory if needed
-    /// (mode 0700, its subdirectories too).
-    pub fn lock(&self) -> Result<StateLock, StateError> {
-        let root = Dir::open_root(&self.root, true)?.ok_or_else(|| StateError::Io {
-            what: "create",
-            path: self.root.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-        // The lock file is created after the directories: when it exists, they do.
-        let f = match root.open("lock file", "lock", OFlag::O_WRONLY)? {
-            Some(f) => f,
-            None => {
-                for sub in CREATED {
-                    root.sub(sub, true)?;
-                }
-                root.open("lock file", "lock", OFlag::O_WRONLY | OFlag::O_CREAT)?
-                    .ok_or_else(|| StateError::Io {
-                        what: "create",
-                        path: root.path("lock"),
-                        source: std::io::ErrorKind::NotFound.into(),
-                    })?
-            }
-        };
-        let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| StateError::Io {
-            what: "lock",
-            path: root.path("lock"),
-            source: std::io::Error::from(e),
-        })?;
-        Ok(StateLock { _lock: lock })
     }
 
     fn record_name(uuid: &str) -> String {
@@ -642,7 +574,7 @@ impl StateDir {
         self.marks("incoming")
     }
 
-    fn marks(&self, sub: &str) -> Vec<String> {
+    fn marks(&self, sub: &'static str) -> Vec<String> {
         self.open_sub(sub)
             .ok()
             .flatten()

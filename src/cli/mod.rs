@@ -79,8 +79,13 @@ impl Cli {
     /// libvirt runs the hook as `/etc/libvirt/hooks/qemu` (or `.../qemu.d/<name>`)
     /// with its four arguments and no `--config`.
     pub fn hook(args: hook::HookArgs) -> Cli {
+        Cli::hook_with_config(None, args)
+    }
+
+    /// `virt-l3 [--config PATH] hook ...`, read without clap ([`hook::HookArgs::from_subcommand`]).
+    pub fn hook_with_config(config: Option<PathBuf>, args: hook::HookArgs) -> Cli {
         Cli {
-            config: None,
+            config,
             command: Command::Hook(args),
         }
     }

@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, renameat, AtFlags, OFlag, AT_FDCWD};
@@ -25,8 +26,12 @@ use super::StateError;
 const UNSAFE_BITS: u32 = 0o022;
 
 /// An open directory of the state tree (the root or one of its subdirectories).
+/// Cloning shares the descriptor (the state lock keeps the ones it opened).
+#[derive(Clone)]
 pub(super) struct Dir {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
+    /// Device and inode, from the check at opening.
+    id: (u64, u64),
     path: PathBuf,
 }
 
@@ -100,6 +105,20 @@ impl Dir {
             }
             other => other.map(Some),
         }
+    }
+
+    /// Whether `name` (relative to `parent`, or a path from the working
+    /// directory when `parent` is `None`) is, without following a link, the
+    /// directory this descriptor holds.
+    pub(super) fn is_at(&self, parent: Option<&Dir>, name: &Path) -> bool {
+        let named = match parent {
+            Some(p) => fstatat(&p.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+            None => fstatat(AT_FDCWD, name, AtFlags::AT_SYMLINK_NOFOLLOW),
+        };
+        named.is_ok_and(|n| {
+            (n.st_dev, n.st_ino) == self.id
+                && SFlag::from_bits_truncate(n.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+        })
     }
 
     pub(super) fn path(&self, name: &str) -> PathBuf {
@@ -282,7 +301,8 @@ fn open_dir<Fd: std::os::fd::AsFd>(at: Fd, name: &Path, path: &Path) -> Result<D
         });
     }
     Ok(Dir {
-        fd,
+        fd: Arc::new(fd),
+        id: (st.st_dev, st.st_ino),
         path: path.to_path_buf(),
     })
 }

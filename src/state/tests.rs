@@ -394,3 +394,33 @@ fn a_linked_mac_claim_is_refused_not_followed() {
     assert_refused_link(e, "claim", &path);
     f.victim_intact();
 }
+
+/// The directories opened under the lock are reused only while it is held and
+/// only while their names still lead to them: a state directory replaced after
+/// the lock is released is read afresh, and one replaced under the lock too.
+#[test]
+fn held_directories_do_not_outlive_the_lock_or_a_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let state = StateDir::new(&root);
+    let a = "aaaaaaaa-0000-4000-8000-000000000001";
+    let b = "bbbbbbbb-0000-4000-8000-000000000002";
+    {
+        let _lock = state.lock().unwrap();
+        claim(&state, a, &["192.0.2.1"]);
+        assert_eq!(state.records().unwrap().len(), 1);
+    }
+    // Replaced after the lock: the next reads see the new, empty directory.
+    fs::rename(&root, dir.path().join("old")).unwrap();
+    assert!(state.records().unwrap().is_empty());
+    let _lock = state.lock().unwrap();
+    assert!(state.records().unwrap().is_empty());
+    assert_eq!(state.owner_of_address("192.0.2.1".parse().unwrap()), None);
+    claim(&state, b, &["192.0.2.2"]);
+    // Replaced under the lock (`domains` moved away, a new one made): reads follow the name.
+    fs::rename(root.join("domains"), dir.path().join("old-domains")).unwrap();
+    fs::create_dir(root.join("domains")).unwrap();
+    fs::set_permissions(root.join("domains"), fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(state.records().unwrap().is_empty());
+    assert_eq!(state.record(b).unwrap(), None);
+}

@@ -30,7 +30,7 @@ E2E_PASSES=0
 
 e2e_build() {
   if [ ! -x "$E2E_BIN" ]; then
-    (cd "$E2E_ROOT" && cargo build --release --quiet) || return 1
+    (cd "$E2E_ROOT" && scripts/build-release.sh --quiet) || return 1
   fi
 }
 

@@ -27,7 +27,7 @@ fail() { echo "nwfilter-lab: FAIL: $*" >&2; exit 1; }
 BIN=${VIRT_L3_BIN:-}
 if [ -z "$BIN" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
-  cargo build --release --quiet
+  scripts/build-release.sh --quiet
   BIN=$ROOT/target/release/virt-l3
 fi
 LAB=nwf$$

@@ -77,7 +77,7 @@ filter_uuids() { virsh_lab nwfilter-list | awk '$2 ~ /^virt-l3-no-/ { print $2, 
 
 step "build the packages"
 scripts/deps.sh package # rpm, for the .rpm checks
-cargo build --release --locked --quiet
+scripts/build-release.sh --quiet
 export PACKAGE_NO_BUILD=1 # one binary in every package
 DIST_DIR=$tmp/v1 scripts/package.sh deb >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make deb"; }
 DIST_DIR=$tmp/rpm scripts/package.sh rpm >>"$tmp/build.log" 2>&1 || { cat "$tmp/build.log" >&2; fail "make rpm"; }
@@ -100,6 +100,9 @@ step "the .deb's metadata"
 info=$(dpkg-deb -f "$deb1")
 check "depends on libvirt-daemon (>= 6.5), which runs qemu.d/ hooks" grep -q '^Depends:.*libvirt-daemon (>= 6.5)' <<<"$info"
 check "depends on nftables (the nft binary installs virt-l3's tables)" grep -q '^Depends:.*nftables' <<<"$info"
+dpkg-deb --fsys-tarfile "$deb1" | tar -xO ./usr/bin/virt-l3 >"$tmp/packaged-virt-l3"
+check "the packaged binary is statically linked (scripts/build-release.sh: no shared object at exec)" \
+  sh -c "readelf -d '$tmp/packaged-virt-l3' >'$tmp/packaged-dynamic' && ! grep -q NEEDED '$tmp/packaged-dynamic'"
 prerm=$(dpkg-deb --ctrl-tarfile "$deb1" | tar -xO ./prerm)
 postrm=$(dpkg-deb --ctrl-tarfile "$deb1" | tar -xO ./postrm)
 check "prerm removes virt-l3's nftables tables (with the binary)" grep -q '^virt_l3_remove_firewall$' <<<"$prerm"

@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [demo|test|bench|package|fuzz|cloud-init]
 # cloud-init: newer cloud-init releases than Debian's (scripts/cloud-init-tags), as
 # source trees under /var/cache/virt-l3/cloud-init/TAG, run with Debian's python3 by
-# tests/guest_config.rs (tests/common/cloud_init.rs); VIRT_L3_CLOUD_INIT_TAGS overrides
+# tests/guest_config/ (tests/common/cloud_init.rs); VIRT_L3_CLOUD_INIT_TAGS overrides
 # the tags. They come from GitHub: optional extras. `test` tries them too, within a
 # time limit, and goes on without them (the tests then name them as skipped);
 # `cloud-init` exits 1 when one is missing.
@@ -11,7 +11,7 @@ set -euo pipefail
 what=${1:-test}
 # Every package a command of the scripts, tests and suites comes from; a fresh Debian 12
 # (a minimal or cloud image) lacks most of them: procps (sysctl, pgrep), systemd
-# (systemd-networkd for tests/guest_config.rs, systemd-analyze), man-db, a C linker.
+# (systemd-networkd for tests/guest_config/, systemd-analyze), man-db, a C linker.
 # util-linux (unshare, nsenter, setsid, flock) is essential, listed for the record.
 # gcc + libc6-dev: rustc links with cc.
 # nftables: virt-l3's tables (nft), in the demo and the tests.
@@ -51,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # policy-rc.d keeps the packages' daemons from starting on the host: the tests start their own.
   if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # cloud-init is installed only for its network_data.json reader (tests/guest_config.rs):
+  # cloud-init is installed only for its network_data.json reader (tests/guest_config/network_data.rs):
   # it must never configure this machine at boot.
   if printf '%s\n' "${missing[@]}" | grep -qx cloud-init; then mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled; fi
 fi

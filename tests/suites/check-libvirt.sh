@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `virt-l3 check` against a real libvirtd (tests/lib/libvirtd.sh: private mount and network
 # namespaces), with the default paths and programs: libvirtd --version, virsh
-# nwfilter-list, ebtables, /etc/libvirt/hooks/qemu.d/virt-l3. tests/check_netns.rs covers
+# nwfilter-list, ebtables, /etc/libvirt/hooks/qemu.d/virt-l3. tests/check_netns/ covers
 # every item with stand-ins (and a real BIRD); this suite shows the libvirt items read
 # the real thing, and the routing items read a real FRR's running configuration.
 # Needs root; ~20 s.

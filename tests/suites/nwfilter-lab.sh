@@ -6,7 +6,8 @@
 #  2. in a private libvirtd (tests/lib/libvirtd.sh: own mount and network namespace),
 #     `virt-l3 nwfilter define` them, twice: the second run must keep every UUID;
 #     the rule comments must survive in `virsh nwfilter-dumpxml`.
-#  3. tests/nwfilter-lab/matrix.py: three guests on a bridge, attacks and legitimate
+#  3. tests/nwfilter-lab/matrix.py (with lab.py, attacks.py, perimeter.py, legit.py
+#     beside it): three guests on a bridge, attacks and legitimate
 #     flows without filter (control), with virt-l3's filters, with clean-traffic, and as
 #     in production (filters, the hook's nftables tables and accepted taps, `virt-l3
 #     watch`): a rogue fourth port, TCP to the hypervisor's services and a management
@@ -96,6 +97,6 @@ got=$(grep -c "comment='virt-l3: " "$WORK/dump.xml")
 echo "nwfilter-lab: defined 7 filters, redefinition kept UUIDs, $got rule comments kept by libvirt"
 
 echo "nwfilter-lab: traffic matrix"
-/usr/bin/python3 tests/nwfilter-lab/matrix.py --holder "$(lab_pid "$LAB")" --prefix "$PREFIX" --work "$WORK" --bin "$BIN" \
+/usr/bin/python3 -B tests/nwfilter-lab/matrix.py --holder "$(lab_pid "$LAB")" --prefix "$PREFIX" --work "$WORK" --bin "$BIN" \
   ${MARKDOWN:+--markdown "$MARKDOWN"} || fail "traffic matrix (see above)"
 echo "nwfilter-lab: passed"

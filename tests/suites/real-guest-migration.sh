@@ -370,7 +370,10 @@ done
 # preferred path (metric 100, upstream via hv1), no ping lost, the destination clean.
 step "a migration hv1 -> hv2 the destination refuses (deny = [\"$V4/32\"] at prepare)"
 lab_exec "$H2" cat /etc/virt-l3/config.toml >"$W/hv2.config.toml"
-{ cat "$W/hv2.config.toml"; printf '\ndeny = ["%s/32"]\n' "$V4"; } | lab_write "$H2" /etc/virt-l3/config.toml
+# First in the file: a top-level key after the [firewall] table would be the table's (and
+# the whole file refused for an unknown field: a refusal for the wrong reason; the check
+# on virsh's message below tells them apart).
+{ printf 'deny = ["%s/32"]\n' "$V4"; cat "$W/hv2.config.toml"; } | lab_write "$H2" /etc/virt-l3/config.toml
 for f in 4 6; do
   p=$V4
   [ $f = 6 ] && p=$V6
@@ -384,6 +387,7 @@ lab_exec "$H1" virsh -c qemu:///system migrate --live --persistent --undefinesou
   "qemu+unix:///system?socket=$(sock "$H2")" "tcp://$M2" >"$W/refuse.migrate" 2>&1
 mrc=$?
 check "refuse: virsh migrate fails (exit $mrc: $(tr '\n' ' ' <"$W/refuse.migrate" | sed 's/.*unexpected exit status [0-9]*: //' | cut -c1-200))" test "$mrc" != 0
+check "refuse: the destination's hook names the denied address" grep -q "address $V4 is inside the denied prefix $V4/32" "$W/refuse.migrate"
 check "refuse: the guest runs on the source" poll 10 runs_on "$H1"
 check "refuse: the destination has no domain" poll 20 gone_from "$H2"
 check "refuse: the destination has no proto 52 route left" poll 10 clean "$H2"

@@ -9,8 +9,15 @@
 #   start -> the guest has exactly guest-config's addresses and routes, and its EUI-64
 #   link-local; the upstream learns the /32 and /128 and reaches the guest (ping, TCP
 #   echo); the guest reaches the upstream over both families (its own ping, TCP)
+#   security groups (docs/SECURITY-GROUPS.md) -> the guest's services and connections
+#   pass without them; `security_groups = true` + `virt-l3 reconcile`: CloudStack's
+#   default closes ingress (ping, TCP); `virt-l3 security-group set` with a group: its
+#   legitimate flows from the real guest pass in both families (ingress TCP 7-9 and
+#   ping from the upstream, the guest's egress TCP 7007 and ping, replies of
+#   established flows in both directions), ingress TCP 10 and egress TCP 7008 are
+#   dropped, and pass once the group allows them
 #   destroy -> withdrawn upstream (BIRD and kernel), nothing of virt-l3's left on the
-#   hypervisor (routes, neighbours, records, taps)
+#   hypervisor (routes, neighbours, records, taps, security-group elements)
 # Prints the boot time (virsh start -> ready marker on the serial console).
 # Needs root, qemu-system-x86, bird2; ~1-2 minutes (the first run also fetches two .debs).
 set -uo pipefail
@@ -62,7 +69,8 @@ echo "  guest: $(du -h "$GUEST_KERNEL" | cut -f1) kernel, $(du -h "$GUEST_BASE_I
 # non-routed interfaces: docs/FIREWALL.md). A fabric's destinations lie beyond its
 # routers; here the guest talks to the router itself, so only the link-local range
 # stays protected (as an operator whose guests must reach the uplink would set it).
-FW_LAB=$'[firewall]\nprotected_networks = ["169.254.0.0/16"]'
+# security_groups: off until the step that turns it on (below).
+FW_LAB=$'security_groups = false\n[firewall]\nprotected_networks = ["169.254.0.0/16"]'
 e2e_lab_start "$LAB" "$FW_LAB" || { echo "real-guest: the lab did not start" >&2; exit 1; }
 echo "  nwfilter bound (virt-l3 nwfilter define + inject): $E2E_USE_NWFILTER"
 DIR=$(lab_dir "$LAB")/tmp
@@ -178,29 +186,99 @@ step "the guest reaches the upstream"
 guest_view "ping -c 2 -W 2 $UP4 >/dev/null && echo PING4-OK; ping -c 2 -W 2 $UP6 >/dev/null && echo PING6-OK"
 check "the guest pings $UP4" view_has PING4-OK
 check "the guest pings $UP6" view_has PING6-OK
-# A TCP connection from the guest: the upstream listens (both families) and answers
-# each connection with the address it came from.
-ip netns exec "$UP" timeout 60 python3 -c '
-import socket
-s = socket.socket(socket.AF_INET6)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-s.bind(("::", 7007)); s.listen(4)
+# A TCP connection from the guest: the upstream listens (both families, on 7007 and
+# 7008) and answers each connection with the address it came from.
+ip netns exec "$UP" timeout 300 python3 -c '
+import select, socket
+ls = []
+for port in (7007, 7008):
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port)); s.listen(4); ls.append(s)
 while True:
-    c, peer = s.accept()
-    c.sendall(("from-upstream " + peer[0].removeprefix("::ffff:") + "\n").encode()); c.close()' \
+    for s in select.select(ls, [], [])[0]:
+        c, peer = s.accept()
+        c.sendall(("from-upstream " + peer[0].removeprefix("::ffff:") + "\n").encode()); c.close()' \
   >/dev/null 2>&1 &
 lpid=$!
-listening() { [ -n "$(ip netns exec "$UP" ss -Hltn 'sport = :7007')" ]; }
-check "the upstream listens on TCP 7007" poll 20 listening
+listening() { [ -n "$(ip netns exec "$UP" ss -Hltn 'sport = :7008')" ]; }
+check "the upstream listens on TCP 7007 and 7008" poll 20 listening
+src_of() { case "$1" in *:*) echo "$V6" ;; *) echo "$V4" ;; esac }
+upstream_of() { case "$1" in *:*) echo "$UP6" ;; *) echo "$UP4" ;; esac }
+# The guest opens TCP to ADDR:PORT (busybox nc, 3 s to connect): the upstream's answer.
+guest_opens() { guest_view "nc -w 3 $1 $2 </dev/null"; view_has "from-upstream $(src_of "$1")\$"; }
 for a in "$UP4" "$UP6"; do
-  src=$V4
-  case "$a" in *:*) src=$V6 ;; esac
-  guest_view "nc $a 7007 </dev/null"
-  check "the guest opens TCP to $a, seen from $src" view_has "from-upstream $src\$"
+  check "the guest opens TCP to $a, seen from $(src_of "$a")" guest_opens "$a" 7007
+done
+
+# ---- security groups (docs/SECURITY-GROUPS.md) ------------------------------------------
+# Enforcement turned on as an operator does (the configuration, then `virt-l3 reconcile`
+# reinstalls the tables with the sets and applies the running guest's rules: none are
+# known, so CloudStack's default), then a group set with `virt-l3 security-group set`.
+# Its legitimate flows from the real guest pass; what it does not allow is dropped, and
+# passes once the group allows it (so the drops are the group's, not a dead listener).
+# A second service in the guest, port 10 (busybox nc, echo), which the group will not open.
+guest_view "nc -ll -p 10 -e cat </dev/null >/dev/null 2>&1 &"
+tcp_up() { # ADDR PORT: the upstream opens TCP to the guest (3 s), sends a line, reads it back
+  [ "$(ip netns exec "$UP" timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 1; echo "sg $2" >&3; read -r -t 2 l <&3; echo "$l"' \
+    _ "$1" "$2" 2>/dev/null)" = "sg $2" ]
+}
+# Whether a TCP connection from the upstream to ADDR:PORT is established within 3 s.
+no_connect() { ! ip netns exec "$UP" timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null; }
+no_ping_from_up() { ! ip netns exec "$UP" ping -c 1 -W 1 "$1" >/dev/null; }
+no_guest_opens() { ! guest_opens "$@"; }
+for a in "$V4" "$V6"; do
+  check "without security groups the upstream reaches [$a]:10" poll 10 tcp_up "$a" 10
+  check "without security groups the guest reaches $(upstream_of "$a"):7008" guest_opens "$(upstream_of "$a")" 7008
+done
+
+step "security groups: security_groups = true, virt-l3 reconcile (CloudStack's default)"
+lab_exec "$LAB" cat /etc/virt-l3/config.toml | sed 's/^security_groups = false$/security_groups = true/' >"$DIR/config.sg"
+check "the configuration turns security_groups on" grep -qx 'security_groups = true' "$DIR/config.sg"
+lab_write "$LAB" /etc/virt-l3/config.toml <"$DIR/config.sg"
+check "virt-l3 reconcile installs the security-group tables" lab_exec "$LAB" "$E2E_BIN" reconcile
+for a in "$V4" "$V6"; do
+  check "no rules known (CloudStack's default): no ping to $a" no_ping_from_up "$a"
+  check "no rules known: no TCP to [$a]:9 (the guest's shell port)" no_connect "$a" 9
+done
+
+# The group: ingress TCP 7-9 from the upstream router only, echo requests from anywhere;
+# egress TCP 7007 to the upstream router only, echo requests. Everything else of ours is
+# answered only as an established flow: the guest's echo replies and TCP answers leave
+# through a closed egress, the upstream's answers come in through a closed ingress.
+SG_BASE="I:tcp;7;9;$UP4/32,$UP6/128,NEXT;I:icmp;8;-1;0.0.0.0/0,NEXT;I:icmp;128;-1;::/0,NEXT;E:tcp;7007;7007;$UP4/32,$UP6/128,NEXT;E:icmp;8;-1;0.0.0.0/0,NEXT;E:icmp;128;-1;::/0,NEXT;"
+step "security groups: a group for $DOM: $SG_BASE"
+check "virt-l3 security-group set $DOM" lab_exec "$LAB" "$E2E_BIN" security-group set "$DOM" "$SG_BASE"
+check "the rules are stored under the domain's UUID" test -s "$DIR/state/security-groups/$UUID.json"
+for a in "$V4" "$V6"; do
+  check "allowed ingress: ping $a from the upstream" poll 10 ping_from_up "$a"
+  check "allowed ingress: TCP echo [$a]:7 (the answer leaves as established)" echo_from_up "$a"
+  check "allowed ingress: TCP [$a]:8 answers the guest's name" name_from_up "$a"
+  check "not allowed ingress: TCP [$a]:10 dropped" no_connect "$a" 10
+done
+for a in "$UP4" "$UP6"; do
+  check "allowed egress: the guest opens TCP to $a:7007 (the answer returns as established)" guest_opens "$a" 7007
+  check "not allowed egress: the guest's TCP to $a:7008 dropped" no_guest_opens "$a" 7008
+done
+guest_view "ping -c 2 -W 2 $UP4 >/dev/null && echo PING4-OK; ping -c 2 -W 2 $UP6 >/dev/null && echo PING6-OK"
+check "allowed egress: the guest pings $UP4 (replies return as established)" view_has PING4-OK
+check "allowed egress: the guest pings $UP6 (replies return as established)" view_has PING6-OK
+
+SG_MORE="${SG_BASE}I:tcp;10;10;$UP4/32,$UP6/128,NEXT;E:tcp;7008;7008;$UP4/32,$UP6/128,NEXT;"
+step "security groups: the group opens ingress TCP 10 and egress TCP 7008"
+check "virt-l3 security-group set $DOM (two more rules)" lab_exec "$LAB" "$E2E_BIN" security-group set "$DOM" "$SG_MORE"
+for a in "$V4" "$V6"; do
+  check "now allowed ingress: TCP [$a]:10" tcp_up "$a" 10
+done
+for a in "$UP4" "$UP6"; do
+  check "now allowed egress: the guest's TCP to $a:7008" guest_opens "$a" 7008
 done
 kill "$lpid" 2>/dev/null
 wait "$lpid" 2>/dev/null
+in_sg_map() { lab_exec "$LAB" nft list map inet virt_l3 "sg_vms$1" 2>/dev/null | grep -q "$2 :"; }
+check "$V4 is in the security-group map sg_vms4" in_sg_map 4 "$V4"
+check "$V6 is in the security-group map sg_vms6" in_sg_map 6 "$V6"
 
 # ---- destroy --------------------------------------------------------------------------
 step "destroy"
@@ -213,7 +291,13 @@ check "the upstream no longer reaches $V4" bash -c '! ip netns exec "$1" ping -c
 check "no proto 52 route left on the hypervisor" nothing_routed
 check "no permanent neighbour left on cloudbr0" no_neighbour
 check "no tap left on cloudbr0" test -z "$(lab_exec "$LAB" ip -br link show master cloudbr0)"
-check "no record left in the state dir" test -z "$(find "$DIR/state" -type f ! -name lock)"
+check "no record left in the state dir (the security group's rules included)" test -z "$(find "$DIR/state" -type f ! -name lock)"
+sg_maps_lack_guest() {
+  local out
+  out=$(lab_exec "$LAB" nft list map inet virt_l3 sg_vms4 && lab_exec "$LAB" nft list map inet virt_l3 sg_vms6) || return 1
+  ! grep -q "$V4 :\|$V6 :" <<<"$out"
+}
+check "no security-group element left for $V4 or $V6 (sg_vms4, sg_vms6)" sg_maps_lack_guest
 check "virt-l3 status: clean" lab_exec "$LAB" "$E2E_BIN" status
 lab_virsh "$LAB" undefine "$DOM" >/dev/null
 

@@ -44,6 +44,7 @@ mod dirfd;
 mod refused;
 mod security_groups;
 
+pub use bulk::OwnershipView;
 pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
@@ -690,18 +691,24 @@ impl Ownership for StateDir {
     }
 
     fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
-        let dir = self.open_sub("owners").ok()??;
+        Self::address_within_at(&self.open_sub("owners").ok()??, prefix)
+    }
+}
+
+impl StateDir {
+    /// [`Ownership::address_within`] in the open claims directory `dir`.
+    fn address_within_at(dir: &Dir, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
         // A small prefix (a /28 is typical for IPv4) is cheaper to probe address by
         // address, one failed readlink(2) each, than the claims directory, which holds
         // every address of every domain on the host (see docs/BENCHMARKS.md).
         if prefix.max_prefix_len() - prefix.prefix_len() <= PROBE_HOST_BITS {
             return prefix_addresses(prefix)
-                .find_map(|a| Some((a, Self::read_owner(&dir, &a.to_string())?)));
+                .find_map(|a| Some((a, Self::read_owner(dir, &a.to_string())?)));
         }
         dir.names().ok()?.into_iter().find_map(|n| {
             let a: IpAddr = n.parse().ok()?;
             if prefix.contains(&a) {
-                Some((a, Self::read_owner(&dir, &n)?))
+                Some((a, Self::read_owner(dir, &n)?))
             } else {
                 None
             }

@@ -2,10 +2,12 @@
 
 use std::collections::HashSet;
 
-use super::decide::{changes, Action, Change, Desired, KernelDiff};
+use super::decide::{addition_records, changes, Action, Change, Desired, KernelDiff};
+use super::write::RecordWriter;
 use super::{ReconcileError, Report};
 use crate::config::Config;
 use crate::kernel::{Kernel, KernelView};
+use crate::plan::Entry;
 use crate::state::{StateDir, StateError};
 
 /// Pins the routed bridges' MACs (or, in a dry run, says which it would pin):
@@ -51,28 +53,11 @@ pub async fn add_gateways<K: Kernel>(
     added
 }
 
-/// Makes the kernel changes of a diff: additions, then removals. Every change is
-/// attempted; returns the failures.
-pub async fn apply_diff<K: Kernel>(kernel: &mut K, kd: &KernelDiff, protocol: u8) -> Vec<String> {
-    let mut errors = Vec::new();
-    for (r, e) in kd.add.iter().zip(kernel.install(&kd.add, protocol).await) {
-        if let Err(err) = e {
-            errors.push(format!("{r}: {err}"));
-        }
-    }
-    for err in kernel
-        .remove_kernel_entries(&kd.remove_routes, &kd.remove_neighbours)
-        .into_iter()
-        .filter_map(Result::err)
-    {
-        errors.push(err.to_string());
-    }
-    errors
-}
-
-/// Applies a decided reconcile: the records first (claims, then records, in bulk;
-/// as the hook does, the state before the kernel), then the kernel diff (one
-/// batch), then the host settings.
+/// Applies a decided reconcile: the additions, each domain's once its record
+/// is whole (`writer`: claims, then records, in bulk; as the hook does, the
+/// state before the kernel), the pruned records forgotten, the removals, then
+/// the host settings.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply<K: Kernel>(
     kernel: &mut K,
     config: &Config,
@@ -80,16 +65,27 @@ pub async fn apply<K: Kernel>(
     d: &Desired,
     kd: &KernelDiff,
     view: &KernelView,
+    writer: &mut RecordWriter,
     report: &mut Report,
 ) -> Result<(), ReconcileError> {
-    write_records(state, d)?;
-    let errors = apply_diff(kernel, kd, config.route_protocol).await;
+    let t0 = std::time::Instant::now();
+    let mut errors = install_after_records(kernel, config, d, kd, writer).await?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "records written, entries added");
+    forget_records(state, d)?;
+    for err in kernel
+        .remove_kernel_entries(&kd.remove_routes, &kd.remove_neighbours)
+        .into_iter()
+        .filter_map(Result::err)
+    {
+        errors.push(err.to_string());
+    }
     report.errors.extend(errors);
     if config.port_isolation {
         isolate_taps(kernel, d, report).await?;
     }
     if config.firewall.enabled {
         firewall(kernel, config, d, report).await;
+        tracing::debug!(elapsed = ?t0.elapsed(), "firewall ensured");
     }
     if config.security_groups {
         // Every running VM's elements again, after the tables were ensured
@@ -162,6 +158,7 @@ async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, repor
         }
     };
     let mut taps = HashSet::new();
+    let mut accept = Vec::new();
     for rec in &d.keep {
         for tap in rec.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
             taps.insert(tap);
@@ -173,11 +170,10 @@ async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, repor
                 domain: Some(rec.plan.name.clone()),
                 what: format!("bridge port {tap}"),
             });
-            if let Err(e) = kernel.accept_ports(&[tap]) {
-                report.errors.push(e.to_string());
-            }
+            accept.push(tap);
         }
     }
+    accept_ports(kernel, &accept, report);
     let mut stale: Vec<&String> = accepted
         .iter()
         .filter(|p| !taps.contains(p.as_str()))
@@ -195,23 +191,86 @@ async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, repor
     }
 }
 
-/// Saves the records whose standing changed (adopted, promoted, demoted), all
-/// at once ([`StateDir::save_all`]: reconcile never changes a record's plan),
-/// and forgets the pruned ones.
-fn write_records(state: &StateDir, d: &Desired) -> Result<(), StateError> {
+/// Ports accepted per transaction: a boot accepts every running domain's taps.
+/// (The elements of one set-element message are limited to 64 KiB.)
+const ACCEPT_CHUNK: usize = 512;
+
+/// Accepts `ports`, [`ACCEPT_CHUNK`] per transaction; a transaction that fails
+/// is tried again port by port, so that each failure names its port.
+fn accept_ports<K: Kernel>(kernel: &mut K, ports: &[&str], report: &mut Report) {
+    for chunk in ports.chunks(ACCEPT_CHUNK) {
+        if chunk.len() > 1 && kernel.accept_ports(chunk).is_ok() {
+            continue;
+        }
+        for port in chunk {
+            if let Err(e) = kernel.accept_ports(&[port]) {
+                report.errors.push(e.to_string());
+            }
+        }
+    }
+}
+
+/// Installs the additions: those of domains whose record is not being saved
+/// at once, then those of each chunk of records once [`RecordWriter`] has
+/// written it (an addition of no known domain last). Returns the failed
+/// entries; the writer's error if it failed (what it had not written is not
+/// installed).
+async fn install_after_records<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    d: &Desired,
+    kd: &KernelDiff,
+    writer: &mut RecordWriter,
+) -> Result<Vec<String>, ReconcileError> {
+    // Group 0: ready now; 1 + k: after chunk k; last: after every chunk.
+    let mut groups: Vec<Vec<Entry>> = vec![Vec::new(); writer.chunks + 2];
+    for (e, owner) in kd.add.iter().zip(addition_records(&kd.add, &d.keep)) {
+        let group = match owner {
+            Some(i) => writer.chunk_of[i].map_or(0, |k| k + 1),
+            None => writer.chunks + 1,
+        };
+        groups[group].push(e.clone());
+    }
+    let mut errors = Vec::new();
+    let mut install = async |entries: &[Entry], errors: &mut Vec<String>| {
+        if entries.is_empty() {
+            return;
+        }
+        for (r, e) in entries
+            .iter()
+            .zip(kernel.install(entries, config.route_protocol).await)
+        {
+            if let Err(err) = e {
+                errors.push(format!("{r}: {err}"));
+            }
+        }
+    };
+    install(&groups[0], &mut errors).await;
+    while let Some(k) = writer.next_written() {
+        install(&groups[k + 1], &mut errors).await;
+    }
+    writer.finish()?;
+    install(&groups[writer.chunks + 1], &mut errors).await;
+    Ok(errors)
+}
+
+/// After the saved records: the incoming marks of those no longer standby
+/// cleared, and the pruned records forgotten.
+fn forget_records(state: &StateDir, d: &Desired) -> Result<(), StateError> {
     let changed: HashSet<&str> = d
         .changes
         .iter()
         .filter_map(|c| c.domain.as_deref())
         .collect();
-    let saved: Vec<_> = d
+    // The marks listed once: clearing each saved record's (absent) mark would
+    // open the directory once per record.
+    let incoming = super::observe::incoming(state);
+    for rec in d
         .keep
         .iter()
         .filter(|r| changed.contains(r.plan.name.as_str()))
-        .collect();
-    state.save_all(&saved)?;
-    for rec in saved {
-        if !rec.standby {
+    {
+        if !rec.standby && incoming.contains(&rec.plan.uuid) {
             state.clear_incoming(&rec.plan.uuid)?;
         }
     }

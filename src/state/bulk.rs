@@ -2,9 +2,16 @@
 //! reboot): the same files as [`StateDir::save`], in the same order per domain
 //! (claims, then the record), but each directory flushed once, not once per file.
 
+use std::collections::HashSet;
 use std::io::Write;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
+
+use super::dirfd::Dir;
 use super::{prefix_name, temp_name, Record, StateDir, StateError};
+use crate::address::Mac;
+use crate::plan::{Owner, Ownership};
 
 impl StateDir {
     /// Writes every record and claims its addresses, prefixes and MACs, as
@@ -13,13 +20,15 @@ impl StateDir {
     /// with another metric; nothing of a previous record is released). Call
     /// under the lock.
     ///
-    /// In order: every claim; every record into its temporary file; one flush
-    /// of the file system's data (`syncfs`, where one `fdatasync` per record
-    /// would each wait); every temporary file renamed over its record; one
-    /// `fsync` per directory. A kill anywhere leaves, per domain, what a killed
-    /// `save` leaves: claims without a record (reconcile's sweep removes them,
-    /// and the next reconcile adopts the domain again), a temporary file (swept),
-    /// or claims and the whole record.
+    /// In order: every claim, and (meanwhile, on another thread when there are
+    /// many) every record into its temporary file, which nothing reads; one
+    /// flush of the file system's data (`syncfs`, where one `fdatasync` per
+    /// record would each wait); every temporary file renamed over its record
+    /// (only once every claim is made); one `fsync` per directory. A kill
+    /// anywhere leaves, per domain, what a killed `save` leaves: claims without
+    /// a record (reconcile's sweep removes them, and the next reconcile adopts
+    /// the domain again), a temporary file (swept), or claims and the whole
+    /// record. A failed claim leaves no record (its temporary files are removed).
     pub fn save_all(&self, records: &[&Record]) -> Result<(), StateError> {
         if records.is_empty() {
             return Ok(());
@@ -28,34 +37,44 @@ impl StateDir {
         let prefixes = self.need_sub("prefixes")?;
         let macs = self.ensure_sub("macs")?;
         let domains = self.need_sub("domains")?;
-        for r in records {
-            let owner = Self::owner_text(&r.plan);
-            for a in r.plan.addresses() {
-                Self::claim(&owners, &a.to_string(), &owner)?;
+        let claim_all = || -> Result<(), StateError> {
+            for r in records {
+                let owner = Self::owner_text(&r.plan);
+                for a in r.plan.addresses() {
+                    Self::claim_new(&owners, &a.to_string(), &owner)?;
+                }
+                for p in r.plan.prefixes() {
+                    Self::claim_new(&prefixes, &prefix_name(&p), &owner)?;
+                }
+                for m in r.plan.macs() {
+                    Self::claim_new(&macs, &m.to_string(), &owner)?;
+                }
             }
-            for p in r.plan.prefixes() {
-                Self::claim(&prefixes, &prefix_name(&p), &owner)?;
-            }
-            for m in r.plan.macs() {
-                Self::claim(&macs, &m.to_string(), &owner)?;
-            }
-        }
+            Ok(())
+        };
         let mut written = Vec::with_capacity(records.len());
-        for r in records {
-            let name = Self::record_name(&r.plan.uuid);
-            let json = serde_json::to_vec_pretty(r).map_err(|e| StateError::Corrupt {
-                path: domains.path(&name),
-                message: e.to_string(),
-            })?;
-            domains.refuse_symlink("record", &name)?;
-            let tmp = temp_name(&name);
-            let mut f = domains.create_temp(&tmp)?;
-            f.write_all(&json).map_err(|source| StateError::Io {
-                what: "write",
-                path: domains.path(&tmp),
-                source,
-            })?;
-            written.push((tmp, name));
+        let (claimed, temps) = if records.len() >= THREADED {
+            std::thread::scope(|s| {
+                let claims = s.spawn(claim_all);
+                let temps = Self::write_temps(&domains, records, &mut written);
+                let claimed = claims
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+                (claimed, temps)
+            })
+        } else {
+            let claimed = claim_all();
+            let temps = match claimed {
+                Ok(()) => Self::write_temps(&domains, records, &mut written),
+                Err(_) => Ok(()),
+            };
+            (claimed, temps)
+        };
+        if let Err(e) = claimed.and(temps) {
+            for (tmp, _) in &written {
+                let _ = domains.remove(tmp);
+            }
+            return Err(e);
         }
         domains.sync_file_system()?;
         for (tmp, name) in &written {
@@ -69,5 +88,120 @@ impl StateDir {
             macs.sync()?;
         }
         domains.sync()
+    }
+
+    /// Writes each record into its temporary file in `domains`; `written`
+    /// gets (temporary name, record name) of each file made.
+    fn write_temps(
+        domains: &Dir,
+        records: &[&Record],
+        written: &mut Vec<(String, String)>,
+    ) -> Result<(), StateError> {
+        for r in records {
+            let name = Self::record_name(&r.plan.uuid);
+            let json = serde_json::to_vec_pretty(r).map_err(|e| StateError::Corrupt {
+                path: domains.path(&name),
+                message: e.to_string(),
+            })?;
+            domains.refuse_symlink("record", &name)?;
+            let tmp = temp_name(&name);
+            let mut f = domains.create_temp(&tmp)?;
+            written.push((tmp.clone(), name));
+            f.write_all(&json).map_err(|source| StateError::Io {
+                what: "write",
+                path: domains.path(&tmp),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Records from which [`StateDir::save_all`] claims on one thread and writes
+/// the records on another (below, starting a thread costs more than it saves).
+const THREADED: usize = 64;
+
+impl StateDir {
+    /// [`StateDir::claim`] for a name that is most likely not claimed yet (a
+    /// domain adopted after the sweep): the link is created first, and only
+    /// an existing name is read (and kept or replaced as `claim` does).
+    fn claim_new(dir: &Dir, name: &str, owner: &str) -> Result<(), StateError> {
+        match dir.symlink(owner, name) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::EEXIST) => Self::claim(dir, name, owner),
+            Err(e) => Err(StateError::Io {
+                what: "create",
+                path: dir.path(name),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// What other domains own, read from the claim directories opened once (for
+/// planning many domains in a row under the lock: reconcile adopting every
+/// running domain), where [`StateDir`]'s own [`Ownership`] opens and checks
+/// the state directory at every question. The same answers: nothing changes
+/// the claims while the lock is held.
+pub struct OwnershipView {
+    owners: Claims,
+    macs: Claims,
+    prefixes: Vec<(IpNet, Owner)>,
+}
+
+/// One open claim directory, and, when listed, the names it holds (a name
+/// not among them is not claimed: no `readlinkat` to say so).
+struct Claims {
+    dir: Option<Dir>,
+    names: Option<HashSet<String>>,
+}
+
+impl Claims {
+    fn open(state: &StateDir, sub: &str, list: bool) -> Result<Claims, StateError> {
+        let dir = state.open_sub(sub)?;
+        let names = match (&dir, list) {
+            (Some(d), true) => Some(d.names()?.into_iter().collect()),
+            _ => None,
+        };
+        Ok(Claims { dir, names })
+    }
+
+    fn owner(&self, name: &str) -> Option<Owner> {
+        if self.names.as_ref().is_some_and(|n| !n.contains(name)) {
+            return None;
+        }
+        StateDir::read_owner(self.dir.as_ref()?, name)
+    }
+}
+
+impl StateDir {
+    /// The claims as they stand, for many questions (see [`OwnershipView`]).
+    /// With `list`, the claim directories are listed once (worth it when the
+    /// questions outnumber the claims: a boot, where none are left after the
+    /// sweep); else every question is one `readlinkat`.
+    pub fn ownership_view(&self, list: bool) -> Result<OwnershipView, StateError> {
+        Ok(OwnershipView {
+            owners: Claims::open(self, "owners", list)?,
+            macs: Claims::open(self, "macs", list)?,
+            prefixes: Ownership::routed_prefixes(self),
+        })
+    }
+}
+
+impl Ownership for OwnershipView {
+    fn owner_of_address(&self, address: IpAddr) -> Option<Owner> {
+        self.owners.owner(&address.to_string())
+    }
+
+    fn owner_of_mac(&self, mac: Mac) -> Option<Owner> {
+        self.macs.owner(&mac.to_string())
+    }
+
+    fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
+        self.prefixes.clone()
+    }
+
+    fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
+        StateDir::address_within_at(self.owners.dir.as_ref()?, prefix)
     }
 }

@@ -2,16 +2,10 @@
 //! reboot): the same files as [`StateDir::save`], in the same order per domain
 //! (claims, then the record), but each directory flushed once, not once per file.
 
-use std::collections::HashSet;
 use std::io::Write;
-use std::net::IpAddr;
-
-use ipnet::IpNet;
 
 use super::dirfd::Dir;
 use super::{prefix_name, temp_name, Record, StateDir, StateError};
-use crate::address::Mac;
-use crate::plan::{Owner, Ownership};
 
 impl StateDir {
     /// Writes every record and claims its addresses, prefixes and MACs, as
@@ -135,73 +129,5 @@ impl StateDir {
                 source: e.into(),
             }),
         }
-    }
-}
-
-/// What other domains own, read from the claim directories opened once (for
-/// planning many domains in a row under the lock: reconcile adopting every
-/// running domain), where [`StateDir`]'s own [`Ownership`] opens and checks
-/// the state directory at every question. The same answers: nothing changes
-/// the claims while the lock is held.
-pub struct OwnershipView {
-    owners: Claims,
-    macs: Claims,
-    prefixes: Vec<(IpNet, Owner)>,
-}
-
-/// One open claim directory, and, when listed, the names it holds (a name
-/// not among them is not claimed: no `readlinkat` to say so).
-struct Claims {
-    dir: Option<Dir>,
-    names: Option<HashSet<String>>,
-}
-
-impl Claims {
-    fn open(state: &StateDir, sub: &str, list: bool) -> Result<Claims, StateError> {
-        let dir = state.open_sub(sub)?;
-        let names = match (&dir, list) {
-            (Some(d), true) => Some(d.names()?.into_iter().collect()),
-            _ => None,
-        };
-        Ok(Claims { dir, names })
-    }
-
-    fn owner(&self, name: &str) -> Option<Owner> {
-        if self.names.as_ref().is_some_and(|n| !n.contains(name)) {
-            return None;
-        }
-        StateDir::read_owner(self.dir.as_ref()?, name)
-    }
-}
-
-impl StateDir {
-    /// The claims as they stand, for many questions (see [`OwnershipView`]).
-    /// With `list`, the claim directories are listed once (worth it when the
-    /// questions outnumber the claims: a boot, where none are left after the
-    /// sweep); else every question is one `readlinkat`.
-    pub fn ownership_view(&self, list: bool) -> Result<OwnershipView, StateError> {
-        Ok(OwnershipView {
-            owners: Claims::open(self, "owners", list)?,
-            macs: Claims::open(self, "macs", list)?,
-            prefixes: Ownership::routed_prefixes(self),
-        })
-    }
-}
-
-impl Ownership for OwnershipView {
-    fn owner_of_address(&self, address: IpAddr) -> Option<Owner> {
-        self.owners.owner(&address.to_string())
-    }
-
-    fn owner_of_mac(&self, mac: Mac) -> Option<Owner> {
-        self.macs.owner(&mac.to_string())
-    }
-
-    fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
-        self.prefixes.clone()
-    }
-
-    fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
-        StateDir::address_within_at(self.owners.dir.as_ref()?, prefix)
     }
 }

@@ -69,7 +69,8 @@ pub async fn apply<K: Kernel>(
     report: &mut Report,
 ) -> Result<(), ReconcileError> {
     let t0 = std::time::Instant::now();
-    let mut errors = install_after_records(kernel, config, d, kd, writer).await?;
+    let (mut errors, accepted) =
+        install_after_records(kernel, config, d, kd, writer, report).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), "records written, entries added");
     forget_records(state, d)?;
     for err in kernel
@@ -83,8 +84,8 @@ pub async fn apply<K: Kernel>(
     if config.port_isolation {
         isolate_taps(kernel, d, report).await?;
     }
-    if config.firewall.enabled {
-        firewall(kernel, config, d, report).await;
+    if let Some(accepted) = accepted {
+        firewall_ports(kernel, d, &accepted, report);
         tracing::debug!(elapsed = ?t0.elapsed(), "firewall ensured");
     }
     if config.security_groups {
@@ -134,10 +135,13 @@ async fn isolate_taps<K: Kernel>(
     Ok(())
 }
 
-/// virt-l3's nftables tables: installed and current (restored after a flush or
-/// a deletion), the taps of every kept record accepted, any other accepted port
-/// forgotten. Failures go to the report.
-async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, report: &mut Report) {
+/// virt-l3's nftables tables installed and current (restored after a flush or
+/// a deletion); the ports they accept. `None` when that failed (in the report).
+async fn firewall_tables<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    report: &mut Report,
+) -> Option<HashSet<String>> {
     match kernel.ensure_firewall(config).await {
         Ok(true) => report.changes.push(Change {
             action: Action::Firewall,
@@ -147,16 +151,27 @@ async fn firewall<K: Kernel>(kernel: &mut K, config: &Config, d: &Desired, repor
         Ok(false) => {}
         Err(e) => {
             report.errors.push(e.to_string());
-            return;
+            return None;
         }
     }
-    let accepted: HashSet<String> = match kernel.accepted_ports() {
-        Ok(a) => a.into_iter().collect(),
+    match kernel.accepted_ports() {
+        Ok(a) => Some(a.into_iter().collect()),
         Err(e) => {
             report.errors.push(e.to_string());
-            return;
+            None
         }
-    };
+    }
+}
+
+/// With the tables ensured ([`firewall_tables`]: `accepted`), the taps of
+/// every kept record accepted, any other accepted port forgotten. Failures go
+/// to the report.
+fn firewall_ports<K: Kernel>(
+    kernel: &mut K,
+    d: &Desired,
+    accepted: &HashSet<String>,
+    report: &mut Report,
+) {
     let mut taps = HashSet::new();
     let mut accept = Vec::new();
     for rec in &d.keep {
@@ -212,16 +227,19 @@ fn accept_ports<K: Kernel>(kernel: &mut K, ports: &[&str], report: &mut Report) 
 
 /// Installs the additions: those of domains whose record is not being saved
 /// at once, then those of each chunk of records once [`RecordWriter`] has
-/// written it (an addition of no known domain last). Returns the failed
-/// entries; the writer's error if it failed (what it had not written is not
-/// installed).
+/// written it (an addition of no known domain last). Meanwhile, with the
+/// firewall on, its tables are ensured ([`firewall_tables`]; its ports are
+/// accepted once every record is whole and the taps isolated). Returns the
+/// failed entries and the accepted ports; the writer's error if it failed
+/// (what it had not written is not installed).
 async fn install_after_records<K: Kernel>(
     kernel: &mut K,
     config: &Config,
     d: &Desired,
     kd: &KernelDiff,
     writer: &mut RecordWriter,
-) -> Result<Vec<String>, ReconcileError> {
+    report: &mut Report,
+) -> Result<(Vec<String>, Option<HashSet<String>>), ReconcileError> {
     // Group 0: ready now; 1 + k: after chunk k; last: after every chunk.
     let mut groups: Vec<Vec<Entry>> = vec![Vec::new(); writer.chunks + 2];
     for (e, owner) in kd.add.iter().zip(addition_records(&kd.add, &d.keep)) {
@@ -246,12 +264,29 @@ async fn install_after_records<K: Kernel>(
         }
     };
     install(&groups[0], &mut errors).await;
+    let accepted = match config.firewall.enabled {
+        true => firewall_tables(kernel, config, report).await,
+        false => None,
+    };
+    let mut install = async |entries: &[Entry], errors: &mut Vec<String>| {
+        if entries.is_empty() {
+            return;
+        }
+        for (r, e) in entries
+            .iter()
+            .zip(kernel.install(entries, config.route_protocol).await)
+        {
+            if let Err(err) = e {
+                errors.push(format!("{r}: {err}"));
+            }
+        }
+    };
     while let Some(k) = writer.next_written() {
         install(&groups[k + 1], &mut errors).await;
     }
     writer.finish()?;
     install(&groups[writer.chunks + 1], &mut errors).await;
-    Ok(errors)
+    Ok((errors, accepted))
 }
 
 /// After the saved records: the incoming marks of those no longer standby

@@ -2,7 +2,7 @@
 //! on a thread of their own, in chunks, while the main thread reads the
 //! kernel, makes the diff and installs: the entries of a domain whose record
 //! is saved are installed only once that record's chunk is whole (claims,
-//! then records, as [`StateDir::save_all`] writes them). Domain by domain, the
+//! then records, as [`StateDir::save_all_chunked`] writes them). Domain by domain, the
 //! state comes before the kernel, as in the hook.
 
 use std::collections::HashSet;
@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use super::decide::Desired;
 use crate::state::{Record, StateDir, StateError};
 
-/// Records per [`StateDir::save_all`] call: the first chunk's entries can go
-/// in once it is written, while the next ones are.
+/// Records per chunk of [`StateDir::save_all_chunked`]: the first chunk's
+/// entries can go in once it is written, while the next ones are.
 const CHUNK: usize = 1024;
 
 /// The records being written (see the module).
@@ -50,12 +50,10 @@ impl RecordWriter {
         let (tx, done) = channel();
         let state = state.clone();
         let thread = std::thread::spawn(move || {
-            for (k, chunk) in saved.chunks(CHUNK).enumerate() {
-                let refs: Vec<&Record> = chunk.iter().collect();
-                state.save_all(&refs)?;
+            let refs: Vec<&Record> = saved.iter().collect();
+            state.save_all_chunked(&refs, CHUNK, |k| {
                 let _ = tx.send(k);
-            }
-            Ok(())
+            })
         });
         RecordWriter {
             chunk_of,

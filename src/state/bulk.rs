@@ -12,18 +12,30 @@ impl StateDir {
     /// [`StateDir::save`] does one by one, for records whose plan the directory
     /// does not hold under another form (reconcile's: adopted, or the same plan
     /// with another metric; nothing of a previous record is released). Call
-    /// under the lock.
+    /// under the lock. See [`StateDir::save_all_chunked`].
+    pub fn save_all(&self, records: &[&Record]) -> Result<(), StateError> {
+        self.save_all_chunked(records, records.len().max(1), |_| {})
+    }
+
+    /// [`StateDir::save_all`], `chunk` records at a time, calling `written`
+    /// with each chunk's index once its records are whole.
     ///
-    /// In order: every claim, and (meanwhile, on another thread when there are
-    /// many) every record into its temporary file, which nothing reads; one
-    /// flush of the file system's data (`syncfs`, where one `fdatasync` per
-    /// record would each wait); every temporary file renamed over its record
-    /// (only once every claim is made); one `fsync` per directory. A kill
+    /// For each chunk, in order: its claims (on a thread of their own when
+    /// there are many, which goes on to the next chunk's at once); meanwhile
+    /// its records into their temporary files, which nothing reads; one flush
+    /// of the file system's data (`syncfs`, where one `fdatasync` per record
+    /// would each wait); once the chunk's claims are made, its temporary files
+    /// renamed over the records. Then one `fsync` per directory. A kill
     /// anywhere leaves, per domain, what a killed `save` leaves: claims without
     /// a record (reconcile's sweep removes them, and the next reconcile adopts
     /// the domain again), a temporary file (swept), or claims and the whole
-    /// record. A failed claim leaves no record (its temporary files are removed).
-    pub fn save_all(&self, records: &[&Record]) -> Result<(), StateError> {
+    /// record. A failure stops there; that chunk's temporary files are removed.
+    pub fn save_all_chunked(
+        &self,
+        records: &[&Record],
+        chunk: usize,
+        mut written: impl FnMut(usize),
+    ) -> Result<(), StateError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -31,8 +43,8 @@ impl StateDir {
         let prefixes = self.need_sub("prefixes")?;
         let macs = self.ensure_sub("macs")?;
         let domains = self.need_sub("domains")?;
-        let claim_all = || -> Result<(), StateError> {
-            for r in records {
+        let claim = |part: &[&Record]| -> Result<(), StateError> {
+            for r in part {
                 let owner = Self::owner_text(&r.plan);
                 for a in r.plan.addresses() {
                     Self::claim_new(&owners, &a.to_string(), &owner)?;
@@ -46,34 +58,56 @@ impl StateDir {
             }
             Ok(())
         };
-        let mut written = Vec::with_capacity(records.len());
-        let (claimed, temps) = if records.len() >= THREADED {
-            std::thread::scope(|s| {
-                let claims = s.spawn(claim_all);
-                let temps = Self::write_temps(&domains, records, &mut written);
-                let claimed = claims
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-                (claimed, temps)
-            })
-        } else {
-            let claimed = claim_all();
-            let temps = match claimed {
-                Ok(()) => Self::write_temps(&domains, records, &mut written),
-                Err(_) => Ok(()),
-            };
-            (claimed, temps)
-        };
-        if let Err(e) = claimed.and(temps) {
-            for (tmp, _) in &written {
-                let _ = domains.remove(tmp);
+        let parts: Vec<&[&Record]> = records.chunks(chunk.max(1)).collect();
+        let threaded = records.len() >= THREADED;
+        std::thread::scope(|s| -> Result<(), StateError> {
+            let (tx, claimed) = std::sync::mpsc::channel();
+            if threaded {
+                let parts = &parts;
+                let claim = &claim;
+                s.spawn(move || {
+                    for part in parts {
+                        let r = claim(part);
+                        let failed = r.is_err();
+                        // Nobody listening: the writer stopped.
+                        if tx.send(r).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
             }
-            return Err(e);
-        }
-        domains.sync_file_system()?;
-        for (tmp, name) in &written {
-            domains.rename(tmp, name)?;
-        }
+            for (k, part) in parts.iter().enumerate() {
+                let mut temps = Vec::with_capacity(part.len());
+                let done = Self::write_temps(&domains, part, &mut temps).and_then(|()| {
+                    if threaded {
+                        claimed.recv().unwrap_or_else(|_| {
+                            Err(StateError::Io {
+                                what: "create",
+                                path: owners.path(""),
+                                source: std::io::Error::other("the claims stopped"),
+                            })
+                        })
+                    } else {
+                        claim(part)
+                    }
+                });
+                let done = done
+                    .and_then(|()| domains.sync_file_system())
+                    .and_then(|()| {
+                        temps
+                            .iter()
+                            .try_for_each(|(tmp, name)| domains.rename(tmp, name))
+                    });
+                if let Err(e) = done {
+                    for (tmp, _) in &temps {
+                        let _ = domains.remove(tmp);
+                    }
+                    return Err(e);
+                }
+                written(k);
+            }
+            Ok(())
+        })?;
         owners.sync()?;
         if records.iter().any(|r| r.plan.prefixes().next().is_some()) {
             prefixes.sync()?;
@@ -111,8 +145,8 @@ impl StateDir {
     }
 }
 
-/// Records from which [`StateDir::save_all`] claims on one thread and writes
-/// the records on another (below, starting a thread costs more than it saves).
+/// Records from which [`StateDir::save_all_chunked`] claims on one thread and
+/// writes the records on another (below, starting a thread costs more than it saves).
 const THREADED: usize = 64;
 
 impl StateDir {

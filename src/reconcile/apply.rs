@@ -8,7 +8,7 @@ use super::{ReconcileError, Report};
 use crate::config::Config;
 use crate::kernel::{Kernel, KernelView};
 use crate::plan::Entry;
-use crate::state::{StateDir, StateError};
+use crate::state::{Record, StateDir, StateError};
 
 /// Pins the routed bridges' MACs (or, in a dry run, says which it would pin):
 /// pinning may flush neighbours, which the same pass re-adds. Failures are logged.
@@ -85,7 +85,7 @@ pub async fn apply<K: Kernel>(
         isolate_taps(kernel, d, report).await?;
     }
     if let Some(accepted) = accepted {
-        firewall_ports(kernel, d, &accepted, report);
+        firewall_ports(kernel, d.keep.iter(), &accepted, true, report);
         tracing::debug!(elapsed = ?t0.elapsed(), "firewall ensured");
     }
     if config.security_groups {
@@ -164,17 +164,18 @@ async fn firewall_tables<K: Kernel>(
 }
 
 /// With the tables ensured ([`firewall_tables`]: `accepted`), the taps of
-/// every kept record accepted, any other accepted port forgotten. Failures go
-/// to the report.
-fn firewall_ports<K: Kernel>(
+/// the kept records (`keep`) accepted; with `forget` (`keep` is every kept
+/// record), any other accepted port forgotten. Failures go to the report.
+fn firewall_ports<'a, K: Kernel>(
     kernel: &mut K,
-    d: &Desired,
+    keep: impl Iterator<Item = &'a Record>,
     accepted: &HashSet<String>,
+    forget: bool,
     report: &mut Report,
 ) {
     let mut taps = HashSet::new();
     let mut accept = Vec::new();
-    for rec in &d.keep {
+    for rec in keep {
         for tap in rec.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
             taps.insert(tap);
             if accepted.contains(tap) {
@@ -189,6 +190,9 @@ fn firewall_ports<K: Kernel>(
         }
     }
     accept_ports(kernel, &accept, report);
+    if !forget {
+        return;
+    }
     let mut stale: Vec<&String> = accepted
         .iter()
         .filter(|p| !taps.contains(p.as_str()))
@@ -250,43 +254,49 @@ async fn install_after_records<K: Kernel>(
         groups[group].push(e.clone());
     }
     let mut errors = Vec::new();
-    let mut install = async |entries: &[Entry], errors: &mut Vec<String>| {
-        if entries.is_empty() {
-            return;
-        }
-        for (r, e) in entries
-            .iter()
-            .zip(kernel.install(entries, config.route_protocol).await)
-        {
-            if let Err(err) = e {
-                errors.push(format!("{r}: {err}"));
-            }
-        }
-    };
-    install(&groups[0], &mut errors).await;
+    install(kernel, config, &groups[0], &mut errors).await;
     let accepted = match config.firewall.enabled {
         true => firewall_tables(kernel, config, report).await,
         false => None,
     };
-    let mut install = async |entries: &[Entry], errors: &mut Vec<String>| {
-        if entries.is_empty() {
-            return;
-        }
-        for (r, e) in entries
-            .iter()
-            .zip(kernel.install(entries, config.route_protocol).await)
-        {
-            if let Err(err) = e {
-                errors.push(format!("{r}: {err}"));
-            }
-        }
-    };
+    let mut written = 0;
     while let Some(k) = writer.next_written() {
-        install(&groups[k + 1], &mut errors).await;
+        install(kernel, config, &groups[k + 1], &mut errors).await;
+        written = k + 1;
     }
-    writer.finish()?;
-    install(&groups[writer.chunks + 1], &mut errors).await;
+    if let Err(e) = writer.finish() {
+        // The tables may be new: the ports of the records that are whole
+        // pass again, as they did before.
+        if let Some(accepted) = &accepted {
+            let whole = (0..d.keep.len())
+                .filter(|i| writer.chunk_of[*i].map_or(true, |k| k < written))
+                .map(|i| &d.keep[i]);
+            firewall_ports(kernel, whole, accepted, false, report);
+        }
+        return Err(e.into());
+    }
+    install(kernel, config, &groups[writer.chunks + 1], &mut errors).await;
     Ok((errors, accepted))
+}
+
+/// Installs `entries` (one batch); each failure into `errors`.
+async fn install<K: Kernel>(
+    kernel: &mut K,
+    config: &Config,
+    entries: &[Entry],
+    errors: &mut Vec<String>,
+) {
+    if entries.is_empty() {
+        return;
+    }
+    for (r, e) in entries
+        .iter()
+        .zip(kernel.install(entries, config.route_protocol).await)
+    {
+        if let Err(err) = e {
+            errors.push(format!("{r}: {err}"));
+        }
+    }
 }
 
 /// After the saved records: the incoming marks of those no longer standby

@@ -20,7 +20,8 @@
 # and claims (benches/populate.py, as scripts/bench.sh). Prints medians, net
 # figures, the ratio and virt-l3's peak RSS (GNU time %M, highest of 5); writes
 # start-netns.md and the hyperfine JSON into OUT_DIR (default: a temporary
-# directory, removed). Not part of the test suite: nothing asserts a time.
+# directory, removed). KEEP=1 keeps the namespaces and files (debugging).
+# Not part of the test suite: nothing asserts a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

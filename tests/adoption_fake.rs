@@ -185,13 +185,14 @@ fn of_two_unrecorded_domains_with_one_mac_only_the_first_is_adopted() {
     );
 }
 
-/// A host's boot: many running domains (parsed on several threads), no
-/// records. Every one is adopted, with its record, its claims and its entries;
-/// the next reconcile has nothing to do.
+/// A host's boot: many running domains (parsed on several threads; records
+/// written in two chunks, claims on their own thread), no records. Every one
+/// is adopted, with its record, its claims and its entries; the next
+/// reconcile has nothing to do.
 #[test]
 fn many_running_domains_are_all_adopted_with_their_records_and_claims() {
     let lab = Lab::new();
-    let n = 600;
+    let n = 1100;
     for i in 0..n {
         lab.running(&format!("vm{i}"), &small(i).1);
     }
@@ -204,7 +205,7 @@ fn many_running_domains_are_all_adopted_with_their_records_and_claims() {
         .count();
     assert_eq!(adopted, n as usize);
     assert_eq!(lab.state().records().unwrap().len(), n as usize);
-    for i in [0, 299, 599] {
+    for i in [0, 599, 1023, 1024, 1099] {
         let (uuid, _) = small(i);
         let owner = format!("{uuid} vm{i}");
         assert_eq!(

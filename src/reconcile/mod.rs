@@ -156,18 +156,12 @@ pub async fn reconcile_scoped<K: Kernel>(
         changes: d.changes.clone(),
         errors: Vec::new(),
     };
-    report
-        .changes
-        .extend(decide::changes(Action::Remove, swept));
-    report
-        .changes
-        .extend(decide::changes(Action::PinMac, pinned));
-    report
-        .changes
-        .extend(decide::changes(Action::Gateway, gateways));
-    report
-        .changes
-        .extend(decide::diff_changes(&kd, &d.keep, &view));
+    report.changes.extend(
+        decide::changes(Action::Remove, swept)
+            .chain(decide::changes(Action::PinMac, pinned))
+            .chain(decide::changes(Action::Gateway, gateways))
+            .chain(decide::diff_changes(&kd, &d.keep, &view)),
+    );
     tracing::debug!(elapsed = ?t0.elapsed(), add = kd.add.len(), "diffed");
     let Some(writer) = writer.as_mut() else {
         return Ok(report);

@@ -19,7 +19,10 @@
 #     with a message, while the subcommand does not exist);
 #  5. benches/scale.sh: status and reconcile on an empty table and on 1,000,000
 #     + 200,000 foreign routes beside `ip route show proto 52`, boot adoption of
-#     10,000 domains against `ip -batch`, `nwfilter render --all` (scale.md).
+#     10,000 domains against `ip -batch`, `nwfilter render --all` (scale.md);
+#  6. benches/start-netns.sh: `virt-l3 hook ... start` against the 8-command
+#     `ip` script, both through `ip netns exec`, on an empty host and on one
+#     with COUNT other VMs; net figures, ratio, peak RSS (start-netns.md).
 # Every timed run starts from the same state: hyperfine's --prepare removes the
 # fixture's routes, neighbours and state files first ("start" rows). "re-apply"
 # rows run with everything already in place (what `started`/`reconnect` do).
@@ -56,7 +59,7 @@ PYTHON=/usr/bin/python3 # Debian's, which has python3-pyroute2
 out=${out:-$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out"/*.json "$out"/*.tsv "$out"/results.md "$out"/scale.md
+rm -f "$out"/*.json "$out"/*.tsv "$out"/results.md "$out"/scale.md "$out"/start-netns.md
 
 # The state directory lives on tmpfs, as /run/virt-l3 does on a hypervisor.
 W=$(mktemp -d /dev/shm/virt-l3-bench.XXXXXX)
@@ -250,6 +253,9 @@ fi
 step "scale (issue 17): reads on a full routing table, boot adoption, render --all"
 if [ "$quick" = 1 ]; then benches/scale.sh "$BIN" "$out" --quick; else benches/scale.sh "$BIN" "$out"; fi
 
+step "start through ip netns exec (issue 17): the 8-command ip script against virt-l3 start"
+if [ "$quick" = 1 ]; then COUNT=$count benches/start-netns.sh "$BIN" "$out" --quick; else COUNT=$count benches/start-netns.sh "$BIN" "$out"; fi
+
 step "machine"
 {
   echo '```'
@@ -268,4 +274,4 @@ cat "$out/machine.md" >&2
 
 step "results ($out)"
 "$PYTHON" "$ROOT/benches/report.py" "$out" >/dev/null
-cat "$out/results.md" "$out/scale.md" "$out/machine.md"
+cat "$out/results.md" "$out/scale.md" "$out/start-netns.md" "$out/machine.md"

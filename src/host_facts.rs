@@ -40,7 +40,7 @@ pub async fn host_facts<K: Kernel>(
             .map(|l| l.address)
             .collect()
     };
-    let routes = named_routes(kernel, &found).await?;
+    let routes = named_routes(kernel, &found, &mut HashMap::new()).await?;
     let bridges: BTreeSet<&str> = managed_interfaces(dom, config)
         .filter_map(|i| i.bridge.as_deref())
         .collect();
@@ -81,8 +81,8 @@ fn matters(l: &RouteLookup) -> bool {
 async fn named_routes<K: Kernel>(
     kernel: &K,
     found: &[RouteLookup],
+    names: &mut HashMap<u32, Option<String>>,
 ) -> Result<Vec<HostRoute>, KernelError> {
-    let mut names: HashMap<u32, Option<String>> = HashMap::new();
     let mut out: Vec<HostRoute> = Vec::new();
     let mut seen: HashSet<HostRoute> = HashSet::new();
     for r in found
@@ -108,6 +108,79 @@ async fn named_routes<K: Kernel>(
         if seen.insert(route.clone()) {
             out.push(route);
         }
+    }
+    Ok(out)
+}
+
+/// [`host_facts`] of many domains (reconcile adopting every running domain),
+/// read together: every domain's lookups in one pipelined batch
+/// ([`Kernel::lookup_routes_many`]), each bridge's MAC and each interface's
+/// name once, the host's addresses once (when a domain routes prefixes). The
+/// same facts as [`host_facts`] gives each domain, in order.
+pub async fn host_facts_many<K: Kernel>(
+    kernel: &mut K,
+    doms: &[&DomainXml],
+    config: &Config,
+) -> Result<Vec<HostFacts>, KernelError> {
+    let wanted: Vec<Vec<IpAddr>> = doms
+        .iter()
+        .map(|dom| {
+            let mut lookups = candidate_addresses(dom);
+            lookups.extend(prefix_starts(dom));
+            lookups.sort_unstable();
+            lookups.dedup();
+            lookups
+        })
+        .collect();
+    let mut all: Vec<IpAddr> = wanted.iter().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    let found: HashMap<IpAddr, RouteLookup> = kernel
+        .lookup_routes_many(&all)
+        .await?
+        .into_iter()
+        .map(|l| (l.address, l))
+        .collect();
+    let host_addresses = if doms.iter().any(|d| has_routed_prefixes(d)) {
+        Some(kernel.host_addresses().await?)
+    } else {
+        None
+    };
+    let mut names = HashMap::new();
+    let mut macs: HashMap<&str, Option<crate::address::Mac>> = HashMap::new();
+    let mut out = Vec::with_capacity(doms.len());
+    for (dom, lookups) in doms.iter().zip(&wanted) {
+        let found: Vec<RouteLookup> = lookups
+            .iter()
+            .filter_map(|a| found.get(a).cloned())
+            .collect();
+        let addresses = match (&host_addresses, has_routed_prefixes(dom)) {
+            (Some(all), true) => all.clone(),
+            _ => found
+                .iter()
+                .filter(|l| l.local)
+                .map(|l| l.address)
+                .collect(),
+        };
+        let routes = named_routes(kernel, &found, &mut names).await?;
+        let bridges: BTreeSet<&str> = managed_interfaces(dom, config)
+            .filter_map(|i| i.bridge.as_deref())
+            .collect();
+        let mut bridge_macs = Vec::new();
+        for b in bridges {
+            let mac = match macs.get(b) {
+                Some(m) => *m,
+                None => *macs.entry(b).or_insert(kernel.link_mac(b).await?),
+            };
+            if let Some(mac) = mac {
+                bridge_macs.push((b.to_string(), mac));
+            }
+        }
+        out.push(HostFacts {
+            addresses,
+            routes,
+            bridge_macs,
+        });
     }
     Ok(out)
 }

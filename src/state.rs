@@ -38,16 +38,18 @@ use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
 use crate::address::Mac;
-use crate::plan::{is_valid_uuid, DomainPlan, Owner, Ownership};
+use crate::plan::{is_valid_uuid, DomainPlan, Owner};
 
 mod access;
 mod bulk;
 mod dirfd;
+mod ownership;
 mod refused;
 mod security_groups;
 
 use access::Held;
 pub use access::StateLock;
+pub use ownership::OwnershipView;
 pub use refused::Refusal;
 
 use dirfd::{Dir, Kind, LinkText};
@@ -592,68 +594,6 @@ fn temp_name(name: &str) -> String {
 /// A claim's file name for a routed prefix (`/` is `_`).
 fn prefix_name(p: &IpNet) -> String {
     p.to_string().replace('/', "_")
-}
-
-impl Ownership for StateDir {
-    fn owner_of_address(&self, address: IpAddr) -> Option<Owner> {
-        let dir = self.open_sub("owners").ok()??;
-        Self::read_owner(&dir, &address.to_string())
-    }
-
-    fn routed_prefixes(&self) -> Vec<(IpNet, Owner)> {
-        let Some(dir) = self.open_sub("prefixes").ok().flatten() else {
-            return Vec::new();
-        };
-        let Ok(names) = dir.names() else {
-            return Vec::new();
-        };
-        names
-            .into_iter()
-            .filter_map(|n| {
-                let net: IpNet = n.replace('_', "/").parse().ok()?;
-                Some((net, Self::read_owner(&dir, &n)?))
-            })
-            .collect()
-    }
-
-    fn owner_of_mac(&self, mac: Mac) -> Option<Owner> {
-        let dir = self.open_sub("macs").ok()??;
-        Self::read_owner(&dir, &mac.to_string())
-    }
-
-    fn address_within(&self, prefix: &IpNet) -> Option<(IpAddr, Owner)> {
-        let dir = self.open_sub("owners").ok()??;
-        // A small prefix (a /28 is typical for IPv4) is cheaper to probe address by
-        // address, one failed readlink(2) each, than the claims directory, which holds
-        // every address of every domain on the host (see docs/BENCHMARKS.md).
-        if prefix.max_prefix_len() - prefix.prefix_len() <= PROBE_HOST_BITS {
-            return prefix_addresses(prefix)
-                .find_map(|a| Some((a, Self::read_owner(&dir, &a.to_string())?)));
-        }
-        dir.names().ok()?.into_iter().find_map(|n| {
-            let a: IpAddr = n.parse().ok()?;
-            if prefix.contains(&a) {
-                Some((a, Self::read_owner(&dir, &n)?))
-            } else {
-                None
-            }
-        })
-    }
-}
-
-/// Prefixes with at most this many host bits are checked address by address.
-const PROBE_HOST_BITS: u8 = 8;
-
-/// Every address of a prefix, network and broadcast addresses included.
-fn prefix_addresses(prefix: &IpNet) -> Box<dyn Iterator<Item = IpAddr>> {
-    match prefix {
-        IpNet::V4(p) => {
-            Box::new(ipnet::Ipv4AddrRange::new(p.network(), p.broadcast()).map(IpAddr::V4))
-        }
-        IpNet::V6(p) => {
-            Box::new(ipnet::Ipv6AddrRange::new(p.network(), p.broadcast()).map(IpAddr::V6))
-        }
-    }
 }
 
 #[cfg(test)]

@@ -19,13 +19,7 @@ use super::{KernelError, RouteLookup};
 /// unicast route it matches (with that route's prefix, gateway and interface).
 /// No route at all is not an error.
 pub(super) async fn lookup(handle: &Handle, ip: IpAddr) -> Result<RouteLookup, KernelError> {
-    let mut m = RouteMessage::default();
-    m.header.address_family = family(ip);
-    m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
-    m.header.flags = RouteFlags::FibMatch;
-    m.attributes
-        .push(RouteAttribute::Destination(route_address(ip)));
-    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetRoute(m));
+    let mut req = NetlinkMessage::from(request(ip));
     req.header.flags = NLM_F_REQUEST;
     let mut answers = handle
         .clone()
@@ -46,6 +40,33 @@ pub(super) async fn lookup(handle: &Handle, ip: IpAddr) -> Result<RouteLookup, K
         // An error (no route at all) means: not local, no route.
     }
     Ok(out)
+}
+
+/// The FIB lookup request of one address (`RTM_GETROUTE`, `RTM_F_FIB_MATCH`).
+pub(super) fn request(ip: IpAddr) -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = family(ip);
+    m.header.destination_prefix_length = if ip.is_ipv4() { 32 } else { 128 };
+    m.header.flags = RouteFlags::FibMatch;
+    m.attributes
+        .push(RouteAttribute::Destination(route_address(ip)));
+    RouteNetlinkMessage::GetRoute(m)
+}
+
+/// What the kernel answered to [`request`] (an error: no route at all).
+pub(super) fn answer(ip: IpAddr, answer: Result<RouteNetlinkMessage, i32>) -> RouteLookup {
+    match answer {
+        Ok(RouteNetlinkMessage::NewRoute(r)) => RouteLookup {
+            address: ip,
+            local: r.header.kind == RouteType::Local,
+            route: kernel_route(&r),
+        },
+        _ => RouteLookup {
+            address: ip,
+            local: false,
+            route: None,
+        },
+    }
 }
 
 /// Every address's lookup, in order.

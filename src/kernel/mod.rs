@@ -153,6 +153,15 @@ pub trait Kernel {
     /// route of the main table does it match.
     async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError>;
 
+    /// [`Kernel::lookup_routes`] for many addresses (reconcile adopting every
+    /// running domain): the same answers, the requests pipelined.
+    async fn lookup_routes_many(
+        &mut self,
+        addresses: &[IpAddr],
+    ) -> Result<Vec<RouteLookup>, KernelError> {
+        self.lookup_routes(addresses).await
+    }
+
     /// The name of the interface with this index, if it exists.
     async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError>;
 

@@ -255,7 +255,9 @@ pub fn desired(
         }
     }
     // Running domains with routed NICs but no record (virt-l3 installed after they
-    // started, a state dir lost): adopt them if the hook would accept them.
+    // started, a state dir lost): adopt them if the hook would accept them, each
+    // against the claims on disk and those of the domains adopted before it.
+    let mut owners = super::adopting::Adopting::new(state);
     for (uuid, run) in adoption_candidates(config, &recorded, running) {
         // The checks and host facts the hook applies at prepare: what it would
         // refuse is not adopted. (`watch` logs the refusal once per domain.)
@@ -264,8 +266,9 @@ pub fn desired(
         };
         let no_facts = HostFacts::default();
         let host = facts.get(uuid).unwrap_or(&no_facts);
-        match plan(&run.xml, config, host, state, checks) {
+        match plan(&run.xml, config, host, &owners, checks) {
             Ok(p) => {
+                owners.add(&p);
                 let standby = incoming.contains(uuid);
                 let (rec, change) = adopt(config, p, standby, &run.run_state, now_ms);
                 out.changes.push(change);
@@ -436,20 +439,11 @@ pub fn diff_changes(kd: &KernelDiff, keep: &[Record], view: &KernelView) -> Vec<
     let mut out = Vec::new();
     if !kd.add.is_empty() {
         // Name the domain of each addition (only additions need it).
-        let owned: Vec<(Vec<Entry>, &str)> = keep
-            .iter()
-            .map(|rec| (rec.plan.entries(rec.metric), rec.plan.name.as_str()))
-            .collect();
-        let mut owner_of: HashMap<&Entry, &str> = HashMap::new();
-        for (es, name) in &owned {
-            for e in es {
-                owner_of.insert(e, name);
-            }
-        }
-        for e in &kd.add {
+        let owners = addition_records(&kd.add, keep);
+        for (e, owner) in kd.add.iter().zip(owners) {
             out.push(Change {
                 action: Action::Add,
-                domain: owner_of.get(e).map(|s| s.to_string()),
+                domain: owner.map(|i| keep[i].plan.name.clone()),
                 what: e.to_string(),
             });
         }
@@ -486,6 +480,39 @@ pub fn diff_changes(kd: &KernelDiff, keep: &[Record], view: &KernelView) -> Vec<
                     .unwrap_or("?")
             ),
         });
+    }
+    out
+}
+
+/// The kept record (its index in `keep`) each addition is an entry of, in
+/// order. The additions are the kept records' entries in their order, some
+/// left out ([`wanted_entries`], [`diff`]): one walk through both finds them;
+/// any it leaves are looked up.
+pub fn addition_records(add: &[Entry], keep: &[Record]) -> Vec<Option<usize>> {
+    let mut out: Vec<Option<usize>> = Vec::with_capacity(add.len());
+    for (i, rec) in keep.iter().enumerate() {
+        for e in rec.plan.entries(rec.metric) {
+            if add.get(out.len()) == Some(&e) {
+                out.push(Some(i));
+            }
+        }
+    }
+    if out.len() < add.len() {
+        let owned: Vec<Vec<Entry>> = keep
+            .iter()
+            .map(|rec| rec.plan.entries(rec.metric))
+            .collect();
+        let mut owner_of: HashMap<&Entry, usize> = HashMap::new();
+        for (i, es) in owned.iter().enumerate() {
+            for e in es {
+                owner_of.insert(e, i);
+            }
+        }
+        let rest: Vec<Option<usize>> = add[out.len()..]
+            .iter()
+            .map(|e| owner_of.get(e).copied())
+            .collect();
+        out.extend(rest);
     }
     out
 }

@@ -17,9 +17,11 @@ use crate::config::Config;
 use crate::kernel::{Kernel, KernelError};
 use crate::state::{now_ms, StateDir, StateError};
 
+mod adopting;
 pub mod apply;
 pub mod decide;
 pub mod observe;
+mod write;
 
 pub use decide::{
     desired, diff, metric_for, standing_at_install, Action, Change, Desired, KernelDiff, Standing,
@@ -105,16 +107,33 @@ pub async fn reconcile_scoped<K: Kernel>(
     let incoming = observe::incoming(&state);
     let recorded = observe::recorded_entries(scope, &records);
     let facts = observe::adoption_facts(kernel, config, &records, &running).await?;
+    tracing::debug!(elapsed = ?t0.elapsed(), domains = facts.len(), "read host facts");
+    // Adoptions plan against the claims opened once (listed when they are
+    // about as many as the records: a boot), other reconciles need no claim.
+    let claims = match facts.is_empty() {
+        true => None,
+        false => Some(state.ownership_view(facts.len() >= records.len())?),
+    };
+    let owners: &dyn crate::plan::Ownership = match &claims {
+        Some(v) => v,
+        None => &state,
+    };
     let d = desired(
         config,
         records,
         &running,
         &incoming,
         &facts,
-        &state,
+        owners,
         now_ms(),
     );
     tracing::debug!(elapsed = ?t0.elapsed(), "decided records");
+    // The records are written meanwhile (declared after the lock: dropped, and
+    // so waited for, before it is released).
+    let mut writer = (!dry_run).then(|| write::RecordWriter::start(&state, &d));
+    let many = running.len() >= DROP_ASIDE;
+    drop(claims);
+    drop_aside(many, (running, facts));
     kernel.forget_links();
     let bridges = crate::kernel::routed_bridges(kernel, config).await?;
     let pinned = if d.keep.is_empty() && !config.manage_gateways {
@@ -137,23 +156,17 @@ pub async fn reconcile_scoped<K: Kernel>(
         changes: d.changes.clone(),
         errors: Vec::new(),
     };
-    report
-        .changes
-        .extend(decide::changes(Action::Remove, swept));
-    report
-        .changes
-        .extend(decide::changes(Action::PinMac, pinned));
-    report
-        .changes
-        .extend(decide::changes(Action::Gateway, gateways));
-    report
-        .changes
-        .extend(decide::diff_changes(&kd, &d.keep, &view));
+    report.changes.extend(
+        decide::changes(Action::Remove, swept)
+            .chain(decide::changes(Action::PinMac, pinned))
+            .chain(decide::changes(Action::Gateway, gateways))
+            .chain(decide::diff_changes(&kd, &d.keep, &view)),
+    );
     tracing::debug!(elapsed = ?t0.elapsed(), add = kd.add.len(), "diffed");
-    if dry_run {
+    let Some(writer) = writer.as_mut() else {
         return Ok(report);
-    }
-    apply::apply(kernel, config, &state, &d, &kd, &view, &mut report).await?;
+    };
+    apply::apply(kernel, config, &state, &d, &kd, &view, writer, &mut report).await?;
     tracing::debug!(elapsed = ?t0.elapsed(), "kernel changed, state written");
     // A refused domain is refused again on every run: not a change made.
     let made = report
@@ -164,5 +177,18 @@ pub async fn reconcile_scoped<K: Kernel>(
     if made > 0 {
         info!(changes = made, errors = report.errors.len(), "reconciled");
     }
+    drop_aside(many, (d, kd, view));
     Ok(report)
+}
+
+/// Parsed domains from which [`drop_aside`] frees on another thread.
+const DROP_ASIDE: usize = 256;
+
+/// Frees `what` (a boot's 10,000 parsed status files, plans and entries: a
+/// few hundred thousand allocations) on a thread of its own when `many`, so
+/// that the caller goes on at once.
+fn drop_aside<T: Send + 'static>(many: bool, what: T) {
+    if many {
+        std::thread::spawn(move || drop(what));
+    }
 }

@@ -4,7 +4,7 @@
 //! [`Scope`] says.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
@@ -13,12 +13,14 @@ use super::decide::{adoption_candidates, DomainFacts};
 use super::{ReconcileError, Scope};
 use crate::config::Config;
 use crate::domain_xml::DomainXml;
-use crate::host_facts::host_facts;
+use crate::host_facts::host_facts_many;
 use crate::kernel::{Kernel, KernelError, KernelView};
 use crate::plan::Entry;
 use crate::state::{Record, StateDir};
 
-/// Reads every status file; unreadable ones are reported and skipped.
+/// Reads every status file; unreadable ones are reported and skipped. In the
+/// order of their names; parsed on every CPU when there are many (a host's
+/// boot adopts every running domain).
 pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -32,13 +34,40 @@ pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError>
             })
         }
     };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("xml"))
+        .collect();
+    paths.sort_unstable();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(paths.len() / PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return Ok(read_status_files(&paths));
+    }
+    let chunk = paths.len().div_ceil(threads);
+    Ok(std::thread::scope(|s| {
+        let parts: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| s.spawn(|| read_status_files(part)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    }))
+}
+
+/// Status files per parsing thread, at least: below that, one thread.
+const PER_THREAD: usize = 256;
+
+/// The running domains of these status files, in order.
+fn read_status_files(paths: &[PathBuf]) -> Vec<RunningDomain> {
     let mut out = Vec::new();
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().and_then(|x| x.to_str()) != Some("xml") {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(&path) else {
+    for path in paths {
+        let Ok(bytes) = std::fs::read(path) else {
             continue;
         };
         match DomainXml::parse(&bytes) {
@@ -53,7 +82,7 @@ pub fn running_domains(dir: &Path) -> Result<Vec<RunningDomain>, ReconcileError>
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Domains whose `stopped` hook ran, by UUID.
@@ -69,22 +98,21 @@ pub fn incoming(state: &StateDir) -> HashSet<String> {
 /// The host facts of every domain reconcile may adopt, by UUID: read as the
 /// hook reads them at `prepare` ([`crate::host_facts::host_facts`]: the host's
 /// addresses and the routes through other interfaces that the domain's
-/// addresses fall into), so that reconcile adopts only what the hook would accept.
+/// addresses fall into), so that reconcile adopts only what the hook would accept;
+/// read for all of them together ([`host_facts_many`]).
 pub async fn adoption_facts<K: Kernel>(
-    kernel: &K,
+    kernel: &mut K,
     config: &Config,
     records: &[Record],
     running: &[RunningDomain],
 ) -> Result<DomainFacts, KernelError> {
     let recorded: HashSet<String> = records.iter().map(|r| r.plan.uuid.clone()).collect();
-    let mut out = DomainFacts::new();
-    for (uuid, run) in adoption_candidates(config, &recorded, running) {
-        out.insert(
-            uuid.to_string(),
-            host_facts(kernel, &run.xml, config).await?,
-        );
-    }
-    Ok(out)
+    let (uuids, doms): (Vec<&str>, Vec<&DomainXml>) =
+        adoption_candidates(config, &recorded, running)
+            .map(|(uuid, run)| (uuid, &run.xml))
+            .unzip();
+    let facts = host_facts_many(kernel, &doms, config).await?;
+    Ok(uuids.into_iter().map(str::to_string).zip(facts).collect())
 }
 
 /// Tap -> domain, from libvirt's status files (`<target dev=...>`); empty when

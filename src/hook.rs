@@ -449,14 +449,17 @@ fn remove_security_group(
             on_host: false,
         },
     };
-    let stored = match sg::load(state, &target) {
-        Ok(s) => s.is_some(),
-        Err(e) => {
-            warn!("{e}");
-            true
-        }
-    };
-    if !(config.security_groups || stored) {
+    // With security groups off, only a group stored earlier needs removing
+    // (`remove_domain` loads it again either way).
+    let needed = config.security_groups
+        || match sg::load(state, &target) {
+            Ok(s) => s.is_some(),
+            Err(e) => {
+                warn!("{e}");
+                true
+            }
+        };
+    if !needed {
         return;
     }
     if let Err(e) = sg::remove_domain(state, &target) {

@@ -196,6 +196,8 @@ pub async fn route_domain<K: Kernel>(
 /// it cannot be read). A re-apply of an unchanged record (`started` after `start`,
 /// `reconnect`) then changes nothing: the kernel replaces an identical IPv6 route
 /// (and tells every listener, BGP daemons included) where it leaves IPv4 alone.
+/// Each entry is looked up ([`KernelView::lookup`](crate::kernel::KernelView::lookup)),
+/// so the cost follows the domain's entries, not the host's tables.
 async fn missing<K: Kernel>(
     kernel: &mut K,
     bridges: &[&str],
@@ -203,7 +205,7 @@ async fn missing<K: Kernel>(
     protocol: u8,
 ) -> Vec<Entry> {
     let names: Vec<String> = bridges.iter().map(|b| b.to_string()).collect();
-    match crate::kernel::KernelView::read(kernel, &names).await {
+    match crate::kernel::KernelView::lookup(kernel, &names, wanted, &[protocol]).await {
         Ok(view) => wanted
             .iter()
             .filter(|e| !view.has(e, protocol))
@@ -285,14 +287,10 @@ async fn apply_host_settings<K: Kernel>(
         }
     }
     if failures.is_empty() && host.isolate_taps {
-        // A re-apply leaves a tap that is isolated already alone.
-        let isolated = if reapply {
-            kernel.isolated_ports().await.unwrap_or_default()
-        } else {
-            Default::default()
-        };
         for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
-            if isolated.get(tap) == Some(&true) {
+            // A re-apply leaves a tap that is isolated already alone (one
+            // lookup of that tap, not a dump of every link on the host).
+            if reapply && matches!(kernel.port_isolated(tap).await, Ok(Some(true))) {
                 continue;
             }
             if let Err(e) = kernel.set_port_isolation(tap, true).await {

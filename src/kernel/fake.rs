@@ -468,6 +468,11 @@ impl Kernel for FakeKernel {
         out
     }
 
+    async fn port_isolated(&self, port: &str) -> Result<Option<bool>, KernelError> {
+        self.read_fault("look up interface")?;
+        Ok(self.with(|m| m.links.get(port).and_then(|l| l.isolated)))
+    }
+
     async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError> {
         self.read_fault("list interfaces")?;
         Ok(self.with(|m| {

@@ -185,6 +185,10 @@ pub trait Kernel {
     /// Whether each bridge port is isolated, by interface name.
     async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError>;
 
+    /// Whether the bridge port `port` is isolated (`None`: no such interface,
+    /// or not a bridge port): one lookup by name, not a dump of every link.
+    async fn port_isolated(&self, port: &str) -> Result<Option<bool>, KernelError>;
+
     /// Every route in the main table (both families).
     async fn routes(&self) -> Result<Vec<KernelRoute>, KernelError>;
 

@@ -431,33 +431,29 @@ impl Kernel for NetlinkKernel {
             .await
             .map_err(|e| KernelError::from_rtnetlink("list interfaces".into(), e))?
         {
-            let mut name = None;
-            let mut isolated = None;
-            for a in link.attributes {
-                match a {
-                    LinkAttribute::IfName(n) => name = Some(n),
-                    LinkAttribute::LinkInfo(infos) => {
-                        for i in infos {
-                            if let netlink_packet_route::link::LinkInfo::PortData(
-                                netlink_packet_route::link::InfoPortData::BridgePort(ports),
-                            ) = i
-                            {
-                                isolated = Some(
-                                    ports
-                                        .iter()
-                                        .any(|p| matches!(p, InfoBridgePort::Isolated(true))),
-                                );
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let (Some(n), Some(i)) = (name, isolated) {
+            if let (Some(n), Some(i)) = port_isolation(link.attributes) {
                 out.insert(n, i);
             }
         }
         Ok(out)
+    }
+
+    async fn port_isolated(&self, port: &str) -> Result<Option<bool>, KernelError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(port.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(Some(link)) => Ok(port_isolation(link.attributes).1),
+            Ok(None) => Ok(None),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("look up interface {port}"),
+                e,
+            )),
+        }
     }
 
     /// Every route in the main table (both families).
@@ -728,4 +724,31 @@ fn neighbour_message(n: &Neighbour, ifindex: u32) -> NeighbourMessage {
             n.address,
         )));
     m
+}
+
+/// A link's name and, when it is a bridge port, whether it is isolated.
+fn port_isolation(attributes: Vec<LinkAttribute>) -> (Option<String>, Option<bool>) {
+    let mut name = None;
+    let mut isolated = None;
+    for a in attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let netlink_packet_route::link::LinkInfo::PortData(
+                        netlink_packet_route::link::InfoPortData::BridgePort(ports),
+                    ) = i
+                    {
+                        isolated = Some(
+                            ports
+                                .iter()
+                                .any(|p| matches!(p, InfoBridgePort::Isolated(true))),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (name, isolated)
 }

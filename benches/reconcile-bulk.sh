@@ -8,6 +8,7 @@
 # `nwfilter render --all` for the N running domains, one process.
 # Prints a markdown table; docs/BENCHMARKS.md records a run.
 set -euo pipefail
+"$(dirname "$0")/../scripts/deps.sh" bench # hyperfine, valgrind, GNU time, python3: never what the host happens to hold
 cd "$(dirname "$0")/.."
 N=${1:-10000}
 export PATH="$HOME/.cargo/bin:$PATH"

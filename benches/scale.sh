@@ -14,6 +14,7 @@
 # Writes OUT_DIR/scale.md. Full: V4=1,000,000, V6=200,000, N=10,000, 5 rounds;
 # --quick: V4=20,000, V6=4,000, N=1,000, 2 rounds.
 set -euo pipefail
+"$(dirname "$0")/../scripts/deps.sh" bench # hyperfine, valgrind, GNU time, python3: never what the host happens to hold
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$1 OUT=$2

@@ -8,6 +8,7 @@
 # target/debug/virt-l3).
 #   sh benches/security-groups.sh [N]
 set -eu
+"$(dirname "$0")/../scripts/deps.sh" bench # hyperfine, valgrind, GNU time, python3: never what the host happens to hold
 N=${1:-10000}
 VIRT_L3=${VIRT_L3:-target/debug/virt-l3}
 NS=sgbench$$

@@ -1,6 +1,7 @@
 #!/bin/bash
 # benches/start-ir.sh BIN [XML] [EXTRA_CONFIG]: callgrind instructions of one `hook start` (all processes), empty namespace, as bench.sh does.
 set -euo pipefail
+"$(dirname "$0")/../scripts/deps.sh" bench # hyperfine, valgrind, GNU time, python3: never what the host happens to hold
 BIN=$1; FIX=${2:-$(cd "$(dirname "$0")/.." && pwd)/testdata/bench/two-nic-dual-stack.xml}
 NS=irns-$$; W=$(mktemp -d /dev/shm/ir.XXXX)
 trap 'ip netns del $NS 2>/dev/null; rm -rf $W' EXIT

@@ -23,6 +23,7 @@
 # directory, removed). KEEP=1 keeps the namespaces and files (debugging).
 # Not part of the test suite: nothing asserts a time.
 set -euo pipefail
+"$(dirname "$0")/../scripts/deps.sh" bench # hyperfine, valgrind, GNU time, python3: never what the host happens to hold
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 [ $# -ge 1 ] || { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }

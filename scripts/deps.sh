@@ -28,8 +28,9 @@ case "$what" in
   test) need+=(libvirt-daemon-system libvirt-clients qemu-system-x86 bird2 frr python3 python3-scapy tcpdump
     libxml2-utils ebtables iptables iputils-ping netplan.io cloud-init systemd groovy strace
     g++ rpm dpkg-dev binutils man-db "${cloud_init_need[@]}") ;;
-  bench) need+=(hyperfine valgrind python3 python3-pyroute2 time bc) ;;
-  package) need+=(rpm dpkg-dev binutils) ;;
+  bench) need+=(hyperfine valgrind python3 python3-pyroute2 time bc git) ;;
+  # tests/suites/package.sh alone: its lab runs a private libvirtd, renders the man page.
+  package) need+=(rpm dpkg-dev binutils man-db systemd libvirt-daemon-system libvirt-clients qemu-system-x86) ;;
   fuzz) need=(gcc g++ libc6-dev) ;;
   cloud-init) need+=("${cloud_init_need[@]}") ;;
 esac

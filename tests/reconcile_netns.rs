@@ -6,10 +6,10 @@
 #[macro_use]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fixture, stderr, Lab};
+use common::{fixture, stderr, within, Lab};
 
 const DUAL: &str = "dual-stack.xml";
 
@@ -312,7 +312,7 @@ fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
     require_root!();
     let lab = lab_with("arrived_hold_seconds = 1");
     migrate_in(&lab);
-    let _w = watch(&lab);
+    let _w = lab.watch();
     std::thread::sleep(Duration::from_millis(300));
     set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
     within(Duration::from_secs(1), "arrival", || {
@@ -340,54 +340,12 @@ fn reconcile_demotes_the_source_while_it_hands_over() {
     assert_eq!(lab.routes(), expected_routes());
 }
 
-struct Watcher(Child);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn watch(lab: &Lab) -> Watcher {
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns,
-            env!("CARGO_BIN_EXE_virt-l3"),
-            "--config",
-        ])
-        .arg(lab.config_path())
-        .arg("watch")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Watcher(child)
-}
-
-/// Polls until `f` holds, returning how long it took; panics after `limit`.
-fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if f() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn watch_heals_within_a_second_and_stops_on_sigterm() {
     require_root!();
     let lab = routed_lab();
     let neighbours = lab.neighbours();
-    let mut w = watch(&lab);
+    let mut w = lab.watch();
     std::thread::sleep(Duration::from_millis(300)); // subscribed
 
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
@@ -577,7 +535,7 @@ fn reconcile_restores_the_tables_and_the_accepted_taps_netns() {
 fn watch_restores_deleted_tables_and_blocks_new_ports_netns() {
     require_root!();
     let lab = routed_lab();
-    let _w = watch(&lab);
+    let _w = lab.watch();
     std::thread::sleep(Duration::from_millis(300)); // subscribed
     assert!(nft(&lab, "delete table bridge virt_l3"));
     within(Duration::from_secs(1), "bridge table restored", || {

@@ -11,6 +11,7 @@ mod guest;
 mod lab;
 mod lifecycle;
 mod rng;
+mod watch;
 
 // Not every test crate uses every helper.
 #[allow(unused_imports)]
@@ -20,6 +21,8 @@ pub use guest::Guest;
 pub use lab::Lab;
 #[allow(unused_imports)]
 pub use rng::{env_number, seed_from_env, Rng};
+#[allow(unused_imports)]
+pub use watch::{within, Watcher};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

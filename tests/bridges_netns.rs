@@ -16,16 +16,12 @@ use virt_l3::plan::bridge_names::derived_mac;
 const PATTERNS: &str =
     "bridges = [\"cloudbr0\", \"brdr-*\"]\ngateway_mac = \"derive\"\nmanage_gateways = true\n";
 
-fn status_dir(lab: &Lab) -> std::path::PathBuf {
-    lab.dir.path().join("libvirt-qemu")
-}
-
 fn lab() -> Lab {
     let lab = Lab::new(&[]);
-    std::fs::create_dir_all(status_dir(&lab)).unwrap();
+    std::fs::create_dir_all(lab.status_dir()).unwrap();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\n{PATTERNS}",
-        status_dir(&lab)
+        lab.status_dir()
     ));
     lab
 }
@@ -35,11 +31,7 @@ fn set_running_on(lab: &Lab, bridge: &str) {
     let xml = String::from_utf8(fixture("dual-stack.xml"))
         .unwrap()
         .replace("bridge='cloudbr0'", &format!("bridge='{bridge}'"));
-    let body =
-        format!("<domstatus state='running' reason='booted' pid='4242'>\n{xml}\n</domstatus>\n");
-    let dir = status_dir(lab);
-    std::fs::write(dir.join(".tmp"), body).unwrap();
-    std::fs::rename(dir.join(".tmp"), dir.join("i-2-10-VM.xml")).unwrap();
+    lab.set_status("i-2-10-VM", xml.as_bytes(), "running", "booted");
 }
 
 fn mac_of(lab: &Lab, dev: &str) -> String {

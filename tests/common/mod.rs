@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU32;
 
 pub mod cloud_init;
 mod domain;
+pub mod fake;
 mod guest;
 mod lab;
 mod lifecycle;

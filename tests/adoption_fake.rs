@@ -2,63 +2,25 @@
 //! the fake kernel (`virt_l3::kernel::fake`): no root, no network namespace.
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
+mod common;
+
 use std::path::PathBuf;
 
-use virt_l3::config::Config;
-use virt_l3::kernel::fake::FakeKernel;
-use virt_l3::reconcile::{reconcile, Action, Report};
-use virt_l3::state::StateDir;
+use common::fake::FakeLab;
+use virt_l3::reconcile::Action;
 
 const PROTO: u8 = 52;
 
-struct Lab {
-    _tmp: tempfile::TempDir,
-    config: Config,
-    kernel: FakeKernel,
-}
+type Lab = FakeLab;
 
-impl Lab {
+impl FakeLab {
     fn new() -> Lab {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = Config {
-            state_dir: tmp.path().join("state"),
-            libvirt_status_dir: tmp.path().join("status"),
-            ..Config::default()
-        };
-        std::fs::create_dir_all(&config.libvirt_status_dir).unwrap();
-        let kernel = FakeKernel::new();
-        kernel.add_bridge("cloudbr0");
-        kernel.with(|m| m.links.get_mut("cloudbr0").unwrap().mac_pinned = true);
-        Lab {
-            _tmp: tmp,
-            config,
-            kernel,
-        }
+        Lab::with_taps(&[])
     }
 
     /// libvirt's status file `file`.xml of a running domain.
     fn running(&self, file: &str, domain: &str) {
-        let text = format!(
-            "<domstatus state='running' reason='booted' pid='4242'>\n{domain}\n</domstatus>\n"
-        );
-        std::fs::write(
-            self.config.libvirt_status_dir.join(format!("{file}.xml")),
-            text,
-        )
-        .unwrap();
-    }
-
-    fn reconcile(&self) -> Report {
-        let mut kernel = self.kernel.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(reconcile(&mut kernel, &self.config, false))
-            .unwrap()
-    }
-
-    fn state(&self) -> StateDir {
-        StateDir::new(&self.config.state_dir)
+        self.write_status(file, domain, "running", "booted");
     }
 
     /// The domain a claim names (`<uuid> <name>`).

@@ -7,34 +7,21 @@
 #[macro_use]
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{fixture, stderr, Lab};
+use common::{fixture, stderr, within, Lab};
 use virt_l3::plan::bridge_names::derived_mac;
 
 const PATTERNS: &str =
     "bridges = [\"cloudbr0\", \"brdr-*\"]\ngateway_mac = \"derive\"\nmanage_gateways = true\n";
 
-struct Watcher(Child);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn status_dir(lab: &Lab) -> std::path::PathBuf {
-    lab.dir.path().join("libvirt-qemu")
-}
-
 fn lab() -> Lab {
     let lab = Lab::new(&[]);
-    std::fs::create_dir_all(status_dir(&lab)).unwrap();
+    std::fs::create_dir_all(lab.status_dir()).unwrap();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\n{PATTERNS}",
-        status_dir(&lab)
+        lab.status_dir()
     ));
     lab
 }
@@ -44,35 +31,7 @@ fn set_running_on(lab: &Lab, bridge: &str) {
     let xml = String::from_utf8(fixture("dual-stack.xml"))
         .unwrap()
         .replace("bridge='cloudbr0'", &format!("bridge='{bridge}'"));
-    let body =
-        format!("<domstatus state='running' reason='booted' pid='4242'>\n{xml}\n</domstatus>\n");
-    let dir = status_dir(lab);
-    std::fs::write(dir.join(".tmp"), body).unwrap();
-    std::fs::rename(dir.join(".tmp"), dir.join("i-2-10-VM.xml")).unwrap();
-}
-
-fn watch(lab: &Lab) -> Watcher {
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.ns, env!("CARGO_BIN_EXE_virt-l3")])
-        .arg("--config")
-        .arg(lab.config_path())
-        .arg("watch")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Watcher(child)
-}
-
-fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.set_status("i-2-10-VM", xml.as_bytes(), "running", "booted");
 }
 
 fn mac_of(lab: &Lab, dev: &str) -> String {
@@ -92,7 +51,7 @@ fn a_bridge_created_while_watch_runs_gets_gateways_mac_and_routes() {
     require_root!();
     let lab = lab();
     set_running_on(&lab, "brdr-5");
-    let _w = watch(&lab);
+    let _w = lab.watch();
     std::thread::sleep(Duration::from_millis(300)); // subscribed, first pass done
     assert!(lab.routes().is_empty(), "{:?}", lab.routes());
 

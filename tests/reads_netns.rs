@@ -13,25 +13,17 @@ use common::{fixture, stderr, Lab};
 const DUAL: &str = "dual-stack.xml";
 const FALLBACK: (&str, &str) = ("VIRT_L3_STRICT_DUMPS", "0");
 
-fn status_dir(lab: &Lab) -> std::path::PathBuf {
-    lab.dir.path().join("libvirt-qemu")
-}
-
 /// The dual-stack domain running and routed, amid foreign routes and damage:
 /// one of its routes deleted, one neighbour's MAC changed, a foreign route of a
 /// lower metric hiding another of its routes, and strays of protocol 52.
 fn damaged_lab() -> Lab {
     let lab = Lab::new(&["vnet3"]);
-    std::fs::create_dir_all(status_dir(&lab)).unwrap();
+    std::fs::create_dir_all(lab.status_dir()).unwrap();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\n",
-        status_dir(&lab)
+        lab.status_dir()
     ));
-    let body = format!(
-        "<domstatus state='running' reason='booted' pid='4242'>\n{}\n</domstatus>\n",
-        String::from_utf8_lossy(&fixture(DUAL))
-    );
-    std::fs::write(status_dir(&lab).join("i-2-10-VM.xml"), body).unwrap();
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "booted");
     let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
     assert!(o.status.success(), "{}", stderr(&o));
     // 2,000 foreign routes of another protocol (BGP), both families.

@@ -6,10 +6,10 @@
 #[macro_use]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fixture, stderr, Lab};
+use common::{fixture, stderr, within, Lab};
 
 const DUAL: &str = "dual-stack.xml";
 
@@ -20,10 +20,10 @@ fn lab() -> Lab {
 /// A lab whose config points at its own status dir, plus `extra` TOML lines.
 fn lab_with(extra: &str) -> Lab {
     let lab = Lab::new(&["vnet3"]);
-    std::fs::create_dir_all(status_dir(&lab)).unwrap();
+    std::fs::create_dir_all(lab.status_dir()).unwrap();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 0\n{extra}",
-        status_dir(&lab)
+        lab.status_dir()
     ));
     lab
 }
@@ -31,7 +31,7 @@ fn lab_with(extra: &str) -> Lab {
 /// A lab with the dual-stack domain running (status file) and routed by its `start` hook.
 fn routed_lab() -> Lab {
     let lab = lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "booted");
     let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
     assert!(o.status.success(), "{}", stderr(&o));
     lab
@@ -43,22 +43,7 @@ fn migrate_in(lab: &Lab) {
         let o = lab.hook("i-2-10-VM", op, "begin", &fixture(DUAL));
         assert!(o.status.success(), "{op}: {}", stderr(&o));
     }
-    set_running(lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
-}
-
-fn status_dir(lab: &Lab) -> std::path::PathBuf {
-    lab.dir.path().join("libvirt-qemu")
-}
-
-/// Writes libvirt's status file for a domain, as a running libvirtd would.
-fn set_running(lab: &Lab, name: &str, xml: &[u8], state: &str, reason: &str) {
-    let body = format!(
-        "<domstatus state='{state}' reason='{reason}' pid='4242'>\n{}\n</domstatus>\n",
-        String::from_utf8_lossy(xml)
-    );
-    let tmp = status_dir(lab).join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(tmp, status_dir(lab).join(format!("{name}.xml"))).unwrap();
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "paused", "migration");
 }
 
 fn reconcile(lab: &Lab, args: &[&str]) -> String {
@@ -186,7 +171,7 @@ fn reconcile_removes_orphans_and_touches_nothing_else() {
     assert_eq!(lab.routes(), expected_routes());
 
     // The domain stops without its hook running (a crash while libvirtd was down).
-    std::fs::remove_file(status_dir(&lab).join("i-2-10-VM.xml")).unwrap();
+    std::fs::remove_file(lab.status_dir().join("i-2-10-VM.xml")).unwrap();
     let out = reconcile(&lab, &[]);
     assert!(out.contains("prune record"), "{out}");
     assert!(lab.routes().is_empty());
@@ -203,7 +188,7 @@ fn reconcile_does_not_adopt_a_running_domain_the_hook_would_refuse() {
     let lab = lab();
     lab.add_bridge("eth0");
     lab.ip(&["addr", "add", "2.57.57.1/24", "dev", "eth0"]);
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "booted");
     let o = lab.hook("i-2-10-VM", "prepare", "begin", &fixture(DUAL));
     assert!(!o.status.success(), "the hook refuses it");
     let why = "address 2.57.57.30 is on-link on eth0 (2.57.57.0/24)";
@@ -245,7 +230,7 @@ fn reconcile_keeps_a_just_started_domain_within_the_grace_period() {
     let lab = lab();
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\nreconcile_grace_seconds = 60",
-        status_dir(&lab)
+        lab.status_dir()
     ));
     // start hook ran, QEMU not yet running: no status file.
     assert!(lab
@@ -288,7 +273,7 @@ fn reconcile_promotes_standby_routes_in_two_stages_when_the_migrated_vm_runs() {
     );
     // The VM runs here: arrived (better than the source's leaving routes, not
     // better than a source that has not let go yet) ...
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "migrated");
     let out = reconcile(&lab, &[]);
     assert!(out.contains("promote"), "{out}");
     assert!(
@@ -312,9 +297,9 @@ fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
     require_root!();
     let lab = lab_with("arrived_hold_seconds = 1");
     migrate_in(&lab);
-    let _w = watch(&lab);
+    let _w = lab.watch();
     std::thread::sleep(Duration::from_millis(300));
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migrated");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "migrated");
     within(Duration::from_secs(1), "arrival", || {
         lab.routes().iter().all(|r| r.contains("metric 1500")) && lab.routes().len() == 3
     });
@@ -327,7 +312,7 @@ fn watch_promotes_an_arrived_vm_when_its_hold_ends_without_any_event() {
 fn reconcile_demotes_the_source_while_it_hands_over() {
     require_root!();
     let lab = routed_lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "paused", "migration");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "paused", "migration");
     reconcile(&lab, &[]);
     assert!(
         lab.routes().iter().all(|r| r.contains("metric 2000")),
@@ -335,51 +320,9 @@ fn reconcile_demotes_the_source_while_it_hands_over() {
         lab.routes()
     );
     // The migration failed: the source resumes and takes its routes back.
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "migration");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "migration");
     reconcile(&lab, &[]);
     assert_eq!(lab.routes(), expected_routes());
-}
-
-struct Watcher(Child);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn watch(lab: &Lab) -> Watcher {
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns,
-            env!("CARGO_BIN_EXE_virt-l3"),
-            "--config",
-        ])
-        .arg(lab.config_path())
-        .arg("watch")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Watcher(child)
-}
-
-/// Polls until `f` holds, returning how long it took; panics after `limit`.
-fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if f() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -387,7 +330,7 @@ fn watch_heals_within_a_second_and_stops_on_sigterm() {
     require_root!();
     let lab = routed_lab();
     let neighbours = lab.neighbours();
-    let mut w = watch(&lab);
+    let mut w = lab.watch();
     std::thread::sleep(Duration::from_millis(300)); // subscribed
 
     lab.ip(&["route", "flush", "dev", "cloudbr0"]);
@@ -408,7 +351,7 @@ fn watch_heals_within_a_second_and_stops_on_sigterm() {
     });
 
     // The domain vanishes without its hook: cleaned up.
-    std::fs::remove_file(status_dir(&lab).join("i-2-10-VM.xml")).unwrap();
+    std::fs::remove_file(lab.status_dir().join("i-2-10-VM.xml")).unwrap();
     within(
         Duration::from_secs(1),
         "cleanup of a vanished domain",
@@ -482,7 +425,7 @@ fn tables_current(lab: &Lab) -> bool {
 fn hook_steps_accept_and_forget_the_taps_netns() {
     require_root!();
     let lab = lab();
-    set_running(&lab, "i-2-10-VM", &fixture(DUAL), "running", "booted");
+    lab.set_status("i-2-10-VM", &fixture(DUAL), "running", "booted");
     assert!(accepted(&lab).is_empty());
     let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -536,7 +479,7 @@ fn start_fails_closed_when_the_tables_cannot_be_installed_netns() {
     // Disabled: no tables, the start proceeds.
     lab.write_config(&format!(
         "libvirt_status_dir = {:?}\nrequire_nwfilter = false\n[firewall]\nenabled = false\n",
-        status_dir(&lab)
+        lab.status_dir()
     ));
     let o = lab.hook("i-2-10-VM", "start", "begin", &fixture(DUAL));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -577,7 +520,7 @@ fn reconcile_restores_the_tables_and_the_accepted_taps_netns() {
 fn watch_restores_deleted_tables_and_blocks_new_ports_netns() {
     require_root!();
     let lab = routed_lab();
-    let _w = watch(&lab);
+    let _w = lab.watch();
     std::thread::sleep(Duration::from_millis(300)); // subscribed
     assert!(nft(&lab, "delete table bridge virt_l3"));
     within(Duration::from_secs(1), "bridge table restored", || {

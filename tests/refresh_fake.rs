@@ -3,10 +3,10 @@
 //! address claimed) and the record and kernel follow, or nothing changes.
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
 
-use virt_l3::config::Config;
-use virt_l3::kernel::fake::FakeKernel;
+mod common;
+
+use common::fake::FakeLab;
 use virt_l3::refresh::{refresh, RefreshError, Refreshed};
-use virt_l3::state::StateDir;
 use virt_l3::status::status;
 
 const PROTO: u8 = 52;
@@ -71,35 +71,32 @@ fn status_xml(name: &str, uuid: &str, nics: &[Nic]) -> String {
     )
 }
 
+/// The fake host with taps vnet1, vnet2 and vnet9, and a runtime for its calls.
 struct Lab {
-    _tmp: tempfile::TempDir,
-    config: Config,
-    kernel: FakeKernel,
+    host: FakeLab,
     rt: tokio::runtime::Runtime,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = FakeLab;
+    fn deref(&self) -> &FakeLab {
+        &self.host
+    }
+}
+
+impl std::ops::DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut FakeLab {
+        &mut self.host
+    }
 }
 
 impl Lab {
     fn new() -> Lab {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = Config {
-            state_dir: tmp.path().join("state"),
-            libvirt_status_dir: tmp.path().join("status"),
-            ..Config::default()
-        };
-        std::fs::create_dir_all(&config.libvirt_status_dir).unwrap();
-        let kernel = FakeKernel::new();
-        kernel.add_bridge("cloudbr0");
-        kernel.with(|m| m.links.get_mut("cloudbr0").unwrap().mac_pinned = true);
-        for tap in ["vnet1", "vnet2", "vnet9"] {
-            kernel.add_port(tap);
-        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         Lab {
-            _tmp: tmp,
-            config,
-            kernel,
+            host: FakeLab::with_taps(&["vnet1", "vnet2", "vnet9"]),
             rt,
         }
     }
@@ -112,10 +109,6 @@ impl Lab {
     fn refresh(&self, target: &str) -> Result<Refreshed, RefreshError> {
         let mut k = self.kernel.clone();
         self.rt.block_on(refresh(&mut k, &self.config, target))
-    }
-
-    fn state(&self) -> StateDir {
-        StateDir::new(&self.config.state_dir)
     }
 
     /// The routed addresses (`ADDRESS/LEN`), sorted.

@@ -7,10 +7,9 @@
 #[macro_use]
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{stderr, Lab};
+use common::{stderr, within, Lab, Watcher};
 
 const A: &str = "vm-a";
 const A_UUID: &str = "0a0a0a0a-1111-4222-8333-444455556666";
@@ -82,47 +81,11 @@ fn has_neighbour(lab: &Lab, address: &str) -> bool {
         .any(|n| n.starts_with(&format!("{address} ")))
 }
 
-struct Watcher(Child);
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// `watch` started, once subscribed and through its first reconcile.
 fn watch(lab: &Lab) -> Watcher {
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns,
-            env!("CARGO_BIN_EXE_virt-l3"),
-            "--config",
-        ])
-        .arg(lab.config_path())
-        .arg("watch")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let w = lab.watch();
     std::thread::sleep(Duration::from_millis(300)); // subscribed, first reconcile done
-    Watcher(child)
-}
-
-/// Polls until `f` holds, returning how long it took; panics after `limit`.
-fn within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if f() {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    w
 }
 
 fn status(lab: &Lab) -> String {

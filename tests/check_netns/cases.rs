@@ -478,7 +478,7 @@ fn state_cases() -> Vec<Case> {
             name: "a record of a domain libvirt no longer runs",
             gateway_mac: true,
             routed: true,
-            breakage: |h| std::fs::remove_file(h.path("libvirt-qemu/i-2-10-VM.xml")).unwrap(),
+            breakage: |h| std::fs::remove_file(h.lab.status_dir().join("i-2-10-VM.xml")).unwrap(),
             fails: &["state"],
             fix: "virt-l3 reconcile",
             summary: "prune record",

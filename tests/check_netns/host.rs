@@ -139,10 +139,10 @@ pub fn example_bird_conf(dir: &Path) -> String {
 /// A hypervisor prepared the way docs/TROUBLESHOOTING.md says it should be.
 pub fn host(gateway_mac: bool) -> Host {
     let lab = Lab::new(&[]);
-    std::fs::create_dir_all(lab.dir.path().join("libvirt-qemu")).unwrap();
+    std::fs::create_dir_all(lab.status_dir()).unwrap();
     let mut extra = format!(
         "require_nwfilter = false\nreconcile_grace_seconds = 0\nlibvirt_status_dir = {:?}\n",
-        lab.dir.path().join("libvirt-qemu")
+        lab.status_dir()
     );
     if gateway_mac {
         extra.push_str(&format!("gateway_mac = \"{GATEWAY_MAC}\"\n"));
@@ -235,13 +235,8 @@ pub fn route_domain(h: &Host) {
 
 /// Writes libvirt's status file of the dual-stack domain, as a running libvirtd would.
 pub fn set_running(h: &Host, state: &str, reason: &str) {
-    let body = format!(
-        "<domstatus state='{state}' reason='{reason}' pid='4242'>\n{}\n</domstatus>\n",
-        String::from_utf8_lossy(&fixture("dual-stack.xml"))
-    );
-    let tmp = h.path("libvirt-qemu/.i-2-10-VM.tmp");
-    std::fs::write(&tmp, body).unwrap();
-    std::fs::rename(tmp, h.path("libvirt-qemu/i-2-10-VM.xml")).unwrap();
+    h.lab
+        .set_status("i-2-10-VM", &fixture("dual-stack.xml"), state, reason);
 }
 
 /// A vtysh stand-in answering `show running-config` with the shipped FRR example

@@ -205,7 +205,7 @@ fn check_names_blocked_ports_and_their_domain() {
     assert_eq!(item(&report, "ports")["status"], "ok", "{report}");
     h.lab.write_config(&format!(
         "require_nwfilter = false\nreconcile_grace_seconds = 0\nlibvirt_status_dir = {:?}\n[firewall]\nenabled = false\n",
-        h.path("libvirt-qemu")
+        h.lab.status_dir()
     ));
     let (_, report, _) = h.check();
     assert_eq!(item(&report, "firewall")["status"], "warn", "{report}");

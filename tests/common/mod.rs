@@ -7,10 +7,12 @@ use std::sync::atomic::AtomicU32;
 
 pub mod cloud_init;
 mod domain;
+pub mod fake;
 mod guest;
 mod lab;
 mod lifecycle;
 mod rng;
+mod watch;
 
 // Not every test crate uses every helper.
 #[allow(unused_imports)]
@@ -20,6 +22,8 @@ pub use guest::Guest;
 pub use lab::Lab;
 #[allow(unused_imports)]
 pub use rng::{env_number, seed_from_env, Rng};
+#[allow(unused_imports)]
+pub use watch::{within, Watcher};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

@@ -1,6 +1,8 @@
 //! The hook, routing and reconcile against the fake kernel
 //! (`virt_l3::kernel::fake`): no root, no network namespace.
 #![allow(clippy::unwrap_used)] // test helpers panic with the failing call
+#[path = "../common/mod.rs"]
+mod common;
 mod hook;
 mod logging;
 mod migration;
@@ -9,12 +11,13 @@ mod status;
 
 use std::path::PathBuf;
 
+use common::fake::FakeLab;
+
 use virt_l3::config::Config;
 use virt_l3::hook::{run_with, HookError, Invocation, Operation};
-use virt_l3::kernel::fake::{FakeKernel, Fault};
+use virt_l3::kernel::fake::Fault;
 use virt_l3::kernel::{KernelNeighbour, KernelRoute};
-use virt_l3::reconcile::{reconcile, reconcile_scoped, Action, Report, Scope};
-use virt_l3::state::StateDir;
+use virt_l3::reconcile::{reconcile_scoped, Action, Report, Scope};
 
 const NAME: &str = "i-2-10-VM";
 const UUID: &str = "6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b";
@@ -25,32 +28,12 @@ fn xml() -> Vec<u8> {
         .unwrap()
 }
 
-/// A host with cloudbr0 (its MAC already pinned, so that changes count from the
-/// first entry) and the domain's tap vnet3, a state dir and a libvirt status dir.
-struct Lab {
-    _tmp: tempfile::TempDir,
-    config: Config,
-    kernel: FakeKernel,
-}
+/// The fake host with the domain's tap vnet3.
+type Lab = FakeLab;
 
-impl Lab {
+impl FakeLab {
     fn new() -> Lab {
-        let tmp = tempfile::tempdir().unwrap();
-        let config = Config {
-            state_dir: tmp.path().join("state"),
-            libvirt_status_dir: tmp.path().join("status"),
-            ..Config::default()
-        };
-        std::fs::create_dir_all(&config.libvirt_status_dir).unwrap();
-        let kernel = FakeKernel::new();
-        kernel.add_bridge("cloudbr0");
-        kernel.with(|m| m.links.get_mut("cloudbr0").unwrap().mac_pinned = true);
-        kernel.add_port("vnet3");
-        Lab {
-            _tmp: tmp,
-            config,
-            kernel,
-        }
+        Lab::with_taps(&["vnet3"])
     }
 
     fn hook(&self, op: &str) -> Result<(), HookError> {
@@ -69,10 +52,6 @@ impl Lab {
         run_with(&self.config, &inv, xml, move || Ok(kernel))
     }
 
-    fn state(&self) -> StateDir {
-        StateDir::new(&self.config.state_dir)
-    }
-
     fn routes(&self) -> Vec<String> {
         self.kernel.route_lines(PROTO)
     }
@@ -88,24 +67,7 @@ impl Lab {
 
     /// libvirt's status file of the domain, in this run state.
     fn running(&self, state: &str, reason: &str) {
-        let text = format!(
-            "<domstatus state='{state}' reason='{reason}' pid='4242'>\n{}\n</domstatus>\n",
-            String::from_utf8_lossy(&xml())
-        );
-        std::fs::write(
-            self.config.libvirt_status_dir.join(format!("{NAME}.xml")),
-            text,
-        )
-        .unwrap();
-    }
-
-    fn reconcile(&self) -> Report {
-        let mut kernel = self.kernel.clone();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(reconcile(&mut kernel, &self.config, false))
-            .unwrap()
+        self.write_status(NAME, &String::from_utf8_lossy(&xml()), state, reason);
     }
 
     /// A reconcile reading the kernel as `scope` says; the reads it made.

@@ -491,26 +491,12 @@ impl StateDir {
         })
     }
 
-    /// Marks a domain as arriving by live migration.
+    /// Marks a domain as arriving by live migration (call under the lock).
     pub fn mark_incoming(&self, uuid: &str) -> Result<(), StateError> {
-        let root = Dir::open_root(&self.root, true)?.ok_or_else(|| StateError::Io {
-            what: "create",
-            path: self.root.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-        let mut incoming = None;
-        for sub in CREATED {
-            let d = root.sub(sub, true)?;
-            if sub == "incoming" {
-                incoming = d;
-            }
-        }
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        let Some(dir) = incoming else {
-            return Ok(());
-        };
+        let dir = self.ensure_sub("incoming")?;
         Self::write_atomic(&dir, "marker", uuid, b"")
     }
 
@@ -544,14 +530,7 @@ impl StateDir {
         if !is_valid_uuid(uuid) {
             return Ok(());
         }
-        let root = self.open_root()?.ok_or_else(|| StateError::Io {
-            what: "open",
-            path: self.root.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-        let Some(dir) = root.sub("stopping", true)? else {
-            return Ok(());
-        };
+        let dir = self.ensure_sub("stopping")?;
         dir.open("marker", uuid, OFlag::O_WRONLY | OFlag::O_CREAT)?;
         Ok(())
     }

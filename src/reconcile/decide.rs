@@ -328,21 +328,34 @@ fn adopt(
     rs: &RunState,
     now_ms: u64,
 ) -> (Record, Change) {
-    let current = standing_at_install(config, standby);
-    let Standing { metric, standby } = metric_for(config, current, now_ms, rs, now_ms);
     let change = Change {
         action: Action::Adopt,
         domain: Some(p.name.clone()),
         what: format!("running domain {} without a record", p.uuid),
     };
-    let rec = Record {
+    (adopted_record(config, p, standby, rs, now_ms), change)
+}
+
+/// The record of plan `p` for a running domain without one (reconcile's
+/// adoption, refresh's first plan): as if the hook had just installed it
+/// (`standby` for an incoming migration), then given the metric its run state
+/// calls for, since `now_ms`.
+pub fn adopted_record(
+    config: &Config,
+    p: DomainPlan,
+    standby: bool,
+    rs: &RunState,
+    now_ms: u64,
+) -> Record {
+    let current = standing_at_install(config, standby);
+    let Standing { metric, standby } = metric_for(config, current, now_ms, rs, now_ms);
+    Record {
         plan: p,
         metric,
         protocol: config.route_protocol,
         standby,
         since_ms: now_ms,
-    };
-    (rec, change)
+    }
 }
 
 /// When reconcile has something to do by itself: an arrived domain's hold ends, or

@@ -24,7 +24,8 @@ pub mod observe;
 mod write;
 
 pub use decide::{
-    desired, diff, metric_for, standing_at_install, Action, Change, Desired, KernelDiff, Standing,
+    adopted_record, desired, diff, metric_for, standing_at_install, Action, Change, Desired,
+    KernelDiff, Standing,
 };
 pub use observe::{running_domains, RunningDomain};
 

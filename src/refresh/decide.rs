@@ -5,7 +5,7 @@ use crate::address::Mac;
 use crate::config::Config;
 use crate::domain_xml::{DomainXml, RunState};
 use crate::plan::{plan, Checks, HostFacts, Ownership, PlanError};
-use crate::reconcile::{metric_for, standing_at_install, Standing};
+use crate::reconcile::adopted_record;
 use crate::state::Record;
 
 /// What a refresh does.
@@ -59,15 +59,7 @@ pub fn decide(
                 state: "running".into(),
                 reason: String::new(),
             });
-            let current = standing_at_install(config, incoming);
-            let Standing { metric, standby } = metric_for(config, current, now_ms, &rs, now_ms);
-            Decision::Route(Record {
-                plan: p,
-                metric,
-                protocol: config.route_protocol,
-                standby,
-                since_ms: now_ms,
-            })
+            Decision::Route(adopted_record(config, p, incoming, &rs, now_ms))
         }
     }
 }

@@ -12,13 +12,8 @@ impl StateDir {
     /// [`StateDir::save`] does one by one, for records whose plan the directory
     /// does not hold under another form (reconcile's: adopted, or the same plan
     /// with another metric; nothing of a previous record is released). Call
-    /// under the lock. See [`StateDir::save_all_chunked`].
-    pub fn save_all(&self, records: &[&Record]) -> Result<(), StateError> {
-        self.save_all_chunked(records, records.len().max(1), |_| {})
-    }
-
-    /// [`StateDir::save_all`], `chunk` records at a time, calling `written`
-    /// with each chunk's index once its records are whole.
+    /// under the lock. `chunk` records at a time, calling `written` with each
+    /// chunk's index once its records are whole.
     ///
     /// For each chunk, in order: its claims (on a thread of their own when
     /// there are many, which goes on to the next chunk's at once); meanwhile

@@ -81,11 +81,13 @@ fn prefix_addresses(prefix: &IpNet) -> Box<dyn Iterator<Item = IpAddr>> {
     }
 }
 
-/// What other domains own, read from the claim directories opened once (for
-/// planning many domains in a row under the lock: reconcile adopting every
-/// running domain), where [`StateDir`]'s own [`Ownership`] opens and checks
-/// the state directory at every question. The same answers: nothing changes
-/// the claims while the lock is held.
+/// What other domains own, for planning many domains in a row under the lock
+/// (reconcile adopting every running domain): the claim directories listed
+/// once (with `list`, see [`StateDir::ownership_view`]) and the routed
+/// prefixes read once, where [`StateDir`]'s own [`Ownership`] asks the claim
+/// directories at every question and reads the prefixes each time they are
+/// asked for. The same answers: nothing changes the claims while the lock is
+/// held.
 pub struct OwnershipView {
     owners: Claims,
     macs: Claims,

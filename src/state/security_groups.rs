@@ -56,16 +56,7 @@ impl StateDir {
             path: self.root.join(SUB),
             message: format!("{key:?} cannot name a file"),
         })?;
-        let root = self.open_root()?.ok_or_else(|| StateError::Io {
-            what: "open",
-            path: self.root.clone(),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
-        let dir = root.sub(SUB, true)?.ok_or_else(|| StateError::Io {
-            what: "create",
-            path: self.root.join(SUB),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
+        let dir = self.ensure_sub(SUB)?;
         Self::write_atomic(&dir, "security group", &file, bytes)
     }
 

@@ -75,7 +75,7 @@ pub fn unroutable_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("is a loopback address")
             } else if v6.is_multicast() {
                 Some("is a multicast address")
-            } else if (v6.segments()[0] & 0xffc0) == 0xfe80 {
+            } else if is_link_local_v6(&v6) {
                 Some("is a link-local address (fe80::/10)")
             } else if v6.to_ipv4_mapped().is_some() {
                 Some("is an IPv4-mapped IPv6 address (::ffff:0:0/96)")
@@ -127,6 +127,11 @@ pub fn family_name(ip: IpAddr) -> &'static str {
 /// Whether two prefixes share any address.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
+}
+
+/// Whether `a` is an IPv6 link-local unicast address (fe80::/10).
+pub fn is_link_local_v6(a: &Ipv6Addr) -> bool {
+    (a.segments()[0] & 0xffc0) == 0xfe80
 }
 
 /// The modified EUI-64 link-local address of `mac` (RFC 4291 appendix A):

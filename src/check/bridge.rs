@@ -1,26 +1,16 @@
 //! The routed bridges' items: `bridge` (exists, is a bridge, is up), `bridge-gateways`,
 //! `bridge-ports` and `bridge-mac`.
 
-use std::net::IpAddr;
-
 use super::facts::{Addr, KernelFacts, Link};
 use super::{fail, ok, warn, CheckOptions, Item};
 use crate::config::Config;
+use crate::kernel::bridges::gateway_prefix;
 
 /// Why a routed bridge must hold guest taps only (after the ports found).
 const FOREIGN_PORTS_WHY: &str = "A routed bridge must not reach the fabric at layer 2: guests would see each other's and the fabric's broadcasts, and the gateway addresses would clash with other hypervisors'.";
 
 /// After the `nomaster` commands of the `bridge-ports` fix.
 const FOREIGN_PORTS_FIX: &str = "; connect the uplink to the fabric as a routed interface of its own (and remove it from the bridge in the host's network configuration).";
-
-/// The prefix length of a gateway address on the bridge: /32, /128, /64 link-local.
-fn expected_prefix(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => 64,
-        IpAddr::V6(_) => 128,
-    }
-}
 
 /// The items of routed bridge `b`: one `bridge` failure when it is missing, not a bridge
 /// or down; else `bridge` ok, `bridge-gateways`, `bridge-ports` and `bridge-mac`.
@@ -90,7 +80,7 @@ fn absent(config: &Config, b: &str) -> Item {
     let add_gateways = config
         .gateways
         .iter()
-        .map(|g| add_gateway(&format!("{g}/{}", expected_prefix(*g)), b))
+        .map(|g| add_gateway(&format!("{g}/{}", gateway_prefix(*g)), b))
         .collect::<Vec<_>>()
         .join("; ");
     fail(
@@ -144,7 +134,7 @@ fn gateways_item(config: &Config, facts: &KernelFacts, link: &Link, b: &str) -> 
     let mut problems = Vec::new();
     let mut fixes = Vec::new();
     for g in &config.gateways {
-        let want = expected_prefix(*g);
+        let want = gateway_prefix(*g);
         let on: Vec<&Addr> = facts
             .addresses
             .iter()
@@ -188,7 +178,7 @@ fn gateways_item(config: &Config, facts: &KernelFacts, link: &Link, b: &str) -> 
         let gateways: Vec<String> = config
             .gateways
             .iter()
-            .map(|g| format!("{g}/{}", expected_prefix(*g)))
+            .map(|g| format!("{g}/{}", gateway_prefix(*g)))
             .collect();
         return ok(
             "bridge-gateways",
@@ -306,7 +296,7 @@ fn missing_gateways(config: &Config, facts: &KernelFacts, link: &Link) -> Vec<St
                 .iter()
                 .any(|a| a.index == link.index && a.net.addr() == **g)
         })
-        .map(|g| format!("{g}/{}", expected_prefix(*g)))
+        .map(|g| format!("{g}/{}", gateway_prefix(*g)))
         .collect()
 }
 
@@ -347,9 +337,9 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        assert_eq!(expected_prefix("169.254.0.1".parse().unwrap()), 32);
-        assert_eq!(expected_prefix("fe80::1".parse().unwrap()), 64);
-        assert_eq!(expected_prefix("2001:db8::1".parse().unwrap()), 128);
+        assert_eq!(gateway_prefix("169.254.0.1".parse().unwrap()), 32);
+        assert_eq!(gateway_prefix("fe80::1".parse().unwrap()), 64);
+        assert_eq!(gateway_prefix("2001:db8::1".parse().unwrap()), 128);
     }
 
     #[test]

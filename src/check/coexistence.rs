@@ -10,16 +10,16 @@ use crate::state::StateDir;
 const ID: &str = "foreign-entries";
 
 /// One item per foreign entry (fail when it takes precedence over virt-l3's),
-/// or one ok item.
-pub(super) async fn foreign_entries(config: &Config, kernel: &mut NetlinkKernel) -> Vec<Item> {
+/// or one ok item. `bridges`: the routed bridges.
+pub(super) async fn foreign_entries(
+    config: &Config,
+    kernel: &mut NetlinkKernel,
+    bridges: &[String],
+) -> Vec<Item> {
     let Ok(records) = StateDir::new(&config.state_dir).records() else {
         return Vec::new(); // the `state` item says why
     };
-    let view = match crate::kernel::routed_bridges(kernel, config).await {
-        Ok(bridges) => KernelView::read(kernel, &bridges).await,
-        Err(e) => Err(e),
-    };
-    let Ok(view) = view else {
+    let Ok(view) = KernelView::read(kernel, bridges).await else {
         return Vec::new(); // the `state` item says why
     };
     let mut items = Vec::new();

@@ -201,10 +201,10 @@ pub async fn check(config: &Config, opts: &CheckOptions) -> Result<Report, Check
     items.push(libvirt::nwfilter(opts));
     items.push(libvirt::ebtables(opts));
     items.extend(routing_daemon::routing_daemon(config, opts, &routed));
-    items.push(state::state(config, &mut kernel).await);
+    items.push(state::state(config, &mut kernel, &routed).await);
     items.push(firewall::firewall(config).await);
     items.push(firewall::ports(config, &facts));
-    items.extend(coexistence::foreign_entries(config, &mut kernel).await);
+    items.extend(coexistence::foreign_entries(config, &mut kernel, &routed).await);
     Ok(Report {
         ready: items.iter().all(|i| i.status != Status::Fail),
         items,

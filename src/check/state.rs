@@ -16,7 +16,8 @@ const RUN_RECONCILE: &str = "virt-l3 reconcile (`virt-l3 reconcile --dry-run` li
 /// State and kernel agree when `virt-l3 reconcile` would change nothing: the same
 /// decisions (records against libvirt's status files: adopt, prune, promote, demote)
 /// and the same kernel diff, without its lock, its writes or its MAC pinning.
-pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
+/// `bridges`: the routed bridges (literal names and the bridges patterns match).
+pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel, bridges: &[String]) -> Item {
     let store = StateDir::new(&config.state_dir);
     let records = match store.records() {
         Ok(r) => r,
@@ -70,11 +71,7 @@ pub(super) async fn state(config: &Config, kernel: &mut NetlinkKernel) -> Item {
             )
         }
     };
-    let bridges = match crate::kernel::routed_bridges(kernel, config).await {
-        Ok(b) => b,
-        Err(e) => return cannot_read_kernel(e),
-    };
-    let view = match KernelView::sweep(kernel, &bridges, config.route_protocol).await {
+    let view = match KernelView::sweep(kernel, bridges, config.route_protocol).await {
         Ok(v) => v,
         Err(e) => return cannot_read_kernel(e),
     };

@@ -11,7 +11,7 @@
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::FirewallError;
-use crate::kernel::batch::recv;
+use crate::kernel::batch::{error_code, messages, recv};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -253,24 +253,16 @@ fn send_and_wait(batch: &[u8], mut pending: Vec<(u32, &str)>) -> Result<(), Fail
     let mut buf = Vec::with_capacity(65536);
     while !pending.is_empty() {
         let n = recv(&socket, &mut buf).map_err(|e| Failed::Io(format!("no answer: {e}")))?;
-        let mut at = 0;
-        while at + 20 <= n {
-            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-            let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
-            let mseq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4 bytes"));
+        for (ty, mseq, msg) in messages(&buf[..n]) {
             if ty == NLMSG_ERROR {
-                let code = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
                 if let Some(i) = pending.iter().position(|(s, _)| *s == mseq) {
                     let (_, set) = pending.swap_remove(i);
-                    if code != 0 {
-                        return Err(Failed::Errno(-code, set.to_string()));
+                    let errno = error_code(msg);
+                    if errno != 0 {
+                        return Err(Failed::Errno(errno, set.to_string()));
                     }
                 }
             }
-            if len < 16 {
-                break;
-            }
-            at += (len + 3) & !3;
         }
     }
     Ok(())
@@ -556,13 +548,7 @@ pub fn subscribe() -> Result<Socket, FirewallError> {
 /// Whether a datagram of nftables changes removes something of table `table`
 /// (a table, chain, rule, set or set element deleted: a flush is rule deletions).
 pub fn removes_from(datagram: &[u8], table: &str) -> bool {
-    let mut at = 0;
-    while at + 20 <= datagram.len() {
-        let len = u32::from_ne_bytes(datagram[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let ty = u16::from_ne_bytes(datagram[at + 4..at + 6].try_into().expect("2 bytes"));
-        if len < 16 || at + len > datagram.len() {
-            return false;
-        }
+    messages(datagram).any(|(ty, _, msg)| {
         let deletion = ty >> 8 == NFNL_SUBSYS_NFTABLES
             && [
                 NFT_MSG_DELTABLE,
@@ -573,12 +559,11 @@ pub fn removes_from(datagram: &[u8], table: &str) -> bool {
             ]
             .contains(&(ty & 0xff));
         // Attribute 1 names the table in every one of these messages.
-        if deletion
-            && find_attr(&datagram[at + 20..at + len], 1).map(c_str) == Some(table.as_bytes())
-        {
-            return true;
-        }
-        at += (len + 3) & !3;
-    }
-    false
+        deletion
+            && msg
+                .get(20..)
+                .and_then(|attrs| find_attr(attrs, 1))
+                .map(c_str)
+                == Some(table.as_bytes())
+    })
 }

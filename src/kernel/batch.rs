@@ -231,7 +231,9 @@ pub fn recv(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
     Ok(buf.len())
 }
 
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+/// The netlink messages of a datagram: type, sequence number and the whole
+/// message; stops at the first one that is truncated or shorter than a header.
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0;
     std::iter::from_fn(move || {
         if at + NLMSG_HDRLEN > buf.len() {
@@ -250,7 +252,7 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
 }
 
 /// The errno of an error message (0 for an acknowledgement).
-fn error_code(msg: &[u8]) -> i32 {
+pub(crate) fn error_code(msg: &[u8]) -> i32 {
     msg.get(NLMSG_HDRLEN..NLMSG_HDRLEN + 4)
         .and_then(|b| b.try_into().ok())
         .map_or(libc::EIO, |b| -i32::from_ne_bytes(b))

@@ -9,12 +9,13 @@ use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use rtnetlink::Handle;
 
 use super::KernelError;
+use crate::address::is_link_local_v6;
 
 /// The prefix length a gateway address gets on a bridge: /32, /64 link-local, /128.
 pub fn gateway_prefix(ip: IpAddr) -> u8 {
     match ip {
         IpAddr::V4(_) => 32,
-        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => 64,
+        IpAddr::V6(a) if is_link_local_v6(&a) => 64,
         IpAddr::V6(_) => 128,
     }
 }

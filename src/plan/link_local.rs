@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 
-use crate::address::{eui64_link_local, Mac};
+use crate::address::{eui64_link_local, is_link_local_v6, Mac};
 use crate::config::LinkLocal;
 
 use super::text::shown;
@@ -37,7 +37,7 @@ pub(super) fn pinned(
                     shown(text)
                 ));
             };
-            if (ll.segments()[0] & 0xffc0) != 0xfe80 || ll.segments()[4..] == [0, 0, 0, 0] {
+            if !is_link_local_v6(&ll) || ll.segments()[4..] == [0, 0, 0, 0] {
                 return Err(format!(
                     "link-local address {ll} is not a unicast fe80::/10 address with an interface identifier"
                 ));

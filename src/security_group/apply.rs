@@ -81,12 +81,7 @@ impl Target {
 
 /// A domain's addresses (the map keys of its security group).
 fn addresses(r: &Record) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = r
-        .plan
-        .nics
-        .iter()
-        .flat_map(|n| n.addresses.iter().copied())
-        .collect();
+    let mut out: Vec<IpAddr> = r.plan.addresses().collect();
     out.sort();
     out.dedup();
     out

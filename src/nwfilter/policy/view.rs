@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::super::{Action, Direction, Rule};
+use crate::address::is_link_local_v6;
 use crate::config::Config;
 use crate::plan::Nic;
 
@@ -48,7 +49,7 @@ impl<'a> NicView<'a> {
             gateways6: config
                 .gateways
                 .iter()
-                .filter(|g| matches!(g, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+                .filter(|g| matches!(g, IpAddr::V6(v6) if is_link_local_v6(v6)))
                 .map(ToString::to_string)
                 .collect(),
         }

@@ -10,4 +10,6 @@
 # Usage: scripts/build-release.sh [cargo options, e.g. --quiet]
 set -eu
 cd "$(dirname "$0")/.."
-exec cargo rustc --release --locked --bin virt-l3 "$@" -- -C target-feature=+crt-static
+# The hook's code first in .text (scripts/link-hot-first.sh, docs/BENCHMARKS.md).
+exec cargo rustc --release --locked --bin virt-l3 "$@" -- -C target-feature=+crt-static \
+  -C linker="$PWD/scripts/link-hot-first.sh"

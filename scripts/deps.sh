@@ -15,7 +15,7 @@ what=${1:-test}
 # util-linux (unshare, nsenter, setsid, flock) is essential, listed for the record.
 # gcc + libc6-dev: rustc links with cc.
 # nftables: virt-l3's tables (nft), in the demo and the tests.
-need=(iproute2 jq nftables util-linux procps gcc libc6-dev) # libc6-dev: libc.a, the release binary is static (scripts/build-release.sh)
+need=(iproute2 jq nftables util-linux procps gcc libc6-dev binutils) # libc6-dev: libc.a, the release binary is static; binutils: nm, c++filt (scripts/link-hot-first.sh)
 # What newer cloud-init's net-convert imports (Debian's cloud-init pulls in the rest).
 cloud_init_need=(git python3 python3-yaml python3-jinja2 python3-jsonschema python3-configobj
   python3-requests python3-jsonpatch python3-netifaces cloud-init)

@@ -50,6 +50,10 @@ impl KernelError {
 pub struct NetlinkKernel {
     handle: Handle,
     links: HashMap<String, u32>,
+    /// The last link [`Kernel::link_mac`] read, for the [`Kernel::bridge_problem`]
+    /// that follows it in a hook step (host facts, then the host check): taken
+    /// by the first read of the same name, so it serves once, moments later.
+    just_read: std::cell::RefCell<Option<(String, LinkMessage)>>,
     /// Opened on first use: route and neighbour changes go through it in batches.
     batch: Option<BatchSocket>,
     /// Whether to ask the kernel for filtered dumps: true until the kernel turns
@@ -70,6 +74,7 @@ impl NetlinkKernel {
         Ok(NetlinkKernel {
             handle,
             links: HashMap::new(),
+            just_read: std::cell::RefCell::new(None),
             batch: None,
             strict_dumps: std::env::var(STRICT_DUMPS_ENV).map_or(true, |v| v != "0"),
         })
@@ -79,6 +84,24 @@ impl NetlinkKernel {
         self.link_index(bridge)
             .await?
             .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
+    }
+
+    /// One interface by name (`RTM_GETLINK`), or `None` if there is none.
+    async fn get_link(&self, name: &str) -> Result<Option<LinkMessage>, KernelError> {
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match s.try_next().await {
+            Ok(link) => Ok(link),
+            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
+            Err(e) => Err(KernelError::from_rtnetlink(
+                format!("look up interface {name}"),
+                e,
+            )),
+        }
     }
 
     /// The batch socket, opened on first use.
@@ -164,56 +187,40 @@ impl Kernel for NetlinkKernel {
     /// Forgets cached interface indexes (after a link event).
     fn forget_links(&mut self) {
         self.links.clear();
+        self.just_read.take();
     }
 
     /// The current MAC of an interface: one `RTM_GETLINK` for that name.
     async fn link_mac(&self, name: &str) -> Result<Option<Mac>, KernelError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match s.try_next().await {
-            Ok(Some(link)) => Ok(link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Address(b) if b.len() == 6 => {
-                    let mut m = [0u8; 6];
-                    m.copy_from_slice(b);
-                    Some(Mac(m))
-                }
-                _ => None,
-            })),
-            Ok(None) => Ok(None),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("look up interface {name}"),
-                e,
-            )),
-        }
+        let Some(link) = self.get_link(name).await? else {
+            return Ok(None);
+        };
+        let mac = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Address(b) if b.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(b);
+                Some(Mac(m))
+            }
+            _ => None,
+        });
+        self.just_read.replace(Some((name.to_string(), link)));
+        Ok(mac)
     }
 
     /// Why `name` cannot carry routes now, if it cannot: it does not exist, is
     /// not a Linux bridge, or is administratively down (the kernel refuses
     /// routes through a device that is down). `None` when it is usable.
     async fn bridge_problem(&mut self, name: &str) -> Result<Option<String>, KernelError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        let link = match s.try_next().await {
-            Ok(Some(link)) => link,
-            Ok(None) => return Ok(Some(format!("bridge {name} does not exist on this host"))),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => {
-                return Ok(Some(format!("bridge {name} does not exist on this host")))
-            }
-            Err(e) => {
-                return Err(KernelError::from_rtnetlink(
-                    format!("look up interface {name}"),
-                    e,
-                ))
-            }
+        let just_read = match self.just_read.take() {
+            Some((n, link)) if n == name => Some(link),
+            _ => None,
+        };
+        let link = match just_read {
+            Some(link) => link,
+            None => match self.get_link(name).await? {
+                Some(link) => link,
+                None => return Ok(Some(format!("bridge {name} does not exist on this host"))),
+            },
         };
         self.links.insert(name.to_string(), link.header.index);
         let is_bridge = link.attributes.iter().any(|a| {
@@ -673,15 +680,40 @@ impl Kernel for NetlinkKernel {
     /// cannot be read, assume so and let the kernel say).
     fn has_net_admin(&self) -> bool {
         const CAP_NET_ADMIN: u32 = 12;
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
+        effective_capabilities().map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
     }
+}
+
+/// This process's effective capabilities (`capget`, version 3: 64 bits), or
+/// `None` if the kernel does not answer.
+fn effective_capabilities() -> Option<u64> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` (version 3) through valid, exclusive pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    (rc == 0).then(|| u64::from(data[1].effective) << 32 | u64::from(data[0].effective))
 }
 
 /// The netlink message for one of virt-l3's routes.

@@ -1,11 +1,9 @@
 //! FIB lookups of single addresses (`RTM_GETROUTE` with `RTM_F_FIB_MATCH`): one
-//! request per address, all in flight together, so the cost does not grow with
-//! the number of interfaces or routes on the host.
+//! request per address, pipelined through the batch socket, so the cost does not
+//! grow with the number of interfaces or routes on the host.
 
 use std::net::IpAddr;
 
-use futures::StreamExt;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{RouteAttribute, RouteFlags, RouteMessage, RouteType};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -14,33 +12,6 @@ use rtnetlink::Handle;
 use super::reads::kernel_route;
 use super::wire::{errno_of, family, route_address};
 use super::{KernelError, RouteLookup};
-
-/// What the host's FIB says of `ip`: whether it is local, and the main-table
-/// unicast route it matches (with that route's prefix, gateway and interface).
-/// No route at all is not an error.
-pub(super) async fn lookup(handle: &Handle, ip: IpAddr) -> Result<RouteLookup, KernelError> {
-    let mut req = NetlinkMessage::from(request(ip));
-    req.header.flags = NLM_F_REQUEST;
-    let mut answers = handle
-        .clone()
-        .request(req)
-        .map_err(|e| KernelError::from_rtnetlink(format!("look up {ip}"), e))?;
-    let mut out = RouteLookup {
-        address: ip,
-        local: false,
-        route: None,
-    };
-    while let Some(msg) = answers.next().await {
-        if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) = msg.payload {
-            out.local |= r.header.kind == RouteType::Local;
-            if out.route.is_none() {
-                out.route = kernel_route(&r);
-            }
-        }
-        // An error (no route at all) means: not local, no route.
-    }
-    Ok(out)
-}
 
 /// The FIB lookup request of one address (`RTM_GETROUTE`, `RTM_F_FIB_MATCH`).
 pub(super) fn request(ip: IpAddr) -> RouteNetlinkMessage {
@@ -67,17 +38,6 @@ pub(super) fn answer(ip: IpAddr, answer: Result<RouteNetlinkMessage, i32>) -> Ro
             route: None,
         },
     }
-}
-
-/// Every address's lookup, in order.
-pub(super) async fn lookups(
-    handle: &Handle,
-    addresses: &[IpAddr],
-) -> Result<Vec<RouteLookup>, KernelError> {
-    futures::future::join_all(addresses.iter().map(|ip| lookup(handle, *ip)))
-        .await
-        .into_iter()
-        .collect()
 }
 
 /// The name of the interface with this index, if it exists.

@@ -46,16 +46,20 @@ impl KernelError {
     }
 }
 
-/// An open rtnetlink connection. Create it inside a tokio runtime.
+/// The kernel over rtnetlink. Create it inside a tokio runtime. What a hook
+/// step needs (lookups, one interface, route and neighbour changes, port
+/// isolation) goes through a blocking [`BatchSocket`]; the asynchronous
+/// connection (dumps, address changes, the firewall's view of the host) is
+/// opened on first use, so a hook `start` never opens it.
 pub struct NetlinkKernel {
-    handle: Handle,
+    connection: std::cell::OnceCell<Handle>,
     links: HashMap<String, u32>,
     /// The last link [`Kernel::link_mac`] read, for the [`Kernel::bridge_problem`]
     /// that follows it in a hook step (host facts, then the host check): taken
     /// by the first read of the same name, so it serves once, moments later.
     just_read: std::cell::RefCell<Option<(String, LinkMessage)>>,
     /// Opened on first use: route and neighbour changes go through it in batches.
-    batch: Option<BatchSocket>,
+    batch: std::cell::RefCell<Option<BatchSocket>>,
     /// Whether to ask the kernel for filtered dumps: true until the kernel turns
     /// strict checking down (before Linux 4.20), or when `VIRT_L3_STRICT_DUMPS=0`
     /// says not to (to exercise the fallback).
@@ -69,13 +73,11 @@ pub const STRICT_DUMPS_ENV: &str = "VIRT_L3_STRICT_DUMPS";
 
 impl NetlinkKernel {
     pub fn connect() -> Result<NetlinkKernel, KernelError> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
-        tokio::spawn(conn);
         Ok(NetlinkKernel {
-            handle,
+            connection: std::cell::OnceCell::new(),
             links: HashMap::new(),
             just_read: std::cell::RefCell::new(None),
-            batch: None,
+            batch: std::cell::RefCell::new(None),
             strict_dumps: std::env::var(STRICT_DUMPS_ENV).map_or(true, |v| v != "0"),
         })
     }
@@ -86,30 +88,65 @@ impl NetlinkKernel {
             .ok_or_else(|| KernelError::NoBridge(bridge.to_string()))
     }
 
-    /// One interface by name (`RTM_GETLINK`), or `None` if there is none.
+    /// One interface by name (`RTM_GETLINK` through the batch socket), or `None`
+    /// if there is none.
     async fn get_link(&self, name: &str) -> Result<Option<LinkMessage>, KernelError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match s.try_next().await {
-            Ok(link) => Ok(link),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("look up interface {name}"),
-                e,
-            )),
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let answer = self
+            .with_batch(|b| b.query(vec![RouteNetlinkMessage::GetLink(msg)]))
+            .map_err(|e| refused(format!("look up interface {name}"), e))?;
+        match answer.into_iter().next() {
+            Some(Ok(RouteNetlinkMessage::NewLink(link))) => Ok(Some(link)),
+            Some(Err(libc::ENODEV)) | None => Ok(None),
+            Some(Ok(_)) => Ok(None),
+            Some(Err(errno)) => Err(KernelError::Refused {
+                what: format!("look up interface {name}"),
+                errno,
+                message: errno_text(errno),
+            }),
         }
     }
 
-    /// The batch socket, opened on first use.
-    fn batch_socket(&mut self) -> std::io::Result<&mut BatchSocket> {
-        match self.batch {
-            Some(ref mut b) => Ok(b),
-            None => Ok(self.batch.insert(BatchSocket::open()?)),
+    /// FIB lookups of `addresses` through the batch socket: one `sendmsg` per
+    /// 128 lookups, the answers read together.
+    fn query_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError> {
+        let requests = addresses
+            .iter()
+            .map(|a| super::lookup::request(*a))
+            .collect();
+        let answers = self
+            .with_batch(|b| b.query(requests))
+            .map_err(|e| refused("look up the domains' addresses".into(), e))?;
+        Ok(addresses
+            .iter()
+            .zip(answers)
+            .map(|(a, r)| super::lookup::answer(*a, r))
+            .collect())
+    }
+
+    /// The asynchronous rtnetlink connection, opened on first use (its task
+    /// runs on the current tokio runtime).
+    fn handle(&self) -> Result<&Handle, KernelError> {
+        if let Some(h) = self.connection.get() {
+            return Ok(h);
         }
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
+        tokio::spawn(conn);
+        Ok(self.connection.get_or_init(|| handle))
+    }
+
+    /// Runs `f` on the batch socket, opened on first use.
+    fn with_batch<R>(
+        &self,
+        f: impl FnOnce(&mut BatchSocket) -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        let mut batch = self.batch.borrow_mut();
+        let socket = match batch.as_mut() {
+            Some(b) => b,
+            None => batch.insert(BatchSocket::open()?),
+        };
+        f(socket)
     }
 
     /// Sends a batch and turns each errno into a result for its entry.
@@ -120,7 +157,7 @@ impl NetlinkKernel {
         verb: &str,
         gone_is_fine: bool,
     ) -> Vec<Result<(), KernelError>> {
-        let codes = match self.batch_socket().and_then(|b| b.execute(requests)) {
+        let codes = match self.with_batch(|b| b.execute(requests)) {
             Ok(c) => c,
             Err(e) => {
                 return entries
@@ -155,6 +192,15 @@ impl NetlinkKernel {
     }
 }
 
+/// A failure of the batch socket itself, as the refusal of `what`.
+fn refused(what: String, e: std::io::Error) -> KernelError {
+    KernelError::Refused {
+        what,
+        errno: e.raw_os_error().unwrap_or(0),
+        message: e.to_string(),
+    }
+}
+
 /// `IFLA_BRPORT_ISOLATED` (linux/if_link.h), inside `IFLA_PROTINFO`.
 const IFLA_BRPORT_ISOLATED: u16 = 33;
 
@@ -164,24 +210,11 @@ impl Kernel for NetlinkKernel {
         if let Some(i) = self.links.get(name) {
             return Ok(Some(*i));
         }
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match s.try_next().await {
-            Ok(Some(link)) => {
-                self.links.insert(name.to_string(), link.header.index);
-                Ok(Some(link.header.index))
-            }
-            Ok(None) => Ok(None),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("look up interface {name}"),
-                e,
-            )),
+        let index = self.get_link(name).await?.map(|link| link.header.index);
+        if let Some(i) = index {
+            self.links.insert(name.to_string(), i);
         }
+        Ok(index)
     }
 
     /// Forgets cached interface indexes (after a link event).
@@ -248,7 +281,7 @@ impl Kernel for NetlinkKernel {
     /// address (a `local` route answers), all in flight together, so the cost does
     /// not grow with the number of interfaces (each VM's tap has addresses too).
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError> {
-        let found = super::lookup::lookups(&self.handle, candidates).await?;
+        let found = self.query_routes(candidates)?;
         Ok(found
             .into_iter()
             .filter(|l| l.local)
@@ -257,43 +290,25 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError> {
-        super::lookup::lookups(&self.handle, addresses).await
+        self.query_routes(addresses)
     }
 
-    /// Through the batch socket: one `sendmsg` per 128 lookups.
+    /// Through the batch socket, as [`Kernel::lookup_routes`].
     async fn lookup_routes_many(
         &mut self,
         addresses: &[IpAddr],
     ) -> Result<Vec<RouteLookup>, KernelError> {
-        let refused = |e: std::io::Error| KernelError::Refused {
-            what: "look up the domains' addresses".into(),
-            errno: e.raw_os_error().unwrap_or(0),
-            message: e.to_string(),
-        };
-        let requests = addresses
-            .iter()
-            .map(|a| super::lookup::request(*a))
-            .collect();
-        let answers = self
-            .batch_socket()
-            .map_err(refused)?
-            .query(requests)
-            .map_err(refused)?;
-        Ok(addresses
-            .iter()
-            .zip(answers)
-            .map(|(a, r)| super::lookup::answer(*a, r))
-            .collect())
+        self.query_routes(addresses)
     }
 
     async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError> {
-        super::lookup::link_name(&self.handle, index).await
+        super::lookup::link_name(self.handle()?, index).await
     }
 
     /// Every address configured on the host's interfaces.
     async fn host_addresses(&self) -> Result<Vec<IpAddr>, KernelError> {
         let mut out = Vec::new();
-        let mut s = self.handle.address().get().execute();
+        let mut s = self.handle()?.address().get().execute();
         while let Some(msg) = s
             .try_next()
             .await
@@ -432,7 +447,7 @@ impl Kernel for NetlinkKernel {
     /// Whether each bridge port is isolated, by interface name (one link dump).
     async fn isolated_ports(&self) -> Result<HashMap<String, bool>, KernelError> {
         let mut out = HashMap::new();
-        let mut s = self.handle.link().get().execute();
+        let mut s = self.handle()?.link().get().execute();
         while let Some(link) = s
             .try_next()
             .await
@@ -446,21 +461,10 @@ impl Kernel for NetlinkKernel {
     }
 
     async fn port_isolated(&self, port: &str) -> Result<Option<bool>, KernelError> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(port.to_string())
-            .execute();
-        match s.try_next().await {
-            Ok(Some(link)) => Ok(port_isolation(link.attributes).1),
-            Ok(None) => Ok(None),
-            Err(e) if matches!(errno_of(&e), Some(libc::ENODEV)) => Ok(None),
-            Err(e) => Err(KernelError::from_rtnetlink(
-                format!("look up interface {port}"),
-                e,
-            )),
-        }
+        Ok(self
+            .get_link(port)
+            .await?
+            .and_then(|link| port_isolation(link.attributes).1))
     }
 
     /// Every route in the main table (both families).
@@ -470,7 +474,7 @@ impl Kernel for NetlinkKernel {
             RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
             RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
         ] {
-            let mut s = self.handle.route().get(builder).execute();
+            let mut s = self.handle()?.route().get(builder).execute();
             while let Some(m) = s
                 .try_next()
                 .await
@@ -516,16 +520,9 @@ impl Kernel for NetlinkKernel {
                 None => asked.push(false),
             }
         }
-        let refused = |e: std::io::Error| KernelError::Refused {
-            what: "look up virt-l3's routes and neighbours".into(),
-            errno: e.raw_os_error().unwrap_or(0),
-            message: e.to_string(),
-        };
         let answers = self
-            .batch_socket()
-            .map_err(refused)?
-            .query(requests)
-            .map_err(refused)?;
+            .with_batch(|b| b.query(requests))
+            .map_err(|e| refused("look up virt-l3's routes and neighbours".into(), e))?;
         let mut answers = answers.into_iter();
         Ok(asked
             .into_iter()
@@ -544,7 +541,7 @@ impl Kernel for NetlinkKernel {
     /// Every neighbour entry (both families) on the given interface.
     async fn neighbours(&self, ifindex: u32) -> Result<Vec<KernelNeighbour>, KernelError> {
         let mut out = Vec::new();
-        let mut s = self.handle.neighbours().get().execute();
+        let mut s = self.handle()?.neighbours().get().execute();
         while let Some(m) = s
             .try_next()
             .await
@@ -596,14 +593,19 @@ impl Kernel for NetlinkKernel {
         let msg = rtnetlink::LinkUnspec::new_with_index(index)
             .address(target.0.to_vec())
             .build();
-        self.handle.link().set(msg).execute().await.map_err(|e| {
-            KernelError::from_rtnetlink(format!("set the MAC of {bridge} to {target}"), e)
-        })?;
+        self.handle()?
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| {
+                KernelError::from_rtnetlink(format!("set the MAC of {bridge} to {target}"), e)
+            })?;
         Ok(Some(done))
     }
 
     async fn bridge_names(&self) -> Result<Vec<String>, KernelError> {
-        super::bridges::bridge_names(&self.handle).await
+        super::bridges::bridge_names(self.handle()?).await
     }
 
     async fn add_gateways(
@@ -615,7 +617,7 @@ impl Kernel for NetlinkKernel {
         let Some(index) = self.link_index(bridge).await? else {
             return Ok(Vec::new());
         };
-        super::bridges::add_gateways(&self.handle, index, bridge, gateways, apply).await
+        super::bridges::add_gateways(self.handle()?, index, bridge, gateways, apply).await
     }
 
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
@@ -639,9 +641,15 @@ impl Kernel for NetlinkKernel {
                 vec![u8::from(isolated)],
             )),
         ]));
-        self.handle.link().set(msg).execute().await.map_err(|e| {
-            KernelError::from_rtnetlink(format!("set bridge port isolation on {port}"), e)
-        })
+        let what = [format!("bridge port isolation on {port}")];
+        self.run_batch(
+            &what,
+            vec![(RouteNetlinkMessage::SetLink(msg), 0)],
+            "set",
+            false,
+        )
+        .pop()
+        .unwrap_or(Ok(()))
     }
 
     fn disable_redirects(&mut self, bridge: &str) -> std::io::Result<Vec<String>> {
@@ -652,7 +660,7 @@ impl Kernel for NetlinkKernel {
         &mut self,
         config: &crate::config::Config,
     ) -> Result<bool, KernelError> {
-        let ensured = crate::firewall::ensure_quick_with(&self.handle, config).await?;
+        let ensured = crate::firewall::ensure_quick_with(self.handle()?, config).await?;
         Ok(ensured == crate::firewall::Ensured::Installed)
     }
 

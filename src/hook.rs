@@ -80,8 +80,6 @@ pub enum HookError {
         #[source]
         source: RoutingError,
     },
-    #[error("virt-l3 cannot start a tokio runtime: {0}")]
-    Runtime(#[source] std::io::Error),
 }
 
 /// The arguments libvirt passes: `DOMAIN OP SUBOP EXTRA`.
@@ -108,7 +106,7 @@ pub fn run(config: &Config, inv: &Invocation, xml: &[u8]) -> Result<(), HookErro
     run_with(config, inv, xml, NetlinkKernel::connect)
 }
 
-/// [`run`] with another kernel: `connect` is called, inside the runtime, only
+/// [`run`] with another kernel: `connect` is called, inside the step's executor, only
 /// when the step needs the kernel.
 pub fn run_with<K: Kernel>(
     config: &Config,
@@ -131,12 +129,12 @@ pub fn run_with<K: Kernel>(
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, HookError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .map_err(HookError::Runtime)
+/// Runs a step's kernel work. The hook's kernel calls are blocking netlink
+/// exchanges behind async signatures (the `Kernel` trait is shared with
+/// `watch`, which runs on tokio), so a plain executor does: no tokio runtime
+/// (an epoll instance, an eventfd, a signal pipe, its tasks) in a hook process.
+fn block_on<F: std::future::Future>(step: F) -> F::Output {
+    futures::executor::block_on(step)
 }
 
 fn apply_or_check<K: Kernel>(
@@ -154,8 +152,7 @@ fn apply_or_check<K: Kernel>(
         return Ok(());
     }
     let state = StateDir::new(&config.state_dir);
-    let rt = runtime()?;
-    rt.block_on(async {
+    block_on(async {
         let mut kernel = connect().map_err(failed(&dom.name))?;
         let host = host_facts(&kernel, &dom, config)
             .await
@@ -421,8 +418,7 @@ fn remove<K: Kernel>(
         debug!(domain = %display_name(&inv.domain), "no record: nothing to remove");
         return Ok(());
     };
-    let rt = runtime()?;
-    rt.block_on(async {
+    block_on(async {
         let mut kernel = connect().map_err(failed(domain))?;
         unroute_domain(&mut kernel, &state, &record)
             .await

@@ -55,8 +55,8 @@ impl KernelFacts {
 }
 
 pub(super) async fn kernel_facts() -> Result<KernelFacts, CheckError> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(CheckError::NetlinkSocket)?;
-    tokio::spawn(conn);
+    let (handle, _task) =
+        crate::kernel::rtnetlink_connection().map_err(CheckError::NetlinkSocket)?;
     let mut links = Vec::new();
     let mut s = handle.link().get().execute();
     while let Some(m) = s.try_next().await.map_err(CheckError::ListLinks)? {

@@ -30,11 +30,12 @@ pub async fn gather(config: &Config) -> Result<HostNetworks, FirewallError> {
 /// Connected networks and ports of other bridges only (netlink, no `nft` fork):
 /// what the version of the ruleset depends on, but the kernel capability.
 pub async fn networks(config: &Config) -> Result<HostNetworks, FirewallError> {
-    let (conn, handle, _) =
-        rtnetlink::new_connection().map_err(|e| FirewallError::Gather(e.to_string()))?;
-    let task = tokio::spawn(conn);
+    let (handle, task) =
+        crate::kernel::rtnetlink_connection().map_err(|e| FirewallError::Gather(e.to_string()))?;
     let host = networks_with(&handle, config).await;
-    task.abort();
+    if let Some(task) = task {
+        task.abort();
+    }
     host
 }
 

@@ -28,6 +28,49 @@ mod wire;
 pub use netlink::NetlinkKernel;
 pub use view::KernelView;
 
+/// A new rtnetlink connection: its handle, and its task's handle to abort it.
+/// The task runs on the current tokio runtime (the commands, `watch`); in a
+/// process without one (a hook step runs on a plain executor,
+/// `futures::executor::block_on`, and needs this connection only on rare
+/// paths), on a thread of its own with its own runtime (then no task handle),
+/// which ends with the process.
+pub fn rtnetlink_connection(
+) -> std::io::Result<(rtnetlink::Handle, Option<tokio::task::JoinHandle<()>>)> {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        return Ok((handle, Some(runtime.spawn(conn))));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build();
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        // The socket registers with the runtime that creates it.
+        runtime.block_on(async move {
+            match rtnetlink::new_connection() {
+                Ok((conn, handle, _)) => {
+                    let _ = tx.send(Ok(handle));
+                    conn.await
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })
+    });
+    let handle = rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the rtnetlink connection's thread ended"))??;
+    Ok((handle, None))
+}
+
 /// A failed netlink request, described for an operator.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {

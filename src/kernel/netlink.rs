@@ -46,7 +46,7 @@ impl KernelError {
     }
 }
 
-/// The kernel over rtnetlink. Create it inside a tokio runtime. What a hook
+/// The kernel over rtnetlink. What a hook
 /// step needs (lookups, one interface, route and neighbour changes, port
 /// isolation) goes through a blocking [`BatchSocket`]; the asynchronous
 /// connection (dumps, address changes, the firewall's view of the host) is
@@ -125,14 +125,13 @@ impl NetlinkKernel {
             .collect())
     }
 
-    /// The asynchronous rtnetlink connection, opened on first use (its task
-    /// runs on the current tokio runtime).
+    /// The asynchronous rtnetlink connection, opened on first use (its task:
+    /// [`super::rtnetlink_connection`]).
     fn handle(&self) -> Result<&Handle, KernelError> {
         if let Some(h) = self.connection.get() {
             return Ok(h);
         }
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
-        tokio::spawn(conn);
+        let (handle, _task) = super::rtnetlink_connection().map_err(KernelError::Socket)?;
         Ok(self.connection.get_or_init(|| handle))
     }
 

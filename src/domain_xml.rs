@@ -13,7 +13,7 @@ use quick_xml::Reader;
 use crate::plan::text::printable;
 
 mod attrs;
-use attrs::{Attrs, Scan};
+use attrs::{local_name, Attrs, Scan};
 
 /// The namespace of CloudStack's per-NIC network metadata.
 pub const CLOUDSTACK_NETWORK_NS: &str = "https://download.cloudstack.org/libvirt/network";
@@ -330,9 +330,8 @@ impl<'x> Parser<'x> {
             Some(Ctx::Metadata | Ctx::CsNetwork | Ctx::CsNic) => self.namespace_of(e),
             _ => Ns::Other,
         };
-        let local = e.local_name();
         let el = Element {
-            local: local.into_inner(),
+            local: local_name(e.name().into_inner()),
             start: e,
             scan: scan.as_ref(),
             is_cs: ns == Ns::Cs,
@@ -556,7 +555,7 @@ struct Element<'a, 'e> {
     local: &'a [u8],
     start: &'a BytesStart<'e>,
     /// Its attributes, when they are in the plain shape.
-    scan: Option<&'a Scan<'a>>,
+    scan: Option<&'a Scan>,
     /// Whether it is in CloudStack's network metadata namespace.
     is_cs: bool,
     position: u64,

@@ -18,23 +18,37 @@ use super::{excerpt, malformed, XmlError};
 /// left to quick-xml.
 const MAX_SCANNED: usize = 8;
 
-/// The attributes of an element in the plain shape: (qualified key, raw value).
+/// The attributes of an element in the plain shape: where each key and value
+/// is in the element's attribute bytes.
 #[derive(Clone, Copy)]
-pub(super) struct Scan<'a> {
-    pairs: [(&'a [u8], &'a [u8]); MAX_SCANNED],
-    len: usize,
+pub(super) struct Scan {
+    spans: [Span; MAX_SCANNED],
+    len: u8,
+    /// Whether an attribute declares a namespace (`xmlns`, `xmlns:p`).
+    binds_namespace: bool,
 }
 
-impl<'a> Scan<'a> {
-    pub(super) fn pairs(&self) -> &[(&'a [u8], &'a [u8])] {
-        &self.pairs[..self.len]
+/// An attribute's key and value, as offsets.
+#[derive(Clone, Copy, Default)]
+struct Span {
+    key: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Scan {
+    /// The (qualified key, raw value) pairs, given the bytes that were scanned.
+    fn pairs<'s, 'a: 's>(
+        &'s self,
+        raw: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + 's {
+        let at = |(s, e): (u32, u32)| &raw[s as usize..e as usize];
+        self.spans[..self.len as usize]
+            .iter()
+            .map(move |s| (at(s.key), at(s.value)))
     }
 
-    /// Whether an attribute declares a namespace (`xmlns`, `xmlns:p`).
     pub(super) fn binds_namespace(&self) -> bool {
-        self.pairs()
-            .iter()
-            .any(|(k, _)| QName(k).as_namespace_binding().is_some())
+        self.binds_namespace
     }
 }
 
@@ -43,14 +57,27 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\r' | b'\n' | b'\t')
 }
 
+/// The local part of a qualified name (after its first `:`), as quick-xml has it.
+pub(super) fn local_name(name: &[u8]) -> &[u8] {
+    match name.iter().position(|&b| b == b':') {
+        Some(i) => &name[i + 1..],
+        None => name,
+    }
+}
+
 /// The attributes in `raw` (what follows the element's name) when each is
 /// `key="value"` or `key='value'` with a non-empty key, none repeated, at most
 /// [`MAX_SCANNED`] of them; `None` otherwise (quick-xml then decides). What this
 /// accepts, quick-xml accepts with the same keys and values.
-pub(super) fn scan(raw: &[u8]) -> Option<Scan<'_>> {
+pub(super) fn scan(raw: &[u8]) -> Option<Scan> {
+    // Offsets are kept as u32: larger elements are left to quick-xml.
+    if u32::try_from(raw.len()).is_err() {
+        return None;
+    }
     let mut out = Scan {
-        pairs: [(&[][..], &[][..]); MAX_SCANNED],
+        spans: [Span::default(); MAX_SCANNED],
         len: 0,
+        binds_namespace: false,
     };
     let mut i = 0;
     loop {
@@ -71,13 +98,20 @@ pub(super) fn scan(raw: &[u8]) -> Option<Scan<'_>> {
         let quote = *raw.get(i + 1).filter(|&&q| q == b'"' || q == b'\'')?;
         let value_start = i + 2;
         let value_len = raw[value_start..].iter().position(|&b| b == quote)?;
-        let value = &raw[value_start..value_start + value_len];
-        if out.len == MAX_SCANNED || out.pairs().iter().any(|(k, _)| *k == key) {
+        let len = out.len as usize;
+        if len == MAX_SCANNED || out.pairs(raw).any(|(k, _)| k == key) {
             return None;
         }
-        out.pairs[out.len] = (key, value);
+        out.binds_namespace |= QName(key).as_namespace_binding().is_some();
+        let end = value_start + value_len;
+        // Fits: raw.len() fits in u32.
+        let span = |s: usize, e: usize| (s as u32, e as u32);
+        out.spans[len] = Span {
+            key: span(key_start, i),
+            value: span(value_start, end),
+        };
         out.len += 1;
-        i = value_start + value_len + 1;
+        i = end + 1;
     }
 }
 
@@ -102,7 +136,7 @@ impl Attrs<'_> {
 /// is refused), from the scan, or from quick-xml when the scan did not apply.
 pub(super) fn read<'a>(
     start: &'a BytesStart<'_>,
-    scan: Option<&Scan<'a>>,
+    scan: Option<&Scan>,
     position: u64,
 ) -> Result<Attrs<'a>, XmlError> {
     let mut list = Vec::new();
@@ -114,12 +148,12 @@ pub(super) fn read<'a>(
             )) => XmlError::UndefinedEntity(excerpt(&name)),
             other => malformed(position, other),
         })?;
-        list.push((a.key.local_name().into_inner(), value));
+        list.push((local_name(a.key.0), value));
         Ok(())
     };
     match scan {
         Some(scan) => {
-            for &(key, value) in scan.pairs() {
+            for (key, value) in scan.pairs(start.attributes_raw()) {
                 add(Attribute {
                     key: QName(key),
                     value: Cow::Borrowed(value),
@@ -151,7 +185,8 @@ mod tests {
     /// The scan and quick-xml agree wherever the scan applies.
     fn agrees(raw: &str) -> bool {
         let start = BytesStart::from_content(format!("e{raw}"), 1);
-        let Some(s) = scan(start.attributes_raw()) else {
+        let raw = start.attributes_raw();
+        let Some(s) = scan(raw) else {
             return false;
         };
         let theirs: Vec<_> = start
@@ -160,8 +195,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("quick-xml accepts what the scan accepts");
         let ours: Vec<_> = s
-            .pairs()
-            .iter()
+            .pairs(raw)
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
         assert_eq!(ours, theirs, "{raw:?}");

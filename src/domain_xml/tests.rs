@@ -112,3 +112,101 @@ fn refuses_oversize_deep_and_malformed() {
     assert_eq!(DomainXml::parse(b"<network/>"), Err(XmlError::NotADomain));
     assert_eq!(DomainXml::parse(b""), Err(XmlError::NotADomain));
 }
+
+/// The error of parsing `xml`, with its message.
+fn refusal(xml: &str) -> (XmlError, String) {
+    let e = DomainXml::parse(xml.as_bytes()).unwrap_err();
+    let message = e.to_string();
+    (e, message)
+}
+
+#[test]
+fn refuses_bad_attributes_on_elements_it_does_not_read() {
+    let (e, m) = refusal("<domain><name>x</name><os a='1' a='2'/></domain>");
+    assert!(matches!(e, XmlError::Malformed { position: 22, .. }), "{e:?}");
+    assert!(m.contains("duplicated"), "{m}");
+    for bad in ["<os a=1/>", "<os a/>", "<os a='1/>", "<os a = '1' a='2'/>"] {
+        let xml = format!("<domain><name>x</name>{bad}</domain>");
+        let (e, _) = refusal(&xml);
+        assert!(matches!(e, XmlError::Malformed { .. }), "{bad}: {e:?}");
+    }
+    // Their values are not read: an undefined entity there is not looked at.
+    let d = DomainXml::parse(b"<domain><name>x</name><os a='&bad;'/></domain>").unwrap();
+    assert_eq!(d.name, "x");
+}
+
+#[test]
+fn refuses_bad_attributes_on_elements_it_reads() {
+    let nic = |attrs: &str| {
+        format!("<domain><name>x</name><devices><interface type='bridge'><mac {attrs}/></interface></devices></domain>")
+    };
+    let (e, m) = refusal(&nic("address='a' address='b'"));
+    assert!(matches!(e, XmlError::Malformed { .. }), "{e:?}");
+    assert!(m.contains("duplicated"), "{m}");
+    assert_eq!(
+        refusal(&nic("address='&bad;'")).0,
+        XmlError::UndefinedEntity("bad".into())
+    );
+    // Any attribute of a read element is unescaped, also one virt-l3 ignores.
+    assert_eq!(
+        refusal(&nic("address='a' x='&bad;'")).0,
+        XmlError::UndefinedEntity("bad".into())
+    );
+}
+
+#[test]
+fn reads_attributes_in_any_well_formed_shape() {
+    let many: String = (0..12).map(|i| format!(" a{i}='{i}'")).collect();
+    let xml = format!(
+        "<domain><name>x</name><devices><interface type = \"bridge\"><mac{many} address='m&amp;'/>\
+         <source\n bridge='b'/></interface></devices></domain>"
+    );
+    let d = DomainXml::parse(xml.as_bytes()).unwrap();
+    let nic = &d.interfaces[0];
+    assert_eq!(nic.kind, "bridge");
+    assert_eq!(nic.mac.as_deref(), Some("m&"));
+    assert_eq!(nic.bridge.as_deref(), Some("b"));
+}
+
+#[test]
+fn unclosed_names_keep_their_prefix_and_follow_empty_elements() {
+    let unclosed = |xml: &[u8]| match DomainXml::parse(xml) {
+        Err(XmlError::Unclosed(name)) => name,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        unclosed(b"\xef\xbb\xbf <domain>\n<name>x</name><p:a xmlns:p='u' k='v'><b/> text"),
+        "p:a"
+    );
+    assert_eq!(unclosed(b"<domain><a\n\tx='1'><b/><c></c>"), "a");
+}
+
+#[test]
+fn namespace_declarations_are_checked_and_scoped() {
+    let (e, m) = refusal("<domain><name>x</name><a xmlns:xml='other'/></domain>");
+    assert!(matches!(e, XmlError::Malformed { .. }), "{e:?}");
+    assert!(m.contains("'xml'"), "{m}");
+    // The namespace error comes first, as quick-xml's namespace reader has it.
+    let (e, m) = refusal("<domain><name>x</name><a b='1' b='2' xmlns:xmlns='u'/></domain>");
+    assert!(matches!(e, XmlError::Malformed { .. }), "{e:?}");
+    assert!(m.contains("xmlns"), "{m}");
+    // A binding written in an unusual shape binds all the same; one that went
+    // out of scope binds nothing.
+    let xml = br#"<domain><name>x</name><metadata>
+        <zz:network xmlns:zz = "https://download.cloudstack.org/libvirt/network"><zz:nic mac="m1"/></zz:network>
+        <zz:network><zz:nic mac="m2"/></zz:network>
+        <network xmlns="https://download.cloudstack.org/libvirt/network"><nic mac="m3"/></network>
+        </metadata></domain>"#;
+    let d = DomainXml::parse(xml).unwrap();
+    let macs: Vec<_> = d.nic_metadata.iter().map(|n| n.mac.as_deref()).collect();
+    assert_eq!(macs, vec![Some("m1"), Some("m3")]);
+}
+
+#[test]
+fn notices_metadata_in_the_http_namespace() {
+    let xml = br#"<domain><name>x</name><metadata><a/>
+        <c:network xmlns:c="http://download.cloudstack.org/libvirt/network"/></metadata></domain>"#;
+    let d = DomainXml::parse(xml).unwrap();
+    assert!(d.http_namespace_metadata);
+    assert!(d.nic_metadata.is_empty());
+}

@@ -123,7 +123,10 @@ fn refusal(xml: &str) -> (XmlError, String) {
 #[test]
 fn refuses_bad_attributes_on_elements_it_does_not_read() {
     let (e, m) = refusal("<domain><name>x</name><os a='1' a='2'/></domain>");
-    assert!(matches!(e, XmlError::Malformed { position: 22, .. }), "{e:?}");
+    assert!(
+        matches!(e, XmlError::Malformed { position: 22, .. }),
+        "{e:?}"
+    );
     assert!(m.contains("duplicated"), "{m}");
     for bad in ["<os a=1/>", "<os a/>", "<os a='1/>", "<os a = '1' a='2'/>"] {
         let xml = format!("<domain><name>x</name>{bad}</domain>");

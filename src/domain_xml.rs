@@ -4,12 +4,16 @@
 //! every error can name the domain, the NIC and the offending value.
 //! Metadata elements are matched by namespace URI, never by prefix.
 
-use quick_xml::events::attributes::Attributes;
+use std::ops::Range;
+
 use quick_xml::events::{BytesRef, BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::name::{NamespaceResolver, ResolveResult};
+use quick_xml::Reader;
 
 use crate::plan::text::printable;
+
+mod attrs;
+use attrs::{local_name, Attrs, Scan};
 
 /// The namespace of CloudStack's per-NIC network metadata.
 pub const CLOUDSTACK_NETWORK_NS: &str = "https://download.cloudstack.org/libvirt/network";
@@ -192,37 +196,22 @@ enum Ctx {
     Other,
 }
 
-fn attrs(attributes: Attributes<'_>, position: u64) -> Result<Vec<(String, String)>, XmlError> {
-    let mut out = Vec::new();
-    for a in attributes {
-        let a = a.map_err(|e| malformed(position, e))?;
-        let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
-        let value = a.unescape_value().map_err(|e| match e {
-            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
-                _,
-                name,
-            )) => XmlError::UndefinedEntity(excerpt(&name)),
-            other => malformed(position, other),
-        })?;
-        out.push((key, value.into_owned()));
-    }
-    Ok(out)
-}
-
-fn get(attrs: &[(String, String)], name: &str) -> Option<String> {
-    attrs
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
-}
-
 /// The state of one parse: the document read so far and where the reader is.
-#[derive(Default)]
-struct Parser {
+struct Parser<'x> {
+    /// The whole document.
+    xml: &'x [u8],
     dom: DomainXml,
     stack: Vec<Ctx>,
-    /// The names of the open elements, parallel to `stack` (for an unclosed document).
-    open_names: Vec<String>,
+    /// Where the names of the open elements are in `xml`, parallel to `stack`
+    /// (for an unclosed document).
+    open_names: Vec<Range<usize>>,
+    /// The namespace bindings in scope (`xmlns`, `xmlns:p`).
+    namespaces: NamespaceResolver,
+    /// Whether the last element was empty or ended: its bindings go out of
+    /// scope before the next event.
+    pending_pop: bool,
+    /// An element without attributes: what enters a scope that binds nothing.
+    no_bindings: BytesStart<'static>,
     saw_root: bool,
     /// The text of the open `<name>` or `<uuid>`.
     text: String,
@@ -235,23 +224,17 @@ impl DomainXml {
         if xml.len() > MAX_XML_BYTES {
             return Err(XmlError::TooLarge(xml.len()));
         }
-        let mut reader = NsReader::from_reader(xml);
+        let mut reader = Reader::from_reader(xml);
         reader.config_mut().check_end_names = true;
-        let mut p = Parser::default();
+        let mut p = Parser::new(xml);
         loop {
+            if std::mem::take(&mut p.pending_pop) {
+                p.namespaces.pop();
+            }
             let position = reader.buffer_position();
             // Events borrow from `xml` (the slice reader): nothing is copied.
-            let (ns, event) = reader
-                .read_resolved_event()
-                .map_err(|e| malformed(position, e))?;
-            let ns = match ns {
-                ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes() => Ns::Cs,
-                ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS_HTTP.as_bytes() => {
-                    Ns::CsHttp
-                }
-                _ => Ns::Other,
-            };
-            if !p.event(event, ns, position)? {
+            let event = reader.read_event().map_err(|e| malformed(position, e))?;
+            if !p.event(event, position)? {
                 break;
             }
         }
@@ -259,13 +242,27 @@ impl DomainXml {
     }
 }
 
-impl Parser {
+impl<'x> Parser<'x> {
+    fn new(xml: &'x [u8]) -> Self {
+        Parser {
+            xml,
+            dom: DomainXml::default(),
+            stack: Vec::new(),
+            open_names: Vec::new(),
+            namespaces: NamespaceResolver::default(),
+            pending_pop: false,
+            no_bindings: BytesStart::new(""),
+            saw_root: false,
+            text: String::new(),
+        }
+    }
+
     /// Handles one event; false at the end of the document.
-    fn event(&mut self, event: Event<'_>, ns: Ns, position: u64) -> Result<bool, XmlError> {
+    fn event(&mut self, event: Event<'x>, position: u64) -> Result<bool, XmlError> {
         match event {
             Event::DocType(_) => return Err(XmlError::Doctype),
-            Event::Start(ref e) => self.start(e, ns, position, false)?,
-            Event::Empty(ref e) => self.start(e, ns, position, true)?,
+            Event::Start(ref e) => self.start(e, position, false)?,
+            Event::Empty(ref e) => self.start(e, position, true)?,
             Event::Text(ref t) if self.stack.is_empty() => {
                 let bytes: &[u8] = t.as_ref();
                 let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
@@ -284,10 +281,14 @@ impl Parser {
             Event::CData(ref c) if self.in_text() => {
                 self.text.push_str(&String::from_utf8_lossy(c.as_ref()));
             }
-            Event::End(_) => self.end(),
+            Event::End(_) => {
+                self.pending_pop = true;
+                self.end();
+            }
             Event::Eof => {
                 if let Some(open) = self.open_names.last() {
-                    return Err(XmlError::Unclosed(excerpt(open)));
+                    let name = self.xml.get(open.clone()).unwrap_or_default();
+                    return Err(XmlError::Unclosed(excerpt(&String::from_utf8_lossy(name))));
                 }
                 return Ok(false);
             }
@@ -302,29 +303,41 @@ impl Parser {
     }
 
     /// An element starts (or is empty: it also ends).
-    fn start(
-        &mut self,
-        e: &BytesStart<'_>,
-        ns: Ns,
-        position: u64,
-        empty: bool,
-    ) -> Result<(), XmlError> {
+    fn start(&mut self, e: &BytesStart<'x>, position: u64, empty: bool) -> Result<(), XmlError> {
+        // Attributes in the plain shape are checked here, others by quick-xml.
+        let scan = attrs::scan(e.attributes_raw());
+        // The element's namespace bindings come into scope (as quick-xml's
+        // NsReader does it, before anything else is checked).
+        let bindings = match scan {
+            Some(s) if !s.binds_namespace() => &self.no_bindings,
+            _ => e,
+        };
+        self.namespaces
+            .push(bindings)
+            .map_err(|err| malformed(position, quick_xml::Error::from(err)))?;
+        self.pending_pop = empty;
         if self.stack.is_empty() && self.saw_root {
             return Err(XmlError::SecondRoot);
         }
         // Every element's attributes must be well-formed (quoted, not
         // repeated), also those of elements virt-l3 does not read.
-        for a in e.attributes() {
-            a.map_err(|err| malformed(position, err))?;
+        if scan.is_none() {
+            attrs::check(e, position)?;
         }
-        let local = e.local_name();
+        let parent = self.stack.last().copied();
+        // The namespace matters in CloudStack's metadata alone.
+        let ns = match parent {
+            Some(Ctx::Metadata | Ctx::CsNetwork | Ctx::CsNic) => self.namespace_of(e),
+            _ => Ns::Other,
+        };
         let el = Element {
-            local: local.as_ref(),
+            local: local_name(e.name().into_inner()),
             start: e,
+            scan: scan.as_ref(),
             is_cs: ns == Ns::Cs,
             position,
         };
-        let ctx = match self.stack.last().copied() {
+        let ctx = match parent {
             None => self.root(&el)?,
             Some(Ctx::DomStatus) if el.local == b"domain" => self.root(&el)?,
             Some(Ctx::Domain) => domain_child(el.local),
@@ -344,11 +357,24 @@ impl Parser {
                 return Err(XmlError::TooDeep);
             }
             self.stack.push(ctx);
-            self.open_names
-                .push(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+            let name = e.name().into_inner();
+            // The name is a slice of `xml` (the reader borrows): kept as its place.
+            let at = (name.as_ptr() as usize).wrapping_sub(self.xml.as_ptr() as usize);
+            self.open_names.push(at..at + name.len());
             self.text.clear();
         }
         Ok(())
+    }
+
+    /// The namespace of an element, resolved by URI (never by prefix).
+    fn namespace_of(&self, e: &BytesStart<'_>) -> Ns {
+        match self.namespaces.resolve_element(e.name()).0 {
+            ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS.as_bytes() => Ns::Cs,
+            ResolveResult::Bound(n) if n.as_ref() == CLOUDSTACK_NETWORK_NS_HTTP.as_bytes() => {
+                Ns::CsHttp
+            }
+            _ => Ns::Other,
+        }
     }
 
     /// The root element (`<domain>`, or `<domstatus>` around it), or `<domain>` in `<domstatus>`.
@@ -361,8 +387,8 @@ impl Parser {
             b"domstatus" if self.stack.is_empty() => {
                 let a = el.attrs()?;
                 self.dom.run_state = Some(RunState {
-                    state: get(&a, "state").unwrap_or_default(),
-                    reason: get(&a, "reason").unwrap_or_default(),
+                    state: a.get("state").unwrap_or_default(),
+                    reason: a.get("reason").unwrap_or_default(),
                 });
                 Ok(Ctx::DomStatus)
             }
@@ -379,7 +405,7 @@ impl Parser {
             b"nic" => {
                 let a = el.attrs()?;
                 self.dom.nic_metadata.push(NicMetadata {
-                    mac: get(&a, "mac"),
+                    mac: a.get("mac"),
                     ..Default::default()
                 });
                 Ok(Ctx::CsNic)
@@ -388,8 +414,8 @@ impl Parser {
                 let a = el.attrs()?;
                 self.dom.flat_addresses.push(FlatAddress {
                     address: address_xml(&a),
-                    bridge: get(&a, "bridge"),
-                    mac: get(&a, "mac"),
+                    bridge: a.get("bridge"),
+                    mac: a.get("mac"),
                 });
                 Ok(Ctx::Other)
             }
@@ -406,10 +432,10 @@ impl Parser {
         if let Some(nic) = self.dom.nic_metadata.last_mut() {
             match el.local {
                 b"address" => nic.addresses.push(address_xml(&a)),
-                b"link-local" => nic.link_local = get(&a, "address"),
+                b"link-local" => nic.link_local = a.get("address"),
                 _ => nic.routes.push(RouteXml {
-                    prefix: get(&a, "prefix"),
-                    via: get(&a, "via"),
+                    prefix: a.get("prefix"),
+                    via: a.get("via"),
                 }),
             }
         }
@@ -424,7 +450,7 @@ impl Parser {
         let a = el.attrs()?;
         self.dom.interfaces.push(InterfaceXml {
             index: self.dom.interfaces.len(),
-            kind: get(&a, "type").unwrap_or_default(),
+            kind: a.get("type").unwrap_or_default(),
             ..Default::default()
         });
         Ok(Ctx::Interface)
@@ -435,17 +461,17 @@ impl Parser {
         let a = el.attrs()?;
         let nic = self.dom.interfaces.last_mut().ok_or(XmlError::NotADomain)?;
         match el.local {
-            b"mac" => nic.mac = get(&a, "address"),
+            b"mac" => nic.mac = a.get("address"),
             b"source" => {
-                if let Some(b) = get(&a, "bridge") {
+                if let Some(b) = a.get("bridge") {
                     nic.bridge = Some(b);
                 }
             }
-            b"target" => nic.target_dev = get(&a, "dev"),
-            b"virtualport" => nic.virtualport = Some(get(&a, "type").unwrap_or_default()),
+            b"target" => nic.target_dev = a.get("dev"),
+            b"virtualport" => nic.virtualport = Some(a.get("type").unwrap_or_default()),
             b"filterref" => {
                 nic.filterref = Some(FilterRef {
-                    filter: get(&a, "filter").unwrap_or_default(),
+                    filter: a.get("filter").unwrap_or_default(),
                     parameters: Vec::new(),
                 });
                 return Ok(Ctx::FilterRef);
@@ -466,7 +492,7 @@ impl Parser {
             .interfaces
             .last_mut()
             .and_then(|n| n.filterref.as_mut());
-        if let (Some(f), Some(n), Some(v)) = (filterref, get(&a, "name"), get(&a, "value")) {
+        if let (Some(f), Some(n), Some(v)) = (filterref, a.get("name"), a.get("value")) {
             f.parameters.push((n, v));
         }
         Ok(Ctx::Other)
@@ -528,14 +554,16 @@ enum Ns {
 struct Element<'a, 'e> {
     local: &'a [u8],
     start: &'a BytesStart<'e>,
+    /// Its attributes, when they are in the plain shape.
+    scan: Option<&'a Scan>,
     /// Whether it is in CloudStack's network metadata namespace.
     is_cs: bool,
     position: u64,
 }
 
-impl Element<'_, '_> {
-    fn attrs(&self) -> Result<Vec<(String, String)>, XmlError> {
-        attrs(self.start.attributes(), self.position)
+impl<'a> Element<'a, '_> {
+    fn attrs(&self) -> Result<Attrs<'a>, XmlError> {
+        attrs::read(self.start, self.scan, self.position)
     }
 }
 
@@ -559,128 +587,13 @@ fn metadata_child(el: &Element<'_, '_>) -> Ctx {
     }
 }
 
-fn address_xml(a: &[(String, String)]) -> AddressXml {
+fn address_xml(a: &Attrs<'_>) -> AddressXml {
     AddressXml {
-        address: get(a, "address"),
-        prefix: get(a, "prefix"),
-        family: get(a, "family"),
+        address: a.get("address"),
+        prefix: a.get("prefix"),
+        family: a.get("family"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/testdata/domains/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
-    }
-
-    #[test]
-    fn reads_interfaces_and_per_nic_metadata() {
-        let d = DomainXml::parse(&fixture("dual-stack.xml")).unwrap();
-        assert_eq!(d.name, "i-2-10-VM");
-        assert_eq!(
-            d.uuid.as_deref(),
-            Some("6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b")
-        );
-        assert_eq!(d.interfaces.len(), 1);
-        let nic = &d.interfaces[0];
-        assert_eq!(nic.mac.as_deref(), Some("52:02:45:76:d2:35"));
-        assert_eq!(nic.bridge.as_deref(), Some("cloudbr0"));
-        assert_eq!(nic.target_dev.as_deref(), Some("vnet3"));
-        assert_eq!(d.nic_metadata.len(), 1);
-        assert_eq!(d.nic_metadata[0].addresses.len(), 2);
-        assert_eq!(d.nic_metadata[0].routes.len(), 1);
-    }
-
-    #[test]
-    fn an_unclosed_document_names_its_innermost_open_element() {
-        let unclosed = |xml: &[u8]| match DomainXml::parse(xml) {
-            Err(XmlError::Unclosed(name)) => name,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(unclosed(b"<domain><devices><interface>"), "interface");
-        assert_eq!(
-            unclosed(b"<domain><devices><interface></interface>"),
-            "devices"
-        );
-        assert_eq!(unclosed(b"<domain><x:y xmlns:x='u'></x:y>"), "domain");
-        assert_eq!(unclosed(b"<domain><x:y xmlns:x='u'>"), "x:y");
-    }
-
-    #[test]
-    fn matches_namespace_by_uri_not_prefix() {
-        let xml = br#"<domain><name>x</name><metadata>
-            <zz:network xmlns:zz="https://download.cloudstack.org/libvirt/network"><zz:nic mac="52:54:00:00:00:01"><zz:address address="192.0.2.1" family="ipv4"/></zz:nic></zz:network>
-            <cloudstack:network xmlns:cloudstack="http://example.org/other"><cloudstack:nic mac="52:54:00:00:00:02"/></cloudstack:network>
-            </metadata></domain>"#;
-        let d = DomainXml::parse(xml).unwrap();
-        assert_eq!(d.nic_metadata.len(), 1);
-        assert_eq!(d.nic_metadata[0].mac.as_deref(), Some("52:54:00:00:00:01"));
-    }
-
-    #[test]
-    fn filterref_parameters_repeat() {
-        let d = DomainXml::parse(&fixture("filterref-params.xml")).unwrap();
-        let f = d.interfaces[0].filterref.as_ref().unwrap();
-        assert_eq!(
-            f.values("IP").collect::<Vec<_>>(),
-            vec!["192.0.2.10", "192.0.2.11"]
-        );
-        assert_eq!(f.values("IPV6").count(), 1);
-    }
-
-    #[test]
-    fn refuses_doctype_and_entities() {
-        assert_eq!(
-            DomainXml::parse(&fixture("hostile-billion-laughs.xml")),
-            Err(XmlError::Doctype)
-        );
-        let e = DomainXml::parse(b"<domain><name>a&xxe;</name></domain>").unwrap_err();
-        assert_eq!(e, XmlError::UndefinedEntity("xxe".into()));
-    }
-
-    #[test]
-    fn predefined_entities_resolve() {
-        let d = DomainXml::parse(b"<domain><name>a&amp;b&#65;</name></domain>").unwrap();
-        assert_eq!(d.name, "a&bA");
-    }
-
-    #[test]
-    fn reads_libvirt_status_files() {
-        let xml = br#"<domstatus state='paused' reason='migration' pid='42'><taint flag='x'/>
-            <domain type='qemu' id='3'><name>vm</name><uuid>6f5a3b2e-1c4d-4e5f-8a9b-0c1d2e3f4a5b</uuid>
-            <devices><interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='cloudbr0'/></interface></devices>
-            </domain></domstatus>"#;
-        let d = DomainXml::parse(xml).unwrap();
-        assert_eq!(d.name, "vm");
-        assert_eq!(d.interfaces.len(), 1);
-        let rs = d.run_state.unwrap();
-        assert_eq!(
-            (rs.state.as_str(), rs.reason.as_str()),
-            ("paused", "migration")
-        );
-    }
-
-    #[test]
-    fn refuses_oversize_deep_and_malformed() {
-        let big = vec![b' '; MAX_XML_BYTES + 1];
-        assert!(matches!(DomainXml::parse(&big), Err(XmlError::TooLarge(_))));
-        let deep = format!(
-            "<domain><name>x</name>{}{}</domain>",
-            "<a>".repeat(100),
-            "</a>".repeat(100)
-        );
-        assert_eq!(DomainXml::parse(deep.as_bytes()), Err(XmlError::TooDeep));
-        assert!(matches!(
-            DomainXml::parse(b"<domain><name>x</nam></domain>"),
-            Err(XmlError::Malformed { .. })
-        ));
-        assert_eq!(DomainXml::parse(b"<network/>"), Err(XmlError::NotADomain));
-        assert_eq!(DomainXml::parse(b""), Err(XmlError::NotADomain));
-    }
-}
+mod tests;

@@ -252,25 +252,27 @@ impl StateDir {
     }
 
     /// Claims an address or prefix for a domain: a symlink whose target is
-    /// `<uuid> <name>`. Creating one is a single atomic system call; an existing
-    /// claim is left alone when it already names the domain, and replaced
-    /// atomically (symlink beside it, then rename) otherwise. A symbolic link
-    /// that is not a claim (its target is not `<uuid> <name>`: a path) is refused.
+    /// `<uuid> <name>`. Creating one is a single atomic system call, tried first
+    /// (a start claims names nobody holds); an existing claim is left alone when
+    /// it already names the domain, and replaced atomically (symlink beside it,
+    /// then rename) otherwise. A symbolic link that is not a claim (its target
+    /// is not `<uuid> <name>`: a path) is refused.
     fn claim(dir: &Dir, name: &str, owner: &str) -> Result<(), StateError> {
-        let existing = Self::owner_text_at(dir, name)?;
-        if existing.as_deref() == Some(owner) {
-            return Ok(());
-        }
         match dir.symlink(owner, name) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::EEXIST) => {
                 if let LinkText::Link(t) = dir.read_link(name) {
+                    if t.to_str() == Some(owner) {
+                        return Ok(());
+                    }
                     if !t.to_str().is_some_and(is_owner_text) {
                         return Err(StateError::Symlink {
                             what: "claim",
                             path: dir.path(name),
                         });
                     }
+                } else if Self::owner_text_at(dir, name)?.as_deref() == Some(owner) {
+                    return Ok(());
                 }
                 let tmp = format!(".claim-{}", std::process::id());
                 let _ = dir.remove(&tmp);

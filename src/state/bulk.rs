@@ -42,13 +42,13 @@ impl StateDir {
             for r in part {
                 let owner = Self::owner_text(&r.plan);
                 for a in r.plan.addresses() {
-                    Self::claim_new(&owners, &a.to_string(), &owner)?;
+                    Self::claim(&owners, &a.to_string(), &owner)?;
                 }
                 for p in r.plan.prefixes() {
-                    Self::claim_new(&prefixes, &prefix_name(&p), &owner)?;
+                    Self::claim(&prefixes, &prefix_name(&p), &owner)?;
                 }
                 for m in r.plan.macs() {
-                    Self::claim_new(&macs, &m.to_string(), &owner)?;
+                    Self::claim(&macs, &m.to_string(), &owner)?;
                 }
             }
             Ok(())
@@ -143,20 +143,3 @@ impl StateDir {
 /// Records from which [`StateDir::save_all_chunked`] claims on one thread and
 /// writes the records on another (below, starting a thread costs more than it saves).
 const THREADED: usize = 64;
-
-impl StateDir {
-    /// [`StateDir::claim`] for a name that is most likely not claimed yet (a
-    /// domain adopted after the sweep): the link is created first, and only
-    /// an existing name is read (and kept or replaced as `claim` does).
-    fn claim_new(dir: &Dir, name: &str, owner: &str) -> Result<(), StateError> {
-        match dir.symlink(owner, name) {
-            Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EEXIST) => Self::claim(dir, name, owner),
-            Err(e) => Err(StateError::Io {
-                what: "create",
-                path: dir.path(name),
-                source: e.into(),
-            }),
-        }
-    }
-}

@@ -424,3 +424,56 @@ fn held_directories_do_not_outlive_the_lock_or_a_replacement() {
     assert!(state.records().unwrap().is_empty());
     assert_eq!(state.record(b).unwrap(), None);
 }
+
+/// A claim is created when the name is free, kept when it already names the
+/// domain, taken over from another owner (planning refused conflicts before),
+/// and refused when the name is a link that is no claim; a legacy file claim
+/// is read as one.
+#[test]
+fn claims_are_created_kept_taken_over_and_never_follow_a_foreign_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path());
+    let _lock = state.lock().unwrap();
+    let a = "aaaaaaaa-0000-4000-8000-000000000001";
+    let b = "bbbbbbbb-0000-4000-8000-000000000002";
+    let owners = dir.path().join("owners");
+    let target = |ip: &str| fs::read_link(owners.join(ip)).unwrap();
+    let owner = |ip: &str| state.owner_of_address(ip.parse().unwrap()).map(|o| o.uuid);
+
+    claim(&state, a, &["192.0.2.1"]);
+    assert_eq!(owner("192.0.2.1").as_deref(), Some(a));
+    let first = fs::symlink_metadata(owners.join("192.0.2.1"))
+        .unwrap()
+        .ino();
+    claim(&state, a, &["192.0.2.1"]);
+    let again = fs::symlink_metadata(owners.join("192.0.2.1"))
+        .unwrap()
+        .ino();
+    assert_eq!(
+        first, again,
+        "a claim already naming the domain is left alone"
+    );
+
+    claim(&state, b, &["192.0.2.1"]);
+    assert_eq!(owner("192.0.2.1").as_deref(), Some(b));
+    assert_eq!(
+        target("192.0.2.1").to_str(),
+        Some(format!("{b} vm-{b}").as_str())
+    );
+
+    fs::write(owners.join("192.0.2.2"), format!("{a} vm-{a}\n")).unwrap();
+    claim(&state, a, &["192.0.2.2"]);
+    assert!(
+        fs::symlink_metadata(owners.join("192.0.2.2"))
+            .unwrap()
+            .is_file(),
+        "kept"
+    );
+    claim(&state, b, &["192.0.2.2"]);
+    assert_eq!(owner("192.0.2.2").as_deref(), Some(b));
+
+    std::os::unix::fs::symlink("/etc/passwd", owners.join("192.0.2.3")).unwrap();
+    let e = state.save(&record(a, &["192.0.2.3"])).unwrap_err();
+    assert_refused_link(e, "claim", &owners.join("192.0.2.3"));
+    assert_eq!(target("192.0.2.3").to_str(), Some("/etc/passwd"));
+}

@@ -574,8 +574,10 @@ impl Kernel for NetlinkKernel {
         apply: bool,
     ) -> Result<Option<String>, KernelError> {
         let sys = format!("/sys/class/net/{bridge}");
-        let read =
-            |f: &str| std::fs::read_to_string(format!("{sys}/{f}")).map(|s| s.trim().to_string());
+        let read = |f: &str| {
+            super::sysctl::read_short(std::path::Path::new(&format!("{sys}/{f}")))
+                .map(|s| s.trim().to_string())
+        };
         let (Ok(assign), Ok(current)) = (read("addr_assign_type"), read("address")) else {
             return Ok(None); // no such bridge (yet): nothing to pin
         };

@@ -287,13 +287,17 @@ async fn apply_host_settings<K: Kernel>(
         }
     }
     if failures.is_empty() && host.isolate_taps {
+        let mut taps = Vec::new();
         for tap in record.plan.nics.iter().filter_map(|n| n.tap.as_deref()) {
             // A re-apply leaves a tap that is isolated already alone (one
             // lookup of that tap, not a dump of every link on the host).
             if reapply && matches!(kernel.port_isolated(tap).await, Ok(Some(true))) {
                 continue;
             }
-            if let Err(e) = kernel.set_port_isolation(tap, true).await {
+            taps.push(tap);
+        }
+        for r in kernel.isolate_ports(&taps, true).await {
+            if let Err(e) = r {
                 failures.push(e.to_string());
             }
         }

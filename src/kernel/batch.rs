@@ -47,6 +47,34 @@ impl BatchSocket {
         })
     }
 
+    /// The index of the interface `name` (`SIOCGIFINDEX` on this socket: one
+    /// system call, nothing to parse), or `None` if there is none.
+    pub fn index_of(&self, name: &str) -> io::Result<Option<u32>> {
+        use std::os::fd::AsRawFd;
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+            return Ok(None); // no interface can have this name
+        }
+        // SAFETY: ifreq is plain data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of `req`,
+        // which outlives the call; the descriptor is this socket's.
+        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODEV) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        // SAFETY: a successful SIOCGIFINDEX wrote the index.
+        let index = unsafe { req.ifr_ifru.ifru_ifindex };
+        Ok(u32::try_from(index).ok())
+    }
+
     /// Turns on strict checking of get requests (`NETLINK_GET_STRICT_CHK`, Linux
     /// 4.20): dumps then honour the filters set in the request's header and
     /// attributes (route protocol, table, interface). Fails on older kernels.

@@ -275,6 +275,20 @@ pub trait Kernel {
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
     async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError>;
 
+    /// [`Kernel::set_port_isolation`] on each of `ports` (a domain's taps), in
+    /// order; the netlink kernel sends them in one batch.
+    async fn isolate_ports(
+        &mut self,
+        ports: &[&str],
+        isolated: bool,
+    ) -> Vec<Result<(), KernelError>> {
+        let mut out = Vec::with_capacity(ports.len());
+        for port in ports {
+            out.push(self.set_port_isolation(port, isolated).await);
+        }
+        out
+    }
+
     /// Turns IPv4 ICMP redirects off for `all` and the bridge; returns what was
     /// changed, as `net.ipv4.conf.IFACE.send_redirects=0`.
     fn disable_redirects(&mut self, bridge: &str) -> std::io::Result<Vec<String>>;

@@ -214,7 +214,9 @@ impl Kernel for NetlinkKernel {
         if let Some(i) = self.links.get(name) {
             return Ok(Some(*i));
         }
-        let index = self.get_link(name).await?.map(|link| link.header.index);
+        let index = self
+            .with_batch(|b| b.index_of(name))
+            .map_err(|e| refused(format!("look up interface {name}"), e))?;
         if let Some(i) = index {
             self.links.insert(name.to_string(), i);
         }
@@ -628,34 +630,50 @@ impl Kernel for NetlinkKernel {
 
     /// Sets or clears bridge port isolation on a bridge port (a VM's tap).
     async fn set_port_isolation(&mut self, port: &str, isolated: bool) -> Result<(), KernelError> {
-        let index = self
-            .link_index(port)
-            .await?
-            .ok_or_else(|| KernelError::NoInterface(port.to_string()))?;
-        // `bridge link set dev PORT isolated on`: RTM_SETLINK of family
-        // AF_BRIDGE with IFLA_PROTINFO, which the bridge applies alone. The
-        // `ip link set PORT type bridge_slave` form (RTM_NEWLINK with
-        // IFLA_LINKINFO) also announces a device state change, on which the
-        // kernel walks tables that grow with the VMs: 5–10 ms per tap on a
-        // host routing 10,000 VMs, 14–19 µs this way (docs/BENCHMARKS.md).
-        let mut msg = LinkMessage::default();
-        msg.header.interface_family = AddressFamily::Bridge;
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![
-            LinkProtoInfoBridge::Other(DefaultNla::new(
-                IFLA_BRPORT_ISOLATED,
-                vec![u8::from(isolated)],
-            )),
-        ]));
-        let what = [format!("bridge port isolation on {port}")];
-        self.run_batch(
-            &what,
-            vec![(RouteNetlinkMessage::SetLink(msg), 0)],
-            "set",
-            false,
-        )
-        .pop()
-        .unwrap_or(Ok(()))
+        self.isolate_ports(&[port], isolated)
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// All in one batch: `bridge link set dev PORT isolated on` is RTM_SETLINK
+    /// of family AF_BRIDGE with IFLA_PROTINFO, which the bridge applies alone.
+    /// The `ip link set PORT type bridge_slave` form (RTM_NEWLINK with
+    /// IFLA_LINKINFO) also announces a device state change, on which the kernel
+    /// walks tables that grow with the VMs: 5–10 ms per tap on a host routing
+    /// 10,000 VMs, 14–19 µs this way (docs/BENCHMARKS.md).
+    async fn isolate_ports(
+        &mut self,
+        ports: &[&str],
+        isolated: bool,
+    ) -> Vec<Result<(), KernelError>> {
+        let mut out: Vec<Option<Result<(), KernelError>>> = Vec::with_capacity(ports.len());
+        let mut asked = Vec::new();
+        let mut requests = Vec::new();
+        for port in ports {
+            match self.link_index(port).await {
+                Ok(Some(index)) => {
+                    let mut msg = LinkMessage::default();
+                    msg.header.interface_family = AddressFamily::Bridge;
+                    msg.header.index = index;
+                    msg.attributes.push(LinkAttribute::ProtoInfoBridge(vec![
+                        LinkProtoInfoBridge::Other(DefaultNla::new(
+                            IFLA_BRPORT_ISOLATED,
+                            vec![u8::from(isolated)],
+                        )),
+                    ]));
+                    asked.push(format!("bridge port isolation on {port}"));
+                    requests.push((RouteNetlinkMessage::SetLink(msg), 0));
+                    out.push(None);
+                }
+                Ok(None) => out.push(Some(Err(KernelError::NoInterface(port.to_string())))),
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let mut done = self.run_batch(&asked, requests, "set", false).into_iter();
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| done.next().unwrap_or(Ok(()))))
+            .collect()
     }
 
     fn disable_redirects(&mut self, bridge: &str) -> std::io::Result<Vec<String>> {

@@ -281,7 +281,7 @@ fn open_dir<Fd: std::os::fd::AsFd>(at: Fd, name: &Path, path: &Path) -> Result<D
         Err(e) => return Err(io_err("open", path.to_path_buf(), e)),
     };
     let st = fstat(&fd).map_err(|e| io_err("examine", path.to_path_buf(), e))?;
-    let euid = nix::unistd::geteuid().as_raw();
+    let euid = effective_uid();
     let mode = st.st_mode & 0o7777;
     if st.st_uid != euid || mode & UNSAFE_BITS != 0 {
         return Err(StateError::Unsafe {
@@ -312,4 +312,10 @@ fn symlink_dir(path: &Path) -> StateError {
         what: "state directory",
         path: path.to_path_buf(),
     }
+}
+
+/// This process's effective user (asked once: virt-l3 never changes it).
+fn effective_uid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *EUID.get_or_init(|| nix::unistd::geteuid().as_raw())
 }

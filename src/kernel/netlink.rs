@@ -708,8 +708,8 @@ impl Kernel for NetlinkKernel {
         Ok(crate::firewall::nft::accepted_ports()?)
     }
 
-    /// `CAP_NET_ADMIN` in the effective set (`/proc/self/status`; when that
-    /// cannot be read, assume so and let the kernel say).
+    /// `CAP_NET_ADMIN` in the effective set (`capget`; when the kernel does
+    /// not answer, assume so and let the kernel say).
     fn has_net_admin(&self) -> bool {
         const CAP_NET_ADMIN: u32 = 12;
         effective_capabilities().map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)

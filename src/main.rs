@@ -14,32 +14,56 @@
 
 mod cli;
 
+use std::ffi::{CStr, OsStr, OsString};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 #[cfg_attr(not(test), unsafe(no_mangle))] // tests: the harness has its own `main`
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     start_up();
-    let code = run();
+    // SAFETY: the C runtime passes argc NUL-terminated strings in argv.
+    let code = run(unsafe { arguments(argc, argv) });
     // std flushes stdout after `main`; here nothing else would.
     let _ = std::io::stdout().flush();
     exit_status(code)
 }
 
-fn run() -> ExitCode {
-    // std reads the arguments on glibc without `lang_start` (from .init_array).
-    let args: Vec<String> = std::env::args().collect();
+/// The command line from C's `argv` (std's `env::args` fills itself without
+/// `lang_start` on glibc only).
+///
+/// # Safety
+/// `argv` holds `argc` pointers to NUL-terminated strings (or null).
+unsafe fn arguments(argc: libc::c_int, argv: *const *const libc::c_char) -> Vec<OsString> {
+    (0..usize::try_from(argc).unwrap_or(0))
+        .filter_map(|i| {
+            // SAFETY: as the caller promises.
+            let p = unsafe { *argv.add(i) };
+            // SAFETY: as the caller promises, a NUL-terminated string.
+            (!p.is_null())
+                .then(|| OsStr::from_bytes(unsafe { CStr::from_ptr(p) }.to_bytes()).to_owned())
+        })
+        .collect()
+}
+
+fn run(args: Vec<OsString>) -> ExitCode {
+    let utf8: Option<Vec<String>> = args
+        .iter()
+        .map(|a| a.to_str().map(str::to_string))
+        .collect();
     // libvirt runs the binary as its qemu hook (no subcommand, no options); the
     // `hook` subcommand in its plain shape skips clap too (the hot path).
-    let cli = if let Some(hook) = cli::hook::HookArgs::from_argv0(&args) {
-        cli::Cli::hook(hook)
-    } else if let Some((config, hook)) = cli::hook::HookArgs::from_subcommand(&args) {
-        cli::Cli::hook_with_config(config, hook)
-    } else {
-        cli::Cli::parse()
-    };
+    let fast = utf8.as_deref().and_then(|args| {
+        if let Some(hook) = cli::hook::HookArgs::from_argv0(args) {
+            Some(cli::Cli::hook(hook))
+        } else {
+            cli::hook::HookArgs::from_subcommand(args)
+                .map(|(config, hook)| cli::Cli::hook_with_config(config, hook))
+        }
+    });
+    let cli = fast.unwrap_or_else(|| cli::Cli::parse_from(args));
     match cli.run() {
         Ok(code) => code,
         Err(e) => {

@@ -62,7 +62,7 @@ impl BatchSocket {
         }
         // SAFETY: SIOCGIFINDEX reads ifr_name and writes ifr_ifindex of `req`,
         // which outlives the call; the descriptor is this socket's.
-        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut req) };
+        let rc = unsafe { libc::ioctl(self.socket.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut req) };
         if rc < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {

@@ -56,6 +56,14 @@ KEY='s/\[[0-9a-f]+\]//g'
   echo "# scripts/link-hot-first.sh. Rust names demangled, v0 crate hashes dropped."
   for ((j = 0; j < i; j++)); do
     sed -n -E 's/^c?fn=\([0-9]+\) (.+)$/\1/p' "$W/cg.$j"
-  done | grep -v -E '^(0x[0-9a-f]+|\(below main\).*)$' | c++filt | sed -E "$KEY" | awk '!seen[$0]++'
+  done | grep -v -E '^(0x[0-9a-f]+|\(below main\).*)$' | c++filt | sed -E "$KEY" | awk '!seen[$0]++' >"$W/names"
+  cat "$W/names"
+  # glibc picks its string functions by CPU at start-up (__memmove_avx512_...,
+  # __strlen_evex...); under valgrind it picked the variants valgrind's CPU has.
+  # Every variant of each one used, so that the shipped order fits any CPU.
+  sed -n -E 's/^__([a-z0-9]+)_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512).*$/\1/p' "$W/names" | sort -u >"$W/bases"
+  nm --defined-only /usr/lib/x86_64-linux-gnu/libc.a 2>/dev/null | awk '$2 ~ /^[Tt]$/ { print $3 }' |
+    grep -E "^__($(paste -sd '|' "$W/bases"))_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512)" | sort -u |
+    grep -vxF -f "$W/names" || true
 } >"$ROOT/scripts/hot-functions.txt"
 echo "hot-functions: $(grep -vc '^#' "$ROOT/scripts/hot-functions.txt") functions in scripts/hot-functions.txt" >&2

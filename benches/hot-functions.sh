@@ -8,7 +8,7 @@
 # Builds the release binary (scripts/build-release.sh) and a copy of it with its
 # symbols, then runs one VM's lifecycle through the
 # hook under callgrind in a throwaway namespace (cloudbr0 with the fixture's two
-# taps, state on tmpfs): prepare, start, started, stopped, release of
+# taps, state on tmpfs): start, prepare, started, stopped, release of
 # testdata/bench/two-nic-dual-stack.xml, each its own process as libvirt runs
 # them. Names are written demangled (see link-hot-first.sh).
 # Run it again when the hook's path changes much; a stale list only costs speed.
@@ -37,7 +37,8 @@ for tap in vnet14 vnet15; do
 done
 mkdir -m 0700 "$W/state"
 printf 'state_dir = "%s"\nrequire_nwfilter = false\n' "$W/state" >"$W/config.toml"
-steps=("prepare begin" "start begin" "started begin" "stopped end" "release end")
+# start first: its functions lead the list (the step that delays a VM start most), then the rest.
+steps=("start begin" "prepare begin" "started begin" "stopped end" "release end")
 i=0
 for step in "${steps[@]}"; do
   # shellcheck disable=SC2086 # "OP SUBOP"
@@ -51,19 +52,33 @@ KEY='s/\[[0-9a-f]+\]//g'
 # Function names in the order callgrind first names them (fn= and cfn= lines define
 # each name once per file), step by step; no duplicates.
 {
-  echo "# The functions a VM's hook steps run (prepare, start, started, stopped, release),"
+  echo "# The functions a VM's hook steps run (start, prepare, started, stopped, release),"
   echo "# first met first. Written by benches/hot-functions.sh on $(date -u +%F); read by"
   echo "# scripts/link-hot-first.sh. Rust names demangled, v0 crate hashes dropped."
   for ((j = 0; j < i; j++)); do
     sed -n -E 's/^c?fn=\([0-9]+\) (.+)$/\1/p' "$W/cg.$j"
   done | grep -v -E '^(0x[0-9a-f]+|\(below main\).*)$' | c++filt | sed -E "$KEY" | awk '!seen[$0]++' >"$W/names"
-  cat "$W/names"
   # glibc picks its string functions by CPU at start-up (__memmove_avx512_...,
   # __strlen_evex...); under valgrind it picked the variants valgrind's CPU has.
-  # Every variant of each one used, so that the shipped order fits any CPU.
-  sed -n -E 's/^__([a-z0-9]+)_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512).*$/\1/p' "$W/names" | sort -u >"$W/bases"
+  # Every variant of each one used, right after it, so that the shipped order
+  # fits any CPU.
+  variant='^__([a-z0-9]+)_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512)'
   nm --defined-only /usr/lib/x86_64-linux-gnu/libc.a 2>/dev/null | awk '$2 ~ /^[Tt]$/ { print $3 }' |
-    grep -E "^__($(paste -sd '|' "$W/bases"))_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512)" | sort -u |
-    grep -vxF -f "$W/names" || true
+    grep -E "$variant" | sort -u >"$W/variants" || true
+  awk -v variants="$W/variants" '
+    BEGIN {
+      while ((getline v < variants) > 0) {
+        base = v; sub(/^__/, "", base); sub(/_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512).*$/, "", base)
+        of[base] = (base in of) ? of[base] "\n" v : v
+      }
+    }
+    !printed[$0]++ { print }
+    /^__[a-z0-9]+_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512)/ {
+      base = $0; sub(/^__/, "", base); sub(/_(sse2|ssse3|sse4|sse42|avx|avx2|evex|avx512).*$/, "", base)
+      if (base in of && !done[base]++) {
+        n = split(of[base], vs, "\n")
+        for (i = 1; i <= n; i++) if (!printed[vs[i]]++) print vs[i]
+      }
+    }' "$W/names"
 } >"$ROOT/scripts/hot-functions.txt"
 echo "hot-functions: $(grep -vc '^#' "$ROOT/scripts/hot-functions.txt") functions in scripts/hot-functions.txt" >&2

@@ -10,7 +10,7 @@
 # 4 µs each on a KVM guest. docs/BENCHMARKS.md has the figures.
 #
 # The order: scripts/hot-functions.txt, the functions a VM's hook steps run
-# (prepare, start, started, stopped, release), first met first, written by
+# (start, prepare, started, stopped, release), first met first, written by
 # benches/hot-functions.sh. Names are kept there demangled, without the crate
 # hashes of std's v0 names (`core[c1f1a4ba060b9bfa]::` -> `core::`); the
 # legacy names of virt-l3 and its dependencies keep their `::h<16 hex>` hash,

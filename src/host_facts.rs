@@ -114,7 +114,7 @@ async fn named_routes<K: Kernel>(
 
 /// [`host_facts`] of many domains (reconcile adopting every running domain),
 /// read together: every domain's lookups in one pipelined batch
-/// ([`Kernel::lookup_routes_many`]), each bridge's MAC and each interface's
+/// ([`Kernel::lookup_routes`]), each bridge's MAC and each interface's
 /// name once, the host's addresses once (when a domain routes prefixes). The
 /// same facts as [`host_facts`] gives each domain, in order.
 pub async fn host_facts_many<K: Kernel>(
@@ -136,7 +136,7 @@ pub async fn host_facts_many<K: Kernel>(
     all.sort_unstable();
     all.dedup();
     let found: HashMap<IpAddr, RouteLookup> = kernel
-        .lookup_routes_many(&all)
+        .lookup_routes(&all)
         .await?
         .into_iter()
         .map(|l| (l.address, l))

@@ -192,18 +192,9 @@ pub trait Kernel {
     /// Which of `candidates` are addresses of this host.
     async fn local_among(&self, candidates: &[IpAddr]) -> Result<Vec<IpAddr>, KernelError>;
 
-    /// One FIB lookup per address (one request each): is it local, and which
-    /// route of the main table does it match.
+    /// One FIB lookup per address (one request each, pipelined): is it local,
+    /// and which route of the main table does it match.
     async fn lookup_routes(&self, addresses: &[IpAddr]) -> Result<Vec<RouteLookup>, KernelError>;
-
-    /// [`Kernel::lookup_routes`] for many addresses (reconcile adopting every
-    /// running domain): the same answers, the requests pipelined.
-    async fn lookup_routes_many(
-        &mut self,
-        addresses: &[IpAddr],
-    ) -> Result<Vec<RouteLookup>, KernelError> {
-        self.lookup_routes(addresses).await
-    }
 
     /// The name of the interface with this index, if it exists.
     async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError>;

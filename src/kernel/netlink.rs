@@ -299,14 +299,6 @@ impl Kernel for NetlinkKernel {
         self.query_routes(addresses)
     }
 
-    /// Through the batch socket, as [`Kernel::lookup_routes`].
-    async fn lookup_routes_many(
-        &mut self,
-        addresses: &[IpAddr],
-    ) -> Result<Vec<RouteLookup>, KernelError> {
-        self.query_routes(addresses)
-    }
-
     async fn link_name(&self, index: u32) -> Result<Option<String>, KernelError> {
         super::lookup::link_name(self.handle()?, index).await
     }

@@ -37,10 +37,16 @@ write_order() {
   c++filt <"$list" | sed -E 's/\[[0-9a-f]+\]//g' | paste -d '\t' - "$list" |
     awk -F '\t' -v hot="$hot" '
       function add(map, key, name) { map[key] = (key in map) ? map[key] "\n" name : name }
+      BEGIN {
+        # "::h" and 16 hex digits at the end; spelled out: mawk (Debian 12) has no {16}.
+        hash = "::h"
+        for (i = 0; i < 16; i++) hash = hash "[0-9a-f]"
+        hash = hash "$"
+      }
       {
         add(full, $1, $2)
         short_key = $1
-        if (sub(/::h[0-9a-f]{16}$/, "", short_key)) { add(short, short_key, $2); count[short_key]++ }
+        if (sub(hash, "", short_key)) { add(short, short_key, $2); count[short_key]++ }
       }
       END {
         while ((getline line < hot) > 0) {
@@ -50,7 +56,7 @@ write_order() {
             # A Rust function whose hash changed (another toolchain or dependency
             # version): its other instances by name, unless the name is generic
             # enough to pull in many (drop_in_place, from_iter...).
-            sub(/::h[0-9a-f]{16}$/, "", line)
+            sub(hash, "", line)
             if ((line in short) && count[line] <= 4) print short[line]
             continue
           }

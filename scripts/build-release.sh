@@ -12,4 +12,4 @@ set -eu
 cd "$(dirname "$0")/.."
 # The hook's code first in .text (scripts/link-hot-first.sh, docs/BENCHMARKS.md).
 exec cargo rustc --release --locked --bin virt-l3 "$@" -- -C target-feature=+crt-static \
-  -C linker="$PWD/scripts/link-hot-first.sh"
+  -C linker="$PWD/scripts/link-hot-first.sh" -C link-arg=-Wl,-z,pack-relative-relocs

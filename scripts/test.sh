@@ -12,11 +12,17 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 python3 scripts/import-cycles.py
 
-step "build"
-scripts/build-release.sh --quiet
-
 step "unit and namespace integration tests"
 cargo test --release --quiet
+
+# After `cargo test --release`, which links target/release/virt-l3 as a plain
+# (dynamic) build: the suites below run the binary that ships.
+step "build"
+scripts/build-release.sh --quiet
+if readelf -lW target/release/virt-l3 | grep -q INTERP; then
+  echo "test: target/release/virt-l3 is not the static release build" >&2
+  exit 1
+fi
 
 # Suites that drive real daemons; each exits non-zero on failure.
 for suite in tests/suites/*.sh; do

@@ -5,8 +5,6 @@
 # resolves no symbols at exec (benches/start-ir.sh: 1.51 M -> 1.25 M
 # instructions per start, docs/BENCHMARKS.md). virt-l3 uses no NSS function
 # (no user or host name lookups), which static glibc could not serve.
-# `-z pack-relative-relocs` (DT_RELR, glibc >= 2.36): the start-up reads 1.8 KiB
-# of relocations instead of 143 KiB (-0.18 ms CPU and -11 page faults a start).
 # `cargo rustc` passes the flag to the binary alone: build scripts and proc
 # macros stay dynamic, so no --target is needed and the path stays the same.
 # Usage: scripts/build-release.sh [cargo options, e.g. --quiet]
@@ -14,4 +12,4 @@ set -eu
 cd "$(dirname "$0")/.."
 # The hook's code first in .text (scripts/link-hot-first.sh, docs/BENCHMARKS.md).
 exec cargo rustc --release --locked --bin virt-l3 "$@" -- -C target-feature=+crt-static \
-  -C linker="$PWD/scripts/link-hot-first.sh" -C link-arg=-Wl,-z,pack-relative-relocs
+  -C linker="$PWD/scripts/link-hot-first.sh"

@@ -13,7 +13,10 @@
 #   exist, on the bridge), the nftables tables, and 2 more neighbours than the
 #   script (each NIC's IPv6 link-local); validation, record and claims;
 # - "ip netns exec true": the cost of entering; "net" figures subtract its median.
-# State directory on tmpfs (/dev/shm), as /run/virt-l3 is on a hypervisor.
+# State directory on tmpfs (/dev/shm), as /run/virt-l3 is on a hypervisor; the
+# binary copied to /var/tmp, a disk file system like the /usr/bin that holds
+# virt-l3 and `ip` on a hypervisor (run from tmpfs, a start costs 11 more page
+# faults and 0.1-0.3 ms more here: docs/BENCHMARKS.md).
 # hyperfine's --prepare removes the fixture's routes, neighbours, record and
 # claims before every run of both. In two namespaces: one empty, one holding
 # COUNT (default 10,000; --quick 1,000) other VMs' routes, neighbours, records
@@ -39,14 +42,17 @@ FIX=$ROOT/testdata/bench/two-nic-dual-stack.xml
 W=$(mktemp -d /dev/shm/virt-l3-start.XXXXXX)
 OUT=${OUT:-$W/out}
 mkdir -p "$OUT"
-cp "$BIN" "$W/virt-l3" # a concurrent build must not swap it mid-run
-BIN=$W/virt-l3
+B=$(mktemp -d /var/tmp/virt-l3-start-bin.XXXXXX)
+cp "$BIN" "$B/virt-l3" # a concurrent build must not swap it mid-run
+BIN=$B/virt-l3
+[ "$(stat -f -c %T "$B")" = "$(stat -f -c %T /usr/bin)" ] ||
+  echo "start-netns: note: /var/tmp and /usr/bin are on different file system types" >&2
 NS_EMPTY=vl3start-empty-$$
 NS_FULL=vl3start-full-$$
 cleanup() {
   ip netns del "$NS_EMPTY" 2>/dev/null || true
   ip netns del "$NS_FULL" 2>/dev/null || true
-  rm -rf "$W"
+  rm -rf "$W" "$B"
 }
 [ -n "${KEEP:-}" ] || trap cleanup EXIT
 trap 'exit 130' INT TERM

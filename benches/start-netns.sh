@@ -122,9 +122,21 @@ hyper() { # CASE
     --command-name "ip script" "ip netns exec $ns sh $W/ip-script.sh" \
     --command-name "virt-l3 start" "ip netns exec $ns $BIN --config $W/$1.toml hook i-2-1017-VM start begin - < $FIX" >&2
 }
+# The same three, interleaved round by round (benches/interleave.py): the ratio
+# is taken from these paired figures, which a drifting machine disturbs less.
+paired() { # CASE
+  local ns=vl3start-$1-$$
+  python3 "$ROOT/benches/interleave.py" --rounds "$RUNS" --warmup "$WARMUP" \
+    --prepare "ip netns exec $ns $W/reset.sh $W/state-$1" --out "$OUT/start-netns-$1-paired.json" \
+    "ip netns exec true=ip netns exec $ns true" \
+    "ip script=ip netns exec $ns sh $W/ip-script.sh" \
+    "virt-l3 start=ip netns exec $ns $BIN --config $W/$1.toml hook i-2-1017-VM start begin - < $FIX"
+}
 # One --prepare for all three: `true` is reset before each run too (untimed).
 hyper empty
 hyper full
+paired empty
+paired full
 maxrss() { # CASE -> KiB, highest of 5
   local ns=vl3start-$1-$$ best=0 k
   for _ in 1 2 3 4 5; do
@@ -155,6 +167,28 @@ print(f"| ip script / virt-l3 start, net | {net[('empty', 'ip script')] / net[('
       f"| {net[('full', 'ip script')] / net[('full', 'virt-l3 start')]:.1f}x |")
 print(f"| virt-l3 start peak RSS (GNU time %M, highest of 5) | {rss_e / 1024:.1f} MiB | {rss_f / 1024:.1f} MiB |")
 print()
+print("hyperfine runs each command's rounds as one block (the table above); interleaved,")
+print("round by round, net = the median of each round's difference from `ip netns exec true`:")
+print()
+print(f"| interleaved (ms, median) | empty host | host with {count:,} other VMs |")
+print("|---|---:|---:|")
+pnet = {}
+pmed = {}
+for case in ("empty", "full"):
+    t = json.load(open(f"{out}/start-netns-{case}-paired.json"))
+    for c in t:
+        pmed[(case, c)] = statistics.median(t[c]) * 1000
+    for c in ("ip script", "virt-l3 start"):
+        pnet[(case, c)] = statistics.median(
+            a - b for a, b in zip(t[c], t["ip netns exec true"])) * 1000
+for c in ("ip netns exec true", "ip script", "virt-l3 start"):
+    print(f"| {c} | {pmed[('empty', c)]:.2f} | {pmed[('full', c)]:.2f} |")
+for c in ("ip script", "virt-l3 start"):
+    print(f"| {c}, net (paired) | {pnet[('empty', c)]:.2f} | {pnet[('full', c)]:.2f} |")
+print(f"| ip script / virt-l3 start, net (paired) | {pnet[('empty', 'ip script')] / pnet[('empty', 'virt-l3 start')]:.1f}x "
+      f"| {pnet[('full', 'ip script')] / pnet[('full', 'virt-l3 start')]:.1f}x |")
+print()
 print(f"virt-l3 start, net, on the host with {count:,} other VMs: "
-      f"{net[('full', 'virt-l3 start')] / net[('empty', 'virt-l3 start')]:.2f}x the empty host's")
+      f"{net[('full', 'virt-l3 start')] / net[('empty', 'virt-l3 start')]:.2f}x the empty host's "
+      f"(hyperfine), {pnet[('full', 'virt-l3 start')] / pnet[('empty', 'virt-l3 start')]:.2f}x (interleaved)")
 PY

@@ -13,11 +13,14 @@ use super::{StateDir, StateError, CREATED};
 /// While the lock is held, no other virt-l3 changes the state tree, so the
 /// state directory and its subdirectories are opened (and checked) once and
 /// their descriptors reused: a hook's start opened the root about twenty times.
-/// Each reuse still checks, with one `fstatat` that does not follow links, that
-/// the name is the directory that was opened (a directory swapped for a link
-/// is then opened again and refused as before). Forgotten when the lock is
-/// released; without the lock every access opens and checks again, as a
-/// long-running `watch` must.
+/// Each reuse of a subdirectory still checks, with one `fstatat` relative to
+/// the root that does not follow links, that the name is the directory that
+/// was opened (a directory swapped for a link is then opened again and refused
+/// as before). The root itself is the one whose lock file is held: it is kept
+/// as opened, not looked up by path again (six path walks of a start), so that
+/// what is written under the lock lands in the tree the lock guards. Forgotten
+/// when the lock is released; without the lock every access opens and checks
+/// again, as a long-running `watch` must.
 #[derive(Default)]
 pub(super) struct Held {
     root: Option<Dir>,
@@ -83,10 +86,10 @@ impl StateDir {
         let held = held.as_mut()?;
         let root = held.root.clone()?;
         let Some(sub) = sub else {
-            return Some(root).filter(|r| r.is_at(None, &self.root));
+            return Some(root);
         };
         let i = held.subs.iter().position(|(n, _)| *n == sub)?;
-        if held.subs[i].1.is_at(Some(&root), Path::new(sub)) {
+        if held.subs[i].1.is_at(&root, Path::new(sub)) {
             return Some(held.subs[i].1.clone());
         }
         held.subs.swap_remove(i);

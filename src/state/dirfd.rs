@@ -107,15 +107,10 @@ impl Dir {
         }
     }
 
-    /// Whether `name` (relative to `parent`, or a path from the working
-    /// directory when `parent` is `None`) is, without following a link, the
-    /// directory this descriptor holds.
-    pub(super) fn is_at(&self, parent: Option<&Dir>, name: &Path) -> bool {
-        let named = match parent {
-            Some(p) => fstatat(&p.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW),
-            None => fstatat(AT_FDCWD, name, AtFlags::AT_SYMLINK_NOFOLLOW),
-        };
-        named.is_ok_and(|n| {
+    /// Whether `name` in `parent` is, without following a link, the directory
+    /// this descriptor holds.
+    pub(super) fn is_at(&self, parent: &Dir, name: &Path) -> bool {
+        fstatat(&parent.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|n| {
             (n.st_dev, n.st_ino) == self.id
                 && SFlag::from_bits_truncate(n.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
         })

@@ -7,6 +7,7 @@ pub mod error;
 mod firewall;
 mod guest_config;
 pub mod hook;
+mod logging;
 mod manpages;
 mod nwfilter;
 mod output;
@@ -100,7 +101,7 @@ impl Cli {
             command => command,
         };
         let loaded = Config::load(config.as_deref());
-        init_logging(loaded.as_ref().ok());
+        logging::init(loaded.as_ref().ok());
         let config = match (loaded, &command) {
             (Ok(config), _) => config,
             // Without a configuration nothing can be validated: refuse starts, let stops pass.
@@ -122,21 +123,4 @@ impl Cli {
             Command::Firewall(args) => args.run(&config),
         }
     }
-}
-
-/// Logs go to stderr at `$VIRT_L3_LOG`, else the configuration's `log_level`, else warn.
-fn init_logging(config: Option<&Config>) {
-    let level = std::env::var("VIRT_L3_LOG")
-        .ok()
-        .or_else(|| config.map(|c| c.log_level.clone()))
-        .unwrap_or_else(|| "warn".to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| "warn".into()),
-        )
-        .with_target(false)
-        .with_ansi(false)
-        .without_time()
-        .try_init();
 }

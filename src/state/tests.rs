@@ -425,6 +425,34 @@ fn held_directories_do_not_outlive_the_lock_or_a_replacement() {
     assert_eq!(state.record(b).unwrap(), None);
 }
 
+/// Under the lock, what is written lands in the tree whose lock file is held:
+/// a state directory renamed away and replaced meanwhile does not receive it
+/// (the next lock opens the new one).
+#[test]
+fn writes_under_the_lock_land_in_the_locked_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let state = StateDir::new(&root);
+    let a = "aaaaaaaa-0000-4000-8000-000000000001";
+    let b = "bbbbbbbb-0000-4000-8000-000000000002";
+    {
+        let _lock = state.lock().unwrap();
+        claim(&state, a, &["192.0.2.1"]);
+        fs::rename(&root, dir.path().join("old")).unwrap();
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+        claim(&state, b, &["192.0.2.2"]);
+    }
+    let old = dir.path().join("old");
+    assert!(fs::symlink_metadata(old.join("owners").join("192.0.2.2")).is_ok());
+    assert!(old.join("domains").join(format!("{b}.json")).exists());
+    assert!(fs::symlink_metadata(root.join("owners").join("192.0.2.2")).is_err());
+    // The next lock takes the new directory, empty.
+    let _lock = state.lock().unwrap();
+    assert!(state.records().unwrap().is_empty());
+    assert_eq!(state.owner_of_address("192.0.2.2".parse().unwrap()), None);
+}
+
 /// A claim is created when the name is free, kept when it already names the
 /// domain, taken over from another owner (planning refused conflicts before),
 /// and refused when the name is a link that is no claim; a legacy file claim

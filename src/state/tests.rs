@@ -442,11 +442,15 @@ fn writes_under_the_lock_land_in_the_locked_tree() {
         fs::create_dir(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
         claim(&state, b, &["192.0.2.2"]);
+        // A subdirectory first used after the swap: the locked tree's too.
+        state.mark_stopping(b).unwrap();
     }
     let old = dir.path().join("old");
     assert!(fs::symlink_metadata(old.join("owners").join("192.0.2.2")).is_ok());
     assert!(old.join("domains").join(format!("{b}.json")).exists());
+    assert!(old.join("stopping").join(b).exists());
     assert!(fs::symlink_metadata(root.join("owners").join("192.0.2.2")).is_err());
+    assert!(!root.join("stopping").exists());
     // The next lock takes the new directory, empty.
     let _lock = state.lock().unwrap();
     assert!(state.records().unwrap().is_empty());

@@ -15,6 +15,7 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 use tracing_core::span::Current;
+use tracing_log::AsLog;
 use tracing_subscriber::filter::LevelFilter;
 use virt_l3::config::Config;
 
@@ -29,7 +30,7 @@ pub fn init(config: Option<&Config>) {
             // What `try_init` does besides: records of the `log` crate (used by
             // some dependencies) become events, at the same level.
             let _ = tracing_log::LogTracer::builder()
-                .with_max_level(log_level(level))
+                .with_max_level(level.as_log())
                 .init();
             let _ = tracing::subscriber::set_global_default(Lazy::new(level));
         }
@@ -60,17 +61,6 @@ fn builder() -> Builder {
         .with_target(false)
         .with_ansi(false)
         .without_time()
-}
-
-fn log_level(level: LevelFilter) -> log::LevelFilter {
-    match level.into_level() {
-        None => log::LevelFilter::Off,
-        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
-        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
-        Some(tracing::Level::INFO) => log::LevelFilter::Info,
-        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
-        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
-    }
 }
 
 /// A level filter in front of the formatting subscriber, which it builds when

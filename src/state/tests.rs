@@ -71,6 +71,7 @@ fn address_within_probes_small_prefixes_and_scans_large_ones() {
 }
 
 const A: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const B: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 
 /// A state directory (`<tmp>/state`, created by taking the lock once) and a
 /// file outside it that a planted link points to.
@@ -395,16 +396,22 @@ fn a_linked_mac_claim_is_refused_not_followed() {
     f.victim_intact();
 }
 
+/// A state directory at `<tmp>/state`, not created yet, so that a test can
+/// rename it away and put another in its place.
+fn replaceable_state() -> (tempfile::TempDir, PathBuf, StateDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("state");
+    let state = StateDir::new(&root);
+    (dir, root, state)
+}
+
 /// The directories opened under the lock are reused only while it is held and
 /// only while their names still lead to them: a state directory replaced after
 /// the lock is released is read afresh, and one replaced under the lock too.
 #[test]
 fn held_directories_do_not_outlive_the_lock_or_a_replacement() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("state");
-    let state = StateDir::new(&root);
-    let a = "aaaaaaaa-0000-4000-8000-000000000001";
-    let b = "bbbbbbbb-0000-4000-8000-000000000002";
+    let (dir, root, state) = replaceable_state();
+    let (a, b) = (A, B);
     {
         let _lock = state.lock().unwrap();
         claim(&state, a, &["192.0.2.1"]);
@@ -430,11 +437,8 @@ fn held_directories_do_not_outlive_the_lock_or_a_replacement() {
 /// (the next lock opens the new one).
 #[test]
 fn writes_under_the_lock_land_in_the_locked_tree() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("state");
-    let state = StateDir::new(&root);
-    let a = "aaaaaaaa-0000-4000-8000-000000000001";
-    let b = "bbbbbbbb-0000-4000-8000-000000000002";
+    let (dir, root, state) = replaceable_state();
+    let (a, b) = (A, B);
     {
         let _lock = state.lock().unwrap();
         claim(&state, a, &["192.0.2.1"]);
